@@ -1,0 +1,21 @@
+use sea_orm::entity::prelude::*;
+
+#[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+#[sea_orm(table_name = "rule_script")]
+pub struct Model {
+    #[sea_orm(primary_key)]
+    pub id: i32,
+    pub app_id: i32,
+    pub event_type: String,
+    pub version: i32,
+    #[sea_orm(column_type = "Text")]
+    pub source: String,
+    pub active: bool,
+    pub created_by: String,
+    pub created_at: DateTimeUtc,
+}
+
+#[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+pub enum Relation {}
+
+impl ActiveModelBehavior for ActiveModel {}

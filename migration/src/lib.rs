@@ -1,0 +1,14 @@
+//! Explicit, reversible schema migrations. Never derived from the current entities, so old
+//! migrations keep meaning what they meant when they shipped.
+pub use sea_orm_migration::prelude::*;
+
+mod m20261130_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261130_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,67 @@
+//! The shared state every handler and the worker get, and the process's lifecycle.
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Settings;
+use crate::rules::RuleEngine;
+use crate::secrets::SecretBox;
+use crate::services;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub settings: Arc<Settings>,
+    pub secrets: SecretBox,
+    pub rules: Arc<RuleEngine>,
+    worker: Arc<Notify>,
+}
+
+impl AppState {
+    /// Connects, migrates and makes sure the default app exists.
+    pub async fn init(settings: Settings) -> anyhow::Result<Self> {
+        let db = crate::db::connect(&settings.database_url).await?;
+        crate::db::migrate(&db).await?;
+        services::apps::ensure(&db, &settings.default_app).await?;
+        Ok(Self::with_db(db, settings))
+    }
+
+    pub fn with_db(db: DatabaseConnection, settings: Settings) -> Self {
+        AppState {
+            db,
+            secrets: SecretBox::new(settings.master_key),
+            rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
+            settings: Arc::new(settings),
+            worker: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Tells the worker there is something in the inbox (it also polls, so a lost wake-up only
+    /// delays processing).
+    pub fn wake_worker(&self) {
+        self.worker.notify_one();
+    }
+
+    /// Drains the inbox whenever woken, and on a timer, until shutdown. Events stored before a
+    /// crash are simply still pending, so a restart picks them up.
+    pub async fn run_worker(self, mut shutdown: watch::Receiver<bool>) {
+        let poll = Duration::from_millis(self.settings.worker_poll_ms);
+        loop {
+            match services::processor::drain(&self).await {
+                Ok(n) if n > 0 => tracing::debug!(events = n, "inbox drained"),
+                Ok(_) => {}
+                Err(e) => {
+                    e.log();
+                    tracing::warn!("inbox processing paused after an error; retrying");
+                }
+            }
+            tokio::select! {
+                _ = self.worker.notified() => {}
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,269 @@
+//! The command line: `serve` (default), `migrate`, `token`, `apps`, `rules`, `schema`.
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use migration::{Migrator, MigratorTrait};
+use tokio::sync::watch;
+
+use crate::auth::{self, Principal, Role};
+use crate::config::{Settings, redact_url};
+use crate::{AppState, services};
+
+#[derive(Parser, Debug)]
+#[command(name = "porteiro", version, about = "Delivers digital products sold on Hotmart")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (the default).
+    Serve,
+    /// Apply or roll back database migrations.
+    Migrate {
+        #[command(subcommand)]
+        action: MigrateAction,
+    },
+    /// Print a JWT for the admin API.
+    Token {
+        #[arg(long)]
+        app: String,
+        #[arg(long, default_value = "admin")]
+        role: Role,
+        /// Lifetime, e.g. 30m, 12h, 30d.
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+        #[arg(long, default_value = "cli")]
+        subject: String,
+    },
+    /// Manage apps (stores).
+    Apps {
+        #[command(subcommand)]
+        action: AppsAction,
+    },
+    /// Export, import and check rule scripts kept in a directory.
+    Rules {
+        #[command(subcommand)]
+        action: RulesAction,
+    },
+    /// Print the GraphQL schema (SDL).
+    Schema,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum MigrateAction {
+    Up,
+    /// Roll back the last migration, or all with --all.
+    Down {
+        #[arg(long)]
+        all: bool,
+    },
+    Status,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AppsAction {
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RulesAction {
+    /// Write the app's active scripts as DIR/<EVENT_TYPE>.rhai.
+    Export {
+        #[arg(long)]
+        app: String,
+        dir: PathBuf,
+    },
+    /// Validate and save every DIR/<EVENT_TYPE>.rhai as a new version for the app.
+    Import {
+        #[arg(long)]
+        app: String,
+        dir: PathBuf,
+    },
+    /// Compile and dry-run every DIR/<EVENT_TYPE>.rhai; non-zero exit on the first failure.
+    Check { dir: PathBuf },
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        auth::parse_role(s)
+    }
+}
+
+pub fn parse_ttl(s: &str) -> anyhow::Result<chrono::Duration> {
+    let s = s.trim();
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: i64 = num.parse().with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
+    let d = match unit {
+        "s" | "" => chrono::Duration::seconds(n),
+        "m" => chrono::Duration::minutes(n),
+        "h" => chrono::Duration::hours(n),
+        "d" => chrono::Duration::days(n),
+        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    };
+    if d <= chrono::Duration::zero() || d > chrono::Duration::days(366) {
+        bail!("--ttl must be between 1 second and 366 days");
+    }
+    Ok(d)
+}
+
+fn rule_files(dir: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("rhai") {
+            continue;
+        }
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_uppercase();
+        let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        out.push((stem, source));
+    }
+    out.sort();
+    Ok(out)
+}
+
+async fn app_principal(state: &AppState, slug: &str) -> anyhow::Result<Principal> {
+    let app = services::apps::by_slug(&state.db, slug).await?.with_context(|| format!("no app with slug {slug:?}"))?;
+    Ok(Principal { app_id: app.id, app_slug: app.slug, role: Role::Admin, subject: "cli".into() })
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let settings = Settings::load()?;
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate { action } => {
+            let db = crate::db::connect(&settings.database_url).await?;
+            match action {
+                MigrateAction::Up => Migrator::up(&db, None).await?,
+                MigrateAction::Down { all } => Migrator::down(&db, if all { None } else { Some(1) }).await?,
+                MigrateAction::Status => Migrator::status(&db).await?,
+            }
+            Ok(())
+        }
+        Command::Token { app, role, ttl, subject } => {
+            let state = AppState::init(settings).await?;
+            if services::apps::by_slug(&state.db, &app).await?.is_none() {
+                bail!("no app with slug {app:?} (see `porteiro apps list`)");
+            }
+            println!("{}", auth::issue(state.settings.jwt_secret(), &app, role, &subject, parse_ttl(&ttl)?)?);
+            Ok(())
+        }
+        Command::Apps { action } => {
+            let state = AppState::init(settings).await?;
+            match action {
+                AppsAction::Create { slug, name } => {
+                    let a = services::apps::create(&state.db, &slug, &name).await?;
+                    println!("created app {} ({})", a.slug, a.name);
+                    println!("webhook URL: {}", services::integration::webhook_url(&state.settings.public_url, &a.webhook_key));
+                }
+                AppsAction::List => {
+                    for a in services::apps::list(&state.db).await? {
+                        println!("{}\t{}\t{}", a.slug, a.name, services::integration::webhook_url(&state.settings.public_url, &a.webhook_key));
+                    }
+                }
+            }
+            Ok(())
+        }
+        Command::Rules { action } => rules(settings, action).await,
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            Ok(())
+        }
+    }
+}
+
+async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
+    match action {
+        RulesAction::Check { dir } => {
+            let engine = crate::rules::RuleEngine::new(std::time::Duration::from_millis(settings.rule_timeout_ms));
+            let files = rule_files(&dir)?;
+            if files.is_empty() {
+                bail!("no .rhai files in {}", dir.display());
+            }
+            for (event_type, source) in files {
+                services::rules::check_event_type(&event_type).map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
+                let runs = crate::rules::validate(&engine, &event_type, &source).map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
+                println!("ok  {event_type}.rhai ({runs} dry runs)");
+            }
+            Ok(())
+        }
+        RulesAction::Export { app, dir } => {
+            let state = AppState::init(settings).await?;
+            let who = app_principal(&state, &app).await?;
+            std::fs::create_dir_all(&dir)?;
+            for t in crate::rules::scripted_event_types() {
+                if let Some(a) = services::rules::active(&state.db, who.app_id, t).await? {
+                    let path = dir.join(format!("{}.rhai", t.to_lowercase()));
+                    std::fs::write(&path, a.source)?;
+                    println!("{} (version {})", path.display(), a.version);
+                }
+            }
+            Ok(())
+        }
+        RulesAction::Import { app, dir } => {
+            let state = AppState::init(settings).await?;
+            let who = app_principal(&state, &app).await?;
+            for (event_type, source) in rule_files(&dir)? {
+                let current = services::rules::active(&state.db, who.app_id, &event_type).await?;
+                if current.as_ref().is_some_and(|c| c.source == source) {
+                    println!("unchanged {event_type}");
+                    continue;
+                }
+                let v = services::rules::save(&state, &who, &event_type, &source)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
+                println!("saved {event_type} version {}", v.version);
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    tracing::info!(bind = %settings.bind, database = %redact_url(&settings.database_url), "starting porteiro");
+    let state = AppState::init(settings).await?;
+    let acceptor = crate::http::bind(state.settings.bind).await.with_context(|| format!("cannot listen on {}", state.settings.bind))?;
+    let (tx, rx) = watch::channel(false);
+    let worker = tokio::spawn(state.clone().run_worker(rx.clone()));
+    let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
+    let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
+    eprintln!("porteiro listening on http://{addr}");
+    eprintln!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql");
+    eprintln!("  Hotmart webhook URL of app '{}': {}", default_app.slug, services::integration::webhook_url(&state.settings.public_url, &default_app.webhook_key));
+    eprintln!("  admin token: cargo run --release -- token --app {} --role admin", default_app.slug);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+    });
+    crate::http::serve(state, acceptor, rx).await?;
+    let _ = worker.await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}

@@ -1,0 +1,227 @@
+//! Typed settings from an optional `porteiro.toml` and `PORTEIRO_*` variables, validated at start-up.
+//! Keys that are not configured are generated on first start and kept in the data directory.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSettings {
+    bind: String,
+    database_url: Option<String>,
+    public_url: Option<String>,
+    data_dir: String,
+    jwt_key: Option<String>,
+    master_key: Option<String>,
+    webhook_body_limit: usize,
+    graphql_body_limit: usize,
+    rule_timeout_ms: u64,
+    worker_poll_ms: u64,
+    default_app: String,
+}
+
+impl Default for RawSettings {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            database_url: None,
+            public_url: None,
+            data_dir: ".porteiro".into(),
+            jwt_key: None,
+            master_key: None,
+            webhook_body_limit: 256 * 1024,
+            graphql_body_limit: 64 * 1024,
+            rule_timeout_ms: 250,
+            worker_poll_ms: 500,
+            default_app: "default".into(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub database_url: String,
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub jwt_key: SecretString,
+    pub master_key: [u8; 32],
+    pub webhook_body_limit: usize,
+    pub graphql_body_limit: usize,
+    pub rule_timeout_ms: u64,
+    pub worker_poll_ms: u64,
+    pub default_app: String,
+}
+
+impl std::fmt::Debug for Settings {
+    // Written by hand so the keys can never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("bind", &self.bind)
+            .field("database_url", &redact_url(&self.database_url))
+            .field("public_url", &self.public_url)
+            .field("data_dir", &self.data_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Hides a password inside a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Settings {
+    /// Reads `porteiro.toml` (if present) then the environment. `DATABASE_URL` is honoured as well as
+    /// `PORTEIRO_DATABASE_URL`, since every tool around databases uses it.
+    pub fn load() -> anyhow::Result<Self> {
+        let fig = Figment::from(Serialized::defaults(RawSettings::default()))
+            .merge(Toml::file("porteiro.toml"))
+            .merge(Env::raw().only(&["DATABASE_URL"]))
+            .merge(Env::prefixed("PORTEIRO_"));
+        let raw: RawSettings = fig.extract().context("invalid configuration")?;
+        Self::from_raw(raw)
+    }
+
+    /// Settings for tests and embedding: everything explicit, nothing read from the environment.
+    pub fn for_tests(database_url: &str, data_dir: &Path) -> anyhow::Result<Self> {
+        let raw = RawSettings {
+            bind: "127.0.0.1:0".into(),
+            database_url: Some(database_url.into()),
+            data_dir: data_dir.display().to_string(),
+            public_url: Some("http://porteiro.test".into()),
+            worker_poll_ms: 50,
+            ..RawSettings::default()
+        };
+        Self::from_raw(raw)
+    }
+
+    fn from_raw(raw: RawSettings) -> anyhow::Result<Self> {
+        let bind: SocketAddr = raw
+            .bind
+            .parse()
+            .with_context(|| format!("PORTEIRO_BIND must be host:port, got {:?}", raw.bind))?;
+        let database_url = raw
+            .database_url
+            .unwrap_or_else(|| "sqlite://porteiro.db?mode=rwc".to_string());
+        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+            bail!("DATABASE_URL must start with sqlite: or postgres://");
+        }
+        let public_url = raw
+            .public_url
+            .unwrap_or_else(|| format!("http://{bind}"))
+            .trim_end_matches('/')
+            .to_string();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://")) {
+            bail!("PORTEIRO_PUBLIC_URL must start with http:// or https://, got {public_url:?}");
+        }
+        if raw.webhook_body_limit < 1024 || raw.graphql_body_limit < 1024 {
+            bail!("body limits must be at least 1024 bytes");
+        }
+        let data_dir = PathBuf::from(&raw.data_dir);
+        let jwt_key = match raw.jwt_key {
+            Some(k) if k.len() < 32 => bail!("PORTEIRO_JWT_KEY must be at least 32 characters"),
+            Some(k) => SecretString::from(k),
+            None => SecretString::from(load_or_create_key(&data_dir, "jwt.key")?),
+        };
+        let master_hex = match raw.master_key {
+            Some(k) => k,
+            None => load_or_create_key(&data_dir, "master.key")?,
+        };
+        let master_key = parse_master_key(&master_hex)?;
+        Ok(Self {
+            bind,
+            database_url,
+            public_url,
+            data_dir,
+            jwt_key,
+            master_key,
+            webhook_body_limit: raw.webhook_body_limit,
+            graphql_body_limit: raw.graphql_body_limit,
+            rule_timeout_ms: raw.rule_timeout_ms.max(1),
+            worker_poll_ms: raw.worker_poll_ms.max(10),
+            default_app: raw.default_app,
+        })
+    }
+
+    pub fn jwt_secret(&self) -> &[u8] {
+        self.jwt_key.expose_secret().as_bytes()
+    }
+}
+
+fn parse_master_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    let bytes = hex::decode(hex_key.trim())
+        .context("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)")?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)"))
+}
+
+/// Reads a 32-byte hex key from the data directory, creating it (mode 0600) on first start.
+fn load_or_create_key(dir: &Path, name: &str) -> anyhow::Result<String> {
+    let path = dir.join(name);
+    if path.exists() {
+        let s = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        return Ok(s.trim().to_string());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    let key = hex::encode(bytes);
+    write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
+    tracing::info!(path = %path.display(), "generated a new key");
+    Ok(key)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(content.as_bytes())
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
+    std::fs::write(path, content)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact_url("sqlite://x.db"), "sqlite://x.db");
+    }
+
+    #[test]
+    fn rejects_a_short_master_key() {
+        assert!(parse_master_key("abcd").is_err());
+        assert!(parse_master_key(&"ab".repeat(32)).is_ok());
+    }
+
+    #[test]
+    fn keys_are_generated_once_and_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_or_create_key(dir.path(), "k").unwrap();
+        let b = load_or_create_key(dir.path(), "k").unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 64);
+    }
+}

@@ -1,0 +1,88 @@
+//! One error type for the whole service. Its mapping to HTTP statuses and GraphQL codes lives here
+//! and nowhere else.
+use sea_orm::DbErr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{0}")]
+    BadInput(String),
+    /// Several fields wrong at once: each keeps its own message.
+    #[error("invalid input: {}", .0.iter().map(|(f, m)| format!("{f}: {m}")).collect::<Vec<_>>().join("; "))]
+    InvalidFields(Vec<(String, String)>),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    /// The stable machine-readable code admin panels switch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            AppError::BadInput(_) | AppError::InvalidFields(_) => "BAD_USER_INPUT",
+            AppError::Unauthenticated(_) => "UNAUTHENTICATED",
+            AppError::Forbidden(_) => "FORBIDDEN",
+            AppError::NotFound(_) => "NOT_FOUND",
+            AppError::Conflict(_) => "CONFLICT",
+            AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Internal(_) => "INTERNAL",
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self {
+            AppError::BadInput(_) | AppError::InvalidFields(_) => 400,
+            AppError::Unauthenticated(_) => 401,
+            AppError::Forbidden(_) => 403,
+            AppError::NotFound(_) => 404,
+            AppError::Conflict(_) => 409,
+            AppError::Unavailable(_) => 503,
+            AppError::Internal(_) => 500,
+        }
+    }
+
+    /// The message safe to show a client: internals are replaced by a generic sentence.
+    pub fn public_message(&self) -> String {
+        self.to_string()
+    }
+
+    pub fn internal(e: impl Into<anyhow::Error>) -> Self {
+        AppError::Internal(e.into())
+    }
+
+    pub fn bad(msg: impl Into<String>) -> Self {
+        AppError::BadInput(msg.into())
+    }
+
+    pub fn not_found(msg: impl Into<String>) -> Self {
+        AppError::NotFound(msg.into())
+    }
+
+    /// Log the error chain of server-side failures once, where they are turned into a response.
+    pub fn log(&self) {
+        match self {
+            AppError::Internal(e) => tracing::error!(error = ?e, "internal error"),
+            AppError::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            _ => {}
+        }
+    }
+}
+
+impl From<DbErr> for AppError {
+    fn from(e: DbErr) -> Self {
+        match &e {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => AppError::Unavailable(e),
+            _ => AppError::Internal(e.into()),
+        }
+    }
+}

@@ -1,0 +1,59 @@
+use async_graphql::{Context, ID, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::buyers::PageInfo;
+use super::{GqlResult, caller, gql};
+use crate::services::{Page, audit};
+
+#[derive(SimpleObject)]
+pub struct AuditEntry {
+    pub id: ID,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub before: Option<Json<serde_json::Value>>,
+    pub after: Option<Json<serde_json::Value>>,
+    pub reason: String,
+    pub created_at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject)]
+pub struct AuditConnection {
+    pub nodes: Vec<AuditEntry>,
+    pub page_info: PageInfo,
+}
+
+fn json(s: Option<String>) -> Option<Json<serde_json::Value>> {
+    s.and_then(|s| serde_json::from_str(&s).ok()).map(Json)
+}
+
+#[derive(Default)]
+pub struct AuditQuery;
+
+#[Object]
+impl AuditQuery {
+    /// Newest first.
+    async fn audit_log(&self, ctx: &Context<'_>, target: Option<String>, first: Option<i32>, after: Option<String>) -> GqlResult<AuditConnection> {
+        let (state, who) = caller(ctx)?;
+        let page = Page::new(first, after.as_deref()).map_err(gql)?;
+        let rows = audit::list(&state.db, who.app_id, target.as_deref(), page).await.map_err(gql)?;
+        let end_cursor = rows.items.last().map(|r| r.id.to_string());
+        Ok(AuditConnection {
+            nodes: rows
+                .items
+                .into_iter()
+                .map(|r| AuditEntry {
+                    id: ID(r.id.to_string()),
+                    actor: r.actor,
+                    action: r.action,
+                    target: r.target,
+                    before: json(r.before),
+                    after: json(r.after),
+                    reason: r.reason,
+                    created_at: r.created_at,
+                })
+                .collect(),
+            page_info: PageInfo { has_next_page: rows.has_next, end_cursor },
+        })
+    }
+}

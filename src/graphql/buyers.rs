@@ -1,0 +1,246 @@
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::{GqlResult, caller, gql, parse_id};
+use crate::domain::{EntitlementStatus, TargetKind};
+use crate::services::{Page, buyers as svc, entitlements};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum AccessStatus {
+    Active,
+    Suspended,
+    Revoked,
+    Expired,
+}
+
+impl From<EntitlementStatus> for AccessStatus {
+    fn from(s: EntitlementStatus) -> Self {
+        match s {
+            EntitlementStatus::Active => AccessStatus::Active,
+            EntitlementStatus::Suspended => AccessStatus::Suspended,
+            EntitlementStatus::Revoked => AccessStatus::Revoked,
+            EntitlementStatus::Expired => AccessStatus::Expired,
+        }
+    }
+}
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum TargetType {
+    Package,
+    Plan,
+}
+
+impl From<TargetType> for TargetKind {
+    fn from(t: TargetType) -> Self {
+        match t {
+            TargetType::Package => TargetKind::Package,
+            TargetType::Plan => TargetKind::Plan,
+        }
+    }
+}
+
+impl From<TargetKind> for TargetType {
+    fn from(t: TargetKind) -> Self {
+        match t {
+            TargetKind::Package => TargetType::Package,
+            TargetKind::Plan => TargetType::Plan,
+        }
+    }
+}
+
+/// A package or a plan.
+#[derive(InputObject)]
+pub struct TargetInput {
+    pub kind: TargetType,
+    pub id: ID,
+}
+
+impl TargetInput {
+    fn parse(&self) -> GqlResult<(TargetKind, i32)> {
+        Ok((self.kind.into(), parse_id(&self.id)?))
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+pub struct AccessTarget {
+    pub kind: TargetType,
+    pub id: ID,
+    pub name: String,
+}
+
+/// One entitlement: what a buyer may access, from which source, and until when.
+#[derive(SimpleObject, Clone)]
+pub struct Access {
+    pub id: ID,
+    /// Null only if the package or plan was deleted meanwhile.
+    pub target: Option<AccessTarget>,
+    pub status: AccessStatus,
+    /// True only when this grants access now (counting expiry).
+    pub active: bool,
+    pub granted_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
+    /// `txn:<transaction>`, `sub:<subscriber code>` or `manual`.
+    pub source: String,
+    pub reason: String,
+    pub rule_version: Option<i32>,
+    pub last_event_id: Option<ID>,
+}
+
+impl From<svc::AccessView> for Access {
+    fn from(a: svc::AccessView) -> Self {
+        let e = a.entitlement;
+        Access {
+            id: ID(e.id.to_string()),
+            target: a.target.map(|t| AccessTarget { kind: t.kind.into(), id: ID(t.id.to_string()), name: t.name }),
+            status: a.status.into(),
+            active: a.active,
+            granted_at: e.granted_at,
+            revoked_at: e.revoked_at,
+            expires_at: e.expires_at,
+            source: e.source,
+            reason: e.reason,
+            rule_version: e.rule_version,
+            last_event_id: e.last_event_id.map(|i| ID(i.to_string())),
+        }
+    }
+}
+
+#[derive(SimpleObject, Clone)]
+#[graphql(complex)]
+pub struct Buyer {
+    pub id: ID,
+    pub email: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    #[graphql(skip)]
+    pub app_id: i32,
+    #[graphql(skip)]
+    pub row_id: i32,
+}
+
+#[ComplexObject]
+impl Buyer {
+    async fn subscriber_codes(&self, ctx: &Context<'_>) -> GqlResult<Vec<String>> {
+        let (state, _) = caller(ctx)?;
+        svc::subscriber_codes(&state.db, self.row_id).await.map_err(gql)
+    }
+
+    async fn access(&self, ctx: &Context<'_>) -> GqlResult<Vec<Access>> {
+        let (state, _) = caller(ctx)?;
+        let email = svc::parse_email(&self.email).map_err(gql)?;
+        Ok(svc::access(&state.db, self.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+    }
+}
+
+impl From<entity::buyer::Model> for Buyer {
+    fn from(b: entity::buyer::Model) -> Self {
+        Buyer { id: ID(b.id.to_string()), email: b.email, name: b.name, created_at: b.created_at, app_id: b.app_id, row_id: b.id }
+    }
+}
+
+#[derive(SimpleObject)]
+pub struct PageInfo {
+    pub has_next_page: bool,
+    /// Pass as `after` to get the next page.
+    pub end_cursor: Option<String>,
+}
+
+#[derive(SimpleObject)]
+pub struct BuyerConnection {
+    pub nodes: Vec<Buyer>,
+    pub page_info: PageInfo,
+}
+
+#[derive(SimpleObject)]
+pub struct ExplainStep {
+    pub source: String,
+    pub webhook_event_id: ID,
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: DateTime<Utc>,
+    pub transaction: Option<String>,
+    pub decision: String,
+    pub rule_version: Option<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct AccessExplanation {
+    pub email: String,
+    /// The buyer's entitlements to the target (one per source).
+    pub access: Vec<Access>,
+    /// Every event behind them, in the order they were applied (occurred-at, then precedence).
+    pub steps: Vec<ExplainStep>,
+}
+
+#[derive(Default)]
+pub struct BuyerQuery;
+
+#[Object]
+impl BuyerQuery {
+    async fn buyers(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> GqlResult<BuyerConnection> {
+        let (state, who) = caller(ctx)?;
+        let page = Page::new(first, after.as_deref()).map_err(gql)?;
+        let rows = svc::list(&state.db, who.app_id, search.as_deref(), page).await.map_err(gql)?;
+        let end_cursor = rows.items.last().map(|b| b.id.to_string());
+        Ok(BuyerConnection {
+            nodes: rows.items.into_iter().map(Into::into).collect(),
+            page_info: PageInfo { has_next_page: rows.has_next, end_cursor },
+        })
+    }
+
+    async fn buyer(&self, ctx: &Context<'_>, email: String) -> GqlResult<Option<Buyer>> {
+        let (state, who) = caller(ctx)?;
+        let email = svc::parse_email(&email).map_err(gql)?;
+        Ok(svc::find(&state.db, who.app_id, &email).await.map_err(gql)?.map(Into::into))
+    }
+
+    /// Everything the buyer holds. Someone who never bought gets an empty list.
+    async fn access(&self, ctx: &Context<'_>, email: String) -> GqlResult<Vec<Access>> {
+        let (state, who) = caller(ctx)?;
+        let email = svc::parse_email(&email).map_err(gql)?;
+        Ok(svc::access(&state.db, who.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+    }
+
+    async fn explain_access(&self, ctx: &Context<'_>, email: String, target: TargetInput) -> GqlResult<AccessExplanation> {
+        let (state, who) = caller(ctx)?;
+        let (access, steps) = entitlements::explain(&state.db, who.app_id, &email, target.parse()?).await.map_err(gql)?;
+        Ok(AccessExplanation {
+            email: email.trim().to_lowercase(),
+            access: access.into_iter().map(Into::into).collect(),
+            steps: steps
+                .into_iter()
+                .map(|s| ExplainStep {
+                    source: s.source,
+                    webhook_event_id: ID(s.event.row_id.to_string()),
+                    event_type: s.event.kind.as_str().to_string(),
+                    event_id: s.event.event_id,
+                    occurred_at: s.event.occurred_at,
+                    transaction: s.event.transaction,
+                    decision: s.event.decision.label(),
+                    rule_version: s.event.rule_version,
+                })
+                .collect(),
+        })
+    }
+}
+
+#[derive(Default)]
+pub struct AccessMutation;
+
+#[Object]
+impl AccessMutation {
+    /// Gives access by hand (support, gifts, partners). Written to the audit log with the reason.
+    async fn grant_access(&self, ctx: &Context<'_>, email: String, target: TargetInput, expires_at: Option<DateTime<Utc>>, reason: String) -> GqlResult<Vec<Access>> {
+        let (state, who) = caller(ctx)?;
+        entitlements::grant_manual(state, who, &email, target.parse()?, expires_at, &reason).await.map_err(gql)?;
+        let email = svc::parse_email(&email).map_err(gql)?;
+        Ok(svc::access(&state.db, who.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+    }
+
+    /// Takes access away by hand, whatever gave it. Returns how many entitlements were revoked.
+    async fn revoke_access(&self, ctx: &Context<'_>, email: String, target: TargetInput, reason: String) -> GqlResult<i32> {
+        let (state, who) = caller(ctx)?;
+        entitlements::revoke_manual(state, who, &email, target.parse()?, &reason).await.map_err(gql)
+    }
+}

@@ -1,0 +1,137 @@
+//! The admin API. The only module that knows async-graphql: resolvers are thin and call one
+//! service each; errors are mapped to `extensions.code` in one place.
+mod audit;
+mod buyers;
+mod catalog;
+mod events;
+mod integration;
+mod rules;
+
+use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Schema};
+use serde_json::json;
+
+use crate::auth::{self, Principal};
+use crate::{AppError, AppState};
+
+#[derive(MergedObject, Default)]
+pub struct Query(
+    integration::IntegrationQuery,
+    catalog::CatalogQuery,
+    buyers::BuyerQuery,
+    events::EventQuery,
+    rules::RuleQuery,
+    audit::AuditQuery,
+);
+
+#[derive(MergedObject, Default)]
+pub struct Mutation(
+    integration::IntegrationMutation,
+    catalog::CatalogMutation,
+    buyers::AccessMutation,
+    events::EventMutation,
+    rules::RuleMutation,
+);
+
+pub type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;
+
+const MAX_DEPTH: usize = 12;
+const MAX_COMPLEXITY: usize = 1_000;
+
+fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
+    Schema::build(Query::default(), Mutation::default(), EmptySubscription)
+        .limit_depth(MAX_DEPTH)
+        .limit_complexity(MAX_COMPLEXITY)
+}
+
+pub fn schema(state: AppState) -> PorteiroSchema {
+    builder().data(state).finish()
+}
+
+/// The SDL, without any data: what `schema.graphql` holds.
+pub fn sdl() -> String {
+    builder().finish().sdl()
+}
+
+pub fn graphiql_html() -> String {
+    async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish()
+}
+
+pub fn error_body(code: &str, message: &str) -> String {
+    json!({"errors": [{"message": message, "extensions": {"code": code}}]}).to_string()
+}
+
+/// Runs one operation. Returns whether the request itself was well-formed, and the JSON body.
+pub async fn execute(schema: &PorteiroSchema, state: &AppState, bearer: Option<&str>, body: &[u8]) -> (bool, String) {
+    let value: serde_json::Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => return (false, error_body("BAD_USER_INPUT", &format!("body is not valid JSON: {e}"))),
+    };
+    if value.is_array() {
+        return (false, error_body("BAD_USER_INPUT", "batched requests are not supported: send one operation per request"));
+    }
+    let request: async_graphql::Request = match serde_json::from_value(value) {
+        Ok(r) => r,
+        Err(e) => return (false, error_body("BAD_USER_INPUT", &format!("not a GraphQL request: {e}"))),
+    };
+    let principal = match bearer {
+        None | Some("") => None,
+        Some(token) => match authenticate(state, token).await {
+            Ok(p) => Some(p),
+            Err(e) => return (true, error_body(e.code(), &e.public_message())),
+        },
+    };
+    let request = match principal {
+        Some(p) => request.data(p),
+        None => request,
+    };
+    let response = schema.execute(request).await;
+    (true, serde_json::to_string(&response).unwrap_or_else(|_| error_body("INTERNAL", "internal error")))
+}
+
+async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppError> {
+    let claims = auth::verify(state.settings.jwt_secret(), token)?;
+    let app = crate::services::apps::by_slug(&state.db, &claims.app)
+        .await?
+        .ok_or_else(|| AppError::Unauthenticated(format!("the token's app {:?} does not exist", claims.app)))?;
+    Ok(Principal { app_id: app.id, app_slug: app.slug, role: claims.role, subject: claims.sub })
+}
+
+/// The one mapping from our errors to GraphQL errors. Internals are logged, never sent.
+pub(crate) fn gql(e: AppError) -> async_graphql::Error {
+    e.log();
+    let code = e.code();
+    let fields = match &e {
+        AppError::InvalidFields(f) => Some(f.clone()),
+        _ => None,
+    };
+    async_graphql::Error::new(e.public_message()).extend_with(|_, ext| {
+        ext.set("code", code);
+        if let Some(fields) = &fields {
+            let list: Vec<async_graphql::Value> = fields
+                .iter()
+                .map(|(f, m)| {
+                    let mut obj = async_graphql::indexmap::IndexMap::new();
+                    obj.insert(async_graphql::Name::new("field"), async_graphql::Value::from(f.as_str()));
+                    obj.insert(async_graphql::Name::new("message"), async_graphql::Value::from(m.as_str()));
+                    async_graphql::Value::Object(obj)
+                })
+                .collect();
+            ext.set("fields", async_graphql::Value::List(list));
+        }
+    })
+}
+
+pub(crate) type GqlResult<T> = async_graphql::Result<T>;
+
+/// The state and the caller; every resolver needs both, and anonymous callers get nothing.
+pub(crate) fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<(&'a AppState, &'a Principal)> {
+    let state = ctx.data::<AppState>().map_err(|_| gql(AppError::internal(anyhow::anyhow!("state missing"))))?;
+    let who = ctx
+        .data_opt::<Principal>()
+        .ok_or_else(|| gql(AppError::Unauthenticated("send Authorization: Bearer <token> (porteiro token --app <slug> --role admin)".into())))?;
+    Ok((state, who))
+}
+
+pub(crate) fn parse_id(id: &ID) -> GqlResult<i32> {
+    id.parse::<i32>().map_err(|_| gql(AppError::bad(format!("{:?} is not a valid id", id.as_str()))))
+}

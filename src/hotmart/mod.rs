@@ -1,0 +1,7 @@
+//! Everything shaped like Hotmart: token verification, the v2 and v1 payloads, and their
+//! conversion into provider-neutral [`crate::domain::PaymentEvent`]s.
+mod payload;
+mod verify;
+
+pub use payload::{Envelope, Format, ParseError, detect_format, envelope, parse_event};
+pub use verify::{VerifyError, verify_hottok};

@@ -1,0 +1,382 @@
+//! Hotmart payloads, read leniently: fields move between events, numbers arrive as strings and
+//! strings as numbers, `creation_date` is sometimes `creationDate`, dates are epoch-ms or ISO.
+//! Only what a decision needs is strict, with a reason when it is missing.
+use std::collections::HashMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::domain::{EventKind, PaymentEvent};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// JSON, token in the `X-HOTMART-HOTTOK` header.
+    V2,
+    /// Legacy form postback, token in the `hottok` field.
+    V1,
+}
+
+impl Format {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::V2 => "v2",
+            Format::V1 => "v1",
+        }
+    }
+
+    pub fn parse(s: &str) -> Self {
+        if s == "v1" { Format::V1 } else { Format::V2 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+fn err(msg: impl Into<String>) -> ParseError {
+    ParseError(msg.into())
+}
+
+/// What the receiver needs before storing: identity, type, time, and the body's own token.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    pub event_id: String,
+    pub event_type: String,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub body_hottok: Option<String>,
+    pub is_test: bool,
+}
+
+pub fn detect_format(content_type: Option<&str>) -> Format {
+    match content_type {
+        Some(ct) if ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") => Format::V1,
+        _ => Format::V2,
+    }
+}
+
+/// Hotmart's "send test" button uses product id 0 (`"00000"` in club events) and a fixed transaction.
+const TEST_TRANSACTION: &str = "HP16015479281022";
+
+fn is_test_product(id: Option<&str>) -> bool {
+    id.is_some_and(|s| !s.is_empty() && s.trim_start_matches('0').is_empty())
+}
+
+pub fn envelope(format: Format, body: &[u8]) -> Result<Envelope, ParseError> {
+    match format {
+        Format::V2 => {
+            let v = parse_json(body)?;
+            let ev = v2(&v)?;
+            Ok(Envelope {
+                event_id: ev.event_id,
+                event_type: ev.kind.as_str().to_string(),
+                occurred_at: Some(ev.occurred_at),
+                body_hottok: text(&v, &["hottok"]),
+                is_test: ev.is_test,
+            })
+        }
+        Format::V1 => {
+            let f = parse_form(body)?;
+            let ev = v1(&f)?;
+            Ok(Envelope {
+                event_id: ev.event_id,
+                event_type: ev.kind.as_str().to_string(),
+                occurred_at: Some(ev.occurred_at),
+                body_hottok: f.get("hottok").cloned(),
+                is_test: ev.is_test,
+            })
+        }
+    }
+}
+
+/// Parses a stored body into a domain event. `fallback_time` is used only by v1 postbacks that
+/// carry no date at all.
+pub fn parse_event(format: Format, body: &[u8], fallback_time: DateTime<Utc>) -> Result<PaymentEvent, ParseError> {
+    match format {
+        Format::V2 => v2(&parse_json(body)?),
+        Format::V1 => {
+            let mut ev = v1(&parse_form(body)?)?;
+            if ev.occurred_at.timestamp() == 0 {
+                ev.occurred_at = fallback_time;
+            }
+            Ok(ev)
+        }
+    }
+}
+
+fn parse_json(body: &[u8]) -> Result<Value, ParseError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(err("body must be a JSON object"));
+    }
+    Ok(v)
+}
+
+fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, ParseError> {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_bytes(body).map_err(|e| err(format!("body is not a valid form: {e}")))?;
+    if pairs.is_empty() {
+        return Err(err("form body is empty"));
+    }
+    Ok(pairs.into_iter().collect())
+}
+
+fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |cur, k| cur.get(k))
+}
+
+/// A string or a number, as text; empty strings count as absent.
+fn text(v: &Value, path: &[&str]) -> Option<String> {
+    match at(v, path)? {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn first_text(v: &Value, paths: &[&[&str]]) -> Option<String> {
+    paths.iter().find_map(|p| text(v, p))
+}
+
+fn int(v: &Value, path: &[&str]) -> Option<i64> {
+    match at(v, path)? {
+        Value::Number(n) => n.as_i64().or_else(|| n.as_f64().map(|f| f as i64)),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+fn float(v: &Value, path: &[&str]) -> Option<f64> {
+    match at(v, path)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// Epoch milliseconds (number or numeric string) or an ISO-8601 string.
+fn time(v: &Value, path: &[&str]) -> Option<DateTime<Utc>> {
+    match at(v, path)? {
+        Value::Number(n) => n.as_i64().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        Value::String(s) => parse_time_str(s),
+        _ => None,
+    }
+}
+
+fn parse_time_str(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(ms) = s.parse::<i64>() {
+        return Utc.timestamp_millis_opt(ms).single();
+    }
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
+}
+
+fn v2(v: &Value) -> Result<PaymentEvent, ParseError> {
+    let event_id = text(v, &["id"]).ok_or_else(|| err("missing event id (\"id\")"))?;
+    let event_name = text(v, &["event"]).ok_or_else(|| err("missing event name (\"event\")"))?;
+    let occurred_at = time(v, &["creation_date"])
+        .or_else(|| time(v, &["creationDate"]))
+        .ok_or_else(|| err("missing creation_date"))?;
+    let kind = EventKind::parse(&event_name);
+    let d = v.get("data").cloned().unwrap_or(Value::Null);
+
+    let mut ev = PaymentEvent {
+        kind: kind.clone(),
+        event_id,
+        occurred_at,
+        is_test: false,
+        transaction: None,
+        product_id: None,
+        product_name: None,
+        buyer_email: None,
+        buyer_name: None,
+        subscriber_code: None,
+        plan_id: None,
+        plan_name: None,
+        offer_code: None,
+        recurrence_number: None,
+        approved_at: None,
+        next_charge_at: None,
+        price: None,
+        currency: None,
+        payment_type: None,
+        status: None,
+    };
+    match kind {
+        EventKind::SubscriptionCancellation => {
+            ev.product_id = text(&d, &["product", "id"]);
+            ev.product_name = text(&d, &["product", "name"]);
+            ev.buyer_email = text(&d, &["subscriber", "email"]);
+            ev.buyer_name = text(&d, &["subscriber", "name"]);
+            ev.subscriber_code = text(&d, &["subscriber", "code"]);
+            ev.plan_id = text(&d, &["subscription", "plan", "id"]);
+            ev.plan_name = text(&d, &["subscription", "plan", "name"]);
+            ev.next_charge_at = time(&d, &["date_next_charge"]);
+            ev.price = float(&d, &["actual_recurrence_value"]);
+        }
+        EventKind::SwitchPlan => {
+            let current = d
+                .get("plans")
+                .and_then(Value::as_array)
+                .and_then(|ps| ps.iter().find(|p| p.get("current").and_then(Value::as_bool) == Some(true)))
+                .cloned()
+                .unwrap_or(Value::Null);
+            ev.product_id = text(&d, &["subscription", "product", "id"]);
+            ev.product_name = text(&d, &["subscription", "product", "name"]);
+            ev.buyer_email = text(&d, &["subscription", "user", "email"]);
+            ev.subscriber_code = text(&d, &["subscription", "subscriber_code"]);
+            ev.plan_id = text(&current, &["id"]);
+            ev.plan_name = text(&current, &["name"]);
+            ev.offer_code = first_text(&current, &[&["offer", "key"], &["offer", "code"]]);
+            ev.next_charge_at = time(&d, &["subscription", "date_next_charge"]);
+            ev.status = text(&d, &["subscription", "status"]);
+        }
+        EventKind::UpdateSubscriptionChargeDate => {
+            ev.product_id = text(&d, &["subscription", "product", "id"]);
+            ev.product_name = text(&d, &["subscription", "product", "name"]);
+            ev.buyer_email = text(&d, &["subscriber", "email"]);
+            ev.buyer_name = text(&d, &["subscriber", "name"]);
+            ev.subscriber_code = text(&d, &["subscriber", "code"]);
+            ev.plan_id = text(&d, &["plan", "id"]);
+            ev.plan_name = text(&d, &["plan", "name"]);
+            ev.offer_code = text(&d, &["plan", "offer", "code"]);
+            ev.next_charge_at = time(&d, &["subscription", "date_next_charge"]);
+            ev.status = text(&d, &["subscription", "status"]);
+        }
+        EventKind::ClubFirstAccess | EventKind::ClubModuleCompleted => {
+            ev.product_id = text(&d, &["product", "id"]);
+            ev.product_name = text(&d, &["product", "name"]);
+            ev.buyer_email = text(&d, &["user", "email"]);
+            ev.buyer_name = text(&d, &["user", "name"]);
+        }
+        EventKind::OrderFulfillment => {
+            ev.transaction = text(&d, &["purchase", "transaction"]);
+            ev.product_id = text(&d, &["line_items", "0", "product", "id"]);
+            ev.status = text(&d, &["purchase", "status"]);
+        }
+        EventKind::PurchaseOutOfShoppingCart => {
+            ev.product_id = text(&d, &["product", "id"]);
+            ev.product_name = text(&d, &["product", "name"]);
+            ev.buyer_email = text(&d, &["buyer", "email"]);
+            ev.buyer_name = text(&d, &["buyer", "name"]);
+            ev.offer_code = text(&d, &["offer", "code"]);
+        }
+        _ => {
+            // The purchase family, and our best guess for event names we do not know yet.
+            ev.transaction = text(&d, &["purchase", "transaction"]);
+            ev.product_id = text(&d, &["product", "id"]);
+            ev.product_name = text(&d, &["product", "name"]);
+            ev.buyer_email = text(&d, &["buyer", "email"]);
+            ev.buyer_name = text(&d, &["buyer", "name"]);
+            ev.subscriber_code = text(&d, &["subscription", "subscriber", "code"]);
+            ev.plan_id = text(&d, &["subscription", "plan", "id"]);
+            ev.plan_name = text(&d, &["subscription", "plan", "name"]);
+            ev.offer_code = text(&d, &["purchase", "offer", "code"]);
+            ev.recurrence_number = int(&d, &["purchase", "recurrence_number"]);
+            ev.approved_at = time(&d, &["purchase", "approved_date"]);
+            ev.next_charge_at = time(&d, &["purchase", "date_next_charge"]);
+            ev.price = float(&d, &["purchase", "price", "value"]);
+            ev.currency = text(&d, &["purchase", "price", "currency_value"]);
+            ev.payment_type = text(&d, &["purchase", "payment", "type"]);
+            ev.status = text(&d, &["purchase", "status"]);
+        }
+    }
+    ev.is_test = is_test_product(ev.product_id.as_deref()) || ev.transaction.as_deref() == Some(TEST_TRANSACTION);
+    Ok(ev)
+}
+
+/// v1 statuses are lower-case and name the purchase state, not the event.
+fn v1_kind(status: &str, callback_type: Option<&str>) -> EventKind {
+    if callback_type == Some("2") {
+        return EventKind::SubscriptionCancellation;
+    }
+    match status {
+        "approved" => EventKind::PurchaseApproved,
+        "completed" | "complete" => EventKind::PurchaseComplete,
+        "canceled" | "cancelled" => EventKind::PurchaseCanceled,
+        "refunded" => EventKind::PurchaseRefunded,
+        "chargeback" => EventKind::PurchaseChargeback,
+        "dispute" | "protested" => EventKind::PurchaseProtest,
+        "expired" => EventKind::PurchaseExpired,
+        "delayed" => EventKind::PurchaseDelayed,
+        "billet_printed" | "printed_billet" => EventKind::PurchaseBilletPrinted,
+        other => EventKind::Unsupported(format!("V1_{}", other.to_ascii_uppercase())),
+    }
+}
+
+fn v1(f: &HashMap<String, String>) -> Result<PaymentEvent, ParseError> {
+    let get = |k: &str| f.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let transaction = get("transaction").ok_or_else(|| err("v1 postback without a transaction"))?;
+    let status = get("status").ok_or_else(|| err("v1 postback without a status"))?.to_ascii_lowercase();
+    let kind = v1_kind(&status, get("callback_type").as_deref());
+    // v1 has no event id: the same transaction in the same status is the same event.
+    let digest = Sha256::digest(format!("{transaction}:{status}:{}", kind.as_str()).as_bytes());
+    let event_id = format!("v1-{}", &hex::encode(digest)[..32]);
+    let occurred_at = get("confirmation_purchase_date")
+        .filter(|_| status == "approved")
+        .or_else(|| get("purchase_date"))
+        .and_then(|s| parse_time_str(&s))
+        .unwrap_or_else(|| Utc.timestamp_opt(0, 0).single().unwrap_or_default());
+    let product_id = get("prod");
+    Ok(PaymentEvent {
+        kind,
+        event_id,
+        occurred_at,
+        is_test: is_test_product(product_id.as_deref()) || transaction == TEST_TRANSACTION,
+        transaction: Some(transaction),
+        product_id,
+        product_name: get("prod_name"),
+        buyer_email: get("email"),
+        buyer_name: get("name"),
+        subscriber_code: get("subscriber_code"),
+        plan_id: None,
+        plan_name: get("name_subscription_plan"),
+        offer_code: get("off"),
+        recurrence_number: get("recurrency").and_then(|s| s.parse().ok()),
+        approved_at: get("confirmation_purchase_date").and_then(|s| parse_time_str(&s)),
+        next_charge_at: None,
+        price: get("price").and_then(|s| s.parse().ok()),
+        currency: get("currency"),
+        payment_type: get("payment_type").map(|s| s.to_ascii_uppercase()),
+        status: Some(status.to_ascii_uppercase()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_both_creation_date_spellings_and_string_product_ids() {
+        let a = br#"{"id":"x","creationDate":1747900000000,"event":"CLUB_FIRST_ACCESS","data":{"product":{"id":"4100001"},"user":{"email":"A@B.com"}}}"#;
+        let e = parse_event(Format::V2, a, Utc::now()).unwrap();
+        assert_eq!(e.occurred_at.timestamp_millis(), 1747900000000);
+        assert_eq!(e.product_id.as_deref(), Some("4100001"));
+        assert!(!e.is_test);
+    }
+
+    #[test]
+    fn test_events_are_recognised_by_product_zero() {
+        let a = br#"{"id":"x","creation_date":1,"event":"PURCHASE_APPROVED","data":{"product":{"id":0},"purchase":{"transaction":"HP1"}}}"#;
+        assert!(parse_event(Format::V2, a, Utc::now()).unwrap().is_test);
+    }
+
+    #[test]
+    fn malformed_bodies_have_reasons() {
+        assert!(envelope(Format::V2, b"{not json").unwrap_err().0.contains("JSON"));
+        assert!(envelope(Format::V2, b"[1]").unwrap_err().0.contains("object"));
+        assert!(envelope(Format::V2, br#"{"event":"X","creation_date":1}"#).unwrap_err().0.contains("id"));
+        assert!(envelope(Format::V1, b"status=approved").unwrap_err().0.contains("transaction"));
+    }
+
+    #[test]
+    fn v1_ids_are_deterministic() {
+        let body = b"transaction=HP1&status=approved&prod=1&email=a%40b.com";
+        let a = envelope(Format::V1, body).unwrap();
+        let b = envelope(Format::V1, body).unwrap();
+        assert_eq!(a.event_id, b.event_id);
+        let c = envelope(Format::V1, b"transaction=HP1&status=refunded&prod=1").unwrap();
+        assert_ne!(a.event_id, c.event_id);
+        assert_eq!(c.event_type, "PURCHASE_REFUNDED");
+    }
+}

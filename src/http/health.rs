@@ -1,0 +1,19 @@
+use poem::http::StatusCode;
+use poem::web::{Data, Json};
+use poem::{IntoResponse, handler};
+use serde_json::json;
+
+use crate::AppState;
+
+#[handler]
+pub async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+#[handler]
+pub async fn readyz(state: Data<&AppState>) -> poem::Response {
+    match state.db.ping().await {
+        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unavailable"}))).into_response(),
+    }
+}

@@ -1,0 +1,112 @@
+//! `POST /webhooks/hotmart/{webhookKey}`: verify, store the raw bytes, answer. Processing happens
+//! in the worker, so the answer never waits for rules.
+use poem::http::{HeaderMap, StatusCode};
+use poem::web::{Data, Json, Path};
+use poem::{Body, IntoResponse, Response, handler};
+use serde_json::json;
+
+use crate::hotmart::{self, Format, VerifyError};
+use crate::services::{apps, inbox, integration};
+use crate::{AppError, AppState};
+
+fn reply(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    reply(status, json!({"error": code, "message": message.into()}))
+}
+
+fn from_app_error(e: AppError) -> Response {
+    e.log();
+    let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // 503 tells Hotmart to deliver again later; we never acknowledge what we did not store.
+    fail(status, e.code(), e.public_message())
+}
+
+/// Headers worth keeping next to the raw body; never the token itself.
+fn kept_headers(h: &HeaderMap) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    for name in ["content-type", "user-agent", "x-forwarded-for", "x-request-id"] {
+        if let Some(v) = h.get(name).and_then(|v| v.to_str().ok()) {
+            m.insert(name.into(), v.into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+#[handler]
+pub async fn receive_hotmart(state: Data<&AppState>, Path(key): Path<String>, headers: &HeaderMap, body: Body) -> Response {
+    let state = *state;
+    let app = match apps::by_webhook_key(&state.db, &key).await {
+        Ok(Some(a)) => a,
+        Ok(None) => return fail(StatusCode::NOT_FOUND, "NOT_FOUND", "no app has this webhook URL; copy it again from hotmartIntegration.webhookUrl"),
+        Err(e) => return from_app_error(e),
+    };
+    let raw = match body.into_bytes_limit(state.settings.webhook_body_limit).await {
+        Ok(b) => b.to_vec(),
+        Err(poem::error::ReadBodyError::PayloadTooLarge) => {
+            return fail(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("body is larger than {} bytes", state.settings.webhook_body_limit));
+        }
+        Err(e) => return fail(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("cannot read the body: {e}")),
+    };
+    let format = hotmart::detect_format(headers.get("content-type").and_then(|v| v.to_str().ok()));
+
+    let expected = match integration::hottok(state, app.id).await {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            return fail(StatusCode::UNAUTHORIZED, "NOT_CONFIGURED", "the Hotmart integration of this app has no Hottok yet: save it with saveHotmartIntegration");
+        }
+        Err(e) => return from_app_error(e),
+    };
+    let header_token = headers.get("x-hotmart-hottok").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let envelope = hotmart::envelope(format, &raw);
+    // The header is the documented place; a body `hottok` (v1 forms, some v2 test events) is accepted too.
+    let provided = header_token.or_else(|| envelope.as_ref().ok().and_then(|e| e.body_hottok.clone()));
+    if let Err(why) = hotmart::verify_hottok(secrecy::ExposeSecret::expose_secret(&expected), provided.as_deref()) {
+        if let Err(e) = integration::count_rejected(&state.db, app.id).await {
+            e.log();
+        }
+        tracing::warn!(app = %app.slug, reason = %why, "webhook rejected");
+        let code = match why {
+            VerifyError::Missing => "MISSING_HOTTOK",
+            VerifyError::Mismatch => "INVALID_HOTTOK",
+        };
+        return fail(StatusCode::UNAUTHORIZED, code, why.to_string());
+    }
+    let envelope = match envelope {
+        Ok(e) => e,
+        Err(e) => return fail(StatusCode::BAD_REQUEST, "MALFORMED_PAYLOAD", e.0),
+    };
+
+    let input = inbox::RecordInput {
+        app_id: app.id,
+        origin: "webhook",
+        event_id: envelope.event_id.clone(),
+        event_type: envelope.event_type.clone(),
+        format: match format {
+            Format::V2 => "v2",
+            Format::V1 => "v1",
+        },
+        raw,
+        headers: kept_headers(headers),
+        occurred_at: envelope.occurred_at,
+        is_test: envelope.is_test,
+    };
+    match inbox::record(state, input).await {
+        Ok(inbox::Recorded::New(id)) => {
+            state.wake_worker();
+            tracing::info!(app = %app.slug, event = %envelope.event_type, event_id = %envelope.event_id, row = id, "webhook stored");
+            reply(StatusCode::OK, json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": false}))
+        }
+        Ok(inbox::Recorded::Duplicate) => {
+            reply(StatusCode::OK, json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}))
+        }
+        // Whatever failed, we did not store it: never a 2xx, so Hotmart delivers again.
+        Err(AppError::Unavailable(e)) => from_app_error(AppError::Unavailable(e)),
+        Err(e) => {
+            e.log();
+            fail(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event could not be stored; please deliver it again")
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Buyers (the app's end users) and what they can access.
+use entity::{buyer, buyer_subscriber_code as subcode, entitlement};
+use sea_orm::sea_query::ExprTrait;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+
+use super::{Page, Paged};
+use crate::domain::{Email, EntitlementStatus, Target, TargetKind};
+use crate::{AppError, AppResult};
+
+#[derive(Debug, Clone)]
+pub struct AccessView {
+    pub entitlement: entitlement::Model,
+    pub target: Option<Target>,
+    pub status: EntitlementStatus,
+    pub active: bool,
+}
+
+pub fn parse_email(raw: &str) -> AppResult<Email> {
+    Email::parse(raw).map_err(|m| AppError::InvalidFields(vec![("email".into(), m)]))
+}
+
+pub async fn find(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Option<buyer::Model>> {
+    Ok(buyer::Entity::find()
+        .filter(buyer::Column::AppId.eq(app_id))
+        .filter(buyer::Column::Email.eq(email.as_str()))
+        .one(db)
+        .await?)
+}
+
+/// Creates the buyer on first sight; keeps the name fresh when a later event knows it.
+pub async fn upsert(db: &impl ConnectionTrait, app_id: i32, email: &Email, name: Option<&str>) -> AppResult<buyer::Model> {
+    let name = name.map(str::trim).filter(|n| !n.is_empty());
+    if let Some(b) = find(db, app_id, email).await? {
+        if let Some(n) = name.filter(|n| *n != b.name) {
+            let mut am: buyer::ActiveModel = b.into();
+            am.name = Set(n.to_string());
+            am.updated_at = Set(super::now());
+            return Ok(am.update(db).await?);
+        }
+        return Ok(b);
+    }
+    let now = super::now();
+    Ok(buyer::ActiveModel {
+        app_id: Set(app_id),
+        email: Set(email.as_str().to_string()),
+        name: Set(name.unwrap_or_default().to_string()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?)
+}
+
+pub async fn link_subscriber(db: &impl ConnectionTrait, app_id: i32, buyer_id: i32, code: &str) -> AppResult<()> {
+    let exists = subcode::Entity::find()
+        .filter(subcode::Column::AppId.eq(app_id))
+        .filter(subcode::Column::Code.eq(code))
+        .one(db)
+        .await?;
+    if exists.is_none() {
+        subcode::ActiveModel {
+            app_id: Set(app_id),
+            buyer_id: Set(buyer_id),
+            code: Set(code.to_string()),
+            created_at: Set(super::now()),
+            ..Default::default()
+        }
+        .insert(db)
+        .await?;
+    }
+    Ok(())
+}
+
+pub async fn subscriber_codes(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<Vec<String>> {
+    let rows = subcode::Entity::find()
+        .filter(subcode::Column::BuyerId.eq(buyer_id))
+        .order_by_asc(subcode::Column::Code)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|r| r.code).collect())
+}
+
+pub async fn list(db: &impl ConnectionTrait, app_id: i32, search: Option<&str>, page: Page) -> AppResult<Paged<buyer::Model>> {
+    let mut q = buyer::Entity::find().filter(buyer::Column::AppId.eq(app_id));
+    if let Some(s) = search.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()) {
+        let pattern = format!("%{}%", s.replace('\\', "").replace('%', "").replace('_', ""));
+        q = q.filter(buyer::Column::Email.like(pattern.clone()).or(buyer::Column::Name.like(pattern)));
+    }
+    if let Some(after) = page.after {
+        q = q.filter(buyer::Column::Id.gt(after));
+    }
+    let rows = q.order_by_asc(buyer::Column::Id).limit(page.first + 1).all(db).await?;
+    Ok(Paged::from_probe(rows, page.first))
+}
+
+/// Every entitlement of a buyer. Someone we never saw simply has none: apps ask about people who
+/// never bought.
+pub async fn access(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
+    let Some(b) = find(db, app_id, email).await? else { return Ok(vec![]) };
+    let rows = entitlement::Entity::find()
+        .filter(entitlement::Column::AppId.eq(app_id))
+        .filter(entitlement::Column::BuyerId.eq(b.id))
+        .order_by_asc(entitlement::Column::Id)
+        .all(db)
+        .await?;
+    let now = super::now();
+    let mut out = Vec::with_capacity(rows.len());
+    for e in rows {
+        let kind = TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package);
+        let target = super::catalog::target(db, app_id, kind, e.target_id).await?;
+        let status = EntitlementStatus::parse(&e.status).effective(e.expires_at, now);
+        out.push(AccessView { active: status == EntitlementStatus::Active, status, target, entitlement: e });
+    }
+    Ok(out)
+}

@@ -1,0 +1,412 @@
+//! Product packages (Pacotes de Produtos), subscription plans (Planos de Assinatura) and the
+//! Hotmart product ids linked to them (Lojas Externas).
+use std::collections::BTreeSet;
+
+use entity::{entitlement, external_product_link as link, product_package as pkg, subscription_plan as plan};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+};
+use serde_json::json;
+
+use super::audit::{self, Entry};
+use crate::auth::Principal;
+use crate::domain::{Target, TargetKind};
+use crate::{AppError, AppResult, AppState};
+
+pub const PROVIDER_PRODUCT: &str = "hotmart";
+pub const PROVIDER_PLAN: &str = "hotmart_plan";
+
+#[derive(Debug, Clone, Default)]
+pub struct PackageInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    /// `Some(None)` sets lifetime access; `None` keeps the stored value on update.
+    pub access_days: Option<Option<i32>>,
+    pub hotmart_product_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct PlanInput {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub hotmart_product_ids: Option<Vec<String>>,
+    pub hotmart_plan_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PackageView {
+    pub row: pkg::Model,
+    pub hotmart_product_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PlanView {
+    pub row: plan::Model,
+    pub hotmart_product_ids: Vec<String>,
+    pub hotmart_plan_ids: Vec<String>,
+}
+
+fn clean_name(name: Option<String>) -> AppResult<String> {
+    let n = name.unwrap_or_default().trim().to_string();
+    if n.is_empty() {
+        return Err(AppError::InvalidFields(vec![("name".into(), "name is required".into())]));
+    }
+    if n.chars().count() > 200 {
+        return Err(AppError::InvalidFields(vec![("name".into(), "name is longer than 200 characters".into())]));
+    }
+    Ok(n)
+}
+
+/// Hotmart ids are numeric; we keep them as strings since payloads send both forms.
+fn clean_ids(field: &str, ids: &[String]) -> AppResult<Vec<String>> {
+    let mut out = BTreeSet::new();
+    for raw in ids {
+        let id = raw.trim();
+        if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(AppError::InvalidFields(vec![(
+                field.into(),
+                format!("{raw:?} is not a Hotmart id (digits only, as shown in Hotmart's product page)"),
+            )]));
+        }
+        let id = id.trim_start_matches('0');
+        if id.is_empty() {
+            return Err(AppError::InvalidFields(vec![(
+                field.into(),
+                "0 is the id Hotmart uses for test events; it cannot be linked".into(),
+            )]));
+        }
+        out.insert(id.to_string());
+    }
+    Ok(out.into_iter().collect())
+}
+
+fn check_days(days: Option<i32>) -> AppResult<()> {
+    match days {
+        Some(d) if !(1..=36500).contains(&d) => Err(AppError::InvalidFields(vec![(
+            "accessDays".into(),
+            "accessDays must be between 1 and 36500, or null for lifetime access".into(),
+        )])),
+        _ => Ok(()),
+    }
+}
+
+async fn target_name(db: &impl ConnectionTrait, l: &link::Model) -> AppResult<String> {
+    if let Some(id) = l.package_id {
+        let name = pkg::Entity::find_by_id(id).one(db).await?.map(|p| p.name).unwrap_or_default();
+        return Ok(format!("package \"{name}\" (id {id})"));
+    }
+    let id = l.plan_id.unwrap_or_default();
+    let name = plan::Entity::find_by_id(id).one(db).await?.map(|p| p.name).unwrap_or_default();
+    Ok(format!("subscription plan \"{name}\" (id {id})"))
+}
+
+/// Replaces the links of one package or plan, refusing ids another package or plan holds.
+async fn set_links(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    provider: &str,
+    owner: (TargetKind, i32),
+    ids: &[String],
+) -> AppResult<()> {
+    let taken = link::Entity::find()
+        .filter(link::Column::AppId.eq(app_id))
+        .filter(link::Column::Provider.eq(provider))
+        .filter(link::Column::ExternalId.is_in(ids.to_vec()))
+        .all(db)
+        .await?;
+    for l in taken {
+        let mine = match owner.0 {
+            TargetKind::Package => l.package_id == Some(owner.1),
+            TargetKind::Plan => l.plan_id == Some(owner.1),
+        };
+        if !mine {
+            let what = if provider == PROVIDER_PLAN { "Hotmart plan" } else { "Hotmart product" };
+            return Err(AppError::Conflict(format!(
+                "{what} {} is already linked to {}; unlink it there first",
+                l.external_id,
+                target_name(db, &l).await?
+            )));
+        }
+    }
+    let owner_col = match owner.0 {
+        TargetKind::Package => link::Column::PackageId,
+        TargetKind::Plan => link::Column::PlanId,
+    };
+    link::Entity::delete_many()
+        .filter(link::Column::AppId.eq(app_id))
+        .filter(link::Column::Provider.eq(provider))
+        .filter(owner_col.eq(owner.1))
+        .exec(db)
+        .await?;
+    for id in ids {
+        let am = link::ActiveModel {
+            app_id: Set(app_id),
+            provider: Set(provider.into()),
+            external_id: Set(id.clone()),
+            package_id: Set((owner.0 == TargetKind::Package).then_some(owner.1)),
+            plan_id: Set((owner.0 == TargetKind::Plan).then_some(owner.1)),
+            created_at: Set(super::now()),
+            ..Default::default()
+        };
+        am.insert(db).await.map_err(|e| {
+            if crate::db::is_unique_violation(&e) {
+                AppError::Conflict(format!("Hotmart id {id} was linked elsewhere at the same moment"))
+            } else {
+                e.into()
+            }
+        })?;
+    }
+    Ok(())
+}
+
+async fn links_of(db: &impl ConnectionTrait, app_id: i32, provider: &str, owner: (TargetKind, i32)) -> AppResult<Vec<String>> {
+    let col = match owner.0 {
+        TargetKind::Package => link::Column::PackageId,
+        TargetKind::Plan => link::Column::PlanId,
+    };
+    let rows = link::Entity::find()
+        .filter(link::Column::AppId.eq(app_id))
+        .filter(link::Column::Provider.eq(provider))
+        .filter(col.eq(owner.1))
+        .order_by_asc(link::Column::ExternalId)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().map(|l| l.external_id).collect())
+}
+
+async fn package_view(db: &impl ConnectionTrait, row: pkg::Model) -> AppResult<PackageView> {
+    let ids = links_of(db, row.app_id, PROVIDER_PRODUCT, (TargetKind::Package, row.id)).await?;
+    Ok(PackageView { row, hotmart_product_ids: ids })
+}
+
+async fn plan_view(db: &impl ConnectionTrait, row: plan::Model) -> AppResult<PlanView> {
+    let ids = links_of(db, row.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, row.id)).await?;
+    let plan_ids = links_of(db, row.app_id, PROVIDER_PLAN, (TargetKind::Plan, row.id)).await?;
+    Ok(PlanView { row, hotmart_product_ids: ids, hotmart_plan_ids: plan_ids })
+}
+
+fn package_json(v: &PackageView) -> serde_json::Value {
+    json!({"name": v.row.name, "description": v.row.description, "accessDays": v.row.access_days, "hotmartProductIds": v.hotmart_product_ids})
+}
+
+fn plan_json(v: &PlanView) -> serde_json::Value {
+    json!({"name": v.row.name, "description": v.row.description, "hotmartProductIds": v.hotmart_product_ids, "hotmartPlanIds": v.hotmart_plan_ids})
+}
+
+pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
+    let rows = pkg::Entity::find().filter(pkg::Column::AppId.eq(app_id)).order_by_asc(pkg::Column::Id).all(db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(package_view(db, r).await?);
+    }
+    Ok(out)
+}
+
+pub async fn get_package(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PackageView>> {
+    match pkg::Entity::find_by_id(id).filter(pkg::Column::AppId.eq(app_id)).one(db).await? {
+        Some(r) => Ok(Some(package_view(db, r).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn list_plans(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PlanView>> {
+    let rows = plan::Entity::find().filter(plan::Column::AppId.eq(app_id)).order_by_asc(plan::Column::Id).all(db).await?;
+    let mut out = Vec::with_capacity(rows.len());
+    for r in rows {
+        out.push(plan_view(db, r).await?);
+    }
+    Ok(out)
+}
+
+pub async fn get_plan(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PlanView>> {
+    match plan::Entity::find_by_id(id).filter(plan::Column::AppId.eq(app_id)).one(db).await? {
+        Some(r) => Ok(Some(plan_view(db, r).await?)),
+        None => Ok(None),
+    }
+}
+
+pub async fn create_package(state: &AppState, who: &Principal, input: PackageInput) -> AppResult<PackageView> {
+    who.require_admin()?;
+    let name = clean_name(input.name)?;
+    let days = input.access_days.flatten();
+    check_days(days)?;
+    let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let now = super::now();
+    let row = pkg::ActiveModel {
+        app_id: Set(who.app_id),
+        name: Set(name),
+        description: Set(input.description.unwrap_or_default().trim().to_string()),
+        access_days: Set(days),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, row.id), &ids).await?;
+    let view = package_view(&txn, row).await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "package.create", target: format!("package:{}", view.row.id), before: None, after: Some(package_json(&view)), reason: "" }).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: PackageInput) -> AppResult<PackageView> {
+    who.require_admin()?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let current = get_package(&txn, who.app_id, id).await?.ok_or_else(|| AppError::not_found(format!("package {id} not found")))?;
+    let before = package_json(&current);
+    let mut am: pkg::ActiveModel = current.row.into();
+    if input.name.is_some() {
+        am.name = Set(clean_name(input.name)?);
+    }
+    if let Some(d) = input.description {
+        am.description = Set(d.trim().to_string());
+    }
+    if let Some(days) = input.access_days {
+        check_days(days)?;
+        am.access_days = Set(days);
+    }
+    am.updated_at = Set(super::now());
+    let row = am.update(&txn).await?;
+    if let Some(ids) = input.hotmart_product_ids {
+        let ids = clean_ids("hotmartProductIds", &ids)?;
+        set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, id), &ids).await?;
+    }
+    let view = package_view(&txn, row).await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "package.update", target: format!("package:{id}"), before: Some(before), after: Some(package_json(&view)), reason: "" }).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) -> AppResult<PlanView> {
+    who.require_admin()?;
+    let name = clean_name(input.name)?;
+    let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
+    let plan_ids = clean_ids("hotmartPlanIds", &input.hotmart_plan_ids.unwrap_or_default())?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let now = super::now();
+    let row = plan::ActiveModel {
+        app_id: Set(who.app_id),
+        name: Set(name),
+        description: Set(input.description.unwrap_or_default().trim().to_string()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, row.id), &ids).await?;
+    set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, row.id), &plan_ids).await?;
+    let view = plan_view(&txn, row).await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "plan.create", target: format!("plan:{}", view.row.id), before: None, after: Some(plan_json(&view)), reason: "" }).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: PlanInput) -> AppResult<PlanView> {
+    who.require_admin()?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let current = get_plan(&txn, who.app_id, id).await?.ok_or_else(|| AppError::not_found(format!("subscription plan {id} not found")))?;
+    let before = plan_json(&current);
+    let mut am: plan::ActiveModel = current.row.into();
+    if input.name.is_some() {
+        am.name = Set(clean_name(input.name)?);
+    }
+    if let Some(d) = input.description {
+        am.description = Set(d.trim().to_string());
+    }
+    am.updated_at = Set(super::now());
+    let row = am.update(&txn).await?;
+    if let Some(ids) = input.hotmart_product_ids {
+        let ids = clean_ids("hotmartProductIds", &ids)?;
+        set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, id), &ids).await?;
+    }
+    if let Some(ids) = input.hotmart_plan_ids {
+        let ids = clean_ids("hotmartPlanIds", &ids)?;
+        set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, id), &ids).await?;
+    }
+    let view = plan_view(&txn, row).await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "plan.update", target: format!("plan:{id}"), before: Some(before), after: Some(plan_json(&view)), reason: "" }).await?;
+    txn.commit().await?;
+    Ok(view)
+}
+
+/// Deleting what buyers hold access to is refused unless forced; forcing revokes that access
+/// (the entitlement rows go with the package or plan, and the audit row says how many).
+pub async fn delete_target(state: &AppState, who: &Principal, kind: TargetKind, id: i32, force: bool) -> AppResult<i32> {
+    who.require_admin()?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let before = match kind {
+        TargetKind::Package => get_package(&txn, who.app_id, id).await?.map(|v| package_json(&v)),
+        TargetKind::Plan => get_plan(&txn, who.app_id, id).await?.map(|v| plan_json(&v)),
+    };
+    let Some(before) = before else {
+        return Err(AppError::not_found(format!("{} {id} not found", kind.as_str())));
+    };
+    let holders = entitlement::Entity::find()
+        .filter(entitlement::Column::AppId.eq(who.app_id))
+        .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
+        .filter(entitlement::Column::TargetId.eq(id))
+        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .count(&txn)
+        .await?;
+    if holders > 0 && !force {
+        return Err(AppError::Conflict(format!(
+            "{holders} buyer(s) hold access to this {}; delete with force: true to revoke it",
+            kind.as_str()
+        )));
+    }
+    entitlement::Entity::delete_many()
+        .filter(entitlement::Column::AppId.eq(who.app_id))
+        .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
+        .filter(entitlement::Column::TargetId.eq(id))
+        .exec(&txn)
+        .await?;
+    match kind {
+        TargetKind::Package => pkg::Entity::delete_by_id(id).exec(&txn).await?,
+        TargetKind::Plan => plan::Entity::delete_by_id(id).exec(&txn).await?,
+    };
+    let reason = if holders > 0 { format!("forced: revoked access of {holders} buyer(s)") } else { String::new() };
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: &format!("{}.delete", kind.as_str()), target: format!("{}:{id}", kind.as_str()), before: Some(before), after: None, reason: &reason }).await?;
+    txn.commit().await?;
+    Ok(holders as i32)
+}
+
+pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id: i32) -> AppResult<Option<Target>> {
+    Ok(match kind {
+        TargetKind::Package => pkg::Entity::find_by_id(id)
+            .filter(pkg::Column::AppId.eq(app_id))
+            .one(db)
+            .await?
+            .map(|p| Target { kind, id, name: p.name, access_days: p.access_days }),
+        TargetKind::Plan => plan::Entity::find_by_id(id)
+            .filter(plan::Column::AppId.eq(app_id))
+            .one(db)
+            .await?
+            .map(|p| Target { kind, id, name: p.name, access_days: None }),
+    })
+}
+
+/// The package or plan a Hotmart product (or, first, a Hotmart plan) is linked to.
+pub async fn resolve(db: &impl ConnectionTrait, app_id: i32, product_id: Option<&str>, plan_id: Option<&str>) -> AppResult<Option<Target>> {
+    let norm = |s: &str| s.trim().trim_start_matches('0').to_string();
+    for (provider, id) in [(PROVIDER_PLAN, plan_id), (PROVIDER_PRODUCT, product_id)] {
+        let Some(id) = id.map(norm).filter(|s| !s.is_empty()) else { continue };
+        let found = link::Entity::find()
+            .filter(link::Column::AppId.eq(app_id))
+            .filter(link::Column::Provider.eq(provider))
+            .filter(link::Column::ExternalId.eq(id))
+            .one(db)
+            .await?;
+        if let Some(l) = found {
+            let (kind, tid) = match (l.package_id, l.plan_id) {
+                (Some(p), _) => (TargetKind::Package, p),
+                (_, Some(p)) => (TargetKind::Plan, p),
+                _ => continue,
+            };
+            return target(db, app_id, kind, tid).await;
+        }
+    }
+    Ok(None)
+}

@@ -1,0 +1,117 @@
+//! The webhook inbox: raw deliveries stored verbatim, keyed by the provider's event id.
+use chrono::{DateTime, Utc};
+use entity::webhook_event as we;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TryInsertResult};
+use serde_json::json;
+
+use super::audit::{self, Entry};
+use super::{Page, Paged};
+use crate::auth::Principal;
+use crate::{AppError, AppResult, AppState};
+
+pub const PENDING: &str = "pending";
+
+#[derive(Debug, Clone)]
+pub struct RecordInput {
+    pub app_id: i32,
+    pub origin: &'static str,
+    pub event_id: String,
+    pub event_type: String,
+    pub format: &'static str,
+    pub raw: Vec<u8>,
+    pub headers: serde_json::Value,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub is_test: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    New(i32),
+    Duplicate,
+}
+
+/// Stores a delivery and notes when the app last heard from Hotmart, in one commit. A known
+/// event id changes nothing, however many copies race in.
+pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
+    let txn = crate::db::write_txn(&state.db).await?;
+    let am = we::ActiveModel {
+        app_id: Set(input.app_id),
+        provider: Set("hotmart".into()),
+        origin: Set(input.origin.into()),
+        event_id: Set(input.event_id),
+        event_type: Set(input.event_type),
+        format: Set(input.format.into()),
+        raw_body: Set(input.raw),
+        headers: Set(input.headers.to_string()),
+        received_at: Set(super::now()),
+        occurred_at: Set(input.occurred_at),
+        status: Set(PENDING.into()),
+        is_test: Set(input.is_test),
+        attempts: Set(0),
+        ..Default::default()
+    };
+    let res = we::Entity::insert(am)
+        .on_conflict_do_nothing_on([we::Column::AppId, we::Column::Provider, we::Column::EventId])
+        .exec(&txn)
+        .await?;
+    let out = match res {
+        TryInsertResult::Inserted(r) => Recorded::New(r.last_insert_id),
+        TryInsertResult::Conflicted | TryInsertResult::Empty => Recorded::Duplicate,
+    };
+    super::integration::touch_received(&txn, input.app_id, input.is_test).await?;
+    txn.commit().await?;
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub status: Option<String>,
+    pub event_type: Option<String>,
+    pub email: Option<String>,
+}
+
+/// Newest first.
+pub async fn list(db: &impl ConnectionTrait, app_id: i32, f: EventFilter, page: Page) -> AppResult<Paged<we::Model>> {
+    let mut q = we::Entity::find().filter(we::Column::AppId.eq(app_id));
+    if let Some(s) = f.status {
+        q = q.filter(we::Column::Status.eq(s.to_lowercase()));
+    }
+    if let Some(t) = f.event_type {
+        q = q.filter(we::Column::EventType.eq(t.to_uppercase()));
+    }
+    if let Some(e) = f.email {
+        q = q.filter(we::Column::Email.eq(e.trim().to_lowercase()));
+    }
+    if let Some(after) = page.after {
+        q = q.filter(we::Column::Id.lt(after));
+    }
+    let rows = q.order_by_desc(we::Column::Id).limit(page.first + 1).all(db).await?;
+    Ok(Paged::from_probe(rows, page.first))
+}
+
+pub async fn get(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<we::Model> {
+    we::Entity::find_by_id(id)
+        .filter(we::Column::AppId.eq(app_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("webhook event {id} not found")))
+}
+
+/// Puts an event back in the queue, e.g. after fixing a script or linking its product.
+pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we::Model> {
+    who.require_admin()?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let row = get(&txn, who.app_id, id).await?;
+    if row.status == PENDING {
+        return Err(AppError::Conflict(format!("webhook event {id} is already waiting to be processed")));
+    }
+    let before = json!({"status": row.status, "error": row.error});
+    let mut am: we::ActiveModel = row.into();
+    am.status = Set(PENDING.into());
+    am.error = Set(None);
+    let row = am.update(&txn).await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "webhook.replay", target: format!("webhook_event:{id}"), before: Some(before), after: Some(json!({"status": PENDING})), reason: "" }).await?;
+    txn.commit().await?;
+    state.wake_worker();
+    Ok(row)
+}

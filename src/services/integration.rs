@@ -1,0 +1,313 @@
+//! The Hotmart integration of an app: secrets encrypted at rest, validated before saving, shown
+//! only by their last four characters.
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use entity::hotmart_integration as hi;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::auth::Principal;
+use crate::secrets::{SecretBox, last4};
+use crate::{AppError, AppResult, AppState};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Production,
+    Sandbox,
+}
+
+impl Environment {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Production => "production",
+            Environment::Sandbox => "sandbox",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        if s == "sandbox" { Environment::Sandbox } else { Environment::Production }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SecretInfo {
+    pub set: bool,
+    pub last4: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IntegrationView {
+    pub webhook_url: String,
+    pub environment: Environment,
+    pub hottok: SecretInfo,
+    pub basic: SecretInfo,
+    pub client_id: SecretInfo,
+    pub client_secret: SecretInfo,
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_test_event_at: Option<DateTime<Utc>>,
+    pub rejected_webhooks: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IntegrationInput {
+    pub hottok: Option<String>,
+    pub basic: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub environment: Option<Environment>,
+}
+
+pub fn webhook_url(public_url: &str, webhook_key: &str) -> String {
+    format!("{public_url}/webhooks/hotmart/{webhook_key}")
+}
+
+fn info(last4: &Option<String>) -> SecretInfo {
+    SecretInfo { set: last4.is_some(), last4: last4.clone() }
+}
+
+pub async fn find(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Option<hi::Model>> {
+    Ok(hi::Entity::find().filter(hi::Column::AppId.eq(app_id)).one(db).await?)
+}
+
+pub async fn view(state: &AppState, app_id: i32) -> AppResult<IntegrationView> {
+    let app = entity::app::Entity::find_by_id(app_id)
+        .one(&state.db)
+        .await?
+        .ok_or_else(|| AppError::not_found("app not found"))?;
+    let row = find(&state.db, app_id).await?;
+    let none = SecretInfo { set: false, last4: None };
+    Ok(IntegrationView {
+        webhook_url: webhook_url(&state.settings.public_url, &app.webhook_key),
+        environment: row.as_ref().map(|r| Environment::parse(&r.environment)).unwrap_or(Environment::Production),
+        hottok: row.as_ref().map(|r| info(&r.hottok_last4)).unwrap_or(none.clone()),
+        basic: row.as_ref().map(|r| info(&r.basic_last4)).unwrap_or(none.clone()),
+        client_id: row.as_ref().map(|r| info(&r.client_id_last4)).unwrap_or(none.clone()),
+        client_secret: row.as_ref().map(|r| info(&r.client_secret_last4)).unwrap_or(none),
+        last_webhook_at: row.as_ref().and_then(|r| r.last_webhook_at),
+        last_test_event_at: row.as_ref().and_then(|r| r.last_test_event_at),
+        rejected_webhooks: row.as_ref().map(|r| r.rejected_webhooks).unwrap_or(0),
+    })
+}
+
+fn check_hottok(v: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err("Hottok is empty: copy it from Hotmart → Tools → Webhook → Authentication".into());
+    }
+    if v.len() > 512 {
+        return Err("Hottok is longer than 512 characters".into());
+    }
+    if !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("Hottok must be printable ASCII without spaces".into());
+    }
+    Ok(())
+}
+
+fn check_uuid(label: &str, v: &str) -> Result<(), String> {
+    let ok = v.len() == 36 && uuid::Uuid::try_parse(v).is_ok();
+    if ok { Ok(()) } else { Err(format!("{label} must be a UUID like 3f2a9c1e-0b7d-4e8a-9c55-1d2e3f4a5b6c")) }
+}
+
+/// Basic is `base64(client_id:client_secret)`, with or without a leading `Basic `.
+fn check_basic(v: &str, client_id: Option<&str>, client_secret: Option<&str>) -> Result<(), String> {
+    let raw = v.trim();
+    let encoded = raw
+        .strip_prefix("Basic ")
+        .or_else(|| raw.strip_prefix("basic "))
+        .unwrap_or(raw)
+        .trim();
+    let decoded = B64
+        .decode(encoded)
+        .map_err(|_| "Basic is not valid base64 (it should be the Basic token Hotmart shows next to the credentials)".to_string())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| "Basic does not decode to text".to_string())?;
+    let Some((id, secret)) = decoded.split_once(':') else {
+        return Err("Basic must decode to client_id:client_secret".into());
+    };
+    match (client_id, client_secret) {
+        (Some(cid), Some(cs)) if cid == id && cs == secret => Ok(()),
+        (Some(cid), _) if cid != id => Err("Basic does not match the Client ID (it encodes a different client id)".into()),
+        (Some(_), Some(_)) => Err("Basic does not match the Client Secret".into()),
+        _ => Err("Basic can only be checked together with a Client ID and Client Secret".into()),
+    }
+}
+
+struct Plain {
+    basic: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+fn decrypt_opt(secrets: &SecretBox, v: &Option<String>) -> AppResult<Option<String>> {
+    v.as_deref().map(|s| secrets.decrypt(s).map_err(AppError::internal)).transpose()
+}
+
+pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) -> AppResult<IntegrationView> {
+    who.require_admin()?;
+    let trim = |v: Option<String>| v.map(|s| s.trim().to_string());
+    let input = IntegrationInput {
+        hottok: trim(input.hottok),
+        basic: trim(input.basic),
+        client_id: trim(input.client_id),
+        client_secret: trim(input.client_secret),
+        environment: input.environment,
+    };
+    let txn = crate::db::write_txn(&state.db).await?;
+    let existing = find(&txn, who.app_id).await?;
+    let stored = match &existing {
+        Some(r) => Plain {
+            basic: decrypt_opt(&state.secrets, &r.basic_enc)?,
+            client_id: decrypt_opt(&state.secrets, &r.client_id_enc)?,
+            client_secret: decrypt_opt(&state.secrets, &r.client_secret_enc)?,
+        },
+        None => Plain { basic: None, client_id: None, client_secret: None },
+    };
+
+    let mut errors = Vec::new();
+    if let Some(v) = &input.hottok {
+        if let Err(m) = check_hottok(v) {
+            errors.push(("hottok".to_string(), m));
+        }
+    }
+    if let Some(v) = &input.client_id {
+        if let Err(m) = check_uuid("Client ID", v) {
+            errors.push(("clientId".to_string(), m));
+        }
+    }
+    if let Some(v) = &input.client_secret {
+        if let Err(m) = check_uuid("Client Secret", v) {
+            errors.push(("clientSecret".to_string(), m));
+        }
+    }
+    let client_id = input.client_id.clone().or(stored.client_id.clone());
+    let client_secret = input.client_secret.clone().or(stored.client_secret.clone());
+    // A new pair must still agree with the Basic token, whether that is new or stored.
+    let basic = input.basic.clone().or(stored.basic.clone());
+    let pair_changed = input.basic.is_some() || input.client_id.is_some() || input.client_secret.is_some();
+    if pair_changed && errors.iter().all(|(f, _)| f == "hottok") {
+        if let Some(b) = &basic {
+            if let Err(m) = check_basic(b, client_id.as_deref(), client_secret.as_deref()) {
+                errors.push(("basic".to_string(), m));
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(AppError::InvalidFields(errors));
+    }
+
+    let enc = |v: &str| state.secrets.encrypt(v).map_err(AppError::internal);
+    let now = super::now();
+    let before = existing.as_ref().map(audit_view);
+    let mut am: hi::ActiveModel = match existing {
+        Some(r) => r.into(),
+        None => hi::ActiveModel {
+            app_id: Set(who.app_id),
+            environment: Set(Environment::Production.as_str().into()),
+            rejected_webhooks: Set(0),
+            created_at: Set(now),
+            ..Default::default()
+        },
+    };
+    if let Some(v) = &input.hottok {
+        am.hottok_enc = Set(Some(enc(v)?));
+        am.hottok_last4 = Set(Some(last4(v)));
+    }
+    if let Some(v) = &input.basic {
+        am.basic_enc = Set(Some(enc(v)?));
+        am.basic_last4 = Set(Some(last4(v)));
+    }
+    if let Some(v) = &input.client_id {
+        am.client_id_enc = Set(Some(enc(v)?));
+        am.client_id_last4 = Set(Some(last4(v)));
+    }
+    if let Some(v) = &input.client_secret {
+        am.client_secret_enc = Set(Some(enc(v)?));
+        am.client_secret_last4 = Set(Some(last4(v)));
+    }
+    if let Some(e) = input.environment {
+        am.environment = Set(e.as_str().into());
+    }
+    am.updated_at = Set(now);
+    let saved = am.save(&txn).await?;
+    let saved: hi::Model = saved.try_into().map_err(AppError::internal)?;
+    super::audit::record(
+        &txn,
+        super::audit::Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "integration.save",
+            target: "hotmart_integration".into(),
+            before,
+            after: Some(audit_view(&saved)),
+            reason: "",
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    view(state, who.app_id).await
+}
+
+/// What the audit log may know of the integration: which secrets are set, never their values.
+fn audit_view(r: &hi::Model) -> serde_json::Value {
+    json!({
+        "environment": r.environment,
+        "hottok": r.hottok_last4.as_ref().map(|l| format!("…{l}")),
+        "basic": r.basic_last4.as_ref().map(|l| format!("…{l}")),
+        "clientId": r.client_id_last4.as_ref().map(|l| format!("…{l}")),
+        "clientSecret": r.client_secret_last4.as_ref().map(|l| format!("…{l}")),
+    })
+}
+
+/// The Hottok to check deliveries against, decrypted only for the comparison.
+pub async fn hottok(state: &AppState, app_id: i32) -> AppResult<Option<SecretString>> {
+    let Some(row) = find(&state.db, app_id).await? else { return Ok(None) };
+    Ok(decrypt_opt(&state.secrets, &row.hottok_enc)?.map(SecretString::from))
+}
+
+pub async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    hi::Entity::update_many()
+        .col_expr(hi::Column::RejectedWebhooks, Expr::col(hi::Column::RejectedWebhooks).add(1))
+        .filter(hi::Column::AppId.eq(app_id))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+pub async fn touch_received(db: &impl ConnectionTrait, app_id: i32, is_test: bool) -> AppResult<()> {
+    use sea_orm::sea_query::Expr;
+    let now = super::now();
+    let mut q = hi::Entity::update_many().col_expr(hi::Column::LastWebhookAt, Expr::value(now));
+    if is_test {
+        q = q.col_expr(hi::Column::LastTestEventAt, Expr::value(now));
+    }
+    q.filter(hi::Column::AppId.eq(app_id)).exec(db).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "3f2a9c1e-0b7d-4e8a-9c55-1d2e3f4a5b6c";
+    const SECRET: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+
+    #[test]
+    fn basic_must_encode_exactly_the_pair() {
+        let good = B64.encode(format!("{ID}:{SECRET}"));
+        assert!(check_basic(&good, Some(ID), Some(SECRET)).is_ok());
+        assert!(check_basic(&format!("Basic {good}"), Some(ID), Some(SECRET)).is_ok());
+        let other = B64.encode(format!("{ID}:{ID}"));
+        assert!(check_basic(&other, Some(ID), Some(SECRET)).unwrap_err().contains("Client Secret"));
+        assert!(check_basic("%%%", Some(ID), Some(SECRET)).unwrap_err().contains("base64"));
+    }
+
+    #[test]
+    fn hottok_and_uuid_formats() {
+        assert!(check_hottok("abc123XYZ").is_ok());
+        assert!(check_hottok("").is_err());
+        assert!(check_hottok("has space").is_err());
+        assert!(check_uuid("Client ID", ID).is_ok());
+        assert!(check_uuid("Client ID", "not-a-uuid").is_err());
+    }
+}

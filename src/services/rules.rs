@@ -1,0 +1,119 @@
+//! Rule scripts per app and event type, versioned; the shipped defaults are version 0.
+use entity::rule_script as rs;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::sea_query::Expr;
+use serde_json::json;
+
+use super::audit::{self, Entry};
+use crate::auth::Principal;
+use crate::rules::{self, RuleError};
+use crate::{AppError, AppResult, AppState};
+
+#[derive(Debug, Clone)]
+pub struct ActiveScript {
+    pub version: i32,
+    pub source: String,
+}
+
+pub fn check_event_type(event_type: &str) -> AppResult<()> {
+    if rules::default_script(event_type).is_some() {
+        return Ok(());
+    }
+    let known: Vec<&str> = rules::scripted_event_types().collect();
+    Err(AppError::InvalidFields(vec![(
+        "eventType".into(),
+        format!("{event_type:?} has no rule; rules exist for {}", known.join(", ")),
+    )]))
+}
+
+pub async fn active(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<Option<ActiveScript>> {
+    let row = rs::Entity::find()
+        .filter(rs::Column::AppId.eq(app_id))
+        .filter(rs::Column::EventType.eq(event_type))
+        .filter(rs::Column::Active.eq(true))
+        .one(db)
+        .await?;
+    Ok(match row {
+        Some(r) => Some(ActiveScript { version: r.version, source: r.source }),
+        None => rules::default_script(event_type).map(|s| ActiveScript { version: 0, source: s.to_string() }),
+    })
+}
+
+pub async fn versions(db: &impl ConnectionTrait, app_id: i32, event_type: Option<&str>) -> AppResult<Vec<rs::Model>> {
+    let mut q = rs::Entity::find().filter(rs::Column::AppId.eq(app_id));
+    if let Some(t) = event_type {
+        q = q.filter(rs::Column::EventType.eq(t));
+    }
+    Ok(q.order_by_asc(rs::Column::EventType).order_by_desc(rs::Column::Version).all(db).await?)
+}
+
+fn rule_error(e: RuleError) -> AppError {
+    AppError::InvalidFields(vec![("source".into(), e.to_string())])
+}
+
+/// Validates (compile, entry point, dry run over fixtures) before saving; a broken script is
+/// refused and the active version stays.
+pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &str) -> AppResult<rs::Model> {
+    who.require_admin()?;
+    check_event_type(event_type)?;
+    if source.len() > 64 * 1024 {
+        return Err(AppError::InvalidFields(vec![("source".into(), "script is larger than 64 KiB".into())]));
+    }
+    rules::validate(&state.rules, event_type, source).map_err(rule_error)?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
+    let latest = versions(&txn, who.app_id, Some(event_type)).await?.first().map(|r| r.version).unwrap_or(0);
+    deactivate_all(&txn, who.app_id, event_type).await?;
+    let row = rs::ActiveModel {
+        app_id: Set(who.app_id),
+        event_type: Set(event_type.into()),
+        version: Set(latest + 1),
+        source: Set(source.into()),
+        active: Set(true),
+        created_by: Set(who.actor()),
+        created_at: Set(super::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "rule.save", target: format!("rule:{event_type}"), before: before.map(|v| json!({"version": v})), after: Some(json!({"version": row.version})), reason: "" }).await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<()> {
+    rs::Entity::update_many()
+        .col_expr(rs::Column::Active, Expr::value(false))
+        .filter(rs::Column::AppId.eq(app_id))
+        .filter(rs::Column::EventType.eq(event_type))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Rollback (or forward) to a saved version; version 0 returns to the shipped default.
+pub async fn activate(state: &AppState, who: &Principal, event_type: &str, version: i32) -> AppResult<ActiveScript> {
+    who.require_admin()?;
+    check_event_type(event_type)?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
+    if version != 0 {
+        let row = rs::Entity::find()
+            .filter(rs::Column::AppId.eq(who.app_id))
+            .filter(rs::Column::EventType.eq(event_type))
+            .filter(rs::Column::Version.eq(version))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("{event_type} has no version {version}")))?;
+        deactivate_all(&txn, who.app_id, event_type).await?;
+        let mut am: rs::ActiveModel = row.into();
+        am.active = Set(true);
+        am.update(&txn).await?;
+    } else {
+        deactivate_all(&txn, who.app_id, event_type).await?;
+    }
+    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "rule.activate", target: format!("rule:{event_type}"), before: before.map(|v| json!({"version": v})), after: Some(json!({"version": version})), reason: "" }).await?;
+    let now = active(&txn, who.app_id, event_type).await?.ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
+    txn.commit().await?;
+    Ok(now)
+}
