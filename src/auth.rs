@@ -75,7 +75,11 @@ pub fn issue(secret: &[u8], app: &str, role: Role, subject: &str, ttl: chrono::D
         iat: now,
         exp: now + ttl.num_seconds(),
     };
-    Ok(jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret)?)?)
+    Ok(jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret)?,
+    )?)
 }
 
 pub fn verify(secret: &[u8], token: &str) -> Result<Claims, AppError> {
@@ -120,15 +124,35 @@ mod tests {
     fn expired_and_foreign_tokens_fail() {
         let t = issue(KEY, "shop", Role::Admin, "cli", chrono::Duration::hours(-1)).unwrap();
         assert!(matches!(verify(KEY, &t), Err(AppError::Unauthenticated(m)) if m.contains("expired")));
-        let t = issue(b"another-key-another-key-another-k", "shop", Role::Admin, "cli", chrono::Duration::hours(1)).unwrap();
+        let t = issue(
+            b"another-key-another-key-another-k",
+            "shop",
+            Role::Admin,
+            "cli",
+            chrono::Duration::hours(1),
+        )
+        .unwrap();
         assert!(verify(KEY, &t).is_err());
     }
 
     #[test]
     fn rejects_other_algorithms() {
         let now = Utc::now().timestamp();
-        let claims = Claims { iss: ISSUER.into(), aud: AUDIENCE.into(), sub: "x".into(), app: "a".into(), role: Role::Admin, iat: now, exp: now + 60 };
-        let t = jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &EncodingKey::from_secret(KEY).unwrap()).unwrap();
+        let claims = Claims {
+            iss: ISSUER.into(),
+            aud: AUDIENCE.into(),
+            sub: "x".into(),
+            app: "a".into(),
+            role: Role::Admin,
+            iat: now,
+            exp: now + 60,
+        };
+        let t = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS512),
+            &claims,
+            &EncodingKey::from_secret(KEY).unwrap(),
+        )
+        .unwrap();
         assert!(verify(KEY, &t).is_err());
     }
 }

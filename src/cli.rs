@@ -102,7 +102,9 @@ impl std::str::FromStr for Role {
 pub fn parse_ttl(s: &str) -> anyhow::Result<chrono::Duration> {
     let s = s.trim();
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
+    let n: i64 = num
+        .parse()
+        .with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
     let d = match unit {
         "s" | "" => chrono::Duration::seconds(n),
         "m" => chrono::Duration::minutes(n),
@@ -116,29 +118,58 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<chrono::Duration> {
     Ok(d)
 }
 
-fn rule_files(dir: &PathBuf) -> anyhow::Result<Vec<(String, String)>> {
+/// `(EVENT_TYPE, file name, source)` for every `.rhai` file in `dir`.
+fn rule_files(dir: &PathBuf) -> anyhow::Result<Vec<(String, String, String)>> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let path = entry?.path();
         if path.extension().and_then(|e| e.to_str()) != Some("rhai") {
             continue;
         }
-        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_uppercase();
+        let stem = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_uppercase();
         let source = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        out.push((stem, source));
+        let name = path
+            .file_name()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_string();
+        out.push((stem, name, source));
     }
     out.sort();
     Ok(out)
 }
 
 async fn app_principal(state: &AppState, slug: &str) -> anyhow::Result<Principal> {
-    let app = services::apps::by_slug(&state.db, slug).await?.with_context(|| format!("no app with slug {slug:?}"))?;
-    Ok(Principal { app_id: app.id, app_slug: app.slug, role: Role::Admin, subject: "cli".into() })
+    let app = services::apps::by_slug(&state.db, slug)
+        .await?
+        .with_context(|| format!("no app with slug {slug:?}"))?;
+    Ok(Principal {
+        app_id: app.id,
+        app_slug: app.slug,
+        role: Role::Admin,
+        subject: "cli".into(),
+    })
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Commands that touch no database need no settings (and create no keys).
+    match command {
+        Command::Rules {
+            action: RulesAction::Check { dir },
+        } => return check_rules(&dir),
+        Command::Schema => {
+            print!("{}", crate::graphql::sdl());
+            return Ok(());
+        }
+        _ => {}
+    }
     let settings = Settings::load()?;
-    match cli.command.unwrap_or(Command::Serve) {
+    match command {
         Command::Serve => serve(settings).await,
         Command::Migrate { action } => {
             let db = crate::db::connect(&settings.database_url).await?;
@@ -149,12 +180,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Token { app, role, ttl, subject } => {
+        Command::Token {
+            app,
+            role,
+            ttl,
+            subject,
+        } => {
             let state = AppState::init(settings).await?;
             if services::apps::by_slug(&state.db, &app).await?.is_none() {
                 bail!("no app with slug {app:?} (see `porteiro apps list`)");
             }
-            println!("{}", auth::issue(state.settings.jwt_secret(), &app, role, &subject, parse_ttl(&ttl)?)?);
+            println!(
+                "{}",
+                auth::issue(state.settings.jwt_secret(), &app, role, &subject, parse_ttl(&ttl)?)?
+            );
             Ok(())
         }
         Command::Apps { action } => {
@@ -163,39 +202,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 AppsAction::Create { slug, name } => {
                     let a = services::apps::create(&state.db, &slug, &name).await?;
                     println!("created app {} ({})", a.slug, a.name);
-                    println!("webhook URL: {}", services::integration::webhook_url(&state.settings.public_url, &a.webhook_key));
+                    println!(
+                        "webhook URL: {}",
+                        services::integration::webhook_url(&state.settings.public_url, &a.webhook_key)
+                    );
                 }
                 AppsAction::List => {
                     for a in services::apps::list(&state.db).await? {
-                        println!("{}\t{}\t{}", a.slug, a.name, services::integration::webhook_url(&state.settings.public_url, &a.webhook_key));
+                        println!(
+                            "{}\t{}\t{}",
+                            a.slug,
+                            a.name,
+                            services::integration::webhook_url(&state.settings.public_url, &a.webhook_key)
+                        );
                     }
                 }
             }
             Ok(())
         }
         Command::Rules { action } => rules(settings, action).await,
-        Command::Schema => {
-            print!("{}", crate::graphql::sdl());
-            Ok(())
-        }
+        Command::Schema => unreachable!("handled above"),
     }
+}
+
+fn check_rules(dir: &PathBuf) -> anyhow::Result<()> {
+    let engine = crate::rules::RuleEngine::new(std::time::Duration::from_millis(250));
+    let files = rule_files(dir)?;
+    if files.is_empty() {
+        bail!("no .rhai files in {}", dir.display());
+    }
+    for (event_type, name, source) in files {
+        services::rules::check_event_type(&event_type).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        let runs = crate::rules::validate(&engine, &event_type, &source).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        println!("ok  {name} ({runs} dry runs)");
+    }
+    Ok(())
 }
 
 async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
     match action {
-        RulesAction::Check { dir } => {
-            let engine = crate::rules::RuleEngine::new(std::time::Duration::from_millis(settings.rule_timeout_ms));
-            let files = rule_files(&dir)?;
-            if files.is_empty() {
-                bail!("no .rhai files in {}", dir.display());
-            }
-            for (event_type, source) in files {
-                services::rules::check_event_type(&event_type).map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
-                let runs = crate::rules::validate(&engine, &event_type, &source).map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
-                println!("ok  {event_type}.rhai ({runs} dry runs)");
-            }
-            Ok(())
-        }
+        RulesAction::Check { dir } => check_rules(&dir),
         RulesAction::Export { app, dir } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
@@ -212,7 +258,7 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
         RulesAction::Import { app, dir } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
-            for (event_type, source) in rule_files(&dir)? {
+            for (event_type, name, source) in rule_files(&dir)? {
                 let current = services::rules::active(&state.db, who.app_id, &event_type).await?;
                 if current.as_ref().is_some_and(|c| c.source == source) {
                     println!("unchanged {event_type}");
@@ -220,7 +266,7 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
                 }
                 let v = services::rules::save(&state, &who, &event_type, &source)
                     .await
-                    .map_err(|e| anyhow::anyhow!("{event_type}.rhai: {e}"))?;
+                    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 println!("saved {event_type} version {}", v.version);
             }
             Ok(())
@@ -231,15 +277,24 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(bind = %settings.bind, database = %redact_url(&settings.database_url), "starting porteiro");
     let state = AppState::init(settings).await?;
-    let acceptor = crate::http::bind(state.settings.bind).await.with_context(|| format!("cannot listen on {}", state.settings.bind))?;
+    let acceptor = crate::http::bind(state.settings.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", state.settings.bind))?;
     let (tx, rx) = watch::channel(false);
     let worker = tokio::spawn(state.clone().run_worker(rx.clone()));
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
     eprintln!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql");
-    eprintln!("  Hotmart webhook URL of app '{}': {}", default_app.slug, services::integration::webhook_url(&state.settings.public_url, &default_app.webhook_key));
-    eprintln!("  admin token: cargo run --release -- token --app {} --role admin", default_app.slug);
+    eprintln!(
+        "  Hotmart webhook URL of app '{}': {}",
+        default_app.slug,
+        services::integration::webhook_url(&state.settings.public_url, &default_app.webhook_key)
+    );
+    eprintln!(
+        "  admin token: cargo run --release -- token --app {} --role admin",
+        default_app.slug
+    );
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");

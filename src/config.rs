@@ -92,7 +92,8 @@ impl Settings {
         let fig = Figment::from(Serialized::defaults(RawSettings::default()))
             .merge(Toml::file("porteiro.toml"))
             .merge(Env::raw().only(&["DATABASE_URL"]))
-            .merge(Env::prefixed("PORTEIRO_"));
+            // PORTEIRO_TEST_DATABASE_URL belongs to the test suite, not to the service.
+            .merge(Env::prefixed("PORTEIRO_").filter(|k| !k.as_str().eq_ignore_ascii_case("test_database_url")));
         let raw: RawSettings = fig.extract().context("invalid configuration")?;
         Self::from_raw(raw)
     }
@@ -118,7 +119,10 @@ impl Settings {
         let database_url = raw
             .database_url
             .unwrap_or_else(|| "sqlite://porteiro.db?mode=rwc".to_string());
-        if !(database_url.starts_with("sqlite:") || database_url.starts_with("postgres://") || database_url.starts_with("postgresql://")) {
+        if !(database_url.starts_with("sqlite:")
+            || database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://"))
+        {
             bail!("DATABASE_URL must start with sqlite: or postgres://");
         }
         let public_url = raw
@@ -164,8 +168,8 @@ impl Settings {
 }
 
 fn parse_master_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
-    let bytes = hex::decode(hex_key.trim())
-        .context("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)")?;
+    let bytes =
+        hex::decode(hex_key.trim()).context("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)")?;
     bytes
         .try_into()
         .map_err(|_| anyhow::anyhow!("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)"))
@@ -191,7 +195,11 @@ fn load_or_create_key(dir: &Path, name: &str) -> anyhow::Result<String> {
 fn write_private(path: &Path, content: &str) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(content.as_bytes())
 }
 

@@ -6,7 +6,10 @@ async fn main() -> std::process::ExitCode {
     porteiro::install_crypto_provider();
     // sqlx logs every statement at INFO; keep it quiet unless asked.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
     match porteiro::cli::run(porteiro::cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -20,7 +20,9 @@ const NONCE_LEN: usize = 12;
 
 impl SecretBox {
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key: SecretSlice::from(key.to_vec()) }
+        Self {
+            key: SecretSlice::from(key.to_vec()),
+        }
     }
 
     fn cipher(&self) -> Aes256Gcm {

@@ -1,13 +1,13 @@
 //! SeaORM entities: the shape of each table, nothing more. Finders live in the services.
 
 pub mod app;
-pub mod hotmart_integration;
-pub mod product_package;
-pub mod subscription_plan;
-pub mod external_product_link;
+pub mod audit_log;
 pub mod buyer;
 pub mod buyer_subscriber_code;
 pub mod entitlement;
-pub mod webhook_event;
+pub mod external_product_link;
+pub mod hotmart_integration;
+pub mod product_package;
 pub mod rule_script;
-pub mod audit_log;
+pub mod subscription_plan;
+pub mod webhook_event;

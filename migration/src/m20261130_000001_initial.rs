@@ -241,12 +241,21 @@ impl MigrationTrait for Migration {
                 .col(integer_null(ProductPackage::AccessDays))
                 .col(timestamp_with_time_zone(ProductPackage::CreatedAt))
                 .col(timestamp_with_time_zone(ProductPackage::UpdatedAt))
-                .foreign_key(&mut fk_app("fk_product_package_app", ProductPackage::Table, ProductPackage::AppId))
+                .foreign_key(&mut fk_app(
+                    "fk_product_package_app",
+                    ProductPackage::Table,
+                    ProductPackage::AppId,
+                ))
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("idx_product_package_app", ProductPackage::Table, &[ProductPackage::AppId], false))
-            .await?;
+        m.create_index(index(
+            "idx_product_package_app",
+            ProductPackage::Table,
+            &[ProductPackage::AppId],
+            false,
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -331,8 +340,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("uq_buyer_app_email", Buyer::Table, &[Buyer::AppId, Buyer::Email], true))
-            .await?;
+        m.create_index(index(
+            "uq_buyer_app_email",
+            Buyer::Table,
+            &[Buyer::AppId, Buyer::Email],
+            true,
+        ))
+        .await?;
 
         m.create_table(
             Table::create()
@@ -383,7 +397,11 @@ impl MigrationTrait for Migration {
                 .col(text(Entitlement::Reason).default(""))
                 .col(timestamp_with_time_zone(Entitlement::CreatedAt))
                 .col(timestamp_with_time_zone(Entitlement::UpdatedAt))
-                .foreign_key(&mut fk_app("fk_entitlement_app", Entitlement::Table, Entitlement::AppId))
+                .foreign_key(&mut fk_app(
+                    "fk_entitlement_app",
+                    Entitlement::Table,
+                    Entitlement::AppId,
+                ))
                 .foreign_key(
                     ForeignKey::create()
                         .name("fk_entitlement_buyer")
@@ -441,7 +459,11 @@ impl MigrationTrait for Migration {
                 .col(text_null(WebhookEvent::Error))
                 .col(integer(WebhookEvent::Attempts).default(0))
                 .col(timestamp_with_time_zone_null(WebhookEvent::ProcessedAt))
-                .foreign_key(&mut fk_app("fk_webhook_event_app", WebhookEvent::Table, WebhookEvent::AppId))
+                .foreign_key(&mut fk_app(
+                    "fk_webhook_event_app",
+                    WebhookEvent::Table,
+                    WebhookEvent::AppId,
+                ))
                 .to_owned(),
         )
         .await?;
@@ -453,8 +475,13 @@ impl MigrationTrait for Migration {
             true,
         ))
         .await?;
-        m.create_index(index("idx_webhook_event_status", WebhookEvent::Table, &[WebhookEvent::Status], false))
-            .await?;
+        m.create_index(index(
+            "idx_webhook_event_status",
+            WebhookEvent::Table,
+            &[WebhookEvent::Status],
+            false,
+        ))
+        .await?;
         m.create_index(index(
             "idx_webhook_event_source",
             WebhookEvent::Table,
@@ -502,8 +529,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
-        m.create_index(index("idx_audit_log_app", AuditLog::Table, &[AuditLog::AppId, AuditLog::Id], false))
-            .await?;
+        m.create_index(index(
+            "idx_audit_log_app",
+            AuditLog::Table,
+            &[AuditLog::AppId, AuditLog::Id],
+            false,
+        ))
+        .await?;
         Ok(())
     }
 
@@ -511,14 +543,20 @@ impl MigrationTrait for Migration {
         // Children first, so foreign keys never block the drop.
         m.drop_table(Table::drop().table(AuditLog::Table).to_owned()).await?;
         m.drop_table(Table::drop().table(RuleScript::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(WebhookEvent::Table).to_owned()).await?;
+        m.drop_table(Table::drop().table(WebhookEvent::Table).to_owned())
+            .await?;
         m.drop_table(Table::drop().table(Entitlement::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(BuyerSubscriberCode::Table).to_owned()).await?;
+        m.drop_table(Table::drop().table(BuyerSubscriberCode::Table).to_owned())
+            .await?;
         m.drop_table(Table::drop().table(Buyer::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(ExternalProductLink::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(SubscriptionPlan::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(ProductPackage::Table).to_owned()).await?;
-        m.drop_table(Table::drop().table(HotmartIntegration::Table).to_owned()).await?;
+        m.drop_table(Table::drop().table(ExternalProductLink::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(SubscriptionPlan::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(ProductPackage::Table).to_owned())
+            .await?;
+        m.drop_table(Table::drop().table(HotmartIntegration::Table).to_owned())
+            .await?;
         m.drop_table(Table::drop().table(App::Table).to_owned()).await?;
         Ok(())
     }

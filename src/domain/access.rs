@@ -59,14 +59,15 @@ pub fn compute_access(events: &[SourceEvent]) -> Option<AccessState> {
     sorted.sort_by(|a, b| {
         (a.occurred_at, precedence(&a.kind), &a.event_id).cmp(&(b.occurred_at, precedence(&b.kind), &b.event_id))
     });
-    let finished: HashSet<&str> = sorted
-        .iter()
-        .filter(|e| is_final(e))
-        .filter_map(|e| e.transaction.as_deref())
-        .collect();
-
+    // Transactions already refunded or charged back at this point of the history.
+    let mut finished: HashSet<&str> = HashSet::new();
     let mut state: Option<AccessState> = None;
     for e in sorted {
+        if is_final(e)
+            && let Some(t) = e.transaction.as_deref()
+        {
+            finished.insert(t);
+        }
         let why = format!("{} ({})", e.kind.as_str(), e.decision.label());
         match &e.decision {
             Decision::Grant { until } => {
@@ -156,9 +157,21 @@ mod tests {
     #[test]
     fn refund_is_final_even_when_a_late_duplicate_approval_arrives() {
         let events = vec![
-            ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
             ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
-            ev(3, EventKind::PurchaseApproved, 300, "T1", Decision::Grant { until: None }),
+            ev(
+                3,
+                EventKind::PurchaseApproved,
+                300,
+                "T1",
+                Decision::Grant { until: None },
+            ),
         ];
         let s = compute_access(&events).unwrap();
         assert_eq!(s.status, EntitlementStatus::Revoked);
@@ -168,9 +181,27 @@ mod tests {
     fn a_renewal_after_cancellation_restores_open_ended_access() {
         let at = Utc.timestamp_opt(1000, 0).unwrap();
         let events = vec![
-            ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }),
-            ev(2, EventKind::SubscriptionCancellation, 200, "", Decision::Revoke { at: Some(at) }),
-            ev(3, EventKind::PurchaseApproved, 300, "T2", Decision::Grant { until: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
+            ev(
+                2,
+                EventKind::SubscriptionCancellation,
+                200,
+                "",
+                Decision::Revoke { at: Some(at) },
+            ),
+            ev(
+                3,
+                EventKind::PurchaseApproved,
+                300,
+                "T2",
+                Decision::Grant { until: None },
+            ),
         ];
         let s = compute_access(&events).unwrap();
         assert_eq!((s.status, s.expires_at), (EntitlementStatus::Active, None));
@@ -182,10 +213,34 @@ mod tests {
     fn every_arrival_order_of_a_lifecycle_ends_in_the_same_state() {
         let grace = Utc.timestamp_opt(900, 0).unwrap();
         let lifecycle = vec![
-            ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }),
-            ev(2, EventKind::PurchaseDelayed, 200, "T2", Decision::Revoke { at: Some(grace) }),
-            ev(3, EventKind::PurchaseApproved, 300, "T2", Decision::Grant { until: None }),
-            ev(4, EventKind::PurchaseChargeback, 400, "T2", Decision::Revoke { at: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
+            ev(
+                2,
+                EventKind::PurchaseDelayed,
+                200,
+                "T2",
+                Decision::Revoke { at: Some(grace) },
+            ),
+            ev(
+                3,
+                EventKind::PurchaseApproved,
+                300,
+                "T2",
+                Decision::Grant { until: None },
+            ),
+            ev(
+                4,
+                EventKind::PurchaseChargeback,
+                400,
+                "T2",
+                Decision::Revoke { at: None },
+            ),
         ];
         let expected = compute_access(&lifecycle);
         assert_eq!(expected.as_ref().unwrap().status, EntitlementStatus::Revoked);
@@ -198,14 +253,41 @@ mod tests {
     fn same_instant_refund_beats_approval() {
         let events = vec![
             ev(2, EventKind::PurchaseRefunded, 100, "T9", Decision::Revoke { at: None }),
-            ev(1, EventKind::PurchaseApproved, 100, "T8", Decision::Grant { until: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T8",
+                Decision::Grant { until: None },
+            ),
+        ];
+        assert_eq!(compute_access(&events).unwrap().status, EntitlementStatus::Revoked);
+    }
+
+    #[test]
+    fn a_refund_before_the_approval_it_cancels_arrived_still_wins() {
+        let events = vec![
+            ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
         ];
         assert_eq!(compute_access(&events).unwrap().status, EntitlementStatus::Revoked);
     }
 
     #[test]
     fn nothing_granted_means_no_access_row() {
-        let events = vec![ev(1, EventKind::PurchaseRefunded, 100, "T1", Decision::Revoke { at: None })];
+        let events = vec![ev(
+            1,
+            EventKind::PurchaseRefunded,
+            100,
+            "T1",
+            Decision::Revoke { at: None },
+        )];
         assert!(compute_access(&events).is_none());
     }
 }

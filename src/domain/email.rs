@@ -39,7 +39,10 @@ mod tests {
 
     #[test]
     fn normalises_case_and_spaces() {
-        assert_eq!(Email::parse("  Ana.Silva@Example.COM ").unwrap().as_str(), "ana.silva@example.com");
+        assert_eq!(
+            Email::parse("  Ana.Silva@Example.COM ").unwrap().as_str(),
+            "ana.silva@example.com"
+        );
     }
 
     #[test]

@@ -135,11 +135,17 @@ impl PaymentEvent {
 #[serde(tag = "action", rename_all = "lowercase")]
 pub enum Decision {
     /// Give access, open-ended or until a time.
-    Grant { until: Option<DateTime<Utc>> },
+    Grant {
+        until: Option<DateTime<Utc>>,
+    },
     /// Take access away now (`at` = None) or let it lapse at a time.
-    Revoke { at: Option<DateTime<Utc>> },
+    Revoke {
+        at: Option<DateTime<Utc>>,
+    },
     Suspend,
-    Ignore { reason: String },
+    Ignore {
+        reason: String,
+    },
 }
 
 impl Decision {

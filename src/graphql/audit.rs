@@ -33,10 +33,18 @@ pub struct AuditQuery;
 #[Object]
 impl AuditQuery {
     /// Newest first.
-    async fn audit_log(&self, ctx: &Context<'_>, target: Option<String>, first: Option<i32>, after: Option<String>) -> GqlResult<AuditConnection> {
+    async fn audit_log(
+        &self,
+        ctx: &Context<'_>,
+        target: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<AuditConnection> {
         let (state, who) = caller(ctx)?;
         let page = Page::new(first, after.as_deref()).map_err(gql)?;
-        let rows = audit::list(&state.db, who.app_id, target.as_deref(), page).await.map_err(gql)?;
+        let rows = audit::list(&state.db, who.app_id, target.as_deref(), page)
+            .await
+            .map_err(gql)?;
         let end_cursor = rows.items.last().map(|r| r.id.to_string());
         Ok(AuditConnection {
             nodes: rows
@@ -53,7 +61,10 @@ impl AuditQuery {
                     created_at: r.created_at,
                 })
                 .collect(),
-            page_info: PageInfo { has_next_page: rows.has_next, end_cursor },
+            page_info: PageInfo {
+                has_next_page: rows.has_next,
+                end_cursor,
+            },
         })
     }
 }

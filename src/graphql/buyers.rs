@@ -92,7 +92,11 @@ impl From<svc::AccessView> for Access {
         let e = a.entitlement;
         Access {
             id: ID(e.id.to_string()),
-            target: a.target.map(|t| AccessTarget { kind: t.kind.into(), id: ID(t.id.to_string()), name: t.name }),
+            target: a.target.map(|t| AccessTarget {
+                kind: t.kind.into(),
+                id: ID(t.id.to_string()),
+                name: t.name,
+            }),
             status: a.status.into(),
             active: a.active,
             granted_at: e.granted_at,
@@ -129,13 +133,25 @@ impl Buyer {
     async fn access(&self, ctx: &Context<'_>) -> GqlResult<Vec<Access>> {
         let (state, _) = caller(ctx)?;
         let email = svc::parse_email(&self.email).map_err(gql)?;
-        Ok(svc::access(&state.db, self.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+        Ok(svc::access(&state.db, self.app_id, &email)
+            .await
+            .map_err(gql)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 }
 
 impl From<entity::buyer::Model> for Buyer {
     fn from(b: entity::buyer::Model) -> Self {
-        Buyer { id: ID(b.id.to_string()), email: b.email, name: b.name, created_at: b.created_at, app_id: b.app_id, row_id: b.id }
+        Buyer {
+            id: ID(b.id.to_string()),
+            email: b.email,
+            name: b.name,
+            created_at: b.created_at,
+            app_id: b.app_id,
+            row_id: b.id,
+        }
     }
 }
 
@@ -178,33 +194,59 @@ pub struct BuyerQuery;
 
 #[Object]
 impl BuyerQuery {
-    async fn buyers(&self, ctx: &Context<'_>, search: Option<String>, first: Option<i32>, after: Option<String>) -> GqlResult<BuyerConnection> {
+    async fn buyers(
+        &self,
+        ctx: &Context<'_>,
+        search: Option<String>,
+        first: Option<i32>,
+        after: Option<String>,
+    ) -> GqlResult<BuyerConnection> {
         let (state, who) = caller(ctx)?;
         let page = Page::new(first, after.as_deref()).map_err(gql)?;
-        let rows = svc::list(&state.db, who.app_id, search.as_deref(), page).await.map_err(gql)?;
+        let rows = svc::list(&state.db, who.app_id, search.as_deref(), page)
+            .await
+            .map_err(gql)?;
         let end_cursor = rows.items.last().map(|b| b.id.to_string());
         Ok(BuyerConnection {
             nodes: rows.items.into_iter().map(Into::into).collect(),
-            page_info: PageInfo { has_next_page: rows.has_next, end_cursor },
+            page_info: PageInfo {
+                has_next_page: rows.has_next,
+                end_cursor,
+            },
         })
     }
 
     async fn buyer(&self, ctx: &Context<'_>, email: String) -> GqlResult<Option<Buyer>> {
         let (state, who) = caller(ctx)?;
         let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::find(&state.db, who.app_id, &email).await.map_err(gql)?.map(Into::into))
+        Ok(svc::find(&state.db, who.app_id, &email)
+            .await
+            .map_err(gql)?
+            .map(Into::into))
     }
 
     /// Everything the buyer holds. Someone who never bought gets an empty list.
     async fn access(&self, ctx: &Context<'_>, email: String) -> GqlResult<Vec<Access>> {
         let (state, who) = caller(ctx)?;
         let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::access(&state.db, who.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+        Ok(svc::access(&state.db, who.app_id, &email)
+            .await
+            .map_err(gql)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
-    async fn explain_access(&self, ctx: &Context<'_>, email: String, target: TargetInput) -> GqlResult<AccessExplanation> {
+    async fn explain_access(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        target: TargetInput,
+    ) -> GqlResult<AccessExplanation> {
         let (state, who) = caller(ctx)?;
-        let (access, steps) = entitlements::explain(&state.db, who.app_id, &email, target.parse()?).await.map_err(gql)?;
+        let (access, steps) = entitlements::explain(&state.db, who.app_id, &email, target.parse()?)
+            .await
+            .map_err(gql)?;
         Ok(AccessExplanation {
             email: email.trim().to_lowercase(),
             access: access.into_iter().map(Into::into).collect(),
@@ -231,16 +273,38 @@ pub struct AccessMutation;
 #[Object]
 impl AccessMutation {
     /// Gives access by hand (support, gifts, partners). Written to the audit log with the reason.
-    async fn grant_access(&self, ctx: &Context<'_>, email: String, target: TargetInput, expires_at: Option<DateTime<Utc>>, reason: String) -> GqlResult<Vec<Access>> {
+    async fn grant_access(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        target: TargetInput,
+        expires_at: Option<DateTime<Utc>>,
+        reason: String,
+    ) -> GqlResult<Vec<Access>> {
         let (state, who) = caller(ctx)?;
-        entitlements::grant_manual(state, who, &email, target.parse()?, expires_at, &reason).await.map_err(gql)?;
+        entitlements::grant_manual(state, who, &email, target.parse()?, expires_at, &reason)
+            .await
+            .map_err(gql)?;
         let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::access(&state.db, who.app_id, &email).await.map_err(gql)?.into_iter().map(Into::into).collect())
+        Ok(svc::access(&state.db, who.app_id, &email)
+            .await
+            .map_err(gql)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
     }
 
     /// Takes access away by hand, whatever gave it. Returns how many entitlements were revoked.
-    async fn revoke_access(&self, ctx: &Context<'_>, email: String, target: TargetInput, reason: String) -> GqlResult<i32> {
+    async fn revoke_access(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        target: TargetInput,
+        reason: String,
+    ) -> GqlResult<i32> {
         let (state, who) = caller(ctx)?;
-        entitlements::revoke_manual(state, who, &email, target.parse()?, &reason).await.map_err(gql)
+        entitlements::revoke_manual(state, who, &email, target.parse()?, &reason)
+            .await
+            .map_err(gql)
     }
 }

@@ -116,7 +116,10 @@ impl CatalogQuery {
 
     async fn product_package(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<ProductPackage>> {
         let (state, who) = caller(ctx)?;
-        Ok(svc::get_package(&state.db, who.app_id, parse_id(&id)?).await.map_err(gql)?.map(Into::into))
+        Ok(svc::get_package(&state.db, who.app_id, parse_id(&id)?)
+            .await
+            .map_err(gql)?
+            .map(Into::into))
     }
 
     async fn subscription_plans(&self, ctx: &Context<'_>) -> GqlResult<Vec<SubscriptionPlan>> {
@@ -127,7 +130,10 @@ impl CatalogQuery {
 
     async fn subscription_plan(&self, ctx: &Context<'_>, id: ID) -> GqlResult<Option<SubscriptionPlan>> {
         let (state, who) = caller(ctx)?;
-        Ok(svc::get_plan(&state.db, who.app_id, parse_id(&id)?).await.map_err(gql)?.map(Into::into))
+        Ok(svc::get_plan(&state.db, who.app_id, parse_id(&id)?)
+            .await
+            .map_err(gql)?
+            .map(Into::into))
     }
 }
 
@@ -136,7 +142,11 @@ pub struct CatalogMutation;
 
 #[Object]
 impl CatalogMutation {
-    async fn create_product_package(&self, ctx: &Context<'_>, input: CreateProductPackageInput) -> GqlResult<ProductPackage> {
+    async fn create_product_package(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateProductPackageInput,
+    ) -> GqlResult<ProductPackage> {
         let (state, who) = caller(ctx)?;
         let input = PackageInput {
             name: Some(input.name),
@@ -144,27 +154,57 @@ impl CatalogMutation {
             access_days: Some(input.access_days),
             hotmart_product_ids: input.hotmart_product_ids,
         };
-        svc::create_package(state, who, input).await.map(Into::into).map_err(gql)
+        svc::create_package(state, who, input)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 
-    async fn update_product_package(&self, ctx: &Context<'_>, id: ID, input: UpdateProductPackageInput) -> GqlResult<ProductPackage> {
+    async fn update_product_package(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateProductPackageInput,
+    ) -> GqlResult<ProductPackage> {
         let (state, who) = caller(ctx)?;
         let access_days = match input.access_days {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
             MaybeUndefined::Value(d) => Some(Some(d)),
         };
-        let input = PackageInput { name: input.name, description: input.description, access_days, hotmart_product_ids: input.hotmart_product_ids };
-        svc::update_package(state, who, parse_id(&id)?, input).await.map(Into::into).map_err(gql)
+        let input = PackageInput {
+            name: input.name,
+            description: input.description,
+            access_days,
+            hotmart_product_ids: input.hotmart_product_ids,
+        };
+        svc::update_package(state, who, parse_id(&id)?, input)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 
-    async fn delete_product_package(&self, ctx: &Context<'_>, id: ID, #[graphql(default = false)] force: bool) -> GqlResult<DeleteResult> {
+    async fn delete_product_package(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default = false)] force: bool,
+    ) -> GqlResult<DeleteResult> {
         let (state, who) = caller(ctx)?;
-        let n = svc::delete_target(state, who, TargetKind::Package, parse_id(&id)?, force).await.map_err(gql)?;
-        Ok(DeleteResult { deleted: true, revoked_access: n })
+        let n = svc::delete_target(state, who, TargetKind::Package, parse_id(&id)?, force)
+            .await
+            .map_err(gql)?;
+        Ok(DeleteResult {
+            deleted: true,
+            revoked_access: n,
+        })
     }
 
-    async fn create_subscription_plan(&self, ctx: &Context<'_>, input: CreateSubscriptionPlanInput) -> GqlResult<SubscriptionPlan> {
+    async fn create_subscription_plan(
+        &self,
+        ctx: &Context<'_>,
+        input: CreateSubscriptionPlanInput,
+    ) -> GqlResult<SubscriptionPlan> {
         let (state, who) = caller(ctx)?;
         let input = PlanInput {
             name: Some(input.name),
@@ -175,7 +215,12 @@ impl CatalogMutation {
         svc::create_plan(state, who, input).await.map(Into::into).map_err(gql)
     }
 
-    async fn update_subscription_plan(&self, ctx: &Context<'_>, id: ID, input: UpdateSubscriptionPlanInput) -> GqlResult<SubscriptionPlan> {
+    async fn update_subscription_plan(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        input: UpdateSubscriptionPlanInput,
+    ) -> GqlResult<SubscriptionPlan> {
         let (state, who) = caller(ctx)?;
         let input = PlanInput {
             name: input.name,
@@ -183,12 +228,25 @@ impl CatalogMutation {
             hotmart_product_ids: input.hotmart_product_ids,
             hotmart_plan_ids: input.hotmart_plan_ids,
         };
-        svc::update_plan(state, who, parse_id(&id)?, input).await.map(Into::into).map_err(gql)
+        svc::update_plan(state, who, parse_id(&id)?, input)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 
-    async fn delete_subscription_plan(&self, ctx: &Context<'_>, id: ID, #[graphql(default = false)] force: bool) -> GqlResult<DeleteResult> {
+    async fn delete_subscription_plan(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(default = false)] force: bool,
+    ) -> GqlResult<DeleteResult> {
         let (state, who) = caller(ctx)?;
-        let n = svc::delete_target(state, who, TargetKind::Plan, parse_id(&id)?, force).await.map_err(gql)?;
-        Ok(DeleteResult { deleted: true, revoked_access: n })
+        let n = svc::delete_target(state, who, TargetKind::Plan, parse_id(&id)?, force)
+            .await
+            .map_err(gql)?;
+        Ok(DeleteResult {
+            deleted: true,
+            revoked_access: n,
+        })
     }
 }

@@ -36,7 +36,11 @@ pub struct WebhookEvent {
 
 impl From<entity::webhook_event::Model> for WebhookEvent {
     fn from(r: entity::webhook_event::Model) -> Self {
-        let decision = r.decision.as_deref().and_then(|d| serde_json::from_str::<Decision>(d).ok()).map(|d| d.label());
+        let decision = r
+            .decision
+            .as_deref()
+            .and_then(|d| serde_json::from_str::<Decision>(d).ok())
+            .map(|d| d.label());
         WebhookEvent {
             id: ID(r.id.to_string()),
             event_id: r.event_id,
@@ -98,18 +102,28 @@ impl EventQuery {
     ) -> GqlResult<WebhookEventConnection> {
         let (state, who) = caller(ctx)?;
         let page = Page::new(first, after.as_deref()).map_err(gql)?;
-        let filter = inbox::EventFilter { status, event_type, email };
+        let filter = inbox::EventFilter {
+            status,
+            event_type,
+            email,
+        };
         let rows = inbox::list(&state.db, who.app_id, filter, page).await.map_err(gql)?;
         let end_cursor = rows.items.last().map(|r| r.id.to_string());
         Ok(WebhookEventConnection {
             nodes: rows.items.into_iter().map(Into::into).collect(),
-            page_info: PageInfo { has_next_page: rows.has_next, end_cursor },
+            page_info: PageInfo {
+                has_next_page: rows.has_next,
+                end_cursor,
+            },
         })
     }
 
     async fn webhook_event(&self, ctx: &Context<'_>, id: ID) -> GqlResult<WebhookEvent> {
         let (state, who) = caller(ctx)?;
-        inbox::get(&state.db, who.app_id, parse_id(&id)?).await.map(Into::into).map_err(gql)
+        inbox::get(&state.db, who.app_id, parse_id(&id)?)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 }
 
@@ -121,16 +135,26 @@ impl EventMutation {
     /// Queues an event again (after fixing its rule or linking its product).
     async fn replay_webhook_event(&self, ctx: &Context<'_>, id: ID) -> GqlResult<WebhookEvent> {
         let (state, who) = caller(ctx)?;
-        inbox::replay(state, who, parse_id(&id)?).await.map(Into::into).map_err(gql)
+        inbox::replay(state, who, parse_id(&id)?)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 
     /// Runs a Hotmart payload (v2 JSON) through parsing, mapping and the current rules and shows
     /// the decision. Nothing is stored or changed.
     async fn simulate_webhook(&self, ctx: &Context<'_>, payload: String) -> GqlResult<Simulation> {
         let (state, who) = caller(ctx)?;
-        let eval = processor::evaluate(state, &state.db, who.app_id, crate::hotmart::Format::V2, payload.as_bytes(), Utc::now())
-            .await
-            .map_err(gql)?;
+        let eval = processor::evaluate(
+            state,
+            &state.db,
+            who.app_id,
+            crate::hotmart::Format::V2,
+            payload.as_bytes(),
+            Utc::now(),
+        )
+        .await
+        .map_err(gql)?;
         let ev = eval.event.as_ref();
         Ok(Simulation {
             status: eval.status.to_string(),
@@ -138,7 +162,11 @@ impl EventMutation {
             event_id: ev.map(|e| e.event_id.clone()),
             email: ev.and_then(|e| e.buyer_email.clone()),
             is_test: ev.is_some_and(|e| e.is_test),
-            target: eval.target.map(|t| AccessTarget { kind: t.kind.into(), id: ID(t.id.to_string()), name: t.name }),
+            target: eval.target.map(|t| AccessTarget {
+                kind: t.kind.into(),
+                id: ID(t.id.to_string()),
+                name: t.name,
+            }),
             decision: eval.decision.as_ref().map(Decision::label),
             rule_version: eval.rule_version,
             error: eval.error,
@@ -146,4 +174,3 @@ impl EventMutation {
         })
     }
 }
-

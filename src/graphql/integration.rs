@@ -28,7 +28,10 @@ pub struct SecretStatus {
 
 impl From<SecretInfo> for SecretStatus {
     fn from(s: SecretInfo) -> Self {
-        SecretStatus { set: s.set, last4: s.last4 }
+        SecretStatus {
+            set: s.set,
+            last4: s.last4,
+        }
     }
 }
 
@@ -92,7 +95,11 @@ pub struct IntegrationMutation;
 
 #[Object]
 impl IntegrationMutation {
-    async fn save_hotmart_integration(&self, ctx: &Context<'_>, input: SaveHotmartIntegrationInput) -> GqlResult<HotmartIntegration> {
+    async fn save_hotmart_integration(
+        &self,
+        ctx: &Context<'_>,
+        input: SaveHotmartIntegrationInput,
+    ) -> GqlResult<HotmartIntegration> {
         let (state, who) = caller(ctx)?;
         let input = IntegrationInput {
             hottok: input.hottok,

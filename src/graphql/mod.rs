@@ -53,7 +53,9 @@ pub fn sdl() -> String {
 }
 
 pub fn graphiql_html() -> String {
-    async_graphql::http::GraphiQLSource::build().endpoint("/graphql").finish()
+    async_graphql::http::GraphiQLSource::build()
+        .endpoint("/graphql")
+        .finish()
 }
 
 pub fn error_body(code: &str, message: &str) -> String {
@@ -64,14 +66,30 @@ pub fn error_body(code: &str, message: &str) -> String {
 pub async fn execute(schema: &PorteiroSchema, state: &AppState, bearer: Option<&str>, body: &[u8]) -> (bool, String) {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
-        Err(e) => return (false, error_body("BAD_USER_INPUT", &format!("body is not valid JSON: {e}"))),
+        Err(e) => {
+            return (
+                false,
+                error_body("BAD_USER_INPUT", &format!("body is not valid JSON: {e}")),
+            );
+        }
     };
     if value.is_array() {
-        return (false, error_body("BAD_USER_INPUT", "batched requests are not supported: send one operation per request"));
+        return (
+            false,
+            error_body(
+                "BAD_USER_INPUT",
+                "batched requests are not supported: send one operation per request",
+            ),
+        );
     }
     let request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(r) => r,
-        Err(e) => return (false, error_body("BAD_USER_INPUT", &format!("not a GraphQL request: {e}"))),
+        Err(e) => {
+            return (
+                false,
+                error_body("BAD_USER_INPUT", &format!("not a GraphQL request: {e}")),
+            );
+        }
     };
     let principal = match bearer {
         None | Some("") => None,
@@ -85,7 +103,10 @@ pub async fn execute(schema: &PorteiroSchema, state: &AppState, bearer: Option<&
         None => request,
     };
     let response = schema.execute(request).await;
-    (true, serde_json::to_string(&response).unwrap_or_else(|_| error_body("INTERNAL", "internal error")))
+    (
+        true,
+        serde_json::to_string(&response).unwrap_or_else(|_| error_body("INTERNAL", "internal error")),
+    )
 }
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppError> {
@@ -93,7 +114,12 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppErr
     let app = crate::services::apps::by_slug(&state.db, &claims.app)
         .await?
         .ok_or_else(|| AppError::Unauthenticated(format!("the token's app {:?} does not exist", claims.app)))?;
-    Ok(Principal { app_id: app.id, app_slug: app.slug, role: claims.role, subject: claims.sub })
+    Ok(Principal {
+        app_id: app.id,
+        app_slug: app.slug,
+        role: claims.role,
+        subject: claims.sub,
+    })
 }
 
 /// The one mapping from our errors to GraphQL errors. Internals are logged, never sent.
@@ -111,8 +137,14 @@ pub(crate) fn gql(e: AppError) -> async_graphql::Error {
                 .iter()
                 .map(|(f, m)| {
                     let mut obj = async_graphql::indexmap::IndexMap::new();
-                    obj.insert(async_graphql::Name::new("field"), async_graphql::Value::from(f.as_str()));
-                    obj.insert(async_graphql::Name::new("message"), async_graphql::Value::from(m.as_str()));
+                    obj.insert(
+                        async_graphql::Name::new("field"),
+                        async_graphql::Value::from(f.as_str()),
+                    );
+                    obj.insert(
+                        async_graphql::Name::new("message"),
+                        async_graphql::Value::from(m.as_str()),
+                    );
                     async_graphql::Value::Object(obj)
                 })
                 .collect();
@@ -125,13 +157,18 @@ pub(crate) type GqlResult<T> = async_graphql::Result<T>;
 
 /// The state and the caller; every resolver needs both, and anonymous callers get nothing.
 pub(crate) fn caller<'a>(ctx: &'a Context<'_>) -> GqlResult<(&'a AppState, &'a Principal)> {
-    let state = ctx.data::<AppState>().map_err(|_| gql(AppError::internal(anyhow::anyhow!("state missing"))))?;
-    let who = ctx
-        .data_opt::<Principal>()
-        .ok_or_else(|| gql(AppError::Unauthenticated("send Authorization: Bearer <token> (porteiro token --app <slug> --role admin)".into())))?;
+    let state = ctx
+        .data::<AppState>()
+        .map_err(|_| gql(AppError::internal(anyhow::anyhow!("state missing"))))?;
+    let who = ctx.data_opt::<Principal>().ok_or_else(|| {
+        gql(AppError::Unauthenticated(
+            "send Authorization: Bearer <token> (porteiro token --app <slug> --role admin)".into(),
+        ))
+    })?;
     Ok((state, who))
 }
 
 pub(crate) fn parse_id(id: &ID) -> GqlResult<i32> {
-    id.parse::<i32>().map_err(|_| gql(AppError::bad(format!("{:?} is not a valid id", id.as_str()))))
+    id.parse::<i32>()
+        .map_err(|_| gql(AppError::bad(format!("{:?} is not a valid id", id.as_str()))))
 }

@@ -48,7 +48,13 @@ impl RuleQuery {
                 default_source: crate::rules::default_script(t).unwrap_or_default().to_string(),
                 versions: versions
                     .into_iter()
-                    .map(|v| RuleVersion { version: v.version, active: v.active, source: v.source, created_by: v.created_by, created_at: v.created_at })
+                    .map(|v| RuleVersion {
+                        version: v.version,
+                        active: v.active,
+                        source: v.source,
+                        created_by: v.created_by,
+                        created_at: v.created_at,
+                    })
                     .collect(),
             });
         }
@@ -66,12 +72,21 @@ impl RuleMutation {
     async fn save_rule(&self, ctx: &Context<'_>, event_type: String, source: String) -> GqlResult<RuleVersion> {
         let (state, who) = caller(ctx)?;
         let v = svc::save(state, who, &event_type, &source).await.map_err(gql)?;
-        Ok(RuleVersion { version: v.version, active: v.active, source: v.source, created_by: v.created_by, created_at: v.created_at })
+        Ok(RuleVersion {
+            version: v.version,
+            active: v.active,
+            source: v.source,
+            created_by: v.created_by,
+            created_at: v.created_at,
+        })
     }
 
     /// Makes a saved version active again (rollback). Version 0 is the shipped default.
     async fn activate_rule_version(&self, ctx: &Context<'_>, event_type: String, version: i32) -> GqlResult<i32> {
         let (state, who) = caller(ctx)?;
-        Ok(svc::activate(state, who, &event_type, version).await.map_err(gql)?.version)
+        Ok(svc::activate(state, who, &event_type, version)
+            .await
+            .map_err(gql)?
+            .version)
     }
 }

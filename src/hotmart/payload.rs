@@ -218,7 +218,10 @@ fn v2(v: &Value) -> Result<PaymentEvent, ParseError> {
             let current = d
                 .get("plans")
                 .and_then(Value::as_array)
-                .and_then(|ps| ps.iter().find(|p| p.get("current").and_then(Value::as_bool) == Some(true)))
+                .and_then(|ps| {
+                    ps.iter()
+                        .find(|p| p.get("current").and_then(Value::as_bool) == Some(true))
+                })
                 .cloned()
                 .unwrap_or(Value::Null);
             ev.product_id = text(&d, &["subscription", "product", "id"]);
@@ -307,7 +310,9 @@ fn v1_kind(status: &str, callback_type: Option<&str>) -> EventKind {
 fn v1(f: &HashMap<String, String>) -> Result<PaymentEvent, ParseError> {
     let get = |k: &str| f.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let transaction = get("transaction").ok_or_else(|| err("v1 postback without a transaction"))?;
-    let status = get("status").ok_or_else(|| err("v1 postback without a status"))?.to_ascii_lowercase();
+    let status = get("status")
+        .ok_or_else(|| err("v1 postback without a status"))?
+        .to_ascii_lowercase();
     let kind = v1_kind(&status, get("callback_type").as_deref());
     // v1 has no event id: the same transaction in the same status is the same event.
     let digest = Sha256::digest(format!("{transaction}:{status}:{}", kind.as_str()).as_bytes());
@@ -365,8 +370,18 @@ mod tests {
     fn malformed_bodies_have_reasons() {
         assert!(envelope(Format::V2, b"{not json").unwrap_err().0.contains("JSON"));
         assert!(envelope(Format::V2, b"[1]").unwrap_err().0.contains("object"));
-        assert!(envelope(Format::V2, br#"{"event":"X","creation_date":1}"#).unwrap_err().0.contains("id"));
-        assert!(envelope(Format::V1, b"status=approved").unwrap_err().0.contains("transaction"));
+        assert!(
+            envelope(Format::V2, br#"{"event":"X","creation_date":1}"#)
+                .unwrap_err()
+                .0
+                .contains("id")
+        );
+        assert!(
+            envelope(Format::V1, b"status=approved")
+                .unwrap_err()
+                .0
+                .contains("transaction")
+        );
     }
 
     #[test]

@@ -13,10 +13,17 @@ pub enum VerifyError {
 
 /// Both sides are hashed first so the comparison takes the same time whatever their lengths.
 pub fn verify_hottok(expected: &str, provided: Option<&str>) -> Result<(), VerifyError> {
-    let provided = provided.map(str::trim).filter(|p| !p.is_empty()).ok_or(VerifyError::Missing)?;
+    let provided = provided
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .ok_or(VerifyError::Missing)?;
     let a = Sha256::digest(expected.as_bytes());
     let b = Sha256::digest(provided.as_bytes());
-    if bool::from(a.ct_eq(&b)) { Ok(()) } else { Err(VerifyError::Mismatch) }
+    if bool::from(a.ct_eq(&b)) {
+        Ok(())
+    } else {
+        Err(VerifyError::Mismatch)
+    }
 }
 
 #[cfg(test)]

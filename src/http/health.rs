@@ -14,6 +14,10 @@ pub async fn healthz() -> impl IntoResponse {
 pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     match state.db.ping().await {
         Ok(()) => Json(json!({"status": "ready"})).into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "database unavailable"}))).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "database unavailable"})),
+        )
+            .into_response(),
     }
 }

@@ -36,30 +36,58 @@ fn kept_headers(h: &HeaderMap) -> serde_json::Value {
 }
 
 #[handler]
-pub async fn receive_hotmart(state: Data<&AppState>, Path(key): Path<String>, headers: &HeaderMap, body: Body) -> Response {
+pub async fn receive_hotmart(
+    state: Data<&AppState>,
+    Path(key): Path<String>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let state = *state;
     let app = match apps::by_webhook_key(&state.db, &key).await {
         Ok(Some(a)) => a,
-        Ok(None) => return fail(StatusCode::NOT_FOUND, "NOT_FOUND", "no app has this webhook URL; copy it again from hotmartIntegration.webhookUrl"),
+        Ok(None) => {
+            return fail(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                "no app has this webhook URL; copy it again from hotmartIntegration.webhookUrl",
+            );
+        }
         Err(e) => return from_app_error(e),
     };
     let raw = match body.into_bytes_limit(state.settings.webhook_body_limit).await {
         Ok(b) => b.to_vec(),
         Err(poem::error::ReadBodyError::PayloadTooLarge) => {
-            return fail(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", format!("body is larger than {} bytes", state.settings.webhook_body_limit));
+            return fail(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "PAYLOAD_TOO_LARGE",
+                format!("body is larger than {} bytes", state.settings.webhook_body_limit),
+            );
         }
-        Err(e) => return fail(StatusCode::BAD_REQUEST, "BAD_REQUEST", format!("cannot read the body: {e}")),
+        Err(e) => {
+            return fail(
+                StatusCode::BAD_REQUEST,
+                "BAD_REQUEST",
+                format!("cannot read the body: {e}"),
+            );
+        }
     };
     let format = hotmart::detect_format(headers.get("content-type").and_then(|v| v.to_str().ok()));
 
     let expected = match integration::hottok(state, app.id).await {
         Ok(Some(t)) => t,
         Ok(None) => {
-            return fail(StatusCode::UNAUTHORIZED, "NOT_CONFIGURED", "the Hotmart integration of this app has no Hottok yet: save it with saveHotmartIntegration");
+            return fail(
+                StatusCode::UNAUTHORIZED,
+                "NOT_CONFIGURED",
+                "the Hotmart integration of this app has no Hottok yet: save it with saveHotmartIntegration",
+            );
         }
         Err(e) => return from_app_error(e),
     };
-    let header_token = headers.get("x-hotmart-hottok").and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header_token = headers
+        .get("x-hotmart-hottok")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let envelope = hotmart::envelope(format, &raw);
     // The header is the documented place; a body `hottok` (v1 forms, some v2 test events) is accepted too.
     let provided = header_token.or_else(|| envelope.as_ref().ok().and_then(|e| e.body_hottok.clone()));
@@ -97,16 +125,24 @@ pub async fn receive_hotmart(state: Data<&AppState>, Path(key): Path<String>, he
         Ok(inbox::Recorded::New(id)) => {
             state.wake_worker();
             tracing::info!(app = %app.slug, event = %envelope.event_type, event_id = %envelope.event_id, row = id, "webhook stored");
-            reply(StatusCode::OK, json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": false}))
+            reply(
+                StatusCode::OK,
+                json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": false}),
+            )
         }
-        Ok(inbox::Recorded::Duplicate) => {
-            reply(StatusCode::OK, json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}))
-        }
+        Ok(inbox::Recorded::Duplicate) => reply(
+            StatusCode::OK,
+            json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}),
+        ),
         // Whatever failed, we did not store it: never a 2xx, so Hotmart delivers again.
         Err(AppError::Unavailable(e)) => from_app_error(AppError::Unavailable(e)),
         Err(e) => {
             e.log();
-            fail(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", "the event could not be stored; please deliver it again")
+            fail(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                "the event could not be stored; please deliver it again",
+            )
         }
     }
 }

@@ -38,11 +38,19 @@ fn location(line: Option<usize>, col: Option<usize>) -> String {
 
 impl RuleError {
     fn plain(message: impl Into<String>) -> Self {
-        RuleError { message: message.into(), line: None, column: None }
+        RuleError {
+            message: message.into(),
+            line: None,
+            column: None,
+        }
     }
 
     fn at(message: impl Into<String>, pos: rhai::Position) -> Self {
-        RuleError { message: message.into(), line: pos.line(), column: pos.position() }
+        RuleError {
+            message: message.into(),
+            line: pos.line(),
+            column: pos.position(),
+        }
     }
 }
 
@@ -107,7 +115,8 @@ fn decision_map(action: &str, at: Option<i64>) -> Map {
 }
 
 fn ms(t: Option<DateTime<Utc>>) -> serde_json::Value {
-    t.map(|t| json!(t.timestamp_millis())).unwrap_or(serde_json::Value::Null)
+    t.map(|t| json!(t.timestamp_millis()))
+        .unwrap_or(serde_json::Value::Null)
 }
 
 fn event_value(e: &PaymentEvent) -> serde_json::Value {
@@ -155,7 +164,11 @@ pub struct RuleEngine {
 
 impl RuleEngine {
     pub fn new(budget: Duration) -> Self {
-        RuleEngine { engine: build_engine(), cache: Mutex::new(HashMap::new()), budget }
+        RuleEngine {
+            engine: build_engine(),
+            cache: Mutex::new(HashMap::new()),
+            budget,
+        }
     }
 
     pub fn compile(&self, source: &str) -> Result<Arc<AST>, RuleError> {
@@ -163,7 +176,10 @@ impl RuleEngine {
         if let Some(ast) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(ast.clone());
         }
-        let ast = self.engine.compile(source).map_err(|e| RuleError::at(e.0.to_string(), e.1))?;
+        let ast = self
+            .engine
+            .compile(source)
+            .map_err(|e| RuleError::at(e.0.to_string(), e.1))?;
         let has_entry = ast
             .iter_functions()
             .any(|f| f.name == ENTRY_POINT && f.params.len() == 3);
@@ -173,7 +189,10 @@ impl RuleEngine {
             )));
         }
         let ast = Arc::new(ast);
-        self.cache.lock().unwrap_or_else(|p| p.into_inner()).insert(key, ast.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, ast.clone());
         Ok(ast)
     }
 
@@ -190,7 +209,11 @@ impl RuleEngine {
         let to_dyn = |v: serde_json::Value| {
             rhai::serde::to_dynamic(v).map_err(|e| RuleError::plain(format!("cannot pass values to the script: {e}")))
         };
-        let args = (to_dyn(event_value(event))?, to_dyn(target_value(target))?, to_dyn(access_value(access))?);
+        let args = (
+            to_dyn(event_value(event))?,
+            to_dyn(target_value(target))?,
+            to_dyn(access_value(access))?,
+        );
         DEADLINE.with(|d| d.set(Some(Instant::now() + self.budget)));
         let out = self.engine.call_fn_with_options::<Dynamic>(
             CallFnOptions::new().rewind_scope(true),
@@ -203,7 +226,9 @@ impl RuleEngine {
         let value = out.map_err(|e| {
             let pos = e.position();
             let msg = match *e {
-                rhai::EvalAltResult::ErrorTerminated(..) => format!("script exceeded its time budget of {:?}", self.budget),
+                rhai::EvalAltResult::ErrorTerminated(..) => {
+                    format!("script exceeded its time budget of {:?}", self.budget)
+                }
                 rhai::EvalAltResult::ErrorTooManyOperations(..) => {
                     format!("script exceeded {MAX_OPERATIONS} operations (a loop that never ends?)")
                 }
@@ -223,7 +248,10 @@ fn to_decision(v: Dynamic) -> Result<Decision, RuleError> {
         ))
     };
     let map = v.try_cast::<Map>().ok_or_else(bad)?;
-    let action = map.get("action").and_then(|a| a.clone().into_string().ok()).ok_or_else(bad)?;
+    let action = map
+        .get("action")
+        .and_then(|a| a.clone().into_string().ok())
+        .ok_or_else(bad)?;
     let at = match map.get("at") {
         None => None,
         Some(d) => {
@@ -255,19 +283,32 @@ fn to_decision(v: Dynamic) -> Result<Decision, RuleError> {
 pub fn validate(engine: &RuleEngine, event_type: &str, source: &str) -> Result<usize, RuleError> {
     engine.compile(source)?;
     let targets = [
-        Target { kind: TargetKind::Package, id: 1, name: "dry-run package".into(), access_days: Some(30) },
-        Target { kind: TargetKind::Plan, id: 2, name: "dry-run plan".into(), access_days: None },
+        Target {
+            kind: TargetKind::Package,
+            id: 1,
+            name: "dry-run package".into(),
+            access_days: Some(30),
+        },
+        Target {
+            kind: TargetKind::Plan,
+            id: 2,
+            name: "dry-run plan".into(),
+            access_days: None,
+        },
     ];
     let mut runs = 0;
     for (name, body) in FIXTURES {
-        let Ok(ev) = crate::hotmart::parse_event(crate::hotmart::Format::V2, body.as_bytes(), Utc::now()) else { continue };
+        let Ok(ev) = crate::hotmart::parse_event(crate::hotmart::Format::V2, body.as_bytes(), Utc::now()) else {
+            continue;
+        };
         if ev.kind.as_str() != event_type {
             continue;
         }
         for t in &targets {
-            engine
-                .decide(source, &ev, t, None)
-                .map_err(|e| RuleError { message: format!("dry run on fixture {name}: {}", e.message), ..e })?;
+            engine.decide(source, &ev, t, None).map_err(|e| RuleError {
+                message: format!("dry run on fixture {name}: {}", e.message),
+                ..e
+            })?;
             runs += 1;
         }
     }
@@ -288,7 +329,12 @@ mod tests {
     }
 
     fn plan() -> Target {
-        Target { kind: TargetKind::Plan, id: 1, name: "p".into(), access_days: None }
+        Target {
+            kind: TargetKind::Plan,
+            id: 1,
+            name: "p".into(),
+            access_days: None,
+        }
     }
 
     #[test]
@@ -303,7 +349,10 @@ mod tests {
     fn a_looping_script_is_stopped() {
         let src = "fn decide(event, target, access) { loop { } }";
         let err = engine().decide(src, &sample(), &plan(), None).unwrap_err();
-        assert!(err.message.contains("operations") || err.message.contains("budget"), "{err}");
+        assert!(
+            err.message.contains("operations") || err.message.contains("budget"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -315,13 +364,17 @@ mod tests {
 
     #[test]
     fn syntax_errors_have_line_and_column() {
-        let err = engine().compile("fn decide(event, target, access) {\n  grant(\n}").unwrap_err();
+        let err = engine()
+            .compile("fn decide(event, target, access) {\n  grant(\n}")
+            .unwrap_err();
         assert!(err.line.is_some() && err.column.is_some(), "{err}");
     }
 
     #[test]
     fn nonsense_return_values_are_refused() {
-        let err = engine().decide("fn decide(e, t, a) { 42 }", &sample(), &plan(), None).unwrap_err();
+        let err = engine()
+            .decide("fn decide(e, t, a) { 42 }", &sample(), &plan(), None)
+            .unwrap_err();
         assert!(err.message.contains("must return"), "{err}");
         let err = engine().compile("fn other(e) { grant() }").unwrap_err();
         assert!(err.message.contains("decide"), "{err}");
@@ -329,9 +382,24 @@ mod tests {
 
     #[test]
     fn eval_and_import_are_unavailable() {
-        assert!(engine().compile("fn decide(e, t, a) { eval(\"grant()\") }").is_err()
-            || engine().decide("fn decide(e, t, a) { eval(\"grant()\") }", &sample(), &plan(), None).is_err());
-        assert!(engine().compile("import \"x\" as y; fn decide(e, t, a) { grant() }").is_err()
-            || engine().decide("import \"x\" as y; fn decide(e, t, a) { grant() }", &sample(), &plan(), None).is_err());
+        assert!(
+            engine().compile("fn decide(e, t, a) { eval(\"grant()\") }").is_err()
+                || engine()
+                    .decide("fn decide(e, t, a) { eval(\"grant()\") }", &sample(), &plan(), None)
+                    .is_err()
+        );
+        assert!(
+            engine()
+                .compile("import \"x\" as y; fn decide(e, t, a) { grant() }")
+                .is_err()
+                || engine()
+                    .decide(
+                        "import \"x\" as y; fn decide(e, t, a) { grant() }",
+                        &sample(),
+                        &plan(),
+                        None
+                    )
+                    .is_err()
+        );
     }
 }

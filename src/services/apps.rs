@@ -13,7 +13,9 @@ pub fn new_webhook_key() -> String {
 pub fn validate_slug(slug: &str) -> AppResult<()> {
     let ok = !slug.is_empty()
         && slug.len() <= 40
-        && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && slug
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
         && !slug.starts_with('-');
     if ok {
         Ok(())
@@ -30,7 +32,11 @@ pub async fn create(db: &impl ConnectionTrait, slug: &str, name: &str) -> AppRes
     let now = super::now();
     let m = app::ActiveModel {
         slug: Set(slug.to_string()),
-        name: Set(if name.trim().is_empty() { slug.to_string() } else { name.trim().to_string() }),
+        name: Set(if name.trim().is_empty() {
+            slug.to_string()
+        } else {
+            name.trim().to_string()
+        }),
         webhook_key: Set(new_webhook_key()),
         created_at: Set(now),
         updated_at: Set(now),
@@ -56,5 +62,8 @@ pub async fn by_slug(db: &impl ConnectionTrait, slug: &str) -> AppResult<Option<
 }
 
 pub async fn by_webhook_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option<app::Model>> {
-    Ok(app::Entity::find().filter(app::Column::WebhookKey.eq(key)).one(db).await?)
+    Ok(app::Entity::find()
+        .filter(app::Column::WebhookKey.eq(key))
+        .one(db)
+        .await?)
 }

@@ -48,6 +48,10 @@ pub async fn list(
     if let Some(after) = page.after {
         q = q.filter(audit_log::Column::Id.lt(after));
     }
-    let rows = q.order_by_desc(audit_log::Column::Id).limit(page.first + 1).all(db).await?;
+    let rows = q
+        .order_by_desc(audit_log::Column::Id)
+        .limit(page.first + 1)
+        .all(db)
+        .await?;
     Ok(Paged::from_probe(rows, page.first))
 }

@@ -28,7 +28,12 @@ pub async fn find(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppR
 }
 
 /// Creates the buyer on first sight; keeps the name fresh when a later event knows it.
-pub async fn upsert(db: &impl ConnectionTrait, app_id: i32, email: &Email, name: Option<&str>) -> AppResult<buyer::Model> {
+pub async fn upsert(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    email: &Email,
+    name: Option<&str>,
+) -> AppResult<buyer::Model> {
     let name = name.map(str::trim).filter(|n| !n.is_empty());
     if let Some(b) = find(db, app_id, email).await? {
         if let Some(n) = name.filter(|n| *n != b.name) {
@@ -81,11 +86,20 @@ pub async fn subscriber_codes(db: &impl ConnectionTrait, buyer_id: i32) -> AppRe
     Ok(rows.into_iter().map(|r| r.code).collect())
 }
 
-pub async fn list(db: &impl ConnectionTrait, app_id: i32, search: Option<&str>, page: Page) -> AppResult<Paged<buyer::Model>> {
+pub async fn list(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    search: Option<&str>,
+    page: Page,
+) -> AppResult<Paged<buyer::Model>> {
     let mut q = buyer::Entity::find().filter(buyer::Column::AppId.eq(app_id));
     if let Some(s) = search.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()) {
-        let pattern = format!("%{}%", s.replace('\\', "").replace('%', "").replace('_', ""));
-        q = q.filter(buyer::Column::Email.like(pattern.clone()).or(buyer::Column::Name.like(pattern)));
+        let pattern = format!("%{}%", s.replace(['\\', '%', '_'], ""));
+        q = q.filter(
+            buyer::Column::Email
+                .like(pattern.clone())
+                .or(buyer::Column::Name.like(pattern)),
+        );
     }
     if let Some(after) = page.after {
         q = q.filter(buyer::Column::Id.gt(after));
@@ -97,7 +111,9 @@ pub async fn list(db: &impl ConnectionTrait, app_id: i32, search: Option<&str>, 
 /// Every entitlement of a buyer. Someone we never saw simply has none: apps ask about people who
 /// never bought.
 pub async fn access(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
-    let Some(b) = find(db, app_id, email).await? else { return Ok(vec![]) };
+    let Some(b) = find(db, app_id, email).await? else {
+        return Ok(vec![]);
+    };
     let rows = entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
         .filter(entitlement::Column::BuyerId.eq(b.id))
@@ -110,7 +126,12 @@ pub async fn access(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> Ap
         let kind = TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package);
         let target = super::catalog::target(db, app_id, kind, e.target_id).await?;
         let status = EntitlementStatus::parse(&e.status).effective(e.expires_at, now);
-        out.push(AccessView { active: status == EntitlementStatus::Active, status, target, entitlement: e });
+        out.push(AccessView {
+            active: status == EntitlementStatus::Active,
+            status,
+            target,
+            entitlement: e,
+        });
     }
     Ok(out)
 }

@@ -49,10 +49,16 @@ pub struct PlanView {
 fn clean_name(name: Option<String>) -> AppResult<String> {
     let n = name.unwrap_or_default().trim().to_string();
     if n.is_empty() {
-        return Err(AppError::InvalidFields(vec![("name".into(), "name is required".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "name".into(),
+            "name is required".into(),
+        )]));
     }
     if n.chars().count() > 200 {
-        return Err(AppError::InvalidFields(vec![("name".into(), "name is longer than 200 characters".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "name".into(),
+            "name is longer than 200 characters".into(),
+        )]));
     }
     Ok(n)
 }
@@ -92,11 +98,19 @@ fn check_days(days: Option<i32>) -> AppResult<()> {
 
 async fn target_name(db: &impl ConnectionTrait, l: &link::Model) -> AppResult<String> {
     if let Some(id) = l.package_id {
-        let name = pkg::Entity::find_by_id(id).one(db).await?.map(|p| p.name).unwrap_or_default();
+        let name = pkg::Entity::find_by_id(id)
+            .one(db)
+            .await?
+            .map(|p| p.name)
+            .unwrap_or_default();
         return Ok(format!("package \"{name}\" (id {id})"));
     }
     let id = l.plan_id.unwrap_or_default();
-    let name = plan::Entity::find_by_id(id).one(db).await?.map(|p| p.name).unwrap_or_default();
+    let name = plan::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .map(|p| p.name)
+        .unwrap_or_default();
     Ok(format!("subscription plan \"{name}\" (id {id})"))
 }
 
@@ -120,7 +134,11 @@ async fn set_links(
             TargetKind::Plan => l.plan_id == Some(owner.1),
         };
         if !mine {
-            let what = if provider == PROVIDER_PLAN { "Hotmart plan" } else { "Hotmart product" };
+            let what = if provider == PROVIDER_PLAN {
+                "Hotmart plan"
+            } else {
+                "Hotmart product"
+            };
             return Err(AppError::Conflict(format!(
                 "{what} {} is already linked to {}; unlink it there first",
                 l.external_id,
@@ -159,7 +177,12 @@ async fn set_links(
     Ok(())
 }
 
-async fn links_of(db: &impl ConnectionTrait, app_id: i32, provider: &str, owner: (TargetKind, i32)) -> AppResult<Vec<String>> {
+async fn links_of(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    provider: &str,
+    owner: (TargetKind, i32),
+) -> AppResult<Vec<String>> {
     let col = match owner.0 {
         TargetKind::Package => link::Column::PackageId,
         TargetKind::Plan => link::Column::PlanId,
@@ -176,13 +199,20 @@ async fn links_of(db: &impl ConnectionTrait, app_id: i32, provider: &str, owner:
 
 async fn package_view(db: &impl ConnectionTrait, row: pkg::Model) -> AppResult<PackageView> {
     let ids = links_of(db, row.app_id, PROVIDER_PRODUCT, (TargetKind::Package, row.id)).await?;
-    Ok(PackageView { row, hotmart_product_ids: ids })
+    Ok(PackageView {
+        row,
+        hotmart_product_ids: ids,
+    })
 }
 
 async fn plan_view(db: &impl ConnectionTrait, row: plan::Model) -> AppResult<PlanView> {
     let ids = links_of(db, row.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, row.id)).await?;
     let plan_ids = links_of(db, row.app_id, PROVIDER_PLAN, (TargetKind::Plan, row.id)).await?;
-    Ok(PlanView { row, hotmart_product_ids: ids, hotmart_plan_ids: plan_ids })
+    Ok(PlanView {
+        row,
+        hotmart_product_ids: ids,
+        hotmart_plan_ids: plan_ids,
+    })
 }
 
 fn package_json(v: &PackageView) -> serde_json::Value {
@@ -194,7 +224,11 @@ fn plan_json(v: &PlanView) -> serde_json::Value {
 }
 
 pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
-    let rows = pkg::Entity::find().filter(pkg::Column::AppId.eq(app_id)).order_by_asc(pkg::Column::Id).all(db).await?;
+    let rows = pkg::Entity::find()
+        .filter(pkg::Column::AppId.eq(app_id))
+        .order_by_asc(pkg::Column::Id)
+        .all(db)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(package_view(db, r).await?);
@@ -203,14 +237,22 @@ pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<
 }
 
 pub async fn get_package(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PackageView>> {
-    match pkg::Entity::find_by_id(id).filter(pkg::Column::AppId.eq(app_id)).one(db).await? {
+    match pkg::Entity::find_by_id(id)
+        .filter(pkg::Column::AppId.eq(app_id))
+        .one(db)
+        .await?
+    {
         Some(r) => Ok(Some(package_view(db, r).await?)),
         None => Ok(None),
     }
 }
 
 pub async fn list_plans(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PlanView>> {
-    let rows = plan::Entity::find().filter(plan::Column::AppId.eq(app_id)).order_by_asc(plan::Column::Id).all(db).await?;
+    let rows = plan::Entity::find()
+        .filter(plan::Column::AppId.eq(app_id))
+        .order_by_asc(plan::Column::Id)
+        .all(db)
+        .await?;
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         out.push(plan_view(db, r).await?);
@@ -219,7 +261,11 @@ pub async fn list_plans(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec
 }
 
 pub async fn get_plan(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PlanView>> {
-    match plan::Entity::find_by_id(id).filter(plan::Column::AppId.eq(app_id)).one(db).await? {
+    match plan::Entity::find_by_id(id)
+        .filter(plan::Column::AppId.eq(app_id))
+        .one(db)
+        .await?
+    {
         Some(r) => Ok(Some(plan_view(db, r).await?)),
         None => Ok(None),
     }
@@ -246,7 +292,19 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     .await?;
     set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, row.id), &ids).await?;
     let view = package_view(&txn, row).await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "package.create", target: format!("package:{}", view.row.id), before: None, after: Some(package_json(&view)), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "package.create",
+            target: format!("package:{}", view.row.id),
+            before: None,
+            after: Some(package_json(&view)),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(view)
 }
@@ -254,7 +312,9 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
 pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: PackageInput) -> AppResult<PackageView> {
     who.require_admin()?;
     let txn = crate::db::write_txn(&state.db).await?;
-    let current = get_package(&txn, who.app_id, id).await?.ok_or_else(|| AppError::not_found(format!("package {id} not found")))?;
+    let current = get_package(&txn, who.app_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("package {id} not found")))?;
     let before = package_json(&current);
     let mut am: pkg::ActiveModel = current.row.into();
     if input.name.is_some() {
@@ -274,7 +334,19 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
         set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, id), &ids).await?;
     }
     let view = package_view(&txn, row).await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "package.update", target: format!("package:{id}"), before: Some(before), after: Some(package_json(&view)), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "package.update",
+            target: format!("package:{id}"),
+            before: Some(before),
+            after: Some(package_json(&view)),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(view)
 }
@@ -299,7 +371,19 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, row.id), &ids).await?;
     set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, row.id), &plan_ids).await?;
     let view = plan_view(&txn, row).await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "plan.create", target: format!("plan:{}", view.row.id), before: None, after: Some(plan_json(&view)), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "plan.create",
+            target: format!("plan:{}", view.row.id),
+            before: None,
+            after: Some(plan_json(&view)),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(view)
 }
@@ -307,7 +391,9 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
 pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: PlanInput) -> AppResult<PlanView> {
     who.require_admin()?;
     let txn = crate::db::write_txn(&state.db).await?;
-    let current = get_plan(&txn, who.app_id, id).await?.ok_or_else(|| AppError::not_found(format!("subscription plan {id} not found")))?;
+    let current = get_plan(&txn, who.app_id, id)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("subscription plan {id} not found")))?;
     let before = plan_json(&current);
     let mut am: plan::ActiveModel = current.row.into();
     if input.name.is_some() {
@@ -327,14 +413,32 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
         set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, id), &ids).await?;
     }
     let view = plan_view(&txn, row).await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "plan.update", target: format!("plan:{id}"), before: Some(before), after: Some(plan_json(&view)), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "plan.update",
+            target: format!("plan:{id}"),
+            before: Some(before),
+            after: Some(plan_json(&view)),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(view)
 }
 
 /// Deleting what buyers hold access to is refused unless forced; forcing revokes that access
 /// (the entitlement rows go with the package or plan, and the audit row says how many).
-pub async fn delete_target(state: &AppState, who: &Principal, kind: TargetKind, id: i32, force: bool) -> AppResult<i32> {
+pub async fn delete_target(
+    state: &AppState,
+    who: &Principal,
+    kind: TargetKind,
+    id: i32,
+    force: bool,
+) -> AppResult<i32> {
     who.require_admin()?;
     let txn = crate::db::write_txn(&state.db).await?;
     let before = match kind {
@@ -367,8 +471,24 @@ pub async fn delete_target(state: &AppState, who: &Principal, kind: TargetKind, 
         TargetKind::Package => pkg::Entity::delete_by_id(id).exec(&txn).await?,
         TargetKind::Plan => plan::Entity::delete_by_id(id).exec(&txn).await?,
     };
-    let reason = if holders > 0 { format!("forced: revoked access of {holders} buyer(s)") } else { String::new() };
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: &format!("{}.delete", kind.as_str()), target: format!("{}:{id}", kind.as_str()), before: Some(before), after: None, reason: &reason }).await?;
+    let reason = if holders > 0 {
+        format!("forced: revoked access of {holders} buyer(s)")
+    } else {
+        String::new()
+    };
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: &format!("{}.delete", kind.as_str()),
+            target: format!("{}:{id}", kind.as_str()),
+            before: Some(before),
+            after: None,
+            reason: &reason,
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(holders as i32)
 }
@@ -379,20 +499,37 @@ pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id
             .filter(pkg::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target { kind, id, name: p.name, access_days: p.access_days }),
+            .map(|p| Target {
+                kind,
+                id,
+                name: p.name,
+                access_days: p.access_days,
+            }),
         TargetKind::Plan => plan::Entity::find_by_id(id)
             .filter(plan::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target { kind, id, name: p.name, access_days: None }),
+            .map(|p| Target {
+                kind,
+                id,
+                name: p.name,
+                access_days: None,
+            }),
     })
 }
 
 /// The package or plan a Hotmart product (or, first, a Hotmart plan) is linked to.
-pub async fn resolve(db: &impl ConnectionTrait, app_id: i32, product_id: Option<&str>, plan_id: Option<&str>) -> AppResult<Option<Target>> {
+pub async fn resolve(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    product_id: Option<&str>,
+    plan_id: Option<&str>,
+) -> AppResult<Option<Target>> {
     let norm = |s: &str| s.trim().trim_start_matches('0').to_string();
     for (provider, id) in [(PROVIDER_PLAN, plan_id), (PROVIDER_PRODUCT, product_id)] {
-        let Some(id) = id.map(norm).filter(|s| !s.is_empty()) else { continue };
+        let Some(id) = id.map(norm).filter(|s| !s.is_empty()) else {
+            continue;
+        };
         let found = link::Entity::find()
             .filter(link::Column::AppId.eq(app_id))
             .filter(link::Column::Provider.eq(provider))

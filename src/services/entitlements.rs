@@ -22,7 +22,12 @@ fn snapshot(e: &entitlement::Model) -> serde_json::Value {
     })
 }
 
-async fn rows_for(db: &impl ConnectionTrait, app_id: i32, buyer_id: i32, source: &str) -> AppResult<Vec<entitlement::Model>> {
+async fn rows_for(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    buyer_id: i32,
+    source: &str,
+) -> AppResult<Vec<entitlement::Model>> {
     Ok(entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
         .filter(entitlement::Column::BuyerId.eq(buyer_id))
@@ -95,7 +100,9 @@ pub async fn source_events(db: &impl ConnectionTrait, app_id: i32, source_key: &
     let mut out = Vec::with_capacity(rows.len());
     for r in rows {
         let (Some(decision), Some(kind), Some(tid), Some(at)) = (
-            r.decision.as_deref().and_then(|d| serde_json::from_str::<Decision>(d).ok()),
+            r.decision
+                .as_deref()
+                .and_then(|d| serde_json::from_str::<Decision>(d).ok()),
             r.target_kind.as_deref().and_then(TargetKind::parse),
             r.target_id,
             r.occurred_at,
@@ -118,18 +125,40 @@ pub async fn source_events(db: &impl ConnectionTrait, app_id: i32, source_key: &
 
 /// Recomputes a source's access from all of its events, so a late event lands where it belongs.
 /// The caller holds the transaction (and, on PostgreSQL, the per-source lock).
-pub async fn recompute_source(db: &impl ConnectionTrait, app_id: i32, buyer_id: i32, source_key: &str) -> AppResult<()> {
+pub async fn recompute_source(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    buyer_id: i32,
+    source_key: &str,
+) -> AppResult<()> {
     let events = source_events(db, app_id, source_key).await?;
-    let Some(state) = compute_access(&events) else { return Ok(()) };
+    let Some(state) = compute_access(&events) else {
+        return Ok(());
+    };
     let rows = rows_for(db, app_id, buyer_id, source_key).await?;
     let (mine, others): (Vec<_>, Vec<_>) = rows
         .into_iter()
         .partition(|r| r.target_kind == state.target.0.as_str() && r.target_id == state.target.1);
-    write_state(db, app_id, buyer_id, source_key, &state, "rules", mine.into_iter().next()).await?;
+    write_state(
+        db,
+        app_id,
+        buyer_id,
+        source_key,
+        &state,
+        "rules",
+        mine.into_iter().next(),
+    )
+    .await?;
     // A plan switch moves the source's access: what it gave elsewhere ends now.
-    for other in others.into_iter().filter(|o| o.status == "ACTIVE" || o.status == "SUSPENDED") {
+    for other in others
+        .into_iter()
+        .filter(|o| o.status == "ACTIVE" || o.status == "SUSPENDED")
+    {
         let moved = AccessState {
-            target: (TargetKind::parse(&other.target_kind).unwrap_or(TargetKind::Plan), other.target_id),
+            target: (
+                TargetKind::parse(&other.target_kind).unwrap_or(TargetKind::Plan),
+                other.target_id,
+            ),
             status: EntitlementStatus::Revoked,
             granted_at: other.granted_at,
             revoked_at: Some(state.granted_at.unwrap_or_else(super::now)),
@@ -154,14 +183,27 @@ pub async fn grant_manual(
     who.require_admin()?;
     let email = buyers::parse_email(email)?;
     if reason.trim().is_empty() {
-        return Err(AppError::InvalidFields(vec![("reason".into(), "a reason is required for manual access changes".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "reason".into(),
+            "a reason is required for manual access changes".into(),
+        )]));
     }
     if expires_at.is_some_and(|t| t <= super::now()) {
-        return Err(AppError::InvalidFields(vec![("expiresAt".into(), "expiresAt is in the past".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "expiresAt".into(),
+            "expiresAt is in the past".into(),
+        )]));
     }
     let txn = crate::db::write_txn(&state.db).await?;
-    if super::catalog::target(&txn, who.app_id, target.0, target.1).await?.is_none() {
-        return Err(AppError::not_found(format!("{} {} not found", target.0.as_str(), target.1)));
+    if super::catalog::target(&txn, who.app_id, target.0, target.1)
+        .await?
+        .is_none()
+    {
+        return Err(AppError::not_found(format!(
+            "{} {} not found",
+            target.0.as_str(),
+            target.1
+        )));
     }
     let buyer = buyers::upsert(&txn, who.app_id, &email, None).await?;
     let existing = rows_for(&txn, who.app_id, buyer.id, MANUAL_SOURCE)
@@ -184,11 +226,20 @@ pub async fn grant_manual(
 }
 
 /// Revokes every entitlement the buyer holds to the target, whatever its source. Returns how many.
-pub async fn revoke_manual(state: &AppState, who: &Principal, email: &str, target: (TargetKind, i32), reason: &str) -> AppResult<i32> {
+pub async fn revoke_manual(
+    state: &AppState,
+    who: &Principal,
+    email: &str,
+    target: (TargetKind, i32),
+    reason: &str,
+) -> AppResult<i32> {
     who.require_admin()?;
     let email = buyers::parse_email(email)?;
     if reason.trim().is_empty() {
-        return Err(AppError::InvalidFields(vec![("reason".into(), "a reason is required for manual access changes".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "reason".into(),
+            "a reason is required for manual access changes".into(),
+        )]));
     }
     let txn = crate::db::write_txn(&state.db).await?;
     let Some(buyer) = buyers::find(&txn, who.app_id, &email).await? else {
@@ -230,7 +281,12 @@ pub struct ExplainStep {
 
 /// The events and decisions that produced the buyer's access to a target, in the order the fold
 /// applies them.
-pub async fn explain(db: &impl ConnectionTrait, app_id: i32, email: &str, target: (TargetKind, i32)) -> AppResult<(Vec<buyers::AccessView>, Vec<ExplainStep>)> {
+pub async fn explain(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    email: &str,
+    target: (TargetKind, i32),
+) -> AppResult<(Vec<buyers::AccessView>, Vec<ExplainStep>)> {
     let email = buyers::parse_email(email)?;
     let access: Vec<_> = buyers::access(db, app_id, &email)
         .await?
@@ -241,9 +297,16 @@ pub async fn explain(db: &impl ConnectionTrait, app_id: i32, email: &str, target
     for a in &access {
         let mut events = source_events(db, app_id, &a.entitlement.source).await?;
         events.sort_by(|x, y| {
-            (x.occurred_at, crate::domain::precedence(&x.kind), &x.event_id).cmp(&(y.occurred_at, crate::domain::precedence(&y.kind), &y.event_id))
+            (x.occurred_at, crate::domain::precedence(&x.kind), &x.event_id).cmp(&(
+                y.occurred_at,
+                crate::domain::precedence(&y.kind),
+                &y.event_id,
+            ))
         });
-        steps.extend(events.into_iter().map(|event| ExplainStep { source: a.entitlement.source.clone(), event }));
+        steps.extend(events.into_iter().map(|event| ExplainStep {
+            source: a.entitlement.source.clone(),
+            event,
+        }));
     }
     Ok((access, steps))
 }

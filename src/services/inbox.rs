@@ -1,7 +1,10 @@
 //! The webhook inbox: raw deliveries stored verbatim, keyed by the provider's event id.
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set, TryInsertResult};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    TryInsertResult,
+};
 use serde_json::json;
 
 use super::audit::{self, Entry};
@@ -103,14 +106,28 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
     let txn = crate::db::write_txn(&state.db).await?;
     let row = get(&txn, who.app_id, id).await?;
     if row.status == PENDING {
-        return Err(AppError::Conflict(format!("webhook event {id} is already waiting to be processed")));
+        return Err(AppError::Conflict(format!(
+            "webhook event {id} is already waiting to be processed"
+        )));
     }
     let before = json!({"status": row.status, "error": row.error});
     let mut am: we::ActiveModel = row.into();
     am.status = Set(PENDING.into());
     am.error = Set(None);
     let row = am.update(&txn).await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "webhook.replay", target: format!("webhook_event:{id}"), before: Some(before), after: Some(json!({"status": PENDING})), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "webhook.replay",
+            target: format!("webhook_event:{id}"),
+            before: Some(before),
+            after: Some(json!({"status": PENDING})),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     state.wake_worker();
     Ok(row)

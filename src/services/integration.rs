@@ -27,7 +27,11 @@ impl Environment {
     }
 
     fn parse(s: &str) -> Self {
-        if s == "sandbox" { Environment::Sandbox } else { Environment::Production }
+        if s == "sandbox" {
+            Environment::Sandbox
+        } else {
+            Environment::Production
+        }
     }
 }
 
@@ -64,7 +68,10 @@ pub fn webhook_url(public_url: &str, webhook_key: &str) -> String {
 }
 
 fn info(last4: &Option<String>) -> SecretInfo {
-    SecretInfo { set: last4.is_some(), last4: last4.clone() }
+    SecretInfo {
+        set: last4.is_some(),
+        last4: last4.clone(),
+    }
 }
 
 pub async fn find(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Option<hi::Model>> {
@@ -77,10 +84,16 @@ pub async fn view(state: &AppState, app_id: i32) -> AppResult<IntegrationView> {
         .await?
         .ok_or_else(|| AppError::not_found("app not found"))?;
     let row = find(&state.db, app_id).await?;
-    let none = SecretInfo { set: false, last4: None };
+    let none = SecretInfo {
+        set: false,
+        last4: None,
+    };
     Ok(IntegrationView {
         webhook_url: webhook_url(&state.settings.public_url, &app.webhook_key),
-        environment: row.as_ref().map(|r| Environment::parse(&r.environment)).unwrap_or(Environment::Production),
+        environment: row
+            .as_ref()
+            .map(|r| Environment::parse(&r.environment))
+            .unwrap_or(Environment::Production),
         hottok: row.as_ref().map(|r| info(&r.hottok_last4)).unwrap_or(none.clone()),
         basic: row.as_ref().map(|r| info(&r.basic_last4)).unwrap_or(none.clone()),
         client_id: row.as_ref().map(|r| info(&r.client_id_last4)).unwrap_or(none.clone()),
@@ -106,7 +119,13 @@ fn check_hottok(v: &str) -> Result<(), String> {
 
 fn check_uuid(label: &str, v: &str) -> Result<(), String> {
     let ok = v.len() == 36 && uuid::Uuid::try_parse(v).is_ok();
-    if ok { Ok(()) } else { Err(format!("{label} must be a UUID like 3f2a9c1e-0b7d-4e8a-9c55-1d2e3f4a5b6c")) }
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{label} must be a UUID like 3f2a9c1e-0b7d-4e8a-9c55-1d2e3f4a5b6c"
+        ))
+    }
 }
 
 /// Basic is `base64(client_id:client_secret)`, with or without a leading `Basic `.
@@ -117,16 +136,18 @@ fn check_basic(v: &str, client_id: Option<&str>, client_secret: Option<&str>) ->
         .or_else(|| raw.strip_prefix("basic "))
         .unwrap_or(raw)
         .trim();
-    let decoded = B64
-        .decode(encoded)
-        .map_err(|_| "Basic is not valid base64 (it should be the Basic token Hotmart shows next to the credentials)".to_string())?;
+    let decoded = B64.decode(encoded).map_err(|_| {
+        "Basic is not valid base64 (it should be the Basic token Hotmart shows next to the credentials)".to_string()
+    })?;
     let decoded = String::from_utf8(decoded).map_err(|_| "Basic does not decode to text".to_string())?;
     let Some((id, secret)) = decoded.split_once(':') else {
         return Err("Basic must decode to client_id:client_secret".into());
     };
     match (client_id, client_secret) {
         (Some(cid), Some(cs)) if cid == id && cs == secret => Ok(()),
-        (Some(cid), _) if cid != id => Err("Basic does not match the Client ID (it encodes a different client id)".into()),
+        (Some(cid), _) if cid != id => {
+            Err("Basic does not match the Client ID (it encodes a different client id)".into())
+        }
         (Some(_), Some(_)) => Err("Basic does not match the Client Secret".into()),
         _ => Err("Basic can only be checked together with a Client ID and Client Secret".into()),
     }
@@ -139,7 +160,9 @@ struct Plain {
 }
 
 fn decrypt_opt(secrets: &SecretBox, v: &Option<String>) -> AppResult<Option<String>> {
-    v.as_deref().map(|s| secrets.decrypt(s).map_err(AppError::internal)).transpose()
+    v.as_deref()
+        .map(|s| secrets.decrypt(s).map_err(AppError::internal))
+        .transpose()
 }
 
 pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) -> AppResult<IntegrationView> {
@@ -160,36 +183,40 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
             client_id: decrypt_opt(&state.secrets, &r.client_id_enc)?,
             client_secret: decrypt_opt(&state.secrets, &r.client_secret_enc)?,
         },
-        None => Plain { basic: None, client_id: None, client_secret: None },
+        None => Plain {
+            basic: None,
+            client_id: None,
+            client_secret: None,
+        },
     };
 
     let mut errors = Vec::new();
-    if let Some(v) = &input.hottok {
-        if let Err(m) = check_hottok(v) {
-            errors.push(("hottok".to_string(), m));
-        }
+    if let Some(v) = &input.hottok
+        && let Err(m) = check_hottok(v)
+    {
+        errors.push(("hottok".to_string(), m));
     }
-    if let Some(v) = &input.client_id {
-        if let Err(m) = check_uuid("Client ID", v) {
-            errors.push(("clientId".to_string(), m));
-        }
+    if let Some(v) = &input.client_id
+        && let Err(m) = check_uuid("Client ID", v)
+    {
+        errors.push(("clientId".to_string(), m));
     }
-    if let Some(v) = &input.client_secret {
-        if let Err(m) = check_uuid("Client Secret", v) {
-            errors.push(("clientSecret".to_string(), m));
-        }
+    if let Some(v) = &input.client_secret
+        && let Err(m) = check_uuid("Client Secret", v)
+    {
+        errors.push(("clientSecret".to_string(), m));
     }
     let client_id = input.client_id.clone().or(stored.client_id.clone());
     let client_secret = input.client_secret.clone().or(stored.client_secret.clone());
     // A new pair must still agree with the Basic token, whether that is new or stored.
     let basic = input.basic.clone().or(stored.basic.clone());
     let pair_changed = input.basic.is_some() || input.client_id.is_some() || input.client_secret.is_some();
-    if pair_changed && errors.iter().all(|(f, _)| f == "hottok") {
-        if let Some(b) = &basic {
-            if let Err(m) = check_basic(b, client_id.as_deref(), client_secret.as_deref()) {
-                errors.push(("basic".to_string(), m));
-            }
-        }
+    if pair_changed
+        && errors.iter().all(|(f, _)| f == "hottok")
+        && let Some(b) = &basic
+        && let Err(m) = check_basic(b, client_id.as_deref(), client_secret.as_deref())
+    {
+        errors.push(("basic".to_string(), m));
     }
     if !errors.is_empty() {
         return Err(AppError::InvalidFields(errors));
@@ -260,14 +287,19 @@ fn audit_view(r: &hi::Model) -> serde_json::Value {
 
 /// The Hottok to check deliveries against, decrypted only for the comparison.
 pub async fn hottok(state: &AppState, app_id: i32) -> AppResult<Option<SecretString>> {
-    let Some(row) = find(&state.db, app_id).await? else { return Ok(None) };
+    let Some(row) = find(&state.db, app_id).await? else {
+        return Ok(None);
+    };
     Ok(decrypt_opt(&state.secrets, &row.hottok_enc)?.map(SecretString::from))
 }
 
 pub async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {
     use sea_orm::sea_query::{Expr, ExprTrait};
     hi::Entity::update_many()
-        .col_expr(hi::Column::RejectedWebhooks, Expr::col(hi::Column::RejectedWebhooks).add(1))
+        .col_expr(
+            hi::Column::RejectedWebhooks,
+            Expr::col(hi::Column::RejectedWebhooks).add(1),
+        )
         .filter(hi::Column::AppId.eq(app_id))
         .exec(db)
         .await?;
@@ -298,8 +330,16 @@ mod tests {
         assert!(check_basic(&good, Some(ID), Some(SECRET)).is_ok());
         assert!(check_basic(&format!("Basic {good}"), Some(ID), Some(SECRET)).is_ok());
         let other = B64.encode(format!("{ID}:{ID}"));
-        assert!(check_basic(&other, Some(ID), Some(SECRET)).unwrap_err().contains("Client Secret"));
-        assert!(check_basic("%%%", Some(ID), Some(SECRET)).unwrap_err().contains("base64"));
+        assert!(
+            check_basic(&other, Some(ID), Some(SECRET))
+                .unwrap_err()
+                .contains("Client Secret")
+        );
+        assert!(
+            check_basic("%%%", Some(ID), Some(SECRET))
+                .unwrap_err()
+                .contains("base64")
+        );
     }
 
     #[test]

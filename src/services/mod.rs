@@ -24,13 +24,22 @@ impl Page {
     pub fn new(first: Option<i32>, after: Option<&str>) -> crate::AppResult<Self> {
         let first = first.unwrap_or(50);
         if !(1..=Self::MAX as i32).contains(&first) {
-            return Err(crate::AppError::bad(format!("first must be between 1 and {}", Self::MAX)));
+            return Err(crate::AppError::bad(format!(
+                "first must be between 1 and {}",
+                Self::MAX
+            )));
         }
         let after = match after {
             None | Some("") => None,
-            Some(c) => Some(c.parse::<i32>().map_err(|_| crate::AppError::bad("after is not a cursor from this list"))?),
+            Some(c) => Some(
+                c.parse::<i32>()
+                    .map_err(|_| crate::AppError::bad("after is not a cursor from this list"))?,
+            ),
         };
-        Ok(Page { first: first as u64, after })
+        Ok(Page {
+            first: first as u64,
+            after,
+        })
     }
 }
 

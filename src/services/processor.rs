@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use entity::{entitlement, webhook_event as we};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement,
 };
 
 use sea_orm::sea_query::{LockBehavior, LockType};
@@ -29,7 +29,14 @@ pub struct Evaluation {
 
 impl Evaluation {
     fn stop(event: Option<PaymentEvent>, status: &'static str, why: impl Into<String>) -> Self {
-        Evaluation { event, target: None, decision: None, rule_version: None, status, error: Some(why.into()) }
+        Evaluation {
+            event,
+            target: None,
+            decision: None,
+            rule_version: None,
+            status,
+            error: Some(why.into()),
+        }
     }
 }
 
@@ -44,21 +51,39 @@ pub async fn evaluate(
 ) -> AppResult<Evaluation> {
     let ev = match hotmart::parse_event(format, raw, received_at) {
         Ok(ev) => ev,
-        Err(e) => return Ok(Evaluation::stop(None, "failed", format!("cannot read the payload: {e}"))),
+        Err(e) => {
+            return Ok(Evaluation::stop(
+                None,
+                "failed",
+                format!("cannot read the payload: {e}"),
+            ));
+        }
     };
     if ev.is_test {
-        return Ok(Evaluation::stop(Some(ev), "test", "Hotmart test event: recorded, never grants access"));
+        return Ok(Evaluation::stop(
+            Some(ev),
+            "test",
+            "Hotmart test event: recorded, never grants access",
+        ));
     }
     if !ev.kind.concerns_access() {
         let why = format!("{} does not change access", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "ignored", why));
     }
-    let Some(email) = ev.buyer_email.as_deref().and_then(|e| crate::domain::Email::parse(e).ok()) else {
+    let Some(email) = ev
+        .buyer_email
+        .as_deref()
+        .and_then(|e| crate::domain::Email::parse(e).ok())
+    else {
         let why = format!("{} carries no valid buyer e-mail", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "failed", why));
     };
     let Some(source) = ev.source_key() else {
-        return Ok(Evaluation::stop(Some(ev), "failed", "event has neither a transaction nor a subscriber code"));
+        return Ok(Evaluation::stop(
+            Some(ev),
+            "failed",
+            "event has neither a transaction nor a subscriber code",
+        ));
     };
     let Some(target) = catalog::resolve(db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await? else {
         let why = format!(
@@ -74,12 +99,23 @@ pub async fn evaluate(
     let current = current_access(db, app_id, &email, &source, &target).await?;
     match state.rules.decide(&script.source, &ev, &target, current.as_ref()) {
         Ok(decision) => {
-            let status = if matches!(decision, Decision::Ignore { .. }) { "ignored" } else { "processed" };
+            let status = if matches!(decision, Decision::Ignore { .. }) {
+                "ignored"
+            } else {
+                "processed"
+            };
             let error = match &decision {
                 Decision::Ignore { reason } => Some(reason.clone()),
                 _ => None,
             };
-            Ok(Evaluation { event: Some(ev), target: Some(target), decision: Some(decision), rule_version: Some(script.version), status, error })
+            Ok(Evaluation {
+                event: Some(ev),
+                target: Some(target),
+                decision: Some(decision),
+                rule_version: Some(script.version),
+                status,
+                error,
+            })
         }
         Err(e) => Ok(Evaluation {
             error: Some(format!("rule {} v{} failed: {e}", ev.kind.as_str(), script.version)),
@@ -99,7 +135,9 @@ async fn current_access(
     source: &str,
     target: &Target,
 ) -> AppResult<Option<CurrentAccess>> {
-    let Some(b) = buyers::find(db, app_id, email).await? else { return Ok(None) };
+    let Some(b) = buyers::find(db, app_id, email).await? else {
+        return Ok(None);
+    };
     let row = entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
         .filter(entitlement::Column::BuyerId.eq(b.id))
@@ -131,7 +169,9 @@ async fn lock_source(db: &impl ConnectionTrait, app_id: i32, source: &str) -> Ap
 /// Processes the oldest pending event. `Ok(None)` when the inbox is empty.
 pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
     let txn = crate::db::write_txn(&state.db).await?;
-    let mut q = we::Entity::find().filter(we::Column::Status.eq(inbox::PENDING)).order_by_asc(we::Column::Id);
+    let mut q = we::Entity::find()
+        .filter(we::Column::Status.eq(inbox::PENDING))
+        .order_by_asc(we::Column::Id);
     if txn.get_database_backend() == DbBackend::Postgres {
         q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
@@ -140,19 +180,32 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
         return Ok(None);
     };
     let id = row.id;
-    let eval = evaluate(state, &txn, row.app_id, Format::parse(&row.format), &row.raw_body, row.received_at).await?;
+    let eval = evaluate(
+        state,
+        &txn,
+        row.app_id,
+        Format::parse(&row.format),
+        &row.raw_body,
+        row.received_at,
+    )
+    .await?;
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
     if let (Some(s), "processed") = (&source, eval.status) {
         lock_source(&txn, row.app_id, s).await?;
     }
-    let email = ev.and_then(|e| e.buyer_email.as_deref()).and_then(|e| crate::domain::Email::parse(e).ok());
+    let email = ev
+        .and_then(|e| e.buyer_email.as_deref())
+        .and_then(|e| crate::domain::Email::parse(e).ok());
     let app_id = row.app_id;
     let attempts = row.attempts + 1;
     let mut am: we::ActiveModel = row.into();
     am.status = Set(eval.status.into());
     am.error = Set(eval.error.clone());
-    am.decision = Set(eval.decision.as_ref().map(|d| serde_json::to_string(d).unwrap_or_default()));
+    am.decision = Set(eval
+        .decision
+        .as_ref()
+        .map(|d| serde_json::to_string(d).unwrap_or_default()));
     am.rule_version = Set(eval.rule_version);
     am.email = Set(email.as_ref().map(|e| e.as_str().to_string()));
     am.source_key = Set(source.clone());
@@ -166,14 +219,14 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
     am.processed_at = Set(Some(super::now()));
     am.update(&txn).await?;
 
-    if eval.status == "processed" {
-        if let (Some(email), Some(source), Some(ev)) = (email, source, ev) {
-            let buyer = buyers::upsert(&txn, app_id, &email, ev.buyer_name.as_deref()).await?;
-            if let Some(code) = &ev.subscriber_code {
-                buyers::link_subscriber(&txn, app_id, buyer.id, code).await?;
-            }
-            entitlements::recompute_source(&txn, app_id, buyer.id, &source).await?;
+    if eval.status == "processed"
+        && let (Some(email), Some(source), Some(ev)) = (email, source, ev)
+    {
+        let buyer = buyers::upsert(&txn, app_id, &email, ev.buyer_name.as_deref()).await?;
+        if let Some(code) = &ev.subscriber_code {
+            buyers::link_subscriber(&txn, app_id, buyer.id, code).await?;
         }
+        entitlements::recompute_source(&txn, app_id, buyer.id, &source).await?;
     }
     txn.commit().await?;
     Ok(Some(id))

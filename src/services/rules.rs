@@ -1,7 +1,7 @@
 //! Rule scripts per app and event type, versioned; the shipped defaults are version 0.
 use entity::rule_script as rs;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
 use super::audit::{self, Entry};
@@ -34,8 +34,14 @@ pub async fn active(db: &impl ConnectionTrait, app_id: i32, event_type: &str) ->
         .one(db)
         .await?;
     Ok(match row {
-        Some(r) => Some(ActiveScript { version: r.version, source: r.source }),
-        None => rules::default_script(event_type).map(|s| ActiveScript { version: 0, source: s.to_string() }),
+        Some(r) => Some(ActiveScript {
+            version: r.version,
+            source: r.source,
+        }),
+        None => rules::default_script(event_type).map(|s| ActiveScript {
+            version: 0,
+            source: s.to_string(),
+        }),
     })
 }
 
@@ -44,7 +50,10 @@ pub async fn versions(db: &impl ConnectionTrait, app_id: i32, event_type: Option
     if let Some(t) = event_type {
         q = q.filter(rs::Column::EventType.eq(t));
     }
-    Ok(q.order_by_asc(rs::Column::EventType).order_by_desc(rs::Column::Version).all(db).await?)
+    Ok(q.order_by_asc(rs::Column::EventType)
+        .order_by_desc(rs::Column::Version)
+        .all(db)
+        .await?)
 }
 
 fn rule_error(e: RuleError) -> AppError {
@@ -57,12 +66,19 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     who.require_admin()?;
     check_event_type(event_type)?;
     if source.len() > 64 * 1024 {
-        return Err(AppError::InvalidFields(vec![("source".into(), "script is larger than 64 KiB".into())]));
+        return Err(AppError::InvalidFields(vec![(
+            "source".into(),
+            "script is larger than 64 KiB".into(),
+        )]));
     }
     rules::validate(&state.rules, event_type, source).map_err(rule_error)?;
     let txn = crate::db::write_txn(&state.db).await?;
     let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
-    let latest = versions(&txn, who.app_id, Some(event_type)).await?.first().map(|r| r.version).unwrap_or(0);
+    let latest = versions(&txn, who.app_id, Some(event_type))
+        .await?
+        .first()
+        .map(|r| r.version)
+        .unwrap_or(0);
     deactivate_all(&txn, who.app_id, event_type).await?;
     let row = rs::ActiveModel {
         app_id: Set(who.app_id),
@@ -76,7 +92,19 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     }
     .insert(&txn)
     .await?;
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "rule.save", target: format!("rule:{event_type}"), before: before.map(|v| json!({"version": v})), after: Some(json!({"version": row.version})), reason: "" }).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "rule.save",
+            target: format!("rule:{event_type}"),
+            before: before.map(|v| json!({"version": v})),
+            after: Some(json!({"version": row.version})),
+            reason: "",
+        },
+    )
+    .await?;
     txn.commit().await?;
     Ok(row)
 }
@@ -112,8 +140,22 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
     } else {
         deactivate_all(&txn, who.app_id, event_type).await?;
     }
-    audit::record(&txn, Entry { app_id: who.app_id, actor: &who.actor(), action: "rule.activate", target: format!("rule:{event_type}"), before: before.map(|v| json!({"version": v})), after: Some(json!({"version": version})), reason: "" }).await?;
-    let now = active(&txn, who.app_id, event_type).await?.ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "rule.activate",
+            target: format!("rule:{event_type}"),
+            before: before.map(|v| json!({"version": v})),
+            after: Some(json!({"version": version})),
+            reason: "",
+        },
+    )
+    .await?;
+    let now = active(&txn, who.app_id, event_type)
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
     txn.commit().await?;
     Ok(now)
 }

@@ -1,0 +1,147 @@
+use porteiro::auth::Role;
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn no_token_means_unauthenticated() {
+    let app = TestApp::spawn().await;
+    let (_, v) = app
+        .graphql_raw(None, &json!({"query": "{ productPackages { id } }"}))
+        .await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn bad_expired_and_foreign_tokens_are_refused() {
+    let app = TestApp::spawn().await;
+    let q = json!({"query": "{ productPackages { id } }"});
+    let (_, v) = app.graphql_raw(Some("not.a.jwt"), &q).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED");
+    let expired = porteiro::auth::issue(
+        app.state.settings.jwt_secret(),
+        "default",
+        Role::Admin,
+        "t",
+        chrono::Duration::hours(-2),
+    )
+    .unwrap();
+    let (_, v) = app.graphql_raw(Some(&expired), &q).await;
+    assert!(error_message(&v).contains("expired"), "{v}");
+    let other_key = porteiro::auth::issue(
+        b"some-other-key-some-other-key-123",
+        "default",
+        Role::Admin,
+        "t",
+        chrono::Duration::hours(1),
+    )
+    .unwrap();
+    let (_, v) = app.graphql_raw(Some(&other_key), &q).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED");
+    let ghost = app.token("ghost", Role::Admin);
+    let (_, v) = app.graphql_raw(Some(&ghost), &q).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn viewers_read_but_do_not_write() {
+    let app = TestApp::spawn().await;
+    app.create_package("Curso", &["1"], None).await;
+    let viewer = app.token("default", Role::Viewer);
+    let v = app.gql_as(&viewer, "{ productPackages { name } }", json!({})).await;
+    assert_eq!(v["data"]["productPackages"][0]["name"], "Curso");
+    let v = app
+        .gql_as(
+            &viewer,
+            "mutation { createProductPackage(input: {name: \"x\"}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN");
+}
+
+#[tokio::test]
+async fn a_token_for_one_app_never_sees_another_apps_data() {
+    let app = TestApp::spawn().await;
+    app.create_app("other").await;
+    let pkg = app.create_package("Curso da loja default", &["4100001"], None).await;
+    app.gql("mutation($id: ID!) { grantAccess(email: \"a@example.com\", target: {kind: PACKAGE, id: $id}, reason: \"r\") { active } }", json!({"id": pkg})).await;
+    let other = app.token("other", Role::Admin);
+    let v = app.gql_as(&other, "query($id: ID!) { productPackages { id } productPackage(id: $id) { id } buyers { nodes { email } } access(email: \"a@example.com\") { active } auditLog { nodes { action } } }", json!({"id": pkg})).await;
+    assert_eq!(v["data"]["productPackages"], json!([]));
+    assert_eq!(v["data"]["productPackage"], json!(null));
+    assert_eq!(v["data"]["buyers"]["nodes"], json!([]));
+    assert_eq!(v["data"]["access"], json!([]));
+    assert_eq!(v["data"]["auditLog"]["nodes"], json!([]));
+    // Writing to the other app's package is NOT_FOUND, not a leak.
+    let v = app
+        .gql_as(
+            &other,
+            "mutation($id: ID!) { updateProductPackage(id: $id, input: {name: \"x\"}) { id } }",
+            json!({"id": pkg}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND");
+    // Product ids are per app: the same id may be linked in another store.
+    let v = app
+        .gql_as(
+            &other,
+            "mutation { createProductPackage(input: {name: \"y\", hotmartProductIds: [\"4100001\"]}) { id } }",
+            json!({}),
+        )
+        .await;
+    assert!(v.get("errors").is_none(), "{v}");
+    // And it cannot grant access to the first app's package.
+    let v = app.gql_as(&other, "mutation($id: ID!) { grantAccess(email: \"b@example.com\", target: {kind: PACKAGE, id: $id}, reason: \"r\") { active } }", json!({"id": pkg})).await;
+    assert_eq!(error_code(&v), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn batches_oversized_bodies_and_deep_queries_are_refused() {
+    let app = TestApp::spawn().await;
+    let token = app.admin();
+    let res = app
+        .client
+        .post(format!("{}/graphql", app.addr))
+        .bearer_auth(&token)
+        .json(&json!([{"query": "{ productPackages { id } }"}, {"query": "{ productPackages { id } }"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 400);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert!(error_message(&v).contains("batched"), "{v}");
+
+    let huge = "x".repeat(100 * 1024);
+    let res = app
+        .client
+        .post(format!("{}/graphql", app.addr))
+        .bearer_auth(&token)
+        .json(&json!({"query": format!("{{ productPackages {{ id }} }} # {huge}")}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+
+    let deep = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(15),
+        "} ".repeat(15)
+    );
+    let (_, v) = app.graphql_raw(Some(&token), &json!({"query": deep})).await;
+    assert!(
+        v.get("errors").is_some(),
+        "a query deeper than the limit must fail: {v}"
+    );
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = TestApp::spawn().await;
+    let r = app.client.get(format!("{}/healthz", app.addr)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = app.client.get(format!("{}/graphql", app.addr)).send().await.unwrap();
+    assert!(r.text().await.unwrap().contains("graphiql"));
+}

@@ -1,0 +1,252 @@
+//! A real server on port 0 over a fresh database per test (SQLite file, or a new PostgreSQL
+//! database when PORTEIRO_TEST_DATABASE_URL is set).
+use std::path::PathBuf;
+
+use porteiro::auth::{self, Role};
+use porteiro::config::Settings;
+use porteiro::{AppState, services};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+
+pub const HOTTOK: &str = "SYNTHETICHOTTOKabcdefghijklmnopqrst0001234";
+pub const CLIENT_ID: &str = "3f2a9c1e-0b7d-4e8a-9c55-1d2e3f4a5b6c";
+pub const CLIENT_SECRET: &str = "9a8b7c6d-5e4f-4a3b-8c2d-1e0f9a8b7c6d";
+
+pub struct TestApp {
+    pub addr: String,
+    pub state: AppState,
+    pub client: reqwest::Client,
+    pub database_url: String,
+    pub data_dir: tempfile::TempDir,
+    shutdown: watch::Sender<bool>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+pub fn fixture(name: &str) -> String {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("rules/fixtures")
+        .join(name);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// A fixture with some JSON fields replaced (paths as `data.purchase.transaction`).
+pub fn fixture_with(name: &str, edits: &[(&str, Value)]) -> String {
+    let mut v: Value = serde_json::from_str(&fixture(name)).unwrap();
+    for (path, value) in edits {
+        let mut cur = &mut v;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            cur = cur.get_mut(*p).unwrap_or_else(|| panic!("no {p} in {path}"));
+        }
+        cur[parts[parts.len() - 1]] = value.clone();
+    }
+    v.to_string()
+}
+
+/// Is this run using PostgreSQL?
+pub fn pg_base() -> Option<String> {
+    std::env::var("PORTEIRO_TEST_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+async fn fresh_database(dir: &std::path::Path) -> String {
+    match pg_base() {
+        Some(base) => {
+            let name = format!("porteiro_t_{}", uuid::Uuid::new_v4().simple());
+            let admin = Database::connect(&base)
+                .await
+                .expect("PostgreSQL from PORTEIRO_TEST_DATABASE_URL is reachable");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            let (prefix, _) = base.rsplit_once('/').expect("database URL ends in /dbname");
+            format!("{prefix}/{name}")
+        }
+        None => format!("sqlite://{}?mode=rwc", dir.join("test.db").display()),
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        porteiro::install_crypto_provider();
+        let data_dir = tempfile::tempdir().unwrap();
+        let url = fresh_database(data_dir.path()).await;
+        Self::start(url, data_dir).await
+    }
+
+    async fn start(database_url: String, data_dir: tempfile::TempDir) -> TestApp {
+        let settings = Settings::for_tests(&database_url, data_dir.path()).unwrap();
+        let state = AppState::init(settings).await.expect("state");
+        let acceptor = porteiro::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = format!("http://{}", porteiro::http::local_addr(&acceptor).unwrap());
+        let (tx, rx) = watch::channel(false);
+        let st = state.clone();
+        let server = tokio::spawn(async move {
+            porteiro::http::serve(st, acceptor, rx).await.unwrap();
+        });
+        TestApp {
+            addr,
+            state,
+            client: reqwest::Client::new(),
+            database_url,
+            data_dir,
+            shutdown: tx,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the server and starts a new process-like instance on the same database and keys.
+    pub async fn restart(mut self) -> TestApp {
+        let _ = self.shutdown.send(true);
+        if let Some(s) = self.server.take() {
+            let _ = s.await;
+        }
+        self.state.db.clone().close().await.ok();
+        let url = self.database_url.clone();
+        let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
+        Self::start(url, dir).await
+    }
+
+    pub async fn app(&self, slug: &str) -> entity::app::Model {
+        services::apps::by_slug(&self.state.db, slug).await.unwrap().unwrap()
+    }
+
+    pub async fn create_app(&self, slug: &str) -> entity::app::Model {
+        services::apps::create(&self.state.db, slug, slug).await.unwrap()
+    }
+
+    pub fn token(&self, app: &str, role: Role) -> String {
+        auth::issue(
+            self.state.settings.jwt_secret(),
+            app,
+            role,
+            "test",
+            chrono::Duration::hours(1),
+        )
+        .unwrap()
+    }
+
+    pub fn admin(&self) -> String {
+        self.token("default", Role::Admin)
+    }
+
+    pub async fn graphql_raw(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = self.client.post(format!("{}/graphql", self.addr)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap())
+    }
+
+    /// Runs one operation as `token` and returns the whole response.
+    pub async fn gql_as(&self, token: &str, query: &str, variables: Value) -> Value {
+        self.graphql_raw(Some(token), &json!({"query": query, "variables": variables}))
+            .await
+            .1
+    }
+
+    /// Runs one operation as the default app's admin and returns `data`, failing on errors.
+    pub async fn gql(&self, query: &str, variables: Value) -> Value {
+        let v = self.gql_as(&self.admin(), query, variables).await;
+        assert!(v.get("errors").is_none(), "unexpected errors: {v}");
+        v["data"].clone()
+    }
+
+    pub async fn webhook_url(&self, app: &str) -> String {
+        format!("{}/webhooks/hotmart/{}", self.addr, self.app(app).await.webhook_key)
+    }
+
+    pub async fn configure_hotmart(&self) {
+        self.gql(
+            "mutation($h: String!) { saveHotmartIntegration(input: {hottok: $h}) { hottok { set } } }",
+            json!({"h": HOTTOK}),
+        )
+        .await;
+    }
+
+    /// POSTs a v2 JSON body with the right Hottok to the default app.
+    pub async fn post_hotmart(&self, body: &str) -> (u16, Value) {
+        self.post_hotmart_with(body, Some(HOTTOK), "application/json").await
+    }
+
+    pub async fn post_hotmart_with(&self, body: &str, hottok: Option<&str>, content_type: &str) -> (u16, Value) {
+        let url = self.webhook_url("default").await;
+        let mut req = self
+            .client
+            .post(url)
+            .header("content-type", content_type)
+            .body(body.to_string());
+        if let Some(h) = hottok {
+            req = req.header("X-HOTMART-HOTTOK", h);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let body = res.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// Processes everything in the inbox, deterministically.
+    pub async fn process_inbox(&self) -> usize {
+        services::processor::drain(&self.state).await.unwrap()
+    }
+
+    pub async fn create_plan(&self, name: &str, product_ids: &[&str]) -> String {
+        let d = self
+            .gql(
+                "mutation($n: String!, $p: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p}) { id } }",
+                json!({"n": name, "p": product_ids}),
+            )
+            .await;
+        d["createSubscriptionPlan"]["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn create_package(&self, name: &str, product_ids: &[&str], access_days: Option<i32>) -> String {
+        let d = self
+            .gql(
+                "mutation($n: String!, $p: [String!], $d: Int) { createProductPackage(input: {name: $n, hotmartProductIds: $p, accessDays: $d}) { id } }",
+                json!({"n": name, "p": product_ids, "d": access_days}),
+            )
+            .await;
+        d["createProductPackage"]["id"].as_str().unwrap().to_string()
+    }
+
+    pub async fn access(&self, email: &str) -> Vec<Value> {
+        let d = self
+            .gql(
+                "query($e: String!) { access(email: $e) { status active source expiresAt target { kind id name } } }",
+                json!({"e": email}),
+            )
+            .await;
+        d["access"].as_array().unwrap().clone()
+    }
+
+    pub async fn events(&self) -> Vec<Value> {
+        let d = self
+            .gql("{ webhookEvents(first: 200) { nodes { id eventId eventType status decision error ruleVersion isTest } } }", json!({}))
+            .await;
+        d["webhookEvents"]["nodes"].as_array().unwrap().clone()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+    }
+}
+
+pub fn error_code(v: &Value) -> String {
+    v["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+pub fn error_message(v: &Value) -> String {
+    v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
+}

@@ -1,0 +1,315 @@
+//! Whole lifecycles, order safety and restarts: the access that ends up in the database.
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const ANA: &str = "ana.teste@example.com";
+
+async fn app_with_plan() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let plan = app.create_plan("Mensal", &["4100001"]).await;
+    (app, plan)
+}
+
+async fn deliver(app: &TestApp, bodies: &[String]) {
+    for b in bodies {
+        let (status, v) = app.post_hotmart(b).await;
+        assert_eq!(status, 200, "{v}");
+        app.process_inbox().await;
+    }
+}
+
+fn state_of(access: &[Value]) -> (String, bool, Value) {
+    assert_eq!(access.len(), 1, "{access:?}");
+    let a = &access[0];
+    (
+        a["status"].as_str().unwrap().to_string(),
+        a["active"].as_bool().unwrap(),
+        a["expiresAt"].clone(),
+    )
+}
+
+#[tokio::test]
+async fn every_fixture_is_accepted_and_lands_in_a_known_state() {
+    let (app, _) = app_with_plan().await;
+    let mut names: Vec<String> =
+        std::fs::read_dir(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules/fixtures"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".json"))
+            .collect();
+    names.sort();
+    assert!(names.len() >= 18);
+    for n in &names {
+        let (status, v) = app.post_hotmart(&fixture(n)).await;
+        assert_eq!(status, 200, "{n}: {v}");
+    }
+    app.process_inbox().await;
+    let events = app.events().await;
+    assert_eq!(events.len(), names.len());
+    for e in &events {
+        let s = e["status"].as_str().unwrap();
+        assert!(["processed", "ignored"].contains(&s), "{e}");
+    }
+}
+
+#[tokio::test]
+async fn purchase_renewal_then_cancellation_keeps_access_until_the_paid_period_ends() {
+    let (app, _) = app_with_plan().await;
+    deliver(
+        &app,
+        &[
+            fixture("purchase_approved.json"),
+            fixture("purchase_approved_renewal.json"),
+        ],
+    )
+    .await;
+    assert_eq!(state_of(&app.access(ANA).await), ("ACTIVE".into(), true, Value::Null));
+    let future = chrono::Utc::now() + chrono::Duration::days(20);
+    let cancel = fixture_with(
+        "subscription_cancellation.json",
+        &[("data.date_next_charge", json!(future.timestamp_millis()))],
+    );
+    deliver(&app, &[cancel]).await;
+    let (status, active, expires) = state_of(&app.access(ANA).await);
+    assert_eq!((status.as_str(), active), ("ACTIVE", true));
+    let expires = chrono::DateTime::parse_from_rfc3339(expires.as_str().unwrap()).unwrap();
+    assert_eq!(expires.timestamp_millis(), future.timestamp_millis());
+}
+
+#[tokio::test]
+async fn access_lapses_at_read_time_once_the_paid_period_is_over() {
+    let (app, _) = app_with_plan().await;
+    // The fixture's next charge date (2025-07-13) is in the past.
+    deliver(
+        &app,
+        &[
+            fixture("purchase_approved.json"),
+            fixture("subscription_cancellation.json"),
+        ],
+    )
+    .await;
+    let (status, active, expires) = state_of(&app.access(ANA).await);
+    assert_eq!((status.as_str(), active), ("EXPIRED", false));
+    assert!(expires.as_str().unwrap().starts_with("2025-07-13"));
+}
+
+#[tokio::test]
+async fn a_refund_revokes_and_a_late_duplicate_approval_never_resurrects() {
+    let (app, _) = app_with_plan().await;
+    deliver(
+        &app,
+        &[fixture("purchase_approved.json"), fixture("purchase_refunded.json")],
+    )
+    .await;
+    assert_eq!(state_of(&app.access(ANA).await).0, "REVOKED");
+    let late = fixture_with(
+        "purchase_approved.json",
+        &[("id", json!("late-resend")), ("creation_date", json!(1760000000000i64))],
+    );
+    deliver(&app, &[late]).await;
+    assert_eq!(state_of(&app.access(ANA).await), ("REVOKED".into(), false, Value::Null));
+}
+
+#[tokio::test]
+async fn a_dispute_suspends_access() {
+    let (app, _) = app_with_plan().await;
+    deliver(
+        &app,
+        &[fixture("purchase_approved.json"), fixture("purchase_protest.json")],
+    )
+    .await;
+    assert_eq!(state_of(&app.access(ANA).await).0, "SUSPENDED");
+    assert!(!state_of(&app.access(ANA).await).1);
+}
+
+#[tokio::test]
+async fn a_delayed_renewal_lapses_after_grace_unless_paid_later() {
+    let (app, _) = app_with_plan().await;
+    deliver(
+        &app,
+        &[fixture("purchase_approved.json"), fixture("purchase_delayed.json")],
+    )
+    .await;
+    let (status, active, expires) = state_of(&app.access(ANA).await);
+    assert_eq!((status.as_str(), active), ("EXPIRED", false));
+    // 2025-07-15T14:00Z + 7 days of grace.
+    assert!(expires.as_str().unwrap().starts_with("2025-07-22"), "{expires}");
+    let paid = fixture_with(
+        "purchase_approved_renewal.json",
+        &[
+            ("id", json!("rec3-paid")),
+            ("creation_date", json!(1752600000000i64)),
+            ("data.purchase.transaction", json!("HP14880000000009")),
+            ("data.purchase.recurrence_number", json!(3)),
+        ],
+    );
+    deliver(&app, &[paid]).await;
+    assert_eq!(state_of(&app.access(ANA).await), ("ACTIVE".into(), true, Value::Null));
+}
+
+#[tokio::test]
+async fn a_plan_switch_moves_access_to_the_plan_the_new_hotmart_plan_maps_to() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let q = "mutation($n: String!, $p: [String!], $h: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }";
+    app.gql(q, json!({"n": "Mensal", "p": ["4100001"], "h": ["900101"]}))
+        .await;
+    app.gql(q, json!({"n": "Anual", "p": [], "h": ["900102"]})).await;
+    deliver(&app, &[fixture("purchase_approved.json"), fixture("switch_plan.json")]).await;
+    let access = app.access(ANA).await;
+    let by_name = |n: &str| access.iter().find(|a| a["target"]["name"] == n).cloned().unwrap();
+    assert_eq!(by_name("Anual")["status"], "ACTIVE");
+    assert_eq!(by_name("Mensal")["status"], "REVOKED");
+}
+
+#[tokio::test]
+async fn a_package_with_access_days_expires_that_many_days_after_approval() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_package("Curso 30 dias", &["4100001"], Some(30)).await;
+    deliver(&app, &[fixture("purchase_approved_single.json")]).await;
+    let access = app.access(ANA).await;
+    let (status, active, expires) = state_of(&access);
+    // Approved in May 2025: thirty days are long gone.
+    assert_eq!((status.as_str(), active), ("EXPIRED", false));
+    assert!(expires.as_str().unwrap().starts_with("2025-06"), "{expires}");
+    assert!(access[0]["source"].as_str().unwrap().starts_with("txn:"));
+}
+
+/// The four events of one subscription, for one buyer, with a future paid-period end.
+fn lifecycle(i: usize, end: i64) -> Vec<String> {
+    let code = format!("SBPERM{i:02}");
+    let email = format!("perm{i}@example.com");
+    let t1 = format!("HP90{i:02}0001");
+    let t2 = format!("HP90{i:02}0002");
+    vec![
+        fixture_with(
+            "purchase_approved.json",
+            &[
+                ("id", json!(format!("p{i}-approved-1"))),
+                ("data.subscription.subscriber.code", json!(code)),
+                ("data.buyer.email", json!(email)),
+                ("data.purchase.transaction", json!(t1)),
+            ],
+        ),
+        fixture_with(
+            "purchase_delayed.json",
+            &[
+                ("id", json!(format!("p{i}-delayed-2"))),
+                ("creation_date", json!(1749823000000i64)),
+                ("data.subscription.subscriber.code", json!(code)),
+                ("data.buyer.email", json!(email)),
+                ("data.purchase.transaction", json!(t2)),
+            ],
+        ),
+        fixture_with(
+            "purchase_approved_renewal.json",
+            &[
+                ("id", json!(format!("p{i}-approved-2"))),
+                ("creation_date", json!(1749900000000i64)),
+                ("data.subscription.subscriber.code", json!(code)),
+                ("data.buyer.email", json!(email)),
+                ("data.purchase.transaction", json!(t2)),
+            ],
+        ),
+        fixture_with(
+            "subscription_cancellation.json",
+            &[
+                ("id", json!(format!("p{i}-cancel"))),
+                ("data.subscriber.code", json!(code)),
+                ("data.subscriber.email", json!(email)),
+                ("data.date_next_charge", json!(end)),
+            ],
+        ),
+    ]
+}
+
+fn permutations(n: usize) -> Vec<Vec<usize>> {
+    if n == 0 {
+        return vec![vec![]];
+    }
+    let mut out = Vec::new();
+    for p in permutations(n - 1) {
+        for pos in 0..=p.len() {
+            let mut q = p.clone();
+            q.insert(pos, n - 1);
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn every_arrival_order_of_a_four_event_lifecycle_ends_in_the_in_order_state() {
+    let (app, _) = app_with_plan().await;
+    let end = (chrono::Utc::now() + chrono::Duration::days(15)).timestamp_millis();
+    let perms = permutations(4);
+    assert_eq!(perms.len(), 24);
+    // Buyer 0 gets the events in order: the reference.
+    deliver(&app, &lifecycle(0, end)).await;
+    let expected = state_of(&app.access("perm0@example.com").await);
+    assert_eq!((expected.0.as_str(), expected.1), ("ACTIVE", true));
+    for (i, p) in perms.iter().enumerate() {
+        let events = lifecycle(i + 1, end);
+        let ordered: Vec<String> = p.iter().map(|&k| events[k].clone()).collect();
+        deliver(&app, &ordered).await;
+        let got = state_of(&app.access(&format!("perm{}@example.com", i + 1)).await);
+        assert_eq!(got, expected, "arrival order {p:?}");
+    }
+}
+
+#[tokio::test]
+async fn events_stored_before_a_restart_are_processed_after_it() {
+    let (app, _) = app_with_plan().await;
+    for b in [
+        fixture("purchase_approved.json"),
+        fixture("purchase_approved_renewal.json"),
+    ] {
+        assert_eq!(app.post_hotmart(&b).await.0, 200);
+    }
+    // The process dies before its worker ran.
+    let app = app.restart().await;
+    assert!(app.access(ANA).await.is_empty());
+    assert_eq!(app.process_inbox().await, 2);
+    assert_eq!(state_of(&app.access(ANA).await).0, "ACTIVE");
+    // A real worker, started as `serve` does, drains on its own too.
+    assert_eq!(app.post_hotmart(&fixture("purchase_chargeback.json")).await.0, 200);
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(app.state.clone().run_worker(rx));
+    let mut revoked = false;
+    for _ in 0..100 {
+        if app.access(ANA).await[0]["status"] == "REVOKED" {
+            revoked = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    tx.send(true).unwrap();
+    worker.await.unwrap();
+    assert!(revoked, "the worker processed the chargeback");
+}
+
+#[tokio::test]
+async fn explain_access_shows_the_chain_of_events_and_decisions() {
+    let (app, plan) = app_with_plan().await;
+    deliver(
+        &app,
+        &[fixture("purchase_refunded.json"), fixture("purchase_approved.json")],
+    )
+    .await;
+    let d = app
+        .gql("query($id: ID!) { explainAccess(email: \"Ana.Teste@example.com\", target: {kind: PLAN, id: $id}) { access { status } steps { eventType decision ruleVersion source } } }", json!({"id": plan}))
+        .await;
+    let e = &d["explainAccess"];
+    assert_eq!(e["access"][0]["status"], "REVOKED");
+    let steps: Vec<(&str, &str)> = e["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["eventType"].as_str().unwrap(), s["decision"].as_str().unwrap()))
+        .collect();
+    assert_eq!(steps, [("PURCHASE_APPROVED", "grant"), ("PURCHASE_REFUNDED", "revoke")]);
+    assert_eq!(e["steps"][0]["ruleVersion"], 0);
+}

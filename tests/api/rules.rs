@@ -1,0 +1,231 @@
+//! Rule scripts: saving, validation, rollback, failures that never change access, simulation.
+use serde_json::json;
+
+use crate::helpers::*;
+
+const SAVE: &str = "mutation($t: String!, $s: String!) { saveRule(eventType: $t, source: $s) { version active } }";
+const ANA: &str = "ana.teste@example.com";
+
+#[tokio::test]
+async fn a_broken_script_is_refused_with_line_and_column_and_the_active_version_stays() {
+    let app = TestApp::spawn().await;
+    let v = app
+        .gql_as(
+            &app.admin(),
+            SAVE,
+            json!({"t": "PURCHASE_APPROVED", "s": "fn decide(event, target, access) {\n  grant(\n}"}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT");
+    assert!(error_message(&v).contains("line 3"), "{v}");
+    assert!(error_message(&v).contains("column"), "{v}");
+    let v = app
+        .gql_as(
+            &app.admin(),
+            SAVE,
+            json!({"t": "PURCHASE_APPROVED", "s": "fn other(a) { grant() }"}),
+        )
+        .await;
+    assert!(error_message(&v).contains("decide"), "{v}");
+    // Compiles, but fails its dry run on the shipped fixtures.
+    let v = app
+        .gql_as(
+            &app.admin(),
+            SAVE,
+            json!({"t": "PURCHASE_APPROVED", "s": "fn decide(e, t, a) { \"yes\" }"}),
+        )
+        .await;
+    assert!(error_message(&v).contains("dry run"), "{v}");
+    let v = app
+        .gql_as(
+            &app.admin(),
+            SAVE,
+            json!({"t": "NOT_AN_EVENT", "s": "fn decide(e, t, a) { grant() }"}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT");
+    let d = app
+        .gql(
+            "{ rules(eventType: \"PURCHASE_APPROVED\") { activeVersion isDefault versions { version } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["rules"][0],
+        json!({"activeVersion": 0, "isDefault": true, "versions": []})
+    );
+}
+
+#[tokio::test]
+async fn saved_versions_can_be_rolled_back() {
+    let app = TestApp::spawn().await;
+    let d = app
+        .gql(
+            SAVE,
+            json!({"t": "PURCHASE_PROTEST", "s": "fn decide(e, t, a) { ignore(\"we trust our buyers\") }"}),
+        )
+        .await;
+    assert_eq!(d["saveRule"], json!({"version": 1, "active": true}));
+    let d = app
+        .gql(
+            SAVE,
+            json!({"t": "PURCHASE_PROTEST", "s": "fn decide(e, t, a) { revoke() }"}),
+        )
+        .await;
+    assert_eq!(d["saveRule"]["version"], 2);
+    app.gql(
+        "mutation { activateRuleVersion(eventType: \"PURCHASE_PROTEST\", version: 1) }",
+        json!({}),
+    )
+    .await;
+    let d = app
+        .gql(
+            "{ rules(eventType: \"PURCHASE_PROTEST\") { activeVersion source versions { version active } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["rules"][0]["activeVersion"], 1);
+    assert!(d["rules"][0]["source"].as_str().unwrap().contains("trust"));
+    assert_eq!(
+        d["rules"][0]["versions"],
+        json!([{"version": 2, "active": false}, {"version": 1, "active": true}])
+    );
+    app.gql(
+        "mutation { activateRuleVersion(eventType: \"PURCHASE_PROTEST\", version: 0) }",
+        json!({}),
+    )
+    .await;
+    let d = app
+        .gql("{ rules(eventType: \"PURCHASE_PROTEST\") { isDefault } }", json!({}))
+        .await;
+    assert_eq!(d["rules"][0]["isDefault"], true);
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "mutation { activateRuleVersion(eventType: \"PURCHASE_PROTEST\", version: 9) }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn a_custom_rule_decides_and_its_version_is_recorded() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    app.gql(
+        SAVE,
+        json!({"t": "PURCHASE_PROTEST", "s": "fn decide(e, t, a) { revoke() }"}),
+    )
+    .await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&fixture("purchase_protest.json")).await;
+    app.process_inbox().await;
+    assert_eq!(app.access(ANA).await[0]["status"], "REVOKED");
+    let protest = app
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e["eventType"] == "PURCHASE_PROTEST")
+        .unwrap();
+    assert_eq!(protest["ruleVersion"], 1);
+}
+
+async fn failing_rule_case(script: &str, needle: &str) {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    // Passes the dry run (fixtures use another e-mail), misbehaves on this buyer.
+    app.gql(SAVE, json!({"t": "PURCHASE_APPROVED", "s": script})).await;
+    let body = fixture_with(
+        "purchase_approved.json",
+        &[("data.buyer.email", json!("trouble@example.com"))],
+    );
+    assert_eq!(app.post_hotmart(&body).await.0, 200);
+    app.process_inbox().await;
+    let e = &app.events().await[0];
+    assert_eq!(e["status"], "failed", "{e}");
+    assert!(e["error"].as_str().unwrap().contains(needle), "{e}");
+    assert!(
+        app.access("trouble@example.com").await.is_empty(),
+        "a failing script never changes access"
+    );
+    // Fix the script, replay: the event was kept and now applies.
+    app.gql(
+        SAVE,
+        json!({"t": "PURCHASE_APPROVED", "s": "fn decide(e, t, a) { grant() }"}),
+    )
+    .await;
+    app.gql(
+        "mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }",
+        json!({"id": e["id"]}),
+    )
+    .await;
+    app.process_inbox().await;
+    assert_eq!(app.events().await[0]["status"], "processed");
+    assert_eq!(app.access("trouble@example.com").await[0]["active"], true);
+}
+
+#[tokio::test]
+async fn a_looping_script_marks_the_event_failed_and_it_can_be_replayed() {
+    failing_rule_case(
+        "fn decide(e, t, a) { if e.email == \"trouble@example.com\" { loop { } } grant() }",
+        "operations",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_crashing_script_marks_the_event_failed_and_it_can_be_replayed() {
+    failing_rule_case(
+        "fn decide(e, t, a) {\n  if e.email == \"trouble@example.com\" { throw \"boom\"; }\n  grant()\n}",
+        "boom",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn simulate_shows_the_decision_without_changing_anything() {
+    let app = TestApp::spawn().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    let q = "mutation($p: String!) { simulateWebhook(payload: $p) { status eventType decision target { name } ruleVersion error } }";
+    let d = app.gql(q, json!({"p": fixture("purchase_refunded.json")})).await;
+    assert_eq!(
+        d["simulateWebhook"],
+        json!({"status": "processed", "eventType": "PURCHASE_REFUNDED", "decision": "revoke", "target": {"name": "Mensal"}, "ruleVersion": 0, "error": null})
+    );
+    let d = app.gql(q, json!({"p": "{oops"})).await;
+    assert_eq!(d["simulateWebhook"]["status"], "failed");
+    assert!(app.events().await.is_empty());
+    assert!(app.access(ANA).await.is_empty());
+}
+
+#[test]
+fn the_cli_checks_a_directory_of_scripts() {
+    let bin = env!("CARGO_BIN_EXE_porteiro");
+    let dir = tempfile::tempdir().unwrap();
+    let ok = std::process::Command::new(bin)
+        .args(["rules", "check"])
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("rules"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("purchase_approved.rhai"));
+    let bad = tempfile::tempdir().unwrap();
+    std::fs::write(
+        bad.path().join("purchase_refunded.rhai"),
+        "fn decide(e, t, a) {\n  revoke(\n}",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["rules", "check"])
+        .arg(bad.path())
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line") && err.contains("column"), "{err}");
+}

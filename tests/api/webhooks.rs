@@ -1,0 +1,288 @@
+//! Receiving: authentication, limits, malformed input, idempotency.
+use serde_json::json;
+
+use crate::helpers::*;
+
+#[tokio::test]
+async fn an_unknown_webhook_key_is_404() {
+    let app = TestApp::spawn().await;
+    let res = app
+        .client
+        .post(format!("{}/webhooks/hotmart/nope", app.addr))
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(fixture("purchase_approved.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let v: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(v["error"], "NOT_FOUND");
+}
+
+#[tokio::test]
+async fn without_a_saved_hottok_deliveries_are_refused_with_a_reason() {
+    let app = TestApp::spawn().await;
+    let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
+    assert_eq!(status, 401);
+    assert!(v["message"].as_str().unwrap().contains("saveHotmartIntegration"), "{v}");
+    assert!(app.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn wrong_or_missing_tokens_are_401_and_store_nothing_but_a_counter() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let body = fixture("purchase_approved.json");
+    let (s1, v1) = app.post_hotmart_with(&body, Some("WRONG"), "application/json").await;
+    let (s2, v2) = app.post_hotmart_with(&body, None, "application/json").await;
+    assert_eq!((s1, s2), (401, 401));
+    assert_eq!(v1["error"], "INVALID_HOTTOK");
+    assert_eq!(v2["error"], "MISSING_HOTTOK");
+    assert!(app.events().await.is_empty());
+    let d = app
+        .gql("{ hotmartIntegration { rejectedWebhooks lastWebhookAt } }", json!({}))
+        .await;
+    assert_eq!(d["hotmartIntegration"]["rejectedWebhooks"], 2);
+    assert_eq!(d["hotmartIntegration"]["lastWebhookAt"], json!(null));
+}
+
+#[tokio::test]
+async fn a_hottok_in_the_body_is_tolerated() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let body = fixture_with("purchase_approved.json", &[("hottok", json!(HOTTOK))]);
+    let (status, _) = app.post_hotmart_with(&body, None, "application/json").await;
+    assert_eq!(status, 200);
+    let body = fixture_with("purchase_approved_renewal.json", &[("hottok", json!("WRONG"))]);
+    let (status, _) = app.post_hotmart_with(&body, None, "application/json").await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn malformed_bodies_are_400_with_a_json_reason() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    for (body, ct, needle) in [
+        ("{not json", "application/json", "JSON"),
+        ("[1,2]", "application/json", "object"),
+        (
+            r#"{"event":"PURCHASE_APPROVED","creation_date":1}"#,
+            "application/json",
+            "id",
+        ),
+        (r#"{"id":"x","creation_date":1}"#, "application/json", "event"),
+        (
+            "hottok=SYNTHETICHOTTOKabcdefghijklmnopqrst0001234&status=approved",
+            "application/x-www-form-urlencoded",
+            "transaction",
+        ),
+    ] {
+        let (status, v) = app.post_hotmart_with(body, Some(HOTTOK), ct).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error"], "MALFORMED_PAYLOAD");
+        assert!(v["message"].as_str().unwrap().contains(needle), "{body}: {v}");
+    }
+    assert!(app.events().await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_413_chunked_or_not() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let url = app.webhook_url("default").await;
+    let big = "x".repeat(app.state.settings.webhook_body_limit + 1);
+    let res = app
+        .client
+        .post(&url)
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big.as_bytes().chunks(8192).map(|c| Ok(c.to_vec())).collect();
+    let stream = futures::stream::iter(chunks);
+    let res = app
+        .client
+        .post(&url)
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 413);
+}
+
+#[tokio::test]
+async fn the_same_event_200_times_at_once_is_stored_once_and_applied_once() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    let body = fixture("purchase_approved.json");
+    let url = app.webhook_url("default").await;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let (client, url, body) = (app.client.clone(), url.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = client
+                .post(url)
+                .header("X-HOTMART-HOTTOK", HOTTOK)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let v: serde_json::Value = r.json().await.unwrap();
+            (status, v["duplicate"].as_bool())
+        }));
+    }
+    let mut fresh = 0;
+    for t in tasks {
+        let (status, dup) = t.await.unwrap();
+        assert_eq!(status, 200);
+        if dup == Some(false) {
+            fresh += 1;
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one delivery is new");
+    assert_eq!(app.process_inbox().await, 1);
+    assert_eq!(app.events().await.len(), 1);
+    let access = app.access("ana.teste@example.com").await;
+    assert_eq!(access.len(), 1);
+    let d = app.gql("{ auditLog { nodes { action } } }", json!({})).await;
+    let grants = d["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["action"] == "access.change")
+        .count();
+    assert_eq!(grants, 1, "one effect");
+}
+
+#[tokio::test]
+async fn events_we_do_nothing_with_are_still_200_and_kept_with_a_reason() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    let unknown = fixture_with(
+        "purchase_approved.json",
+        &[("event", json!("PURCHASE_SOMETHING_NEW")), ("id", json!("unknown-1"))],
+    );
+    for body in [
+        fixture("purchase_out_of_shopping_cart.json"),
+        fixture("purchase_billet_printed.json"),
+        fixture("club_first_access.json"),
+        fixture("club_module_completed.json"),
+        fixture("update_subscription_charge_date.json"),
+        fixture("order_fulfillment.json"),
+        unknown,
+    ] {
+        let (status, v) = app.post_hotmart(&body).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    app.process_inbox().await;
+    let events = app.events().await;
+    assert_eq!(events.len(), 7);
+    for e in &events {
+        assert_eq!(e["status"], "ignored", "{e}");
+        assert!(e["error"].as_str().unwrap().contains("does not change access"), "{e}");
+    }
+    assert!(app.access("ana.teste@example.com").await.is_empty());
+}
+
+#[tokio::test]
+async fn unmapped_products_are_kept_and_replayable_once_linked() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.process_inbox().await;
+    let e = &app.events().await[0];
+    assert_eq!(e["status"], "unmapped");
+    assert!(e["error"].as_str().unwrap().contains("4100001"));
+    app.create_plan("Mensal", &["4100001"]).await;
+    app.gql(
+        "mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }",
+        json!({"id": e["id"]}),
+    )
+    .await;
+    app.process_inbox().await;
+    assert_eq!(app.events().await[0]["status"], "processed");
+    assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
+}
+
+#[tokio::test]
+async fn hotmart_test_events_verify_the_integration_and_never_grant() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    let test = fixture_with(
+        "purchase_approved.json",
+        &[
+            ("id", json!("test-1")),
+            ("data.product.id", json!(0)),
+            ("data.purchase.transaction", json!("HP16015479281022")),
+            ("data.buyer.email", json!("testeComprador271101postman15@example.com")),
+        ],
+    );
+    let (status, _) = app.post_hotmart(&test).await;
+    assert_eq!(status, 200);
+    app.process_inbox().await;
+    let e = &app.events().await[0];
+    assert_eq!(
+        (e["status"].as_str(), e["isTest"].as_bool()),
+        (Some("test"), Some(true))
+    );
+    let d = app
+        .gql(
+            "{ hotmartIntegration { verified lastTestEventAt lastWebhookAt } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["hotmartIntegration"]["verified"], true);
+    assert!(d["hotmartIntegration"]["lastTestEventAt"].is_string());
+    assert!(app.access("testecomprador271101postman15@example.com").await.is_empty());
+}
+
+#[tokio::test]
+async fn legacy_v1_postbacks_are_understood() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    let body = fixture("legacy_v1_purchase_approved.txt");
+    let (status, v) = app
+        .post_hotmart_with(&body, None, "application/x-www-form-urlencoded")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let (_, again) = app
+        .post_hotmart_with(&body, None, "application/x-www-form-urlencoded")
+        .await;
+    assert_eq!(again["duplicate"], true, "v1 ids are deterministic");
+    app.process_inbox().await;
+    let access = app.access("ana.teste@example.com").await;
+    assert_eq!(access[0]["active"], true);
+    assert_eq!(access[0]["source"], "sub:SBX7Q2LM");
+    let wrong = body.replace("hottok=SYNTHETIC", "hottok=WRONG");
+    let (status, _) = app
+        .post_hotmart_with(&wrong, None, "application/x-www-form-urlencoded")
+        .await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn an_unavailable_database_is_503_never_2xx() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let url = app.webhook_url("default").await;
+    app.state.db.clone().close().await.unwrap();
+    let res = app
+        .client
+        .post(url)
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .header("content-type", "application/json")
+        .body(fixture("purchase_approved.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503);
+}
