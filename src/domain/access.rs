@@ -70,6 +70,16 @@ pub fn compute_access(events: &[SourceEvent]) -> Option<AccessState> {
         }
         let why = format!("{} ({})", e.kind.as_str(), e.decision.label());
         match &e.decision {
+            // A plan switch moves access that exists; it never grants by itself (Hotmart sends
+            // switches for refunded subscriptions too).
+            Decision::Grant { .. } if e.kind == EventKind::SwitchPlan => {
+                if let Some(s) = state.as_mut().filter(|s| s.status != EntitlementStatus::Revoked) {
+                    s.target = e.target;
+                    s.last_event_row = e.row_id;
+                    s.rule_version = e.rule_version;
+                    s.reason = why;
+                }
+            }
             Decision::Grant { until } => {
                 if e.transaction.as_deref().is_some_and(|t| finished.contains(t)) {
                     continue;
@@ -277,6 +287,22 @@ mod tests {
             ),
         ];
         assert_eq!(compute_access(&events).unwrap().status, EntitlementStatus::Revoked);
+    }
+
+    #[test]
+    fn a_plan_switch_moves_access_but_never_resurrects_it() {
+        let mut switch = ev(3, EventKind::SwitchPlan, 300, "", Decision::Grant { until: None });
+        switch.target = (TargetKind::Plan, 2);
+        let active = vec![ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }), switch.clone()];
+        let s = compute_access(&active).unwrap();
+        assert_eq!((s.status, s.target), (EntitlementStatus::Active, (TargetKind::Plan, 2)));
+        let refunded = vec![
+            ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }),
+            ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
+            switch,
+        ];
+        let s = compute_access(&refunded).unwrap();
+        assert_eq!((s.status, s.target), (EntitlementStatus::Revoked, (TargetKind::Plan, 1)));
     }
 
     #[test]
