@@ -6,6 +6,7 @@ use sea_orm::DatabaseConnection;
 use tokio::sync::{Notify, watch};
 
 use crate::config::Settings;
+use crate::hotmart::api::HotmartApi;
 use crate::rules::RuleEngine;
 use crate::secrets::SecretBox;
 use crate::services;
@@ -16,6 +17,7 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub secrets: SecretBox,
     pub rules: Arc<RuleEngine>,
+    pub hotmart: Arc<HotmartApi>,
     worker: Arc<Notify>,
 }
 
@@ -33,6 +35,7 @@ impl AppState {
             db,
             secrets: SecretBox::new(settings.master_key),
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
+            hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             settings: Arc::new(settings),
             worker: Arc::new(Notify::new()),
         }
@@ -61,6 +64,20 @@ impl AppState {
                 _ = self.worker.notified() => {}
                 _ = tokio::time::sleep(poll) => {}
                 _ = shutdown.changed() => return,
+            }
+        }
+    }
+
+    /// Runs periodic reconciliations that are due, once per tick, until shutdown.
+    pub async fn run_scheduler(self, mut shutdown: watch::Receiver<bool>) {
+        let tick = Duration::from_secs(self.settings.scheduler_tick_secs);
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = shutdown.changed() => return,
+            }
+            if let Err(e) = services::reconcile::run_due(&self).await {
+                e.log();
             }
         }
     }

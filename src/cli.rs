@@ -48,6 +48,20 @@ pub enum Command {
         #[command(subcommand)]
         action: RulesAction,
     },
+    /// Pull sales and subscriptions from Hotmart's API for a window and heal what webhooks missed.
+    Reconcile {
+        #[arg(long)]
+        app: String,
+        /// Start of the window: 2025-01-31 or an RFC 3339 time.
+        #[arg(long)]
+        since: String,
+        /// End of the window (default: now).
+        #[arg(long)]
+        until: Option<String>,
+        /// Only report the drift; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
 }
@@ -221,6 +235,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules { action } => rules(settings, action).await,
+        Command::Reconcile {
+            app,
+            since,
+            until,
+            dry_run,
+        } => reconcile(settings, &app, &since, until.as_deref(), dry_run).await,
         Command::Schema => unreachable!("handled above"),
     }
 }
@@ -274,6 +294,90 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
     }
 }
 
+pub fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .with_context(|| format!("{s:?} is neither a date (2025-01-31) nor an RFC 3339 time"))?;
+    Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc())
+}
+
+/// A progress bar per stage of a reconciliation.
+struct Bar(indicatif::ProgressBar);
+
+impl services::reconcile::Progress for Bar {
+    fn stage(&self, name: &str) {
+        self.0.set_message(name.to_string());
+        self.0.set_position(0);
+    }
+    fn count(&self, n: u64) {
+        self.0.set_position(n);
+    }
+}
+
+async fn reconcile(
+    settings: Settings,
+    app: &str,
+    since: &str,
+    until: Option<&str>,
+    dry_run: bool,
+) -> anyhow::Result<()> {
+    let state = AppState::init(settings).await?;
+    let who = app_principal(&state, app).await?;
+    let until = until.map(parse_time).transpose()?.unwrap_or_else(chrono::Utc::now);
+    let req = services::reconcile::Request {
+        since: parse_time(since)?,
+        until,
+        dry_run,
+        trigger: "cli",
+        actor: "cli".into(),
+    };
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg}: {pos}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+    );
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let run = services::reconcile::reconcile(&state, who.app_id, req, &Bar(bar.clone())).await?;
+    bar.finish_and_clear();
+    if let Some(e) = &run.error {
+        bail!("reconciliation failed: {e}");
+    }
+    let report = services::reconcile::report_of(&run).unwrap_or_default();
+    println!(
+        "{} sales, {} subscriptions: {} events, {} new, {} already known",
+        report.sales_seen, report.subscriptions_seen, report.events_found, report.events_new, report.events_known
+    );
+    if !report.unmapped_products.is_empty() {
+        println!(
+            "products not linked to any package or plan: {}",
+            report.unmapped_products.join(", ")
+        );
+    }
+    for d in &report.drift {
+        println!(
+            "{:?}\t{}\t{}\t{}: {} -> {}",
+            d.kind,
+            d.email,
+            d.source,
+            d.target,
+            d.before_status.as_deref().unwrap_or("none"),
+            d.after_status
+        );
+    }
+    println!(
+        "{} drift item(s); {}",
+        report.drift.len(),
+        if report.applied {
+            "applied"
+        } else {
+            "dry run: nothing changed"
+        }
+    );
+    Ok(())
+}
+
 async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(bind = %settings.bind, database = %redact_url(&settings.database_url), "starting porteiro");
     let state = AppState::init(settings).await?;
@@ -282,6 +386,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", state.settings.bind))?;
     let (tx, rx) = watch::channel(false);
     let worker = tokio::spawn(state.clone().run_worker(rx.clone()));
+    let scheduler = tokio::spawn(state.clone().run_scheduler(rx.clone()));
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
@@ -302,6 +407,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     });
     crate::http::serve(state, acceptor, rx).await?;
     let _ = worker.await;
+    let _ = scheduler.await;
     Ok(())
 }
 

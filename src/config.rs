@@ -24,6 +24,11 @@ struct RawSettings {
     rule_timeout_ms: u64,
     worker_poll_ms: u64,
     default_app: String,
+    hotmart_token_url: String,
+    hotmart_api_url: String,
+    hotmart_sandbox_api_url: String,
+    hotmart_retry_base_ms: u64,
+    scheduler_tick_secs: u64,
 }
 
 impl Default for RawSettings {
@@ -40,6 +45,11 @@ impl Default for RawSettings {
             rule_timeout_ms: 250,
             worker_poll_ms: 500,
             default_app: "default".into(),
+            hotmart_token_url: crate::hotmart::api::ApiEndpoints::default().token_url,
+            hotmart_api_url: crate::hotmart::api::ApiEndpoints::default().production_base,
+            hotmart_sandbox_api_url: crate::hotmart::api::ApiEndpoints::default().sandbox_base,
+            hotmart_retry_base_ms: 500,
+            scheduler_tick_secs: 60,
         }
     }
 }
@@ -57,6 +67,8 @@ pub struct Settings {
     pub rule_timeout_ms: u64,
     pub worker_poll_ms: u64,
     pub default_app: String,
+    pub hotmart: crate::hotmart::api::ApiEndpoints,
+    pub scheduler_tick_secs: u64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -136,6 +148,22 @@ impl Settings {
         if raw.webhook_body_limit < 1024 || raw.graphql_body_limit < 1024 {
             bail!("body limits must be at least 1024 bytes");
         }
+        for (name, url) in [
+            ("PORTEIRO_HOTMART_TOKEN_URL", &raw.hotmart_token_url),
+            ("PORTEIRO_HOTMART_API_URL", &raw.hotmart_api_url),
+            ("PORTEIRO_HOTMART_SANDBOX_API_URL", &raw.hotmart_sandbox_api_url),
+        ] {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                bail!("{name} must be an http(s) URL, got {url:?}");
+            }
+        }
+        let hotmart = crate::hotmart::api::ApiEndpoints {
+            token_url: raw.hotmart_token_url.clone(),
+            production_base: raw.hotmart_api_url.trim_end_matches('/').to_string(),
+            sandbox_base: raw.hotmart_sandbox_api_url.trim_end_matches('/').to_string(),
+            retry_base: std::time::Duration::from_millis(raw.hotmart_retry_base_ms),
+            ..Default::default()
+        };
         let data_dir = PathBuf::from(&raw.data_dir);
         let jwt_key = match raw.jwt_key {
             Some(k) if k.len() < 32 => bail!("PORTEIRO_JWT_KEY must be at least 32 characters"),
@@ -159,6 +187,8 @@ impl Settings {
             rule_timeout_ms: raw.rule_timeout_ms.max(1),
             worker_poll_ms: raw.worker_poll_ms.max(10),
             default_app: raw.default_app,
+            hotmart,
+            scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
         })
     }
 

@@ -17,6 +17,9 @@ pub enum AppError {
     NotFound(String),
     #[error("{0}")]
     Conflict(String),
+    /// Hotmart (or another service we call) failed; the message says how.
+    #[error("{0}")]
+    Upstream(String),
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
     #[error("internal error")]
@@ -34,6 +37,7 @@ impl AppError {
             AppError::Forbidden(_) => "FORBIDDEN",
             AppError::NotFound(_) => "NOT_FOUND",
             AppError::Conflict(_) => "CONFLICT",
+            AppError::Upstream(_) => "UPSTREAM",
             AppError::Unavailable(_) => "UNAVAILABLE",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -46,6 +50,7 @@ impl AppError {
             AppError::Forbidden(_) => 403,
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
+            AppError::Upstream(_) => 502,
             AppError::Unavailable(_) => 503,
             AppError::Internal(_) => 500,
         }
@@ -74,6 +79,17 @@ impl AppError {
             AppError::Internal(e) => tracing::error!(error = ?e, "internal error"),
             AppError::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
             _ => {}
+        }
+    }
+}
+
+impl From<crate::hotmart::api::ApiError> for AppError {
+    fn from(e: crate::hotmart::api::ApiError) -> Self {
+        use crate::hotmart::api::ApiError;
+        match e {
+            ApiError::NotFound(_) => AppError::NotFound(e.to_string()),
+            ApiError::BadCredentials(_) | ApiError::Forbidden(_) => AppError::BadInput(e.to_string()),
+            _ => AppError::Upstream(e.to_string()),
         }
     }
 }

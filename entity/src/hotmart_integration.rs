@@ -23,6 +23,7 @@ pub struct Model {
     pub last_webhook_at: Option<DateTimeUtc>,
     pub last_test_event_at: Option<DateTimeUtc>,
     pub rejected_webhooks: i64,
+    pub reconcile_every_minutes: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

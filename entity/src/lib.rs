@@ -8,6 +8,7 @@ pub mod entitlement;
 pub mod external_product_link;
 pub mod hotmart_integration;
 pub mod product_package;
+pub mod reconciliation_run;
 pub mod rule_script;
 pub mod subscription_plan;
 pub mod webhook_event;

@@ -53,7 +53,7 @@ fn is_final(e: &SourceEvent) -> bool {
         && matches!(e.decision, Decision::Revoke { at: None })
 }
 
-/// Folds a source's events into its access. `None` when nothing was ever granted.
+/// Folds a source's events into its access. `None` when no event granted or revoked anything.
 pub fn compute_access(events: &[SourceEvent]) -> Option<AccessState> {
     let mut sorted: Vec<&SourceEvent> = events.iter().collect();
     sorted.sort_by(|a, b| {
@@ -99,14 +99,24 @@ pub fn compute_access(events: &[SourceEvent]) -> Option<AccessState> {
                     reason: why,
                 });
             }
+            // Recorded even when nothing was granted yet: the grant may have been written before
+            // this refund was known (another source of the same facts), and it must end too.
             Decision::Revoke { at: None } => {
-                if let Some(s) = state.as_mut() {
-                    s.status = EntitlementStatus::Revoked;
-                    s.revoked_at = Some(e.occurred_at);
-                    s.last_event_row = e.row_id;
-                    s.rule_version = e.rule_version;
-                    s.reason = why;
-                }
+                let s = state.get_or_insert_with(|| AccessState {
+                    target: e.target,
+                    status: EntitlementStatus::Revoked,
+                    granted_at: None,
+                    revoked_at: None,
+                    expires_at: None,
+                    last_event_row: e.row_id,
+                    rule_version: e.rule_version,
+                    reason: String::new(),
+                });
+                s.status = EntitlementStatus::Revoked;
+                s.revoked_at = Some(e.occurred_at);
+                s.last_event_row = e.row_id;
+                s.rule_version = e.rule_version;
+                s.reason = why;
             }
             Decision::Revoke { at: Some(t) } => {
                 if let Some(s) = state.as_mut().filter(|s| s.status == EntitlementStatus::Active) {
@@ -293,27 +303,54 @@ mod tests {
     fn a_plan_switch_moves_access_but_never_resurrects_it() {
         let mut switch = ev(3, EventKind::SwitchPlan, 300, "", Decision::Grant { until: None });
         switch.target = (TargetKind::Plan, 2);
-        let active = vec![ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }), switch.clone()];
+        let active = vec![
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
+            switch.clone(),
+        ];
         let s = compute_access(&active).unwrap();
         assert_eq!((s.status, s.target), (EntitlementStatus::Active, (TargetKind::Plan, 2)));
         let refunded = vec![
-            ev(1, EventKind::PurchaseApproved, 100, "T1", Decision::Grant { until: None }),
+            ev(
+                1,
+                EventKind::PurchaseApproved,
+                100,
+                "T1",
+                Decision::Grant { until: None },
+            ),
             ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
             switch,
         ];
         let s = compute_access(&refunded).unwrap();
-        assert_eq!((s.status, s.target), (EntitlementStatus::Revoked, (TargetKind::Plan, 1)));
+        assert_eq!(
+            (s.status, s.target),
+            (EntitlementStatus::Revoked, (TargetKind::Plan, 1))
+        );
     }
 
     #[test]
     fn nothing_granted_means_no_access_row() {
-        let events = vec![ev(
+        let at = Utc.timestamp_opt(5, 0).unwrap();
+        let cancelled = vec![ev(
+            1,
+            EventKind::SubscriptionCancellation,
+            100,
+            "",
+            Decision::Revoke { at: Some(at) },
+        )];
+        assert!(compute_access(&cancelled).is_none());
+        let refunded = vec![ev(
             1,
             EventKind::PurchaseRefunded,
             100,
             "T1",
             Decision::Revoke { at: None },
         )];
-        assert!(compute_access(&events).is_none());
+        assert_eq!(compute_access(&refunded).unwrap().status, EntitlementStatus::Revoked);
     }
 }

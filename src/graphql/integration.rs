@@ -1,7 +1,8 @@
-use async_graphql::{Context, Enum, InputObject, Object, SimpleObject};
+use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql};
+use crate::services::hotmart_account;
 use crate::services::integration::{self as svc, Environment, IntegrationInput, IntegrationView, SecretInfo};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -50,6 +51,8 @@ pub struct HotmartIntegration {
     pub verified: bool,
     /// Deliveries refused for a missing or wrong Hottok.
     pub rejected_webhooks: i64,
+    /// Periodic reconciliation interval; null when off.
+    pub reconcile_every_minutes: Option<i32>,
 }
 
 impl From<IntegrationView> for HotmartIntegration {
@@ -65,6 +68,7 @@ impl From<IntegrationView> for HotmartIntegration {
             last_webhook_at: v.last_webhook_at,
             last_test_event_at: v.last_test_event_at,
             rejected_webhooks: v.rejected_webhooks,
+            reconcile_every_minutes: v.reconcile_every_minutes,
         }
     }
 }
@@ -77,6 +81,35 @@ pub struct SaveHotmartIntegrationInput {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub environment: Option<HotmartEnvironment>,
+    /// Reconcile with Hotmart's API every N minutes (15 to 10080); null turns it off.
+    pub reconcile_every_minutes: MaybeUndefined<i32>,
+}
+
+#[derive(SimpleObject)]
+pub struct ConnectionTest {
+    pub ok: bool,
+    pub environment: String,
+    /// Success, or the precise reason it failed.
+    pub message: String,
+}
+
+#[derive(SimpleObject)]
+pub struct SubscriptionActionResult {
+    pub subscriber_code: String,
+    /// The subscription status Hotmart answered with.
+    pub hotmart_status: Option<String>,
+    /// Entitlements revoked right away (only with `revokeNow`).
+    pub revoked_access: i32,
+}
+
+impl From<hotmart_account::SubscriptionAction> for SubscriptionActionResult {
+    fn from(a: hotmart_account::SubscriptionAction) -> Self {
+        SubscriptionActionResult {
+            subscriber_code: a.subscriber_code,
+            hotmart_status: a.status,
+            revoked_access: a.revoked_access,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -110,7 +143,53 @@ impl IntegrationMutation {
                 HotmartEnvironment::Production => Environment::Production,
                 HotmartEnvironment::Sandbox => Environment::Sandbox,
             }),
+            reconcile_every_minutes: match input.reconcile_every_minutes {
+                MaybeUndefined::Undefined => None,
+                MaybeUndefined::Null => Some(None),
+                MaybeUndefined::Value(m) => Some(Some(m)),
+            },
         };
         svc::save(state, who, input).await.map(Into::into).map_err(gql)
+    }
+
+    /// Fetches a token with the saved credentials and says whether Hotmart accepted them.
+    async fn test_hotmart_connection(&self, ctx: &Context<'_>) -> GqlResult<ConnectionTest> {
+        let (state, who) = caller(ctx)?;
+        let t = hotmart_account::test_connection(state, who).await.map_err(gql)?;
+        Ok(ConnectionTest {
+            ok: t.ok,
+            environment: t.environment,
+            message: t.message,
+        })
+    }
+
+    /// Cancels a subscription at Hotmart. Access follows the SUBSCRIPTION_CANCELLATION webhook
+    /// Hotmart sends (until the paid period ends), unless `revokeNow` takes it away at once.
+    async fn cancel_subscription(
+        &self,
+        ctx: &Context<'_>,
+        subscriber_code: String,
+        #[graphql(default = true)] send_mail: bool,
+        #[graphql(default = false)] revoke_now: bool,
+    ) -> GqlResult<SubscriptionActionResult> {
+        let (state, who) = caller(ctx)?;
+        hotmart_account::cancel(state, who, &subscriber_code, send_mail, revoke_now)
+            .await
+            .map(Into::into)
+            .map_err(gql)
+    }
+
+    /// Asks Hotmart to reactivate a subscription (the subscriber confirms by e-mail).
+    async fn reactivate_subscription(
+        &self,
+        ctx: &Context<'_>,
+        subscriber_code: String,
+        #[graphql(default = false)] charge: bool,
+    ) -> GqlResult<SubscriptionActionResult> {
+        let (state, who) = caller(ctx)?;
+        hotmart_account::reactivate(state, who, &subscriber_code, charge)
+            .await
+            .map(Into::into)
+            .map_err(gql)
     }
 }

@@ -5,6 +5,7 @@ mod buyers;
 mod catalog;
 mod events;
 mod integration;
+mod reconcile;
 mod rules;
 
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Schema};
@@ -21,6 +22,7 @@ pub struct Query(
     events::EventQuery,
     rules::RuleQuery,
     audit::AuditQuery,
+    reconcile::ReconcileQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -30,6 +32,7 @@ pub struct Mutation(
     buyers::AccessMutation,
     events::EventMutation,
     rules::RuleMutation,
+    reconcile::ReconcileMutation,
 );
 
 pub type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;

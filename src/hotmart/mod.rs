@@ -1,6 +1,8 @@
 //! Everything shaped like Hotmart: token verification, the v2 and v1 payloads, and their
 //! conversion into provider-neutral [`crate::domain::PaymentEvent`]s.
+pub mod api;
 mod payload;
+pub mod snapshot;
 mod verify;
 
 pub use payload::{Envelope, Format, ParseError, detect_format, envelope, parse_event};

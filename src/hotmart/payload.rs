@@ -15,6 +15,8 @@ pub enum Format {
     V2,
     /// Legacy form postback, token in the `hottok` field.
     V1,
+    /// Reconstructed from the REST API by reconciliation: a serialised domain event.
+    Api,
 }
 
 impl Format {
@@ -22,11 +24,16 @@ impl Format {
         match self {
             Format::V2 => "v2",
             Format::V1 => "v1",
+            Format::Api => "api",
         }
     }
 
     pub fn parse(s: &str) -> Self {
-        if s == "v1" { Format::V1 } else { Format::V2 }
+        match s {
+            "v1" => Format::V1,
+            "api" => Format::Api,
+            _ => Format::V2,
+        }
     }
 }
 
@@ -86,6 +93,7 @@ pub fn envelope(format: Format, body: &[u8]) -> Result<Envelope, ParseError> {
                 is_test: ev.is_test,
             })
         }
+        Format::Api => Err(err("reconstructed events never arrive as webhooks")),
     }
 }
 
@@ -101,6 +109,7 @@ pub fn parse_event(format: Format, body: &[u8], fallback_time: DateTime<Utc>) ->
             }
             Ok(ev)
         }
+        Format::Api => serde_json::from_slice(body).map_err(|e| err(format!("stored API event is unreadable: {e}"))),
     }
 }
 

@@ -5,7 +5,7 @@ use poem::web::{Data, Json, Path};
 use poem::{Body, IntoResponse, Response, handler};
 use serde_json::json;
 
-use crate::hotmart::{self, Format, VerifyError};
+use crate::hotmart::{self, VerifyError};
 use crate::services::{apps, inbox, integration};
 use crate::{AppError, AppState};
 
@@ -112,10 +112,7 @@ pub async fn receive_hotmart(
         origin: "webhook",
         event_id: envelope.event_id.clone(),
         event_type: envelope.event_type.clone(),
-        format: match format {
-            Format::V2 => "v2",
-            Format::V1 => "v1",
-        },
+        format: format.as_str(),
         raw,
         headers: kept_headers(headers),
         occurred_at: envelope.occurred_at,

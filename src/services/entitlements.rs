@@ -253,21 +253,14 @@ pub async fn revoke_manual(
         .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
         .all(&txn)
         .await?;
-    let n = rows.len() as i32;
-    for r in rows {
-        let source = r.source.clone();
-        let s = AccessState {
-            target,
-            status: EntitlementStatus::Revoked,
-            granted_at: r.granted_at,
-            revoked_at: Some(super::now()),
-            expires_at: r.expires_at,
-            last_event_row: r.last_event_id.unwrap_or(0),
-            rule_version: r.rule_version,
-            reason: format!("manual revoke: {}", reason.trim()),
-        };
-        write_state(&txn, who.app_id, buyer.id, &source, &s, &who.actor(), Some(r)).await?;
-    }
+    let n = revoke_rows(
+        &txn,
+        who.app_id,
+        rows,
+        &who.actor(),
+        &format!("manual revoke: {}", reason.trim()),
+    )
+    .await?;
     txn.commit().await?;
     Ok(n)
 }
@@ -309,4 +302,50 @@ pub async fn explain(
         }));
     }
     Ok((access, steps))
+}
+
+/// Revokes whatever one source gives, for every buyer (support cancelling a subscription now).
+pub async fn revoke_source(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+    actor: &str,
+    reason: &str,
+) -> AppResult<i32> {
+    let rows = entitlement::Entity::find()
+        .filter(entitlement::Column::AppId.eq(app_id))
+        .filter(entitlement::Column::Source.eq(source))
+        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .all(db)
+        .await?;
+    revoke_rows(db, app_id, rows, actor, reason).await
+}
+
+/// Marks the given entitlements revoked now, each with its audit row.
+async fn revoke_rows(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    rows: Vec<entitlement::Model>,
+    actor: &str,
+    reason: &str,
+) -> AppResult<i32> {
+    let n = rows.len() as i32;
+    for r in rows {
+        let s = AccessState {
+            target: (
+                TargetKind::parse(&r.target_kind).unwrap_or(TargetKind::Plan),
+                r.target_id,
+            ),
+            status: EntitlementStatus::Revoked,
+            granted_at: r.granted_at,
+            revoked_at: Some(super::now()),
+            expires_at: r.expires_at,
+            last_event_row: r.last_event_id.unwrap_or(0),
+            rule_version: r.rule_version,
+            reason: reason.to_string(),
+        };
+        let (buyer, source) = (r.buyer_id, r.source.clone());
+        write_state(db, app_id, buyer, &source, &s, actor, Some(r)).await?;
+    }
+    Ok(n)
 }

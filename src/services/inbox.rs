@@ -13,6 +13,8 @@ use crate::auth::Principal;
 use crate::{AppError, AppResult, AppState};
 
 pub const PENDING: &str = "pending";
+pub const ORIGIN_WEBHOOK: &str = "webhook";
+pub const ORIGIN_RECONCILE: &str = "reconcile";
 
 #[derive(Debug, Clone)]
 pub struct RecordInput {
@@ -37,6 +39,17 @@ pub enum Recorded {
 /// event id changes nothing, however many copies race in.
 pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
     let txn = crate::db::write_txn(&state.db).await?;
+    let (app_id, is_test, from_webhook) = (input.app_id, input.is_test, input.origin == ORIGIN_WEBHOOK);
+    let out = insert(&txn, input).await?;
+    if from_webhook {
+        super::integration::touch_received(&txn, app_id, is_test).await?;
+    }
+    txn.commit().await?;
+    Ok(out)
+}
+
+/// Inserts unless the event id is known; the caller owns the transaction.
+pub async fn insert(db: &impl ConnectionTrait, input: RecordInput) -> AppResult<Recorded> {
     let am = we::ActiveModel {
         app_id: Set(input.app_id),
         provider: Set("hotmart".into()),
@@ -55,14 +68,32 @@ pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded>
     };
     let res = we::Entity::insert(am)
         .on_conflict_do_nothing_on([we::Column::AppId, we::Column::Provider, we::Column::EventId])
-        .exec(&txn)
+        .exec(db)
         .await?;
-    let out = match res {
+    Ok(match res {
         TryInsertResult::Inserted(r) => Recorded::New(r.last_insert_id),
         TryInsertResult::Conflicted | TryInsertResult::Empty => Recorded::Duplicate,
-    };
-    super::integration::touch_received(&txn, input.app_id, input.is_test).await?;
-    txn.commit().await?;
+    })
+}
+
+/// Which of these event ids the app already has.
+pub async fn known_ids(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    ids: &[String],
+) -> AppResult<std::collections::HashSet<String>> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in ids.chunks(500) {
+        let rows = we::Entity::find()
+            .select_only()
+            .column(we::Column::EventId)
+            .filter(we::Column::AppId.eq(app_id))
+            .filter(we::Column::EventId.is_in(chunk.to_vec()))
+            .into_tuple::<String>()
+            .all(db)
+            .await?;
+        out.extend(rows);
+    }
     Ok(out)
 }
 

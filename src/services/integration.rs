@@ -52,6 +52,7 @@ pub struct IntegrationView {
     pub last_webhook_at: Option<DateTime<Utc>>,
     pub last_test_event_at: Option<DateTime<Utc>>,
     pub rejected_webhooks: i64,
+    pub reconcile_every_minutes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -61,7 +62,12 @@ pub struct IntegrationInput {
     pub client_id: Option<String>,
     pub client_secret: Option<String>,
     pub environment: Option<Environment>,
+    /// `Some(None)` turns periodic reconciliation off.
+    pub reconcile_every_minutes: Option<Option<i32>>,
 }
+
+/// Periodic reconciliation bounds: often enough to matter, rarely enough for the rate limit.
+pub const RECONCILE_MINUTES: std::ops::RangeInclusive<i32> = 15..=10_080;
 
 pub fn webhook_url(public_url: &str, webhook_key: &str) -> String {
     format!("{public_url}/webhooks/hotmart/{webhook_key}")
@@ -101,6 +107,7 @@ pub async fn view(state: &AppState, app_id: i32) -> AppResult<IntegrationView> {
         last_webhook_at: row.as_ref().and_then(|r| r.last_webhook_at),
         last_test_event_at: row.as_ref().and_then(|r| r.last_test_event_at),
         rejected_webhooks: row.as_ref().map(|r| r.rejected_webhooks).unwrap_or(0),
+        reconcile_every_minutes: row.as_ref().and_then(|r| r.reconcile_every_minutes),
     })
 }
 
@@ -174,6 +181,7 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
         client_id: trim(input.client_id),
         client_secret: trim(input.client_secret),
         environment: input.environment,
+        reconcile_every_minutes: input.reconcile_every_minutes,
     };
     let txn = crate::db::write_txn(&state.db).await?;
     let existing = find(&txn, who.app_id).await?;
@@ -218,6 +226,18 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     {
         errors.push(("basic".to_string(), m));
     }
+    if let Some(Some(m)) = input.reconcile_every_minutes
+        && !RECONCILE_MINUTES.contains(&m)
+    {
+        errors.push((
+            "reconcileEveryMinutes".to_string(),
+            format!(
+                "reconcileEveryMinutes must be between {} and {} (or null to turn it off)",
+                RECONCILE_MINUTES.start(),
+                RECONCILE_MINUTES.end()
+            ),
+        ));
+    }
     if !errors.is_empty() {
         return Err(AppError::InvalidFields(errors));
     }
@@ -254,6 +274,9 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     if let Some(e) = input.environment {
         am.environment = Set(e.as_str().into());
     }
+    if let Some(m) = input.reconcile_every_minutes {
+        am.reconcile_every_minutes = Set(m);
+    }
     am.updated_at = Set(now);
     let saved = am.save(&txn).await?;
     let saved: hi::Model = saved.try_into().map_err(AppError::internal)?;
@@ -271,7 +294,29 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     )
     .await?;
     txn.commit().await?;
+    // New credentials must not reuse a token fetched with the old ones.
+    state.hotmart.forget(who.app_id).await;
     view(state, who.app_id).await
+}
+
+/// The REST credentials of an app, decrypted for one call.
+pub async fn credentials(state: &AppState, app_id: i32) -> AppResult<crate::hotmart::api::Credentials> {
+    let missing = || AppError::bad("save Basic, Client ID and Client Secret with saveHotmartIntegration first");
+    let row = find(&state.db, app_id).await?.ok_or_else(missing)?;
+    let (Some(basic), Some(id), Some(secret)) = (
+        decrypt_opt(&state.secrets, &row.basic_enc)?,
+        decrypt_opt(&state.secrets, &row.client_id_enc)?,
+        decrypt_opt(&state.secrets, &row.client_secret_enc)?,
+    ) else {
+        return Err(missing());
+    };
+    Ok(crate::hotmart::api::Credentials {
+        app_id,
+        client_id: id,
+        client_secret: SecretString::from(secret),
+        basic: SecretString::from(basic),
+        sandbox: Environment::parse(&row.environment) == Environment::Sandbox,
+    })
 }
 
 /// What the audit log may know of the integration: which secrets are set, never their values.
@@ -282,6 +327,7 @@ fn audit_view(r: &hi::Model) -> serde_json::Value {
         "basic": r.basic_last4.as_ref().map(|l| format!("…{l}")),
         "clientId": r.client_id_last4.as_ref().map(|l| format!("…{l}")),
         "clientSecret": r.client_secret_last4.as_ref().map(|l| format!("…{l}")),
+        "reconcileEveryMinutes": r.reconcile_every_minutes,
     })
 }
 

@@ -4,9 +4,11 @@ pub mod audit;
 pub mod buyers;
 pub mod catalog;
 pub mod entitlements;
+pub mod hotmart_account;
 pub mod inbox;
 pub mod integration;
 pub mod processor;
+pub mod reconcile;
 pub mod rules;
 
 use chrono::{DateTime, Utc};

@@ -49,16 +49,23 @@ pub async fn evaluate(
     raw: &[u8],
     received_at: DateTime<Utc>,
 ) -> AppResult<Evaluation> {
-    let ev = match hotmart::parse_event(format, raw, received_at) {
-        Ok(ev) => ev,
-        Err(e) => {
-            return Ok(Evaluation::stop(
-                None,
-                "failed",
-                format!("cannot read the payload: {e}"),
-            ));
-        }
-    };
+    match hotmart::parse_event(format, raw, received_at) {
+        Ok(ev) => evaluate_event(state, db, app_id, ev).await,
+        Err(e) => Ok(Evaluation::stop(
+            None,
+            "failed",
+            format!("cannot read the payload: {e}"),
+        )),
+    }
+}
+
+/// Maps an understood event and runs the rules on it. Reads only.
+pub async fn evaluate_event(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    ev: PaymentEvent,
+) -> AppResult<Evaluation> {
     if ev.is_test {
         return Ok(Evaluation::stop(
             Some(ev),

@@ -17,7 +17,6 @@ pub struct TestApp {
     pub addr: String,
     pub state: AppState,
     pub client: reqwest::Client,
-    pub database_url: String,
     pub data_dir: tempfile::TempDir,
     shutdown: watch::Sender<bool>,
     server: Option<tokio::task::JoinHandle<()>>,
@@ -72,14 +71,20 @@ async fn fresh_database(dir: &std::path::Path) -> String {
 
 impl TestApp {
     pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// A test app whose settings are adjusted first (e.g. to point at a fake Hotmart API).
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Settings)) -> TestApp {
         porteiro::install_crypto_provider();
         let data_dir = tempfile::tempdir().unwrap();
         let url = fresh_database(data_dir.path()).await;
-        Self::start(url, data_dir).await
+        let mut settings = Settings::for_tests(&url, data_dir.path()).unwrap();
+        adjust(&mut settings);
+        Self::start(settings, data_dir).await
     }
 
-    async fn start(database_url: String, data_dir: tempfile::TempDir) -> TestApp {
-        let settings = Settings::for_tests(&database_url, data_dir.path()).unwrap();
+    async fn start(settings: Settings, data_dir: tempfile::TempDir) -> TestApp {
         let state = AppState::init(settings).await.expect("state");
         let acceptor = porteiro::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = format!("http://{}", porteiro::http::local_addr(&acceptor).unwrap());
@@ -92,7 +97,6 @@ impl TestApp {
             addr,
             state,
             client: reqwest::Client::new(),
-            database_url,
             data_dir,
             shutdown: tx,
             server: Some(server),
@@ -106,9 +110,9 @@ impl TestApp {
             let _ = s.await;
         }
         self.state.db.clone().close().await.ok();
-        let url = self.database_url.clone();
+        let settings = (*self.state.settings).clone();
         let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
-        Self::start(url, dir).await
+        Self::start(settings, dir).await
     }
 
     pub async fn app(&self, slug: &str) -> entity::app::Model {

@@ -1,9 +1,11 @@
 //! One integration binary; one file per capability.
+mod fake_hotmart;
 mod helpers;
 
 mod access;
 mod auth;
 mod catalog;
+mod hotmart_api;
 mod integration;
 mod migrations;
 mod pipeline;

@@ -1,0 +1,154 @@
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+
+use super::{GqlResult, caller, gql};
+use crate::services::reconcile::{self as svc, DriftKind};
+
+#[derive(Enum, Copy, Clone, Eq, PartialEq)]
+pub enum DriftType {
+    /// Paid, but holds no access here.
+    MissingAccess,
+    /// Holds access Hotmart says was refunded, charged back or cancelled.
+    UnexpectedAccess,
+    /// Both agree on access, not on until when.
+    ExpiryMismatch,
+}
+
+#[derive(SimpleObject)]
+pub struct Drift {
+    pub kind: DriftType,
+    pub email: String,
+    pub source: String,
+    pub target: String,
+    pub before_status: Option<String>,
+    pub before_expires_at: Option<DateTime<Utc>>,
+    pub after_status: String,
+    pub after_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(SimpleObject)]
+pub struct ReconciliationReport {
+    pub sales_seen: i32,
+    pub subscriptions_seen: i32,
+    pub events_found: i32,
+    pub events_new: i32,
+    pub events_known: i32,
+    pub unmapped_products: Vec<String>,
+    pub drift: Vec<Drift>,
+    pub applied: bool,
+}
+
+#[derive(SimpleObject)]
+pub struct ReconciliationRun {
+    pub id: ID,
+    /// manual, cli or schedule.
+    pub trigger: String,
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub dry_run: bool,
+    /// running, succeeded or failed.
+    pub status: String,
+    pub error: Option<String>,
+    pub report: Option<ReconciliationReport>,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<entity::reconciliation_run::Model> for ReconciliationRun {
+    fn from(r: entity::reconciliation_run::Model) -> Self {
+        let report = svc::report_of(&r).map(|rep| ReconciliationReport {
+            sales_seen: rep.sales_seen as i32,
+            subscriptions_seen: rep.subscriptions_seen as i32,
+            events_found: rep.events_found as i32,
+            events_new: rep.events_new as i32,
+            events_known: rep.events_known as i32,
+            unmapped_products: rep.unmapped_products,
+            applied: rep.applied,
+            drift: rep
+                .drift
+                .into_iter()
+                .map(|d| Drift {
+                    kind: match d.kind {
+                        DriftKind::MissingAccess => DriftType::MissingAccess,
+                        DriftKind::UnexpectedAccess => DriftType::UnexpectedAccess,
+                        DriftKind::ExpiryMismatch => DriftType::ExpiryMismatch,
+                    },
+                    email: d.email,
+                    source: d.source,
+                    target: d.target,
+                    before_status: d.before_status,
+                    before_expires_at: d.before_expires_at,
+                    after_status: d.after_status,
+                    after_expires_at: d.after_expires_at,
+                })
+                .collect(),
+        });
+        ReconciliationRun {
+            id: ID(r.id.to_string()),
+            trigger: r.trigger,
+            since: r.since,
+            until: r.until,
+            dry_run: r.dry_run,
+            status: r.status,
+            error: r.error,
+            report,
+            started_at: r.started_at,
+            finished_at: r.finished_at,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct ReconcileQuery;
+
+#[Object]
+impl ReconcileQuery {
+    /// The latest reconciliation runs, newest first.
+    async fn reconciliation_runs(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20)] first: i32,
+    ) -> GqlResult<Vec<ReconciliationRun>> {
+        let (state, who) = caller(ctx)?;
+        let first = first.clamp(1, 200) as u64;
+        Ok(svc::runs(&state.db, who.app_id, first)
+            .await
+            .map_err(gql)?
+            .into_iter()
+            .map(Into::into)
+            .collect())
+    }
+}
+
+#[derive(Default)]
+pub struct ReconcileMutation;
+
+#[Object]
+impl ReconcileMutation {
+    /// Pulls sales and subscriptions for the window from Hotmart and heals what webhooks missed.
+    /// `dryRun` (the default) only reports the drift. Backfilling a fresh install is the same
+    /// call with a wide window.
+    async fn reconcile(
+        &self,
+        ctx: &Context<'_>,
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        #[graphql(default = true)] dry_run: bool,
+    ) -> GqlResult<ReconciliationRun> {
+        let (state, who) = caller(ctx)?;
+        if !dry_run {
+            who.require_admin().map_err(gql)?;
+        }
+        let req = svc::Request {
+            since,
+            until: until.unwrap_or_else(Utc::now),
+            dry_run,
+            trigger: "manual",
+            actor: who.actor(),
+        };
+        svc::reconcile(state, who.app_id, req, &svc::Silent)
+            .await
+            .map(Into::into)
+            .map_err(gql)
+    }
+}

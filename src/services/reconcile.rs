@@ -1,0 +1,388 @@
+//! Reconciliation: pull sales and subscriptions from Hotmart's REST API for a window, turn them
+//! into the domain events the webhook would have produced (deterministic ids, so a rerun adds
+//! nothing), and run them through the same rules and order-safe apply path. A dry run only
+//! reports the drift.
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Duration, Utc};
+use entity::{entitlement, reconciliation_run as run};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use super::{audit, catalog, entitlements, inbox, integration, processor};
+use crate::domain::{EntitlementStatus, PaymentEvent, SourceEvent, TargetKind, compute_access};
+use crate::hotmart::{Format, snapshot};
+use crate::{AppError, AppResult, AppState};
+
+/// Hotmart answers 502 on broad sales queries: ask in windows of this size.
+const WINDOW_DAYS: i64 = 30;
+const MAX_SPAN_DAYS: i64 = 5 * 366;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum DriftKind {
+    /// Paid, but holds no access here.
+    MissingAccess,
+    /// Holds access Hotmart says was refunded, charged back or cancelled.
+    UnexpectedAccess,
+    /// Both agree on access, not on until when.
+    ExpiryMismatch,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    pub kind: DriftKind,
+    pub email: String,
+    pub source: String,
+    pub target: String,
+    pub before_status: Option<String>,
+    pub before_expires_at: Option<DateTime<Utc>>,
+    pub after_status: String,
+    pub after_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Report {
+    pub sales_seen: usize,
+    pub subscriptions_seen: usize,
+    pub events_found: usize,
+    pub events_new: usize,
+    pub events_known: usize,
+    /// Hotmart product ids with sales but no package or plan linked here.
+    pub unmapped_products: Vec<String>,
+    pub drift: Vec<Drift>,
+    pub applied: bool,
+}
+
+/// How a long reconciliation tells the CLI (a progress bar) or nobody what it is doing.
+pub trait Progress: Send + Sync {
+    fn stage(&self, _name: &str) {}
+    fn count(&self, _n: u64) {}
+}
+
+pub struct Silent;
+impl Progress for Silent {}
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub since: DateTime<Utc>,
+    pub until: DateTime<Utc>,
+    pub dry_run: bool,
+    pub trigger: &'static str,
+    pub actor: String,
+}
+
+pub fn validate(since: DateTime<Utc>, until: DateTime<Utc>) -> AppResult<()> {
+    let mut errors = Vec::new();
+    if since >= until {
+        errors.push(("since".to_string(), "since must be before until".to_string()));
+    }
+    if until - since > Duration::days(MAX_SPAN_DAYS) {
+        errors.push((
+            "until".to_string(),
+            format!("a reconciliation covers at most {MAX_SPAN_DAYS} days; split it"),
+        ));
+    }
+    if until > Utc::now() + Duration::days(1) {
+        errors.push(("until".to_string(), "until is in the future".to_string()));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::InvalidFields(errors))
+    }
+}
+
+/// Runs one reconciliation and records it. A failure talking to Hotmart is recorded on the run
+/// (status `failed`) and returned as the run, so panels can show it.
+pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &dyn Progress) -> AppResult<run::Model> {
+    validate(req.since, req.until)?;
+    let creds = integration::credentials(state, app_id).await?;
+    let started = run::ActiveModel {
+        app_id: Set(app_id),
+        trigger: Set(req.trigger.into()),
+        since: Set(req.since),
+        until: Set(req.until),
+        dry_run: Set(req.dry_run),
+        status: Set("running".into()),
+        started_at: Set(super::now()),
+        ..Default::default()
+    }
+    .insert(&state.db)
+    .await?;
+    let outcome = execute(state, app_id, &creds, &req, progress).await;
+    let mut am: run::ActiveModel = started.into();
+    am.finished_at = Set(Some(super::now()));
+    match &outcome {
+        Ok(report) => {
+            am.status = Set("succeeded".into());
+            am.report = Set(Some(serde_json::to_string(report).map_err(AppError::internal)?));
+        }
+        Err(e) => {
+            e.log();
+            am.status = Set("failed".into());
+            am.error = Set(Some(e.public_message()));
+        }
+    }
+    let saved = am.update(&state.db).await?;
+    if let Ok(report) = &outcome
+        && report.applied
+    {
+        audit::record(
+            &state.db,
+            audit::Entry {
+                app_id,
+                actor: &req.actor,
+                action: "reconcile.apply",
+                target: format!("reconciliation_run:{}", saved.id),
+                before: None,
+                after: Some(json!({"eventsNew": report.events_new, "drift": report.drift.len()})),
+                reason: "",
+            },
+        )
+        .await?;
+    }
+    Ok(saved)
+}
+
+fn windows(since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut start = since;
+    while start < until {
+        let end = (start + Duration::days(WINDOW_DAYS)).min(until);
+        out.push((start.timestamp_millis(), end.timestamp_millis()));
+        start = end + Duration::milliseconds(1);
+    }
+    out
+}
+
+async fn fetch_events(
+    state: &AppState,
+    creds: &crate::hotmart::api::Credentials,
+    req: &Request,
+    progress: &dyn Progress,
+    report: &mut Report,
+) -> AppResult<Vec<PaymentEvent>> {
+    let api = &state.hotmart;
+    progress.stage("sales");
+    let mut sales = Vec::new();
+    for (a, b) in windows(req.since, req.until) {
+        let base = sales.len() as u64;
+        sales.extend(
+            api.sales_history(creds, a, b, |n| progress.count(base + n as u64))
+                .await?,
+        );
+    }
+    progress.stage("subscriptions");
+    let mut subs = Vec::new();
+    for (a, b) in windows(req.since, req.until) {
+        let base = subs.len() as u64;
+        subs.extend(
+            api.subscriptions(creds, a, b, |n| progress.count(base + n as u64))
+                .await?,
+        );
+    }
+    progress.stage("subscription charges");
+    let mut purchases = HashMap::new();
+    for (i, s) in subs.iter().enumerate() {
+        purchases.insert(
+            s.subscriber_code.clone(),
+            api.subscription_purchases(creds, &s.subscriber_code).await?,
+        );
+        progress.count(i as u64 + 1);
+    }
+    report.sales_seen = sales.len();
+    report.subscriptions_seen = subs.len();
+    let index = snapshot::subscriber_index(&subs, &purchases);
+    let mut events = snapshot::sale_events(&sales, &index);
+    events.extend(snapshot::subscription_events(&subs));
+    let mut seen = std::collections::HashSet::new();
+    events.retain(|e| seen.insert(e.event_id.clone()));
+    Ok(events)
+}
+
+async fn execute(
+    state: &AppState,
+    app_id: i32,
+    creds: &crate::hotmart::api::Credentials,
+    req: &Request,
+    progress: &dyn Progress,
+) -> AppResult<Report> {
+    let mut report = Report::default();
+    let events = fetch_events(state, creds, req, progress, &mut report).await?;
+    report.events_found = events.len();
+    let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
+    let known = inbox::known_ids(&state.db, app_id, &ids).await?;
+    let fresh: Vec<PaymentEvent> = events.into_iter().filter(|e| !known.contains(&e.event_id)).collect();
+    report.events_known = known.len();
+    report.events_new = fresh.len();
+
+    progress.stage("comparing");
+    // What each source's access would become once the new events join its history.
+    let mut by_source: BTreeMap<String, (String, Vec<SourceEvent>)> = BTreeMap::new();
+    let mut unmapped = std::collections::BTreeSet::new();
+    for ev in &fresh {
+        let eval = processor::evaluate_event(state, &state.db, app_id, ev.clone()).await?;
+        if eval.status == "unmapped"
+            && let Some(p) = &ev.product_id
+        {
+            unmapped.insert(p.clone());
+        }
+        let (Some(decision), Some(target), Some(source), Some(email)) =
+            (eval.decision, eval.target, ev.source_key(), ev.buyer_email.clone())
+        else {
+            continue;
+        };
+        by_source
+            .entry(source)
+            .or_insert_with(|| (email.trim().to_lowercase(), Vec::new()))
+            .1
+            .push(SourceEvent {
+                row_id: 0,
+                event_id: ev.event_id.clone(),
+                kind: ev.kind.clone(),
+                occurred_at: ev.occurred_at,
+                transaction: ev.transaction.clone(),
+                target: (target.kind, target.id),
+                decision,
+                rule_version: eval.rule_version,
+            });
+    }
+    report.unmapped_products = unmapped.into_iter().collect();
+    let now = super::now();
+    for (source, (email, new_events)) in by_source {
+        let mut all = entitlements::source_events(&state.db, app_id, &source).await?;
+        all.extend(new_events);
+        let Some(after) = compute_access(&all) else { continue };
+        let before = current(&state.db, app_id, &source, after.target).await?;
+        let after_status = after.status.effective(after.expires_at, now);
+        let before_status = before
+            .as_ref()
+            .map(|b| EntitlementStatus::parse(&b.status).effective(b.expires_at, now));
+        let was_active = before_status == Some(EntitlementStatus::Active);
+        let is_active = after_status == EntitlementStatus::Active;
+        let kind = match (was_active, is_active) {
+            (false, true) => Some(DriftKind::MissingAccess),
+            (true, false) => Some(DriftKind::UnexpectedAccess),
+            (true, true) if before.as_ref().and_then(|b| b.expires_at) != after.expires_at => {
+                Some(DriftKind::ExpiryMismatch)
+            }
+            _ => None,
+        };
+        if let Some(kind) = kind {
+            let target = catalog::target(&state.db, app_id, after.target.0, after.target.1)
+                .await?
+                .map(|t| t.name)
+                .unwrap_or_default();
+            report.drift.push(Drift {
+                kind,
+                email,
+                source,
+                target,
+                before_status: before_status.map(|s| s.as_str().to_string()),
+                before_expires_at: before.and_then(|b| b.expires_at),
+                after_status: after_status.as_str().to_string(),
+                after_expires_at: after.expires_at,
+            });
+        }
+    }
+
+    if !req.dry_run {
+        progress.stage("applying");
+        for (i, ev) in fresh.iter().enumerate() {
+            let raw = serde_json::to_vec(ev).map_err(AppError::internal)?;
+            inbox::insert(
+                &state.db,
+                inbox::RecordInput {
+                    app_id,
+                    origin: inbox::ORIGIN_RECONCILE,
+                    event_id: ev.event_id.clone(),
+                    event_type: ev.kind.as_str().to_string(),
+                    format: Format::Api.as_str(),
+                    raw,
+                    headers: json!({}),
+                    occurred_at: Some(ev.occurred_at),
+                    is_test: ev.is_test,
+                },
+            )
+            .await?;
+            progress.count(i as u64 + 1);
+        }
+        processor::drain(state).await?;
+        report.applied = true;
+    }
+    Ok(report)
+}
+
+/// The entitlement a source currently gives for a target (any buyer).
+async fn current(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+    target: (TargetKind, i32),
+) -> AppResult<Option<entitlement::Model>> {
+    Ok(entitlement::Entity::find()
+        .filter(entitlement::Column::AppId.eq(app_id))
+        .filter(entitlement::Column::Source.eq(source))
+        .filter(entitlement::Column::TargetKind.eq(target.0.as_str()))
+        .filter(entitlement::Column::TargetId.eq(target.1))
+        .one(db)
+        .await?)
+}
+
+pub async fn runs(db: &impl ConnectionTrait, app_id: i32, first: u64) -> AppResult<Vec<run::Model>> {
+    Ok(run::Entity::find()
+        .filter(run::Column::AppId.eq(app_id))
+        .order_by_desc(run::Column::Id)
+        .limit(first)
+        .all(db)
+        .await?)
+}
+
+pub fn report_of(r: &run::Model) -> Option<Report> {
+    r.report.as_deref().and_then(|s| serde_json::from_str(s).ok())
+}
+
+/// Periodic reconciliation: for every app whose interval has elapsed since its last scheduled run,
+/// reconcile the recent past (twice the interval, at least a day, so a missed run heals too).
+pub async fn run_due(state: &AppState) -> AppResult<usize> {
+    use entity::hotmart_integration as hi;
+    let due: Vec<hi::Model> = hi::Entity::find()
+        .filter(hi::Column::ReconcileEveryMinutes.is_not_null())
+        .all(&state.db)
+        .await?;
+    let mut ran = 0;
+    for integ in due {
+        let Some(minutes) = integ.reconcile_every_minutes else {
+            continue;
+        };
+        let last = run::Entity::find()
+            .filter(run::Column::AppId.eq(integ.app_id))
+            .filter(run::Column::Trigger.eq("schedule"))
+            .order_by_desc(run::Column::Id)
+            .one(&state.db)
+            .await?;
+        let now = super::now();
+        let interval = Duration::minutes(minutes as i64);
+        if last.as_ref().is_some_and(|l| l.started_at + interval > now) {
+            continue;
+        }
+        let span = (interval * 2).max(Duration::days(1));
+        let req = Request {
+            since: now - span,
+            until: now,
+            dry_run: false,
+            trigger: "schedule",
+            actor: "scheduler".into(),
+        };
+        match reconcile(state, integ.app_id, req, &Silent).await {
+            Ok(r) if r.status == "failed" => {
+                tracing::warn!(app_id = integ.app_id, error = ?r.error, "scheduled reconciliation failed")
+            }
+            Ok(_) => ran += 1,
+            Err(e) => e.log(),
+        }
+    }
+    Ok(ran)
+}
