@@ -30,7 +30,7 @@ pub struct WebhookEvent {
     /// Why it failed, or why it was ignored or left unmapped.
     pub error: Option<String>,
     pub attempts: i32,
-    /// The body exactly as Hotmart sent it.
+    /// The body as Hotmart sent it, with any Hottok inside masked.
     pub raw_payload: String,
 }
 
@@ -41,7 +41,9 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             .as_deref()
             .and_then(|d| serde_json::from_str::<Decision>(d).ok())
             .map(|d| d.label());
+        let raw_payload = crate::hotmart::redacted_body(crate::hotmart::Format::parse(&r.format), &r.raw_body);
         WebhookEvent {
+            raw_payload,
             id: ID(r.id.to_string()),
             event_id: r.event_id,
             event_type: r.event_type,
@@ -59,8 +61,7 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             rule_version: r.rule_version,
             error: r.error,
             attempts: r.attempts,
-            raw_payload: String::from_utf8_lossy(&r.raw_body).into_owned(),
-        }
+                    }
     }
 }
 

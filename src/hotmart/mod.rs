@@ -5,5 +5,5 @@ mod payload;
 pub mod snapshot;
 mod verify;
 
-pub use payload::{Envelope, Format, ParseError, detect_format, envelope, parse_event};
+pub use payload::{Envelope, Format, ParseError, detect_format, envelope, parse_event, redacted_body};
 pub use verify::{VerifyError, verify_hottok};
