@@ -61,7 +61,7 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             rule_version: r.rule_version,
             error: r.error,
             attempts: r.attempts,
-                    }
+        }
     }
 }
 

@@ -414,7 +414,13 @@ pub fn redacted_body(format: Format, body: &[u8]) -> String {
             Ok(pairs) => {
                 let masked: Vec<(String, String)> = pairs
                     .into_iter()
-                    .map(|(k, v)| if k.eq_ignore_ascii_case("hottok") { (k, MASK.to_string()) } else { (k, v) })
+                    .map(|(k, v)| {
+                        if k.eq_ignore_ascii_case("hottok") {
+                            (k, MASK.to_string())
+                        } else {
+                            (k, v)
+                        }
+                    })
                     .collect();
                 serde_urlencoded::to_string(masked).unwrap_or_default()
             }
@@ -432,7 +438,11 @@ pub fn redacted_body(format: Format, body: &[u8]) -> String {
             // Not JSON we can read: show it only if no token could be inside.
             _ => {
                 let text = String::from_utf8_lossy(body);
-                if text.to_ascii_lowercase().contains("hottok") { "(unreadable body containing a token, not shown)".into() } else { text.into_owned() }
+                if text.to_ascii_lowercase().contains("hottok") {
+                    "(unreadable body containing a token, not shown)".into()
+                } else {
+                    text.into_owned()
+                }
             }
         },
     }

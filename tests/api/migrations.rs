@@ -13,7 +13,13 @@ async fn migrations_go_up_down_and_up_again() {
     assert!(entity::reconciliation_run::Entity::find().all(db).await.is_err());
     Migrator::up(db, None).await.expect("up again");
     assert!(entity::app::Entity::find().all(db).await.unwrap().is_empty());
-    assert!(entity::reconciliation_run::Entity::find().all(db).await.unwrap().is_empty());
+    assert!(
+        entity::reconciliation_run::Entity::find()
+            .all(db)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // One step down removes only the latest migration, and its column goes with it.
     Migrator::down(db, Some(1)).await.expect("one step down");
     assert!(entity::reconciliation_run::Entity::find().all(db).await.is_err());

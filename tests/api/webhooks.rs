@@ -264,7 +264,10 @@ async fn legacy_v1_postbacks_are_understood() {
     assert_eq!(access[0]["source"], "sub:SBX7Q2LM");
     let d = app.gql("{ webhookEvents { nodes { rawPayload } } }", json!({})).await;
     let raw = d["webhookEvents"]["nodes"][0]["rawPayload"].as_str().unwrap();
-    assert!(raw.contains("HP14880000000001") && !raw.contains(HOTTOK), "the Hottok must not leave the service: {raw}");
+    assert!(
+        raw.contains("HP14880000000001") && !raw.contains(HOTTOK),
+        "the Hottok must not leave the service: {raw}"
+    );
     let wrong = body.replace("hottok=SYNTHETIC", "hottok=WRONG");
     let (status, _) = app
         .post_hotmart_with(&wrong, None, "application/x-www-form-urlencoded")

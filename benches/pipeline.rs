@@ -1,0 +1,240 @@
+//! Throughput and latency of the webhook path, measured against a baseline in the same run.
+//!
+//! `cargo bench --bench pipeline` (SQLite in a temp dir; set PORTEIRO_BENCH_DATABASE_URL to a
+//! PostgreSQL database to measure that instead). Prints figures; asserts nothing.
+use std::time::{Duration, Instant};
+
+use porteiro::auth::{self, Role};
+use porteiro::config::Settings;
+use porteiro::{AppState, services};
+use serde_json::{Value, json};
+
+const HOTTOK: &str = "BENCHHOTTOKabcdefghijklmnopqrstuv0001234";
+const CONCURRENCY: usize = 16;
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+struct Figures {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `n` requests built by `make`, `CONCURRENCY` at a time.
+async fn load<F, Fut>(n: usize, make: F) -> Figures
+where
+    F: Fn(usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = u16> + Send,
+{
+    let start = Instant::now();
+    let mut handles = Vec::new();
+    for w in 0..CONCURRENCY {
+        let make = make.clone();
+        handles.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut i = w;
+            while i < n {
+                let t = Instant::now();
+                let status = make(i).await;
+                assert!(status < 300, "request {i} answered {status}");
+                lat.push(t.elapsed());
+                i += CONCURRENCY;
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for h in handles {
+        lat.extend(h.await.unwrap());
+    }
+    let total = start.elapsed();
+    lat.sort();
+    Figures {
+        per_sec: n as f64 / total.as_secs_f64(),
+        p50: percentile(&lat, 0.5),
+        p99: percentile(&lat, 0.99),
+    }
+}
+
+fn sale(i: usize, base: &Value) -> String {
+    let mut v = base.clone();
+    v["id"] = json!(format!("bench-{i}"));
+    v["data"]["purchase"]["transaction"] = json!(format!("HPBENCH{i:08}"));
+    v["data"]["subscription"]["subscriber"]["code"] = json!(format!("SB{i:08}"));
+    v["data"]["buyer"]["email"] = json!(format!("buyer{i}@example.com"));
+    v.to_string()
+}
+
+fn row(name: &str, f: &Figures, baseline: &Figures) {
+    println!(
+        "{name:<34} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({:.2}x baseline throughput)",
+        f.per_sec,
+        f.p50.as_secs_f64() * 1e3,
+        f.p99.as_secs_f64() * 1e3,
+        f.per_sec / baseline.per_sec
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    porteiro::install_crypto_provider();
+    let n: usize = std::env::var("PORTEIRO_BENCH_N")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let dir = tempfile::tempdir().unwrap();
+    let url = std::env::var("PORTEIRO_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
+    let settings = Settings::for_tests(&url, dir.path()).unwrap();
+    let state = AppState::init(settings).await.unwrap();
+    let acceptor = porteiro::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = format!("http://{}", porteiro::http::local_addr(&acceptor).unwrap());
+    let (_tx, rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(porteiro::http::serve(state.clone(), acceptor, rx));
+    let client = reqwest::Client::new();
+    let token = auth::issue(
+        state.settings.jwt_secret(),
+        "default",
+        Role::Admin,
+        "bench",
+        chrono::Duration::hours(1),
+    )
+    .unwrap();
+    let gql = |q: &str, v: Value| {
+        let (client, addr, token) = (client.clone(), addr.clone(), token.clone());
+        let body = json!({"query": q, "variables": v});
+        async move {
+            client
+                .post(format!("{addr}/graphql"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    gql(
+        "mutation($h: String!) { saveHotmartIntegration(input: {hottok: $h}) { webhookUrl } }",
+        json!({"h": HOTTOK}),
+    )
+    .await;
+    gql(
+        "mutation { createSubscriptionPlan(input: {name: \"Bench\", hotmartProductIds: [\"4100001\"]}) { id } }",
+        json!({}),
+    )
+    .await;
+    let app = services::apps::by_slug(&state.db, "default").await.unwrap().unwrap();
+    let hook = format!("{addr}/webhooks/hotmart/{}", app.webhook_key);
+    let base: Value = serde_json::from_str(include_str!("../rules/fixtures/purchase_approved.json")).unwrap();
+
+    println!(
+        "porteiro pipeline benchmark: {n} requests per row, concurrency {CONCURRENCY}, {}",
+        porteiro::config::redact_url(&url).split(':').next().unwrap_or("")
+    );
+    let c = client.clone();
+    let a = addr.clone();
+    let baseline = load(n, move |_| {
+        let (c, a) = (c.clone(), a.clone());
+        async move { c.get(format!("{a}/healthz")).send().await.unwrap().status().as_u16() }
+    })
+    .await;
+    row("GET /healthz (baseline)", &baseline, &baseline);
+
+    let (c, h, b) = (client.clone(), hook.clone(), base.clone());
+    let ack = load(n, move |i| {
+        let (c, h, body) = (c.clone(), h.clone(), sale(i, &b));
+        async move {
+            c.post(h)
+                .header("X-HOTMART-HOTTOK", HOTTOK)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    })
+    .await;
+    row("webhook ack (stored, new ids)", &ack, &baseline);
+
+    let (c, h, b) = (client.clone(), hook.clone(), base.clone());
+    let dup = load(n, move |i| {
+        let (c, h, body) = (c.clone(), h.clone(), sale(i % 10, &b));
+        async move {
+            c.post(h)
+                .header("X-HOTMART-HOTTOK", HOTTOK)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    })
+    .await;
+    row("webhook ack (duplicates)", &dup, &baseline);
+
+    let t = Instant::now();
+    let processed = services::processor::drain(&state).await.unwrap();
+    let drain = t.elapsed();
+    println!(
+        "{:<34} {:>9.0}/s  ({processed} events in {:.2} s)",
+        "worker: rules + apply",
+        processed as f64 / drain.as_secs_f64(),
+        drain.as_secs_f64()
+    );
+
+    let (c, a, tk) = (client.clone(), addr.clone(), token.clone());
+    let access = load(n, move |i| {
+        let (c, a, tk) = (c.clone(), a.clone(), tk.clone());
+        let body = json!({"query": "query($e: String!) { access(email: $e) { active expiresAt } }", "variables": {"e": format!("buyer{}@example.com", i % processed.max(1))}});
+        async move { c.post(format!("{a}/graphql")).bearer_auth(tk).json(&body).send().await.unwrap().status().as_u16() }
+    })
+    .await;
+    row("GraphQL access(email)", &access, &baseline);
+
+    // Sale to access with the real worker running: post, then poll until active.
+    let (wtx, wrx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(state.clone().run_worker(wrx));
+    let mut samples = Vec::new();
+    for i in 0..50 {
+        let id = n + 10 + i;
+        let t = Instant::now();
+        client
+            .post(&hook)
+            .header("X-HOTMART-HOTTOK", HOTTOK)
+            .header("content-type", "application/json")
+            .body(sale(id, &base))
+            .send()
+            .await
+            .unwrap();
+        loop {
+            let v = gql(
+                "query($e: String!) { access(email: $e) { active } }",
+                json!({"e": format!("buyer{id}@example.com")}),
+            )
+            .await;
+            if v["data"]["access"][0]["active"] == true {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    println!(
+        "{:<34} p50 {:>7.2} ms  p99 {:>7.2} ms  (50 sales, worker running; goal: under 1 s)",
+        "sale → access visible",
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+    wtx.send(true).unwrap();
+    worker.await.unwrap();
+}
