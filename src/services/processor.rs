@@ -3,8 +3,8 @@
 use chrono::{DateTime, Utc};
 use entity::{entitlement, webhook_event as we};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
 };
 
 use sea_orm::sea_query::{LockBehavior, LockType};
@@ -186,10 +186,48 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
         txn.commit().await?;
         return Ok(None);
     };
-    let id = row.id;
+    let (id, attempts) = (row.id, row.attempts);
+    match apply_row(state, &txn, row).await {
+        Ok(()) => {
+            txn.commit().await?;
+            Ok(Some(id))
+        }
+        Err(e) => {
+            let _ = txn.rollback().await;
+            note_failure(state, id, attempts, &e).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Tries before an event that keeps failing to apply is set aside as `failed` (replayable), so
+/// one bad row cannot stall the inbox; transient errors get retried until then.
+const MAX_ATTEMPTS: i32 = 5;
+
+async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppError) -> AppResult<()> {
+    e.log();
+    let attempts = attempts + 1;
+    let mut am = we::ActiveModel {
+        id: Set(id),
+        attempts: Set(attempts),
+        ..Default::default()
+    };
+    if attempts >= MAX_ATTEMPTS {
+        am.status = Set("failed".into());
+        am.error = Set(Some(format!(
+            "could not be applied after {attempts} attempts ({}); replay it once fixed",
+            e.code()
+        )));
+    }
+    am.update(&state.db).await?;
+    Ok(())
+}
+
+/// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
+async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<()> {
     let eval = evaluate(
         state,
-        &txn,
+        txn,
         row.app_id,
         Format::parse(&row.format),
         &row.raw_body,
@@ -199,7 +237,7 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
     if let (Some(s), "processed") = (&source, eval.status) {
-        lock_source(&txn, row.app_id, s).await?;
+        lock_source(txn, row.app_id, s).await?;
     }
     let email = ev
         .and_then(|e| e.buyer_email.as_deref())
@@ -224,19 +262,18 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
     }
     am.attempts = Set(attempts);
     am.processed_at = Set(Some(super::now()));
-    am.update(&txn).await?;
+    am.update(txn).await?;
 
     if eval.status == "processed"
         && let (Some(email), Some(source), Some(ev)) = (email, source, ev)
     {
-        let buyer = buyers::upsert(&txn, app_id, &email, ev.buyer_name.as_deref()).await?;
+        let buyer = buyers::upsert(txn, app_id, &email, ev.buyer_name.as_deref()).await?;
         if let Some(code) = &ev.subscriber_code {
-            buyers::link_subscriber(&txn, app_id, buyer.id, code).await?;
+            buyers::link_subscriber(txn, app_id, buyer.id, code).await?;
         }
-        entitlements::recompute_source(&txn, app_id, buyer.id, &source).await?;
+        entitlements::recompute_source(txn, app_id, buyer.id, &source).await?;
     }
-    txn.commit().await?;
-    Ok(Some(id))
+    Ok(())
 }
 
 /// Processes until the inbox is empty. Returns how many events were handled.

@@ -229,3 +229,42 @@ fn the_cli_checks_a_directory_of_scripts() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line") && err.contains("column"), "{err}");
 }
+
+#[test]
+fn scripts_round_trip_through_export_and_import() {
+    let bin = env!("CARGO_BIN_EXE_porteiro");
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .args(args)
+            .current_dir(dir.path())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("cli.db").display()),
+            )
+            .env("PORTEIRO_DATA_DIR", dir.path().join("keys"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    run(&["migrate", "up"]);
+    assert!(run(&["apps", "create", "--slug", "loja2", "--name", "Loja 2"]).contains("/webhooks/hotmart/"));
+    assert!(run(&["apps", "list"]).contains("loja2"));
+    let token = run(&["token", "--app", "loja2", "--role", "viewer", "--ttl", "30m"]);
+    assert_eq!(token.trim().split('.').count(), 3, "a JWT: {token}");
+    let rules = dir.path().join("rules");
+    run(&["rules", "export", "--app", "loja2", rules.to_str().unwrap()]);
+    let file = rules.join("purchase_protest.rhai");
+    assert!(std::fs::read_to_string(&file).unwrap().contains("suspend()"));
+    std::fs::write(&file, "fn decide(e, t, a) { ignore(\"disputes are handled by hand\") }").unwrap();
+    let out = run(&["rules", "import", "--app", "loja2", rules.to_str().unwrap()]);
+    assert!(out.contains("saved PURCHASE_PROTEST version 1"), "{out}");
+    assert!(out.contains("unchanged PURCHASE_APPROVED"), "{out}");
+    let again = run(&["rules", "import", "--app", "loja2", rules.to_str().unwrap()]);
+    assert!(again.contains("unchanged PURCHASE_PROTEST"), "{again}");
+}
