@@ -120,6 +120,32 @@ pub struct PaymentEvent {
 }
 
 impl PaymentEvent {
+    /// An event with only its identity known; readers fill in what their payload has.
+    pub fn new(kind: EventKind, event_id: String, occurred_at: DateTime<Utc>) -> Self {
+        PaymentEvent {
+            kind,
+            event_id,
+            occurred_at,
+            is_test: false,
+            transaction: None,
+            product_id: None,
+            product_name: None,
+            buyer_email: None,
+            buyer_name: None,
+            subscriber_code: None,
+            plan_id: None,
+            plan_name: None,
+            offer_code: None,
+            recurrence_number: None,
+            approved_at: None,
+            next_charge_at: None,
+            price: None,
+            currency: None,
+            payment_type: None,
+            status: None,
+        }
+    }
+
     /// A subscription's access follows its subscriber code across renewals; a one-off purchase
     /// follows its transaction.
     pub fn source_key(&self) -> Option<String> {

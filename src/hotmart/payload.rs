@@ -189,28 +189,7 @@ fn v2(v: &Value) -> Result<PaymentEvent, ParseError> {
     let kind = EventKind::parse(&event_name);
     let d = v.get("data").cloned().unwrap_or(Value::Null);
 
-    let mut ev = PaymentEvent {
-        kind: kind.clone(),
-        event_id,
-        occurred_at,
-        is_test: false,
-        transaction: None,
-        product_id: None,
-        product_name: None,
-        buyer_email: None,
-        buyer_name: None,
-        subscriber_code: None,
-        plan_id: None,
-        plan_name: None,
-        offer_code: None,
-        recurrence_number: None,
-        approved_at: None,
-        next_charge_at: None,
-        price: None,
-        currency: None,
-        payment_type: None,
-        status: None,
-    };
+    let mut ev = PaymentEvent::new(kind.clone(), event_id, occurred_at);
     match kind {
         EventKind::SubscriptionCancellation => {
             ev.product_id = text(&d, &["product", "id"]);

@@ -26,31 +26,6 @@ fn kind_of_sale_status(status: &str) -> Option<EventKind> {
     })
 }
 
-fn blank(kind: EventKind, event_id: String, occurred_at: DateTime<Utc>) -> PaymentEvent {
-    PaymentEvent {
-        kind,
-        event_id,
-        occurred_at,
-        is_test: false,
-        transaction: None,
-        product_id: None,
-        product_name: None,
-        buyer_email: None,
-        buyer_name: None,
-        subscriber_code: None,
-        plan_id: None,
-        plan_name: None,
-        offer_code: None,
-        recurrence_number: None,
-        approved_at: None,
-        next_charge_at: None,
-        price: None,
-        currency: None,
-        payment_type: None,
-        status: None,
-    }
-}
-
 /// Which subscription (and Hotmart plan) each transaction belongs to.
 pub fn subscriber_index(
     subs: &[Subscription],
@@ -81,7 +56,7 @@ pub fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option
         let Some(at) = ms(p.approved_date).or(ms(p.order_date)) else {
             continue;
         };
-        let mut ev = blank(kind.clone(), format!("api:{}:{}", p.transaction, kind.as_str()), at);
+        let mut ev = PaymentEvent::new(kind.clone(), format!("api:{}:{}", p.transaction, kind.as_str()), at);
         ev.transaction = Some(p.transaction.clone());
         ev.product_id = s.product.as_ref().and_then(|x| x.id.clone());
         ev.product_name = s.product.as_ref().and_then(|x| x.name.clone());
@@ -126,7 +101,7 @@ pub fn subscription_events(subs: &[Subscription]) -> Vec<PaymentEvent> {
             EventKind::SubscriptionCancellation.as_str(),
             at.timestamp_millis()
         );
-        let mut ev = blank(EventKind::SubscriptionCancellation, id, at);
+        let mut ev = PaymentEvent::new(EventKind::SubscriptionCancellation, id, at);
         ev.subscriber_code = Some(s.subscriber_code.clone());
         ev.product_id = s.product.as_ref().and_then(|x| x.id.clone());
         ev.product_name = s.product.as_ref().and_then(|x| x.name.clone());

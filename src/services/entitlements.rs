@@ -150,25 +150,12 @@ pub async fn recompute_source(
     )
     .await?;
     // A plan switch moves the source's access: what it gave elsewhere ends now.
-    for other in others
+    let moved: Vec<_> = others
         .into_iter()
         .filter(|o| o.status == "ACTIVE" || o.status == "SUSPENDED")
-    {
-        let moved = AccessState {
-            target: (
-                TargetKind::parse(&other.target_kind).unwrap_or(TargetKind::Plan),
-                other.target_id,
-            ),
-            status: EntitlementStatus::Revoked,
-            granted_at: other.granted_at,
-            revoked_at: Some(state.granted_at.unwrap_or_else(super::now)),
-            expires_at: other.expires_at,
-            last_event_row: state.last_event_row,
-            rule_version: state.rule_version,
-            reason: format!("moved to {}:{}", state.target.0.as_str(), state.target.1),
-        };
-        write_state(db, app_id, buyer_id, source_key, &moved, "rules", Some(other)).await?;
-    }
+        .collect();
+    let reason = format!("moved to {}:{}", state.target.0.as_str(), state.target.1);
+    revoke_rows(db, app_id, moved, "rules", &reason).await?;
     Ok(())
 }
 
