@@ -41,7 +41,7 @@ impl Default for RawSettings {
             jwt_key: None,
             master_key: None,
             webhook_body_limit: 256 * 1024,
-            graphql_body_limit: 64 * 1024,
+            graphql_body_limit: 256 * 1024,
             rule_timeout_ms: 250,
             worker_poll_ms: 500,
             default_app: "default".into(),

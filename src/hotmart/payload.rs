@@ -55,10 +55,19 @@ pub struct Envelope {
     pub is_test: bool,
 }
 
-pub fn detect_format(content_type: Option<&str>) -> Format {
-    match content_type {
-        Some(ct) if ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") => Format::V1,
-        _ => Format::V2,
+/// The declared content type decides; without a usable one, the body's first byte does (some
+/// proxies drop or rewrite the header of v1 postbacks).
+pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> Format {
+    let ct = content_type.unwrap_or_default().to_ascii_lowercase();
+    if ct.starts_with("application/x-www-form-urlencoded") {
+        return Format::V1;
+    }
+    if ct.contains("json") {
+        return Format::V2;
+    }
+    match body.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | Some(b'[') | None => Format::V2,
+        Some(_) => Format::V1,
     }
 }
 
@@ -369,6 +378,20 @@ mod tests {
                 .unwrap_err()
                 .0
                 .contains("transaction")
+        );
+    }
+
+    #[test]
+    fn the_format_follows_the_content_type_then_the_body() {
+        assert_eq!(
+            detect_format(Some("application/x-www-form-urlencoded; charset=UTF-8"), b"{"),
+            Format::V1
+        );
+        assert_eq!(detect_format(Some("application/json"), b"a=b"), Format::V2);
+        assert_eq!(detect_format(None, b"  {\"id\":1}"), Format::V2);
+        assert_eq!(
+            detect_format(Some("text/plain"), b"hottok=x&status=approved"),
+            Format::V1
         );
     }
 

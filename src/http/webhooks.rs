@@ -71,7 +71,7 @@ pub async fn receive_hotmart(
             );
         }
     };
-    let format = hotmart::detect_format(headers.get("content-type").and_then(|v| v.to_str().ok()));
+    let format = hotmart::detect_format(headers.get("content-type").and_then(|v| v.to_str().ok()), &raw);
 
     let expected = match integration::hottok(state, app.id).await {
         Ok(Some(t)) => t,

@@ -112,7 +112,7 @@ async fn batches_oversized_bodies_and_deep_queries_are_refused() {
     let v: serde_json::Value = res.json().await.unwrap();
     assert!(error_message(&v).contains("batched"), "{v}");
 
-    let huge = "x".repeat(100 * 1024);
+    let huge = "x".repeat(300 * 1024);
     let res = app
         .client
         .post(format!("{}/graphql", app.addr))
