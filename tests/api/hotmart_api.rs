@@ -299,6 +299,10 @@ async fn cancelling_a_subscription_calls_hotmart_and_is_audited() {
     let viewer = app.token("default", porteiro::auth::Role::Viewer);
     let v = app.gql_as(&viewer, q, json!({"c": "SBX7Q2LM"})).await;
     assert_eq!(error_code(&v), "FORBIDDEN");
+    let v = app
+        .gql_as(&viewer, RECONCILE, json!({"s": "2025-01-01T00:00:00Z", "d": true}))
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN");
 }
 
 #[tokio::test]
