@@ -67,6 +67,23 @@ fn sale(i: usize, base: &Value) -> String {
     v.to_string()
 }
 
+/// Posts `n` sales to the webhook; `id` picks which sale request `i` sends.
+async fn post_load(n: usize, client: &reqwest::Client, hook: &str, base: &Value, id: fn(usize) -> usize) -> Figures {
+    let (c, h, b) = (client.clone(), hook.to_string(), base.clone());
+    load(n, move |i| {
+        let (c, h, body) = (c.clone(), h.clone(), sale(id(i), &b));
+        async move {
+            let res = c
+                .post(h)
+                .header("X-HOTMART-HOTTOK", HOTTOK)
+                .header("content-type", "application/json")
+                .body(body);
+            res.send().await.unwrap().status().as_u16()
+        }
+    })
+    .await
+}
+
 fn row(name: &str, f: &Figures, baseline: &Figures) {
     println!(
         "{name:<34} {:>9.0}/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({:.2}x baseline throughput)",
@@ -145,40 +162,10 @@ async fn main() {
     .await;
     row("GET /healthz (baseline)", &baseline, &baseline);
 
-    let (c, h, b) = (client.clone(), hook.clone(), base.clone());
-    let ack = load(n, move |i| {
-        let (c, h, body) = (c.clone(), h.clone(), sale(i, &b));
-        async move {
-            c.post(h)
-                .header("X-HOTMART-HOTTOK", HOTTOK)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    })
-    .await;
+    let ack = post_load(n, &client, &hook, &base, |i| i).await;
     row("webhook ack (stored, new ids)", &ack, &baseline);
-
-    let (c, h, b) = (client.clone(), hook.clone(), base.clone());
-    let dup = load(n, move |i| {
-        let (c, h, body) = (c.clone(), h.clone(), sale(i % 10, &b));
-        async move {
-            c.post(h)
-                .header("X-HOTMART-HOTTOK", HOTTOK)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
-    })
-    .await;
+    // Ten events sent over and over: every request after the first ten is a redelivery.
+    let dup = post_load(n, &client, &hook, &base, |i| i % 10).await;
     row("webhook ack (duplicates)", &dup, &baseline);
 
     let t = Instant::now();

@@ -110,6 +110,13 @@ impl From<svc::AccessView> for Access {
     }
 }
 
+/// A buyer's entitlements as the API shows them.
+async fn access_of(state: &crate::AppState, app_id: i32, email: &str) -> GqlResult<Vec<Access>> {
+    let email = svc::parse_email(email).map_err(gql)?;
+    let rows = svc::access(&state.db, app_id, &email).await.map_err(gql)?;
+    Ok(rows.into_iter().map(Into::into).collect())
+}
+
 #[derive(SimpleObject, Clone)]
 #[graphql(complex)]
 pub struct Buyer {
@@ -132,13 +139,7 @@ impl Buyer {
 
     async fn access(&self, ctx: &Context<'_>) -> GqlResult<Vec<Access>> {
         let (state, _) = caller(ctx)?;
-        let email = svc::parse_email(&self.email).map_err(gql)?;
-        Ok(svc::access(&state.db, self.app_id, &email)
-            .await
-            .map_err(gql)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        access_of(state, self.app_id, &self.email).await
     }
 }
 
@@ -228,13 +229,7 @@ impl BuyerQuery {
     /// Everything the buyer holds. Someone who never bought gets an empty list.
     async fn access(&self, ctx: &Context<'_>, email: String) -> GqlResult<Vec<Access>> {
         let (state, who) = caller(ctx)?;
-        let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::access(&state.db, who.app_id, &email)
-            .await
-            .map_err(gql)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        access_of(state, who.app_id, &email).await
     }
 
     async fn explain_access(
@@ -285,13 +280,7 @@ impl AccessMutation {
         entitlements::grant_manual(state, who, &email, target.parse()?, expires_at, &reason)
             .await
             .map_err(gql)?;
-        let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::access(&state.db, who.app_id, &email)
-            .await
-            .map_err(gql)?
-            .into_iter()
-            .map(Into::into)
-            .collect())
+        access_of(state, who.app_id, &email).await
     }
 
     /// Takes access away by hand, whatever gave it. Returns how many entitlements were revoked.
