@@ -62,6 +62,15 @@ pub enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Queue failed, unmapped or ignored events again and process the inbox.
+    Replay {
+        #[arg(long)]
+        app: String,
+        #[arg(long, default_value = "failed")]
+        status: String,
+        #[arg(long)]
+        event_type: Option<String>,
+    },
     /// Print the GraphQL schema (SDL).
     Schema,
 }
@@ -235,6 +244,18 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Rules { action } => rules(settings, action).await,
+        Command::Replay {
+            app,
+            status,
+            event_type,
+        } => {
+            let state = AppState::init(settings).await?;
+            let who = app_principal(&state, &app).await?;
+            let queued = services::inbox::replay_all(&state, &who, &status, event_type.as_deref()).await?;
+            let processed = services::processor::drain(&state).await?;
+            println!("queued {queued} event(s); processed {processed}");
+            Ok(())
+        }
         Command::Reconcile {
             app,
             since,

@@ -142,6 +142,21 @@ impl EventMutation {
             .map_err(gql)
     }
 
+    /// Queues again every event in `status` (failed, unmapped or ignored), optionally of one
+    /// type: after linking a product or fixing a rule. Returns how many were queued.
+    async fn replay_webhook_events(
+        &self,
+        ctx: &Context<'_>,
+        status: String,
+        event_type: Option<String>,
+    ) -> GqlResult<i32> {
+        let (state, who) = caller(ctx)?;
+        let n = inbox::replay_all(state, who, &status, event_type.as_deref())
+            .await
+            .map_err(gql)?;
+        Ok(n as i32)
+    }
+
     /// Runs a Hotmart payload (v2 JSON) through parsing, mapping and the current rules and shows
     /// the decision. Nothing is stored or changed.
     async fn simulate_webhook(&self, ctx: &Context<'_>, payload: String) -> GqlResult<Simulation> {

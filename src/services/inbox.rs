@@ -163,3 +163,48 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
     state.wake_worker();
     Ok(row)
 }
+
+/// Statuses an admin may send back to the queue in bulk.
+pub const REPLAYABLE: &[&str] = &["failed", "unmapped", "ignored"];
+
+/// Queues every event of the app in `status` (optionally of one type) again, e.g. all `unmapped`
+/// events after linking a product, or all `failed` ones after fixing a rule. Returns how many.
+pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_type: Option<&str>) -> AppResult<u64> {
+    who.require_admin()?;
+    let status = status.trim().to_lowercase();
+    if !REPLAYABLE.contains(&status.as_str()) {
+        return Err(AppError::InvalidFields(vec![(
+            "status".into(),
+            format!("only {} events can be replayed in bulk", REPLAYABLE.join(", ")),
+        )]));
+    }
+    let txn = crate::db::write_txn(&state.db).await?;
+    let mut q = we::Entity::update_many()
+        .col_expr(we::Column::Status, sea_orm::sea_query::Expr::value(PENDING))
+        .col_expr(
+            we::Column::Error,
+            sea_orm::sea_query::Expr::value(Option::<String>::None),
+        )
+        .filter(we::Column::AppId.eq(who.app_id))
+        .filter(we::Column::Status.eq(status.clone()));
+    if let Some(t) = event_type {
+        q = q.filter(we::Column::EventType.eq(t.trim().to_uppercase()));
+    }
+    let n = q.exec(&txn).await?.rows_affected;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "webhook.replay_all",
+            target: format!("webhook_events:{status}"),
+            before: None,
+            after: Some(json!({"queued": n, "eventType": event_type})),
+            reason: "",
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    state.wake_worker();
+    Ok(n)
+}

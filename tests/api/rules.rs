@@ -267,4 +267,5 @@ fn scripts_round_trip_through_export_and_import() {
     assert!(out.contains("unchanged PURCHASE_APPROVED"), "{out}");
     let again = run(&["rules", "import", "--app", "loja2", rules.to_str().unwrap()]);
     assert!(again.contains("unchanged PURCHASE_PROTEST"), "{again}");
+    assert!(run(&["replay", "--app", "loja2", "--status", "unmapped"]).contains("queued 0 event(s)"));
 }

@@ -212,6 +212,32 @@ async fn unmapped_products_are_kept_and_replayable_once_linked() {
 }
 
 #[tokio::test]
+async fn all_unmapped_events_can_be_replayed_at_once_after_linking() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&fixture("purchase_approved_renewal.json")).await;
+    app.process_inbox().await;
+    assert!(app.events().await.iter().all(|e| e["status"] == "unmapped"));
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "mutation { replayWebhookEvents(status: \"processed\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT");
+    app.create_plan("Mensal", &["4100001"]).await;
+    let d = app
+        .gql("mutation { replayWebhookEvents(status: \"UNMAPPED\") }", json!({}))
+        .await;
+    assert_eq!(d["replayWebhookEvents"], 2);
+    app.process_inbox().await;
+    assert!(app.events().await.iter().all(|e| e["status"] == "processed"));
+    assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
+}
+
+#[tokio::test]
 async fn hotmart_test_events_verify_the_integration_and_never_grant() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
