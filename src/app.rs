@@ -31,6 +31,7 @@ impl AppState {
     }
 
     pub fn with_db(db: DatabaseConnection, settings: Settings) -> Self {
+        crate::telemetry::init();
         AppState {
             db,
             secrets: SecretBox::new(settings.master_key),

@@ -16,6 +16,7 @@ pub mod http;
 pub mod rules;
 pub mod secrets;
 pub mod services;
+pub mod telemetry;
 
 pub use app::AppState;
 pub use error::{AppError, AppResult};

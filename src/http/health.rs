@@ -21,3 +21,12 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
             .into_response(),
     }
 }
+
+/// Prometheus text format.
+#[handler]
+pub async fn metrics(state: Data<&AppState>) -> poem::Response {
+    let pending = crate::services::inbox::pending_count(&state.db).await.unwrap_or(0);
+    poem::Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::render(pending))
+}

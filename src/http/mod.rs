@@ -16,6 +16,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
     Route::new()
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
+        .at("/metrics", get(health::metrics))
         .at("/graphql", get(graphql::graphiql).post(graphql::handler))
         .at("/webhooks/hotmart/:key", post(webhooks::receive_hotmart))
         .data(state)

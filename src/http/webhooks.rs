@@ -14,6 +14,13 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response {
 }
 
 fn fail(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
+    crate::telemetry::webhook(match status.as_u16() {
+        401 => "unauthorized",
+        404 => "unknown_key",
+        413 => "too_large",
+        400 => "malformed",
+        _ => "error",
+    });
     reply(status, json!({"error": code, "message": message.into()}))
 }
 
@@ -120,6 +127,7 @@ pub async fn receive_hotmart(
     };
     match inbox::record(state, input).await {
         Ok(inbox::Recorded::New(id)) => {
+            crate::telemetry::webhook("accepted");
             state.wake_worker();
             tracing::info!(app = %app.slug, event = %envelope.event_type, event_id = %envelope.event_id, row = id, "webhook stored");
             reply(
@@ -127,10 +135,13 @@ pub async fn receive_hotmart(
                 json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": false}),
             )
         }
-        Ok(inbox::Recorded::Duplicate) => reply(
-            StatusCode::OK,
-            json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}),
-        ),
+        Ok(inbox::Recorded::Duplicate) => {
+            crate::telemetry::webhook("duplicate");
+            reply(
+                StatusCode::OK,
+                json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}),
+            )
+        }
         // Whatever failed, we did not store it: never a 2xx, so Hotmart delivers again.
         Err(AppError::Unavailable(e)) => from_app_error(AppError::Unavailable(e)),
         Err(e) => {

@@ -208,3 +208,11 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
     state.wake_worker();
     Ok(n)
 }
+
+pub async fn pending_count(db: &impl ConnectionTrait) -> AppResult<u64> {
+    use sea_orm::PaginatorTrait;
+    Ok(we::Entity::find()
+        .filter(we::Column::Status.eq(PENDING))
+        .count(db)
+        .await?)
+}

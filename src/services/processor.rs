@@ -187,9 +187,11 @@ pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
         return Ok(None);
     };
     let (id, attempts) = (row.id, row.attempts);
+    let started = std::time::Instant::now();
     match apply_row(state, &txn, row).await {
-        Ok(()) => {
+        Ok(status) => {
             txn.commit().await?;
+            crate::telemetry::event_processed(status, started.elapsed().as_secs_f64());
             Ok(Some(id))
         }
         Err(e) => {
@@ -224,7 +226,7 @@ async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppEr
 }
 
 /// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
-async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<()> {
+async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<&'static str> {
     let eval = evaluate(
         state,
         txn,
@@ -273,7 +275,7 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
         }
         entitlements::recompute_source(txn, app_id, buyer.id, &source).await?;
     }
-    Ok(())
+    Ok(eval.status)
 }
 
 /// Processes until the inbox is empty. Returns how many events were handled.

@@ -126,6 +126,7 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
         }
     }
     let saved = am.update(&state.db).await?;
+    crate::telemetry::reconciliation(if outcome.is_ok() { "succeeded" } else { "failed" });
     if let Ok(report) = &outcome
         && report.applied
     {

@@ -318,3 +318,45 @@ async fn an_unavailable_database_is_503_never_2xx() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 503);
 }
+
+#[tokio::test]
+async fn operators_can_scrape_metrics() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart_with("{", Some(HOTTOK), "application/json").await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "porteiro_webhooks_total{outcome=\"accepted\"}",
+        "porteiro_webhooks_total{outcome=\"duplicate\"}",
+        "porteiro_webhooks_total{outcome=\"malformed\"}",
+        "porteiro_inbox_pending 1",
+    ] {
+        assert!(text.contains(needle), "{needle} missing from:\n{text}");
+    }
+    app.process_inbox().await;
+    let text = app
+        .client
+        .get(format!("{}/metrics", app.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("porteiro_events_processed_total{status=\"unmapped\"}"),
+        "{text}"
+    );
+    assert!(text.contains("porteiro_inbox_pending 0"), "{text}");
+    assert!(!text.contains(HOTTOK));
+}

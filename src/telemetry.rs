@@ -1,0 +1,35 @@
+//! Prometheus metrics: what operators watch (webhooks by outcome, events by status, processing
+//! time, inbox backlog). Names are stable; labels are small closed sets.
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the recorder once per process (tests start many servers in one process).
+pub fn init() {
+    HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
+}
+
+/// The text exposition, with the inbox backlog measured at scrape time.
+pub fn render(pending: u64) -> String {
+    metrics::gauge!("porteiro_inbox_pending").set(pending as f64);
+    HANDLE
+        .get()
+        .and_then(|h| h.as_ref())
+        .map(|h| h.render())
+        .unwrap_or_default()
+}
+
+pub fn webhook(outcome: &'static str) {
+    metrics::counter!("porteiro_webhooks_total", "outcome" => outcome).increment(1);
+}
+
+pub fn event_processed(status: &'static str, seconds: f64) {
+    metrics::counter!("porteiro_events_processed_total", "status" => status).increment(1);
+    metrics::histogram!("porteiro_event_processing_seconds").record(seconds);
+}
+
+pub fn reconciliation(status: &'static str) {
+    metrics::counter!("porteiro_reconciliations_total", "status" => status).increment(1);
+}
