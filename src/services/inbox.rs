@@ -38,6 +38,14 @@ pub enum Recorded {
 /// Stores a delivery and notes when the app last heard from Hotmart, in one commit. A known
 /// event id changes nothing, however many copies race in.
 pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
+    // Redeliveries are common (retry storms): answer them from a read, without queueing for the
+    // write lock. A copy racing past this check still meets the unique index below.
+    if !known_ids(&state.db, input.app_id, std::slice::from_ref(&input.event_id))
+        .await?
+        .is_empty()
+    {
+        return Ok(Recorded::Duplicate);
+    }
     let txn = crate::db::write_txn(&state.db).await?;
     let (app_id, is_test, from_webhook) = (input.app_id, input.is_test, input.origin == ORIGIN_WEBHOOK);
     let out = insert(&txn, input).await?;
