@@ -1,9 +1,10 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
+use super::catalog::{ProductPackage, SubscriptionPlan};
 use super::{GqlResult, caller, gql, parse_id};
 use crate::domain::{EntitlementStatus, TargetKind};
-use crate::services::{Page, buyers as svc, entitlements};
+use crate::services::{Page, buyers as svc, catalog, entitlements};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
 pub enum AccessStatus {
@@ -70,6 +71,7 @@ pub struct AccessTarget {
 
 /// One entitlement: what a buyer may access, from which source, and until when.
 #[derive(SimpleObject, Clone)]
+#[graphql(complex)]
 pub struct Access {
     pub id: ID,
     /// Null only if the package or plan was deleted meanwhile.
@@ -85,6 +87,37 @@ pub struct Access {
     pub reason: String,
     pub rule_version: Option<i32>,
     pub last_event_id: Option<ID>,
+    #[graphql(skip)]
+    pub app_id: i32,
+    #[graphql(skip)]
+    pub target_ref: (TargetKind, i32),
+}
+
+#[ComplexObject]
+impl Access {
+    /// The product package, when this is access to one.
+    async fn package(&self, ctx: &Context<'_>) -> GqlResult<Option<ProductPackage>> {
+        if self.target_ref.0 != TargetKind::Package {
+            return Ok(None);
+        }
+        let (state, _) = caller(ctx)?;
+        Ok(catalog::get_package(&state.db, self.app_id, self.target_ref.1)
+            .await
+            .map_err(gql)?
+            .map(Into::into))
+    }
+
+    /// The subscription plan, when this is access to one.
+    async fn plan(&self, ctx: &Context<'_>) -> GqlResult<Option<SubscriptionPlan>> {
+        if self.target_ref.0 != TargetKind::Plan {
+            return Ok(None);
+        }
+        let (state, _) = caller(ctx)?;
+        Ok(catalog::get_plan(&state.db, self.app_id, self.target_ref.1)
+            .await
+            .map_err(gql)?
+            .map(Into::into))
+    }
 }
 
 impl From<svc::AccessView> for Access {
@@ -106,6 +139,11 @@ impl From<svc::AccessView> for Access {
             reason: e.reason,
             rule_version: e.rule_version,
             last_event_id: e.last_event_id.map(|i| ID(i.to_string())),
+            app_id: e.app_id,
+            target_ref: (
+                TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package),
+                e.target_id,
+            ),
         }
     }
 }

@@ -39,6 +39,16 @@ async fn manual_grants_and_revokes_are_audited_with_their_reason() {
     let access = app.access("ana@example.com").await;
     assert_eq!(access.len(), 1);
     assert_eq!(access[0]["target"]["name"], "Mensal");
+    let d = app
+        .gql(
+            "{ access(email: \"ana@example.com\") { package { id } plan { name hotmartProductIds } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["access"][0],
+        json!({"package": null, "plan": {"name": "Mensal", "hotmartProductIds": []}})
+    );
 
     let v = app
         .gql_as(
