@@ -53,12 +53,19 @@ impl AppState {
     pub async fn run_worker(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.worker_poll_ms);
         loop {
-            match services::processor::drain(&self).await {
-                Ok(n) if n > 0 => tracing::debug!(events = n, "inbox drained"),
-                Ok(_) => {}
-                Err(e) => {
-                    e.log();
-                    tracing::warn!("inbox processing paused after an error; retrying");
+            // One event per step, so a shutdown waits for at most the event in hand.
+            loop {
+                if *shutdown.borrow() {
+                    return;
+                }
+                match services::processor::process_one(&self).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => break,
+                    Err(e) => {
+                        e.log();
+                        tracing::warn!("inbox processing paused after an error; retrying");
+                        break;
+                    }
                 }
             }
             tokio::select! {
