@@ -1,11 +1,89 @@
 //! What the REST API says about past sales and subscriptions, turned into the same domain events
 //! the webhook produces. Ids are deterministic, so running reconciliation twice adds nothing.
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, TimeZone, Utc};
+use chrono::{DateTime, Duration, TimeZone, Utc};
 
-use super::api::{Sale, Subscription, SubscriptionPurchase};
+use super::api::{ApiError, Credentials, HotmartApi, Sale, Subscription, SubscriptionPurchase};
 use crate::domain::{EventKind, PaymentEvent};
+
+/// Hotmart answers 502 on broad sales queries: ask in windows of this size.
+const WINDOW_DAYS: i64 = 30;
+
+/// How a long fetch tells the CLI (a progress bar) or nobody what it is doing.
+pub trait Progress: Send + Sync {
+    fn stage(&self, _name: &str) {}
+    fn count(&self, _n: u64) {}
+}
+
+pub struct Silent;
+impl Progress for Silent {}
+
+/// What Hotmart says about a window, as domain events.
+pub struct Snapshot {
+    pub events: Vec<PaymentEvent>,
+    pub sales_seen: usize,
+    pub subscriptions_seen: usize,
+}
+
+fn windows(since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut start = since;
+    while start < until {
+        let end = (start + Duration::days(WINDOW_DAYS)).min(until);
+        out.push((start.timestamp_millis(), end.timestamp_millis()));
+        start = end + Duration::milliseconds(1);
+    }
+    out
+}
+
+/// Pulls sales (every status) and subscriptions started in the window, and each subscription's
+/// charges to know which transaction belongs to which subscriber. The payload types stay here.
+pub async fn fetch(
+    api: &HotmartApi,
+    creds: &Credentials,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    progress: &dyn Progress,
+) -> Result<Snapshot, ApiError> {
+    progress.stage("sales");
+    let mut sales = Vec::new();
+    for (a, b) in windows(since, until) {
+        let base = sales.len() as u64;
+        sales.extend(
+            api.sales_history(creds, a, b, |n| progress.count(base + n as u64))
+                .await?,
+        );
+    }
+    progress.stage("subscriptions");
+    let mut subs = Vec::new();
+    for (a, b) in windows(since, until) {
+        let base = subs.len() as u64;
+        subs.extend(
+            api.subscriptions(creds, a, b, |n| progress.count(base + n as u64))
+                .await?,
+        );
+    }
+    progress.stage("subscription charges");
+    let mut purchases = HashMap::new();
+    for (i, s) in subs.iter().enumerate() {
+        purchases.insert(
+            s.subscriber_code.clone(),
+            api.subscription_purchases(creds, &s.subscriber_code).await?,
+        );
+        progress.count(i as u64 + 1);
+    }
+    let index = subscriber_index(&subs, &purchases);
+    let mut events = sale_events(&sales, &index);
+    events.extend(subscription_events(&subs));
+    let mut seen = HashSet::new();
+    events.retain(|e| seen.insert(e.event_id.clone()));
+    Ok(Snapshot {
+        events,
+        sales_seen: sales.len(),
+        subscriptions_seen: subs.len(),
+    })
+}
 
 fn ms(t: Option<i64>) -> Option<DateTime<Utc>> {
     t.and_then(|ms| Utc.timestamp_millis_opt(ms).single())
@@ -27,7 +105,7 @@ fn kind_of_sale_status(status: &str) -> Option<EventKind> {
 }
 
 /// Which subscription (and Hotmart plan) each transaction belongs to.
-pub fn subscriber_index(
+fn subscriber_index(
     subs: &[Subscription],
     purchases: &HashMap<String, Vec<SubscriptionPurchase>>,
 ) -> HashMap<String, (String, Option<String>)> {
@@ -46,7 +124,7 @@ pub fn subscriber_index(
 
 /// One event per sale, in the state Hotmart reports now. Refunds and chargebacks carry the sale's
 /// own time: the precedence rules make them win over the approval of the same transaction.
-pub fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option<String>)>) -> Vec<PaymentEvent> {
+fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option<String>)>) -> Vec<PaymentEvent> {
     let mut out = Vec::new();
     for s in sales {
         let p = &s.purchase;
@@ -83,7 +161,7 @@ pub fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option
 }
 
 /// A cancellation for each cancelled subscription: access runs until its next charge date.
-pub fn subscription_events(subs: &[Subscription]) -> Vec<PaymentEvent> {
+fn subscription_events(subs: &[Subscription]) -> Vec<PaymentEvent> {
     let mut out = Vec::new();
     for s in subs
         .iter()

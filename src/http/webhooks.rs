@@ -143,7 +143,6 @@ pub async fn receive_hotmart(
             )
         }
         // Whatever failed, we did not store it: never a 2xx, so Hotmart delivers again.
-        Err(AppError::Unavailable(e)) => from_app_error(AppError::Unavailable(e)),
         Err(e) => {
             e.log();
             fail(

@@ -2,7 +2,7 @@
 //! into the domain events the webhook would have produced (deterministic ids, so a rerun adds
 //! nothing), and run them through the same rules and order-safe apply path. A dry run only
 //! reports the drift.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{entitlement, reconciliation_run as run};
@@ -15,8 +15,6 @@ use crate::domain::{EntitlementStatus, PaymentEvent, SourceEvent, TargetKind, co
 use crate::hotmart::{Format, snapshot};
 use crate::{AppError, AppResult, AppState};
 
-/// Hotmart answers 502 on broad sales queries: ask in windows of this size.
-const WINDOW_DAYS: i64 = 30;
 const MAX_SPAN_DAYS: i64 = 5 * 366;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,14 +53,7 @@ pub struct Report {
     pub applied: bool,
 }
 
-/// How a long reconciliation tells the CLI (a progress bar) or nobody what it is doing.
-pub trait Progress: Send + Sync {
-    fn stage(&self, _name: &str) {}
-    fn count(&self, _n: u64) {}
-}
-
-pub struct Silent;
-impl Progress for Silent {}
+pub use crate::hotmart::snapshot::{Progress, Silent};
 
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -147,62 +138,6 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
     Ok(saved)
 }
 
-fn windows(since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    let mut start = since;
-    while start < until {
-        let end = (start + Duration::days(WINDOW_DAYS)).min(until);
-        out.push((start.timestamp_millis(), end.timestamp_millis()));
-        start = end + Duration::milliseconds(1);
-    }
-    out
-}
-
-async fn fetch_events(
-    state: &AppState,
-    creds: &crate::hotmart::api::Credentials,
-    req: &Request,
-    progress: &dyn Progress,
-    report: &mut Report,
-) -> AppResult<Vec<PaymentEvent>> {
-    let api = &state.hotmart;
-    progress.stage("sales");
-    let mut sales = Vec::new();
-    for (a, b) in windows(req.since, req.until) {
-        let base = sales.len() as u64;
-        sales.extend(
-            api.sales_history(creds, a, b, |n| progress.count(base + n as u64))
-                .await?,
-        );
-    }
-    progress.stage("subscriptions");
-    let mut subs = Vec::new();
-    for (a, b) in windows(req.since, req.until) {
-        let base = subs.len() as u64;
-        subs.extend(
-            api.subscriptions(creds, a, b, |n| progress.count(base + n as u64))
-                .await?,
-        );
-    }
-    progress.stage("subscription charges");
-    let mut purchases = HashMap::new();
-    for (i, s) in subs.iter().enumerate() {
-        purchases.insert(
-            s.subscriber_code.clone(),
-            api.subscription_purchases(creds, &s.subscriber_code).await?,
-        );
-        progress.count(i as u64 + 1);
-    }
-    report.sales_seen = sales.len();
-    report.subscriptions_seen = subs.len();
-    let index = snapshot::subscriber_index(&subs, &purchases);
-    let mut events = snapshot::sale_events(&sales, &index);
-    events.extend(snapshot::subscription_events(&subs));
-    let mut seen = std::collections::HashSet::new();
-    events.retain(|e| seen.insert(e.event_id.clone()));
-    Ok(events)
-}
-
 async fn execute(
     state: &AppState,
     app_id: i32,
@@ -210,9 +145,14 @@ async fn execute(
     req: &Request,
     progress: &dyn Progress,
 ) -> AppResult<Report> {
-    let mut report = Report::default();
-    let events = fetch_events(state, creds, req, progress, &mut report).await?;
-    report.events_found = events.len();
+    let snap = snapshot::fetch(&state.hotmart, creds, req.since, req.until, progress).await?;
+    let events = snap.events;
+    let mut report = Report {
+        sales_seen: snap.sales_seen,
+        subscriptions_seen: snap.subscriptions_seen,
+        events_found: events.len(),
+        ..Report::default()
+    };
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     let known = inbox::known_ids(&state.db, app_id, &ids).await?;
     let fresh: Vec<PaymentEvent> = events.into_iter().filter(|e| !known.contains(&e.event_id)).collect();
