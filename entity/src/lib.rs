@@ -1,5 +1,6 @@
 //! SeaORM entities: the shape of each table, nothing more. Finders live in the services.
 
+pub mod access_fact;
 pub mod app;
 pub mod audit_log;
 pub mod buyer;

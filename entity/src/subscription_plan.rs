@@ -9,6 +9,10 @@ pub struct Model {
     pub name: String,
     #[sea_orm(column_type = "Text")]
     pub description: String,
+    /// Days one charge covers when Hotmart does not say when the next charge is.
+    pub period_days: i32,
+    /// Days of access kept past a missed charge date.
+    pub grace_days: i32,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
 }

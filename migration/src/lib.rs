@@ -4,6 +4,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261130_000001_initial;
 mod m20261130_000002_reconciliation;
+mod m20261201_000003_access_history;
 
 pub struct Migrator;
 
@@ -13,6 +14,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261130_000001_initial::Migration),
             Box::new(m20261130_000002_reconciliation::Migration),
+            Box::new(m20261201_000003_access_history::Migration),
         ]
     }
 }

@@ -1,143 +1,312 @@
-//! The access one source gives is a pure function of the *set* of its events: sort them by
-//! occurred-at (ties broken by [`precedence`]) and fold their decisions. Whatever order Hotmart
-//! delivered them in, the result is the same.
+//! Access as a pure function of one source's history of facts.
+//!
+//! A **source** is what gives access: one one-off sale (`txn:<transaction>`), one subscription
+//! (`sub:<subscriber code>`) or one manual grant (`manual:…`). Its history is a set of [`Fact`]s
+//! (payments, cancellations, disputes, refunds, admin decisions). [`project`] sorts them by when
+//! they happened (ties broken by [`Effect::precedence`], then by a stable key) and folds them, so
+//! whatever order Hotmart delivered them in, and however many copies arrived, the result is the same.
+//!
+//! The semantics, in words (the README has the table admins read):
+//! - A transaction grants once: a repeated payment fact of a transaction only lifts a dispute on
+//!   that same transaction; it never extends access nor lifts an end, a cancellation or a revoke.
+//! - Only a new paid transaction extends access (to the later of the current end and its cover).
+//! - Ends only move earlier (cancellations, delayed charges); an end already past at a point of the
+//!   history has lapsed there, and only a new paid transaction revives it.
+//! - A refund or chargeback ends access and makes its transaction final: it never grants again.
+//! - An admin revoke outranks every later Hotmart fact until an admin grants again.
+//! - The holder is the e-mail of the latest fact that carries one.
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
-use super::{Decision, EntitlementStatus, EventKind, TargetKind};
+use super::{EntitlementStatus, TargetKind};
 
-#[derive(Debug, Clone)]
-pub struct SourceEvent {
-    pub row_id: i32,
-    pub event_id: String,
-    pub kind: EventKind,
-    pub occurred_at: DateTime<Utc>,
-    pub transaction: Option<String>,
-    pub target: (TargetKind, i32),
-    pub decision: Decision,
-    pub rule_version: Option<i32>,
+/// What a fact does to a source's access.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// A transaction was paid: it covers access until `until` (`None` only for lifetime packages).
+    Paid,
+    /// A plan switch: access that exists moves to the fact's target; nothing is granted.
+    Move,
+    /// Access ends no later than `until` (a cancellation, a delayed charge's grace).
+    EndBy,
+    /// A dispute on the fact's transaction pauses access until it is settled.
+    Suspend,
+    /// Access ends now; the fact's transaction (a refund, a chargeback) is final.
+    Terminate,
+    /// An admin gives access until `until` (`None`: for good), lifting an admin revoke.
+    AdminGrant,
+    /// An admin takes access away; later Hotmart facts cannot bring it back.
+    AdminRevoke,
 }
 
+impl Effect {
+    pub const ALL: [Effect; 7] = [
+        Effect::Paid,
+        Effect::Move,
+        Effect::EndBy,
+        Effect::Suspend,
+        Effect::Terminate,
+        Effect::AdminGrant,
+        Effect::AdminRevoke,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Paid => "paid",
+            Effect::Move => "move",
+            Effect::EndBy => "end_by",
+            Effect::Suspend => "suspend",
+            Effect::Terminate => "terminate",
+            Effect::AdminGrant => "admin_grant",
+            Effect::AdminRevoke => "admin_revoke",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|e| e.as_str() == s)
+    }
+
+    /// Tie-break for facts of the same instant: whatever takes access away sorts last, so it
+    /// wins (a refund stamped in the same millisecond as its approval is never undone by it).
+    pub fn precedence(self) -> u8 {
+        match self {
+            Effect::Paid => 0,
+            Effect::Move => 1,
+            Effect::EndBy => 2,
+            Effect::Suspend => 3,
+            Effect::Terminate => 4,
+            Effect::AdminGrant => 5,
+            Effect::AdminRevoke => 6,
+        }
+    }
+}
+
+/// One fact of a source's history.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessState {
+pub struct Fact {
+    pub effect: Effect,
+    /// When it happened at Hotmart (or when the admin acted).
+    pub occurred_at: DateTime<Utc>,
+    /// Stable, arrival-independent tie-break: the Hotmart event id, or `admin:<n>`.
+    pub key: String,
+    /// The Hotmart event type (or `ADMIN_GRANT` / `ADMIN_REVOKE`), for explanations.
+    pub event_type: String,
+    pub transaction: Option<String>,
+    pub until: Option<DateTime<Utc>>,
+    /// The buyer this fact names, normalised; `None` for facts that name nobody.
+    pub email: Option<String>,
     pub target: (TargetKind, i32),
+    /// The inbox row the fact came from (0 for admin facts).
+    pub event_row: i32,
+    pub rule_version: Option<i32>,
+    /// Why, in words (the rule's decision, or the admin's reason).
+    pub reason: String,
+}
+
+impl Fact {
+    fn sort_key(&self) -> (DateTime<Utc>, u8, &str) {
+        (self.occurred_at, self.effect.precedence(), &self.key)
+    }
+}
+
+/// What a source gives, after its whole history.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Projection {
+    pub target: (TargetKind, i32),
+    /// ACTIVE, SUSPENDED, REVOKED, or EXPIRED when an end passed within the history itself.
     pub status: EntitlementStatus,
     pub granted_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
+    /// The e-mail of the latest fact that names one.
+    pub holder: Option<String>,
+    /// Whether an admin revoke is in force.
+    pub admin_revoked: bool,
+    /// The fact that last changed the outcome.
     pub last_event_row: i32,
     pub rule_version: Option<i32>,
     pub reason: String,
 }
 
-/// Tie-break for events with the same occurred-at: the one that takes access away wins, so a
-/// refund stamped in the same millisecond as its approval is never undone by it.
-pub fn precedence(kind: &EventKind) -> u8 {
-    match kind {
-        EventKind::PurchaseApproved => 0,
-        EventKind::PurchaseComplete => 1,
-        EventKind::SwitchPlan => 2,
-        EventKind::PurchaseDelayed => 3,
-        EventKind::SubscriptionCancellation => 4,
-        EventKind::PurchaseProtest => 5,
-        EventKind::PurchaseRefunded => 6,
-        EventKind::PurchaseChargeback => 7,
-        _ => 8,
+/// Facts in the order [`project`] applies them.
+pub fn sorted(facts: &[Fact]) -> Vec<&Fact> {
+    let mut v: Vec<&Fact> = facts.iter().collect();
+    v.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    v
+}
+
+fn later_end(a: Option<DateTime<Utc>>, b: Option<DateTime<Utc>>) -> Option<DateTime<Utc>> {
+    match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        _ => None,
     }
 }
 
-/// REFUNDED and CHARGEBACK are final for their transaction, when the rules revoked on them.
-fn is_final(e: &SourceEvent) -> bool {
-    matches!(e.kind, EventKind::PurchaseRefunded | EventKind::PurchaseChargeback)
-        && matches!(e.decision, Decision::Revoke { at: None })
+fn earlier_end(a: Option<DateTime<Utc>>, b: DateTime<Utc>) -> DateTime<Utc> {
+    a.map_or(b, |x| x.min(b))
 }
 
-/// Folds a source's events into its access. `None` when no event granted or revoked anything.
-pub fn compute_access(events: &[SourceEvent]) -> Option<AccessState> {
-    let mut sorted: Vec<&SourceEvent> = events.iter().collect();
-    sorted.sort_by(|a, b| {
-        (a.occurred_at, precedence(&a.kind), &a.event_id).cmp(&(b.occurred_at, precedence(&b.kind), &b.event_id))
-    });
-    // Transactions already refunded or charged back at this point of the history.
-    let mut finished: HashSet<&str> = HashSet::new();
-    let mut state: Option<AccessState> = None;
-    for e in sorted {
-        if is_final(e)
-            && let Some(t) = e.transaction.as_deref()
-        {
-            finished.insert(t);
+fn live(s: &Projection) -> bool {
+    matches!(s.status, EntitlementStatus::Active | EntitlementStatus::Suspended)
+}
+
+/// Folds a source's facts into what it gives. `None` when nothing was ever granted or revoked.
+pub fn project(facts: &[Fact]) -> Option<Projection> {
+    let mut state: Option<Projection> = None;
+    let mut holder: Option<String> = None;
+    let mut paid: HashSet<&str> = HashSet::new();
+    let mut finals: HashSet<&str> = HashSet::new();
+    let mut disputes: HashSet<&str> = HashSet::new();
+    let mut admin_revoked = false;
+
+    for f in sorted(facts) {
+        if let Some(e) = &f.email {
+            holder = Some(e.clone());
         }
-        let why = format!("{} ({})", e.kind.as_str(), e.decision.label());
-        match &e.decision {
-            // A plan switch moves access that exists; it never grants by itself (Hotmart sends
-            // switches for refunded subscriptions too).
-            Decision::Grant { .. } if e.kind == EventKind::SwitchPlan => {
-                if let Some(s) = state.as_mut().filter(|s| s.status != EntitlementStatus::Revoked) {
-                    s.target = e.target;
-                    s.last_event_row = e.row_id;
-                    s.rule_version = e.rule_version;
-                    s.reason = why;
-                }
-            }
-            Decision::Grant { until } => {
-                if e.transaction.as_deref().is_some_and(|t| finished.contains(t)) {
+        // An end that passed before this fact has lapsed here: only a new payment revives it.
+        if let Some(s) = state.as_mut()
+            && live(s)
+            && s.expires_at.is_some_and(|end| end <= f.occurred_at)
+        {
+            s.status = EntitlementStatus::Expired;
+            disputes.clear();
+        }
+        let why = format!("{} ({})", f.event_type, f.reason);
+        let txn = f.transaction.as_deref();
+        let touch = |s: &mut Projection| {
+            s.last_event_row = f.event_row;
+            s.rule_version = f.rule_version;
+            s.reason = why.clone();
+        };
+        match f.effect {
+            Effect::Paid => {
+                if txn.is_some_and(|t| finals.contains(t)) {
                     continue;
                 }
-                let granted_at = match &state {
-                    Some(s) if s.status == EntitlementStatus::Active && s.target == e.target => s.granted_at,
-                    _ => Some(e.occurred_at),
-                };
-                state = Some(AccessState {
-                    target: e.target,
-                    status: EntitlementStatus::Active,
-                    granted_at,
-                    revoked_at: None,
-                    expires_at: *until,
-                    last_event_row: e.row_id,
-                    rule_version: e.rule_version,
-                    reason: why,
-                });
+                let new = txn.is_none_or(|t| paid.insert(t));
+                if admin_revoked {
+                    continue;
+                }
+                if !new {
+                    // The same transaction again: it may only settle its own dispute.
+                    if let (Some(s), Some(t)) = (state.as_mut(), txn)
+                        && disputes.remove(t)
+                        && s.status == EntitlementStatus::Suspended
+                        && disputes.is_empty()
+                    {
+                        s.status = EntitlementStatus::Active;
+                        touch(s);
+                    }
+                    continue;
+                }
+                match state.as_mut().filter(|s| live(s)) {
+                    Some(s) => {
+                        s.expires_at = later_end(s.expires_at, f.until);
+                        s.target = f.target;
+                        touch(s);
+                    }
+                    None => {
+                        disputes.clear();
+                        let mut s = Projection {
+                            target: f.target,
+                            status: EntitlementStatus::Active,
+                            granted_at: Some(f.occurred_at),
+                            revoked_at: None,
+                            expires_at: f.until,
+                            holder: None,
+                            admin_revoked: false,
+                            last_event_row: 0,
+                            rule_version: None,
+                            reason: String::new(),
+                        };
+                        touch(&mut s);
+                        state = Some(s);
+                    }
+                }
             }
-            // Recorded even when nothing was granted yet: the grant may have been written before
-            // this refund was known (another source of the same facts), and it must end too.
-            Decision::Revoke { at: None } => {
-                let s = state.get_or_insert_with(|| AccessState {
-                    target: e.target,
+            Effect::Move => {
+                if let Some(s) = state.as_mut().filter(|s| live(s)) {
+                    s.target = f.target;
+                    touch(s);
+                }
+            }
+            Effect::EndBy => {
+                if let Some(s) = state.as_mut().filter(|s| live(s)) {
+                    s.expires_at = Some(earlier_end(s.expires_at, f.until.unwrap_or(f.occurred_at)));
+                    touch(s);
+                }
+            }
+            Effect::Suspend => {
+                if admin_revoked {
+                    continue;
+                }
+                if let Some(s) = state.as_mut().filter(|s| live(s)) {
+                    disputes.insert(txn.unwrap_or(""));
+                    s.status = EntitlementStatus::Suspended;
+                    touch(s);
+                }
+            }
+            Effect::Terminate | Effect::AdminRevoke => {
+                if let Some(t) = txn.filter(|_| f.effect == Effect::Terminate) {
+                    finals.insert(t);
+                }
+                if f.effect == Effect::AdminRevoke {
+                    admin_revoked = true;
+                }
+                disputes.clear();
+                // Recorded even when nothing was granted yet: the grant may be on its way.
+                let s = state.get_or_insert_with(|| Projection {
+                    target: f.target,
                     status: EntitlementStatus::Revoked,
                     granted_at: None,
                     revoked_at: None,
                     expires_at: None,
-                    last_event_row: e.row_id,
-                    rule_version: e.rule_version,
+                    holder: None,
+                    admin_revoked: false,
+                    last_event_row: 0,
+                    rule_version: None,
                     reason: String::new(),
                 });
+                if s.status != EntitlementStatus::Revoked {
+                    s.revoked_at = Some(f.occurred_at);
+                }
                 s.status = EntitlementStatus::Revoked;
-                s.revoked_at = Some(e.occurred_at);
-                s.last_event_row = e.row_id;
-                s.rule_version = e.rule_version;
-                s.reason = why;
+                s.revoked_at.get_or_insert(f.occurred_at);
+                touch(s);
             }
-            Decision::Revoke { at: Some(t) } => {
-                if let Some(s) = state.as_mut().filter(|s| s.status == EntitlementStatus::Active) {
-                    s.expires_at = Some(*t);
-                    s.last_event_row = e.row_id;
-                    s.rule_version = e.rule_version;
-                    s.reason = why;
-                }
+            Effect::AdminGrant => {
+                admin_revoked = false;
+                disputes.clear();
+                let granted_at = state
+                    .as_ref()
+                    .filter(|s| s.status == EntitlementStatus::Active)
+                    .and_then(|s| s.granted_at)
+                    .or(Some(f.occurred_at));
+                let mut s = Projection {
+                    target: f.target,
+                    status: EntitlementStatus::Active,
+                    granted_at,
+                    revoked_at: None,
+                    expires_at: f.until,
+                    holder: None,
+                    admin_revoked: false,
+                    last_event_row: 0,
+                    rule_version: None,
+                    reason: String::new(),
+                };
+                touch(&mut s);
+                state = Some(s);
             }
-            Decision::Suspend => {
-                if let Some(s) = state.as_mut().filter(|s| s.status == EntitlementStatus::Active) {
-                    s.status = EntitlementStatus::Suspended;
-                    s.last_event_row = e.row_id;
-                    s.rule_version = e.rule_version;
-                    s.reason = why;
-                }
-            }
-            Decision::Ignore { .. } => {}
         }
     }
-    state
+    state.map(|mut s| {
+        s.holder = holder;
+        s.admin_revoked = admin_revoked;
+        s
+    })
 }
 
 #[cfg(test)]
@@ -145,212 +314,116 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
 
-    fn ev(row: i32, kind: EventKind, t: i64, txn: &str, decision: Decision) -> SourceEvent {
-        SourceEvent {
-            row_id: row,
-            event_id: format!("e{row}"),
-            kind,
-            occurred_at: Utc.timestamp_opt(t, 0).unwrap(),
-            transaction: Some(txn.into()),
+    fn t(day: i64) -> DateTime<Utc> {
+        Utc.timestamp_opt(1_700_000_000 + day * 86_400, 0).unwrap()
+    }
+
+    fn fact(effect: Effect, day: i64, txn: Option<&str>, until: Option<i64>) -> Fact {
+        Fact {
+            effect,
+            occurred_at: t(day),
+            key: format!("{}-{day}-{txn:?}", effect.as_str()),
+            event_type: effect.as_str().to_uppercase(),
+            transaction: txn.map(str::to_string),
+            until: until.map(t),
+            email: Some("a@example.com".into()),
             target: (TargetKind::Plan, 1),
-            decision,
-            rule_version: Some(1),
+            event_row: 1,
+            rule_version: Some(0),
+            reason: String::new(),
         }
     }
 
-    fn permutations<T: Clone>(items: &[T]) -> Vec<Vec<T>> {
-        if items.len() <= 1 {
-            return vec![items.to_vec()];
-        }
-        let mut out = vec![];
-        for i in 0..items.len() {
-            let mut rest = items.to_vec();
-            let x = rest.remove(i);
-            for mut p in permutations(&rest) {
-                p.insert(0, x.clone());
-                out.push(p);
-            }
-        }
-        out
+    fn outcome(facts: &[Fact]) -> (EntitlementStatus, Option<DateTime<Utc>>) {
+        let p = project(facts).unwrap();
+        (p.status, p.expires_at)
     }
 
     #[test]
-    fn refund_is_final_even_when_a_late_duplicate_approval_arrives() {
-        let events = vec![
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
-            ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
-            ev(
-                3,
-                EventKind::PurchaseApproved,
-                300,
-                "T1",
-                Decision::Grant { until: None },
-            ),
+    fn a_cancellation_inside_the_warranty_is_not_undone_by_the_complete() {
+        let facts = [
+            fact(Effect::Paid, 0, Some("T1"), Some(33)),
+            fact(Effect::EndBy, 3, None, Some(30)),
+            fact(Effect::Paid, 7, Some("T1"), Some(33)),
         ];
-        let s = compute_access(&events).unwrap();
-        assert_eq!(s.status, EntitlementStatus::Revoked);
+        assert_eq!(outcome(&facts), (EntitlementStatus::Active, Some(t(30))));
     }
 
     #[test]
-    fn a_renewal_after_cancellation_restores_open_ended_access() {
-        let at = Utc.timestamp_opt(1000, 0).unwrap();
-        let events = vec![
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
-            ev(
-                2,
-                EventKind::SubscriptionCancellation,
-                200,
-                "",
-                Decision::Revoke { at: Some(at) },
-            ),
-            ev(
-                3,
-                EventKind::PurchaseApproved,
-                300,
-                "T2",
-                Decision::Grant { until: None },
-            ),
+    fn a_second_delay_never_revives_lapsed_access() {
+        let facts = [
+            fact(Effect::Paid, 0, Some("T1"), Some(33)),
+            fact(Effect::EndBy, 30, Some("T2"), Some(33)),
+            fact(Effect::EndBy, 60, Some("T3"), Some(63)),
         ];
-        let s = compute_access(&events).unwrap();
-        assert_eq!((s.status, s.expires_at), (EntitlementStatus::Active, None));
-        let s = compute_access(&events[..2]).unwrap();
-        assert_eq!((s.status, s.expires_at), (EntitlementStatus::Active, Some(at)));
+        assert_eq!(outcome(&facts), (EntitlementStatus::Expired, Some(t(33))));
     }
 
     #[test]
-    fn every_arrival_order_of_a_lifecycle_ends_in_the_same_state() {
-        let grace = Utc.timestamp_opt(900, 0).unwrap();
-        let lifecycle = vec![
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
-            ev(
-                2,
-                EventKind::PurchaseDelayed,
-                200,
-                "T2",
-                Decision::Revoke { at: Some(grace) },
-            ),
-            ev(
-                3,
-                EventKind::PurchaseApproved,
-                300,
-                "T2",
-                Decision::Grant { until: None },
-            ),
-            ev(
-                4,
-                EventKind::PurchaseChargeback,
-                400,
-                "T2",
-                Decision::Revoke { at: None },
-            ),
+    fn a_dispute_is_lifted_only_by_its_own_transaction_coming_back() {
+        let base = [
+            fact(Effect::Paid, 0, Some("T1"), Some(33)),
+            fact(Effect::Suspend, 2, Some("T1"), None),
         ];
-        let expected = compute_access(&lifecycle);
-        assert_eq!(expected.as_ref().unwrap().status, EntitlementStatus::Revoked);
-        for p in permutations(&lifecycle) {
-            assert_eq!(compute_access(&p), expected);
-        }
+        let mut won = base.to_vec();
+        won.push(fact(Effect::Paid, 5, Some("T1"), Some(33)));
+        assert_eq!(outcome(&won), (EntitlementStatus::Active, Some(t(33))));
+        let mut other = base.to_vec();
+        other.push(fact(Effect::Paid, 5, Some("T2"), Some(63)));
+        assert_eq!(outcome(&other), (EntitlementStatus::Suspended, Some(t(63))));
     }
 
     #[test]
-    fn same_instant_refund_beats_approval() {
-        let events = vec![
-            ev(2, EventKind::PurchaseRefunded, 100, "T9", Decision::Revoke { at: None }),
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T8",
-                Decision::Grant { until: None },
-            ),
+    fn an_admin_revoke_holds_against_later_payments_until_an_admin_grant() {
+        let mut facts = vec![
+            fact(Effect::Paid, 0, Some("T1"), None),
+            fact(Effect::AdminRevoke, 1, None, None),
+            fact(Effect::Paid, 2, Some("T1"), None),
+            fact(Effect::Paid, 3, Some("T2"), None),
         ];
-        assert_eq!(compute_access(&events).unwrap().status, EntitlementStatus::Revoked);
+        assert_eq!(outcome(&facts).0, EntitlementStatus::Revoked);
+        facts.push(fact(Effect::AdminGrant, 4, None, Some(40)));
+        assert_eq!(outcome(&facts), (EntitlementStatus::Active, Some(t(40))));
     }
 
     #[test]
-    fn a_refund_before_the_approval_it_cancels_arrived_still_wins() {
-        let events = vec![
-            ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
+    fn refunds_are_final_for_their_transaction_only() {
+        let facts = [
+            fact(Effect::Paid, 0, Some("T1"), Some(33)),
+            fact(Effect::Terminate, 2, Some("T1"), None),
+            fact(Effect::Paid, 4, Some("T1"), Some(33)),
         ];
-        assert_eq!(compute_access(&events).unwrap().status, EntitlementStatus::Revoked);
+        assert_eq!(outcome(&facts).0, EntitlementStatus::Revoked);
+        let mut renewed = facts.to_vec();
+        renewed.push(fact(Effect::Paid, 30, Some("T2"), Some(63)));
+        assert_eq!(outcome(&renewed), (EntitlementStatus::Active, Some(t(63))));
     }
 
     #[test]
-    fn a_plan_switch_moves_access_but_never_resurrects_it() {
-        let mut switch = ev(3, EventKind::SwitchPlan, 300, "", Decision::Grant { until: None });
-        switch.target = (TargetKind::Plan, 2);
-        let active = vec![
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
-            switch.clone(),
-        ];
-        let s = compute_access(&active).unwrap();
-        assert_eq!((s.status, s.target), (EntitlementStatus::Active, (TargetKind::Plan, 2)));
-        let refunded = vec![
-            ev(
-                1,
-                EventKind::PurchaseApproved,
-                100,
-                "T1",
-                Decision::Grant { until: None },
-            ),
-            ev(2, EventKind::PurchaseRefunded, 200, "T1", Decision::Revoke { at: None }),
-            switch,
-        ];
-        let s = compute_access(&refunded).unwrap();
+    fn same_instant_refund_beats_approval_whatever_the_keys() {
+        let mut a = fact(Effect::Paid, 0, Some("T1"), None);
+        a.key = "zzz".into();
+        let mut r = fact(Effect::Terminate, 0, Some("T1"), None);
+        r.key = "aaa".into();
+        assert_eq!(outcome(&[a, r]).0, EntitlementStatus::Revoked);
+    }
+
+    #[test]
+    fn the_holder_is_the_email_of_the_latest_fact() {
+        let mut late = fact(Effect::EndBy, 5, None, Some(30));
+        late.email = Some("new@example.com".into());
+        let mut admin = fact(Effect::AdminRevoke, 9, None, None);
+        admin.email = None;
+        let p = project(&[late, fact(Effect::Paid, 0, Some("T1"), Some(33)), admin]).unwrap();
+        assert_eq!(p.holder.as_deref(), Some("new@example.com"));
+    }
+
+    #[test]
+    fn nothing_granted_means_no_row_but_a_refund_still_records_one() {
+        assert!(project(&[fact(Effect::EndBy, 1, None, Some(3))]).is_none());
         assert_eq!(
-            (s.status, s.target),
-            (EntitlementStatus::Revoked, (TargetKind::Plan, 1))
+            outcome(&[fact(Effect::Terminate, 1, Some("T1"), None)]).0,
+            EntitlementStatus::Revoked
         );
-    }
-
-    #[test]
-    fn nothing_granted_means_no_access_row() {
-        let at = Utc.timestamp_opt(5, 0).unwrap();
-        let cancelled = vec![ev(
-            1,
-            EventKind::SubscriptionCancellation,
-            100,
-            "",
-            Decision::Revoke { at: Some(at) },
-        )];
-        assert!(compute_access(&cancelled).is_none());
-        let refunded = vec![ev(
-            1,
-            EventKind::PurchaseRefunded,
-            100,
-            "T1",
-            Decision::Revoke { at: None },
-        )];
-        assert_eq!(compute_access(&refunded).unwrap().status, EntitlementStatus::Revoked);
     }
 }

@@ -4,7 +4,7 @@ mod access;
 mod email;
 mod event;
 
-pub use access::{AccessState, SourceEvent, compute_access, precedence};
+pub use access::{Effect, Fact, Projection, project, sorted};
 pub use email::Email;
 pub use event::{Decision, EventKind, PaymentEvent};
 
@@ -42,6 +42,88 @@ pub struct Target {
     pub name: String,
     /// Packages only: `None` means lifetime access.
     pub access_days: Option<i32>,
+    /// Plans only: days one charge covers when Hotmart omits the next charge date.
+    pub period_days: Option<i32>,
+    /// Plans only: days of access kept past a charge date that was not paid.
+    pub grace_days: Option<i32>,
+}
+
+impl Target {
+    pub fn package(id: i32, name: &str, access_days: Option<i32>) -> Self {
+        Target {
+            kind: TargetKind::Package,
+            id,
+            name: name.to_string(),
+            access_days,
+            period_days: None,
+            grace_days: None,
+        }
+    }
+
+    pub fn plan(id: i32, name: &str, period_days: i32, grace_days: i32) -> Self {
+        Target {
+            kind: TargetKind::Plan,
+            id,
+            name: name.to_string(),
+            access_days: None,
+            period_days: Some(period_days),
+            grace_days: Some(grace_days),
+        }
+    }
+
+    /// What one paid charge covers when the rule did not say: for a plan, up to the next charge
+    /// (or the approval plus the plan's period) plus the grace; never open-ended.
+    pub fn paid_through(&self, ev: &PaymentEvent) -> Option<chrono::DateTime<chrono::Utc>> {
+        let start = ev.approved_at.unwrap_or(ev.occurred_at);
+        match self.kind {
+            TargetKind::Package => self.access_days.map(|d| start + chrono::Duration::days(d.into())),
+            TargetKind::Plan => {
+                let period = chrono::Duration::days(self.period_days.unwrap_or(DEFAULT_PERIOD_DAYS).into());
+                let grace = chrono::Duration::days(self.grace_days.unwrap_or(DEFAULT_GRACE_DAYS).into());
+                Some(ev.next_charge_at.unwrap_or(start + period) + grace)
+            }
+        }
+    }
+}
+
+pub const DEFAULT_PERIOD_DAYS: i32 = 30;
+pub const DEFAULT_GRACE_DAYS: i32 = 3;
+
+/// The fact a rule's decision on an event adds to the event's source, if any.
+pub fn fact_of(
+    ev: &PaymentEvent,
+    target: &Target,
+    decision: &Decision,
+    event_row: i32,
+    rule_version: Option<i32>,
+) -> Option<Fact> {
+    let (effect, until) = match decision {
+        Decision::Grant { .. } if ev.kind == EventKind::SwitchPlan => (Effect::Move, None),
+        // A plan's grant is never open-ended: without an explicit end it covers the charge.
+        Decision::Grant { until: None } if target.kind == TargetKind::Plan => (Effect::Paid, target.paid_through(ev)),
+        Decision::Grant { until } => (Effect::Paid, *until),
+        Decision::Revoke { at: Some(t) } => (Effect::EndBy, Some(*t)),
+        Decision::Revoke { at: None } => (Effect::Terminate, None),
+        Decision::Suspend => (Effect::Suspend, None),
+        Decision::Ignore { .. } => return None,
+    };
+    Some(Fact {
+        effect,
+        occurred_at: ev.occurred_at,
+        key: ev.event_id.clone(),
+        event_type: ev.kind.as_str().to_string(),
+        transaction: ev.transaction.clone(),
+        until,
+        email: ev
+            .buyer_email
+            .as_deref()
+            .and_then(|e| Email::parse(e).ok())
+            .map(|e| e.as_str().to_string()),
+        target: (target.kind, target.id),
+        event_row,
+        rule_version,
+        reason: decision.label(),
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -79,7 +161,9 @@ impl EntitlementStatus {
         now: chrono::DateTime<chrono::Utc>,
     ) -> Self {
         match (self, expires_at) {
-            (EntitlementStatus::Active, Some(t)) if t <= now => EntitlementStatus::Expired,
+            (EntitlementStatus::Active | EntitlementStatus::Suspended, Some(t)) if t <= now => {
+                EntitlementStatus::Expired
+            }
             (s, _) => s,
         }
     }

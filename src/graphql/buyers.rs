@@ -82,7 +82,7 @@ pub struct Access {
     pub granted_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
-    /// `txn:<transaction>`, `sub:<subscriber code>` or `manual`.
+    /// `txn:<transaction>`, `sub:<subscriber code>` or `manual:<kind>:<id>:<buyer>`.
     pub source: String,
     pub reason: String,
     pub rule_version: Option<i32>,
@@ -207,14 +207,25 @@ pub struct BuyerConnection {
     pub page_info: PageInfo,
 }
 
+/// One fact of a source's history: a Hotmart event's decision or an admin's grant or revoke.
 #[derive(SimpleObject)]
 pub struct ExplainStep {
     pub source: String,
-    pub webhook_event_id: ID,
+    /// The inbox row the fact came from; null for admin facts.
+    pub webhook_event_id: Option<ID>,
+    /// Hotmart's event id, or `admin:…` for admin facts.
     pub event_id: String,
+    /// The Hotmart event type, or ADMIN_GRANT / ADMIN_REVOKE.
     pub event_type: String,
     pub occurred_at: DateTime<Utc>,
     pub transaction: Option<String>,
+    /// What the fact does: PAID, MOVE, END_BY, SUSPEND, TERMINATE, ADMIN_GRANT, ADMIN_REVOKE.
+    pub effect: String,
+    /// The end the fact sets (PAID: what the charge covers; END_BY: the latest end).
+    pub until: Option<DateTime<Utc>>,
+    /// The buyer the fact names; the latest one holds the access.
+    pub email: Option<String>,
+    /// The rule's decision, or the admin's reason.
     pub decision: String,
     pub rule_version: Option<i32>,
 }
@@ -224,8 +235,30 @@ pub struct AccessExplanation {
     pub email: String,
     /// The buyer's entitlements to the target (one per source).
     pub access: Vec<Access>,
-    /// Every event behind them, in the order they were applied (occurred-at, then precedence).
+    /// Every fact behind them, in the order they are applied (occurred-at, then precedence).
     pub steps: Vec<ExplainStep>,
+}
+
+/// Exactly one of e-mail and subscriber code identifies a buyer.
+async fn find_buyer(
+    state: &crate::AppState,
+    app_id: i32,
+    email: Option<String>,
+    code: Option<String>,
+) -> GqlResult<Option<Buyer>> {
+    let found = match (email, code) {
+        (Some(e), None) => {
+            let email = svc::parse_email(&e).map_err(gql)?;
+            svc::find(&state.db, app_id, &email).await
+        }
+        (None, Some(c)) => svc::find_by_subscriber_code(&state.db, app_id, &c).await,
+        _ => {
+            return Err(gql(crate::AppError::bad(
+                "give either email or subscriberCode (exactly one)",
+            )));
+        }
+    };
+    Ok(found.map_err(gql)?.map(Into::into))
 }
 
 #[derive(Default)]
@@ -255,19 +288,35 @@ impl BuyerQuery {
         })
     }
 
-    async fn buyer(&self, ctx: &Context<'_>, email: String) -> GqlResult<Option<Buyer>> {
+    /// A buyer by e-mail, or by the subscriber code of a subscription they hold now.
+    async fn buyer(
+        &self,
+        ctx: &Context<'_>,
+        email: Option<String>,
+        subscriber_code: Option<String>,
+    ) -> GqlResult<Option<Buyer>> {
         let (state, who) = caller(ctx)?;
-        let email = svc::parse_email(&email).map_err(gql)?;
-        Ok(svc::find(&state.db, who.app_id, &email)
-            .await
-            .map_err(gql)?
-            .map(Into::into))
+        find_buyer(state, who.app_id, email, subscriber_code).await
     }
 
-    /// Everything the buyer holds. Someone who never bought gets an empty list.
-    async fn access(&self, ctx: &Context<'_>, email: String) -> GqlResult<Vec<Access>> {
+    /// Everything the buyer holds, by e-mail or by a subscriber code they hold. Someone who never
+    /// bought (or an unknown code) gets an empty list.
+    async fn access(
+        &self,
+        ctx: &Context<'_>,
+        email: Option<String>,
+        subscriber_code: Option<String>,
+    ) -> GqlResult<Vec<Access>> {
         let (state, who) = caller(ctx)?;
-        access_of(state, who.app_id, &email).await
+        match find_buyer(state, who.app_id, email.clone(), subscriber_code).await? {
+            Some(b) => access_of(state, who.app_id, &b.email).await,
+            None => {
+                if let Some(e) = email {
+                    svc::parse_email(&e).map_err(gql)?;
+                }
+                Ok(vec![])
+            }
+        }
     }
 
     async fn explain_access(
@@ -287,13 +336,16 @@ impl BuyerQuery {
                 .into_iter()
                 .map(|s| ExplainStep {
                     source: s.source,
-                    webhook_event_id: ID(s.event.row_id.to_string()),
-                    event_type: s.event.kind.as_str().to_string(),
-                    event_id: s.event.event_id,
-                    occurred_at: s.event.occurred_at,
-                    transaction: s.event.transaction,
-                    decision: s.event.decision.label(),
-                    rule_version: s.event.rule_version,
+                    webhook_event_id: (s.fact.event_row > 0).then(|| ID(s.fact.event_row.to_string())),
+                    event_type: s.fact.event_type,
+                    event_id: s.fact.key,
+                    occurred_at: s.fact.occurred_at,
+                    transaction: s.fact.transaction,
+                    effect: s.fact.effect.as_str().to_uppercase(),
+                    until: s.fact.until,
+                    email: s.fact.email,
+                    decision: s.fact.reason,
+                    rule_version: s.fact.rule_version,
                 })
                 .collect(),
         })

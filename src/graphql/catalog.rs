@@ -43,6 +43,10 @@ pub struct SubscriptionPlan {
     pub hotmart_product_ids: Vec<String>,
     /// Hotmart plan ids, for products whose plans (monthly, annual…) give different access.
     pub hotmart_plan_ids: Vec<String>,
+    /// Days one paid charge covers when Hotmart does not send the next charge date.
+    pub period_days: i32,
+    /// Days of access kept past a charge date that was not paid (renewal lost, card refused).
+    pub grace_days: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -55,6 +59,8 @@ impl From<PlanView> for SubscriptionPlan {
             description: v.row.description,
             hotmart_product_ids: v.hotmart_product_ids,
             hotmart_plan_ids: v.hotmart_plan_ids,
+            period_days: v.row.period_days,
+            grace_days: v.row.grace_days,
             created_at: v.row.created_at,
             updated_at: v.row.updated_at,
         }
@@ -84,6 +90,10 @@ pub struct UpdateProductPackageInput {
 pub struct CreateSubscriptionPlanInput {
     pub name: String,
     pub description: Option<String>,
+    /// Days one paid charge covers when Hotmart omits the next charge date (default 30).
+    pub period_days: Option<i32>,
+    /// Days of access kept past an unpaid charge date (default 3).
+    pub grace_days: Option<i32>,
     pub hotmart_product_ids: Option<Vec<String>>,
     pub hotmart_plan_ids: Option<Vec<String>>,
 }
@@ -92,6 +102,10 @@ pub struct CreateSubscriptionPlanInput {
 pub struct UpdateSubscriptionPlanInput {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Days one paid charge covers when Hotmart omits the next charge date (default 30).
+    pub period_days: Option<i32>,
+    /// Days of access kept past an unpaid charge date (default 3).
+    pub grace_days: Option<i32>,
     pub hotmart_product_ids: Option<Vec<String>>,
     pub hotmart_plan_ids: Option<Vec<String>>,
 }
@@ -209,6 +223,8 @@ impl CatalogMutation {
         let input = PlanInput {
             name: Some(input.name),
             description: input.description,
+            period_days: input.period_days,
+            grace_days: input.grace_days,
             hotmart_product_ids: input.hotmart_product_ids,
             hotmart_plan_ids: input.hotmart_plan_ids,
         };
@@ -225,6 +241,8 @@ impl CatalogMutation {
         let input = PlanInput {
             name: input.name,
             description: input.description,
+            period_days: input.period_days,
+            grace_days: input.grace_days,
             hotmart_product_ids: input.hotmart_product_ids,
             hotmart_plan_ids: input.hotmart_plan_ids,
         };

@@ -34,6 +34,9 @@ pub struct ReconciliationReport {
     pub events_new: i32,
     pub events_known: i32,
     pub unmapped_products: Vec<String>,
+    /// Subscription charges whose subscription Hotmart did not return; left out, never treated
+    /// as one-off sales.
+    pub unresolved_subscription_sales: Vec<String>,
     pub drift: Vec<Drift>,
     pub applied: bool,
 }
@@ -63,6 +66,7 @@ impl From<entity::reconciliation_run::Model> for ReconciliationRun {
             events_new: rep.events_new as i32,
             events_known: rep.events_known as i32,
             unmapped_products: rep.unmapped_products,
+            unresolved_subscription_sales: rep.unresolved_subscription_sales,
             applied: rep.applied,
             drift: rep
                 .drift

@@ -232,7 +232,6 @@ pub const ALL_SALE_STATUSES: &[&str] = &[
     "PROTESTED",
     "CANCELLED",
     "EXPIRED",
-    "DELAYED",
     "PARTIALLY_REFUNDED",
     "BLOCKED",
     "OVERDUE",
@@ -501,18 +500,15 @@ impl HotmartApi {
             .await
     }
 
-    /// Subscriptions that started in the window, in every status (the default would be 30 days).
+    /// Subscriptions matching `filter`, in every status (Hotmart's default filters would hide
+    /// everything older than 30 days).
     pub async fn subscriptions(
         &self,
         creds: &Credentials,
-        start_ms: i64,
-        end_ms: i64,
+        filter: &[(&str, String)],
         on_page: impl FnMut(usize),
     ) -> Result<Vec<Subscription>, ApiError> {
-        let mut q = vec![
-            ("accession_date".to_string(), start_ms.to_string()),
-            ("end_accession_date".to_string(), end_ms.to_string()),
-        ];
+        let mut q: Vec<(String, String)> = filter.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         q.extend(
             ALL_SUBSCRIPTION_STATUSES
                 .iter()

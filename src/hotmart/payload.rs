@@ -314,9 +314,12 @@ fn v1(f: &HashMap<String, String>) -> Result<PaymentEvent, ParseError> {
     // v1 has no event id: the same transaction in the same status is the same event.
     let digest = Sha256::digest(format!("{transaction}:{status}:{}", kind.as_str()).as_bytes());
     let event_id = format!("v1-{}", &hex::encode(digest)[..32]);
+    // v1 dates only the purchase: a later status (refund, dispute, cancellation) dated at the
+    // purchase would sort before everything known of the sale and do nothing. Those are dated
+    // when they arrive (the caller's fallback time) instead.
     let occurred_at = get("confirmation_purchase_date")
-        .filter(|_| status == "approved")
         .or_else(|| get("purchase_date"))
+        .filter(|_| kind == EventKind::PurchaseApproved)
         .and_then(|s| parse_time_str(&s))
         .unwrap_or_else(|| Utc.timestamp_opt(0, 0).single().unwrap_or_default());
     let product_id = get("prod");
@@ -393,6 +396,16 @@ mod tests {
             detect_format(Some("text/plain"), b"hottok=x&status=approved"),
             Format::V1
         );
+    }
+
+    #[test]
+    fn v1_status_changes_are_dated_when_they_arrive_not_at_the_purchase() {
+        let arrived = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        let body = b"transaction=HP1&status=refunded&prod=1&email=a%40b.com&purchase_date=2025-01-01T10:00:00Z";
+        assert_eq!(parse_event(Format::V1, body, arrived).unwrap().occurred_at, arrived);
+        let approved = b"transaction=HP1&status=approved&prod=1&email=a%40b.com&purchase_date=2025-01-01T10:00:00Z";
+        let ev = parse_event(Format::V1, approved, arrived).unwrap();
+        assert_eq!(ev.occurred_at.to_rfc3339(), "2025-01-01T10:00:00+00:00");
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct Snapshot {
     pub events: Vec<PaymentEvent>,
     pub sales_seen: usize,
     pub subscriptions_seen: usize,
+    /// Transactions Hotmart marks as subscription charges whose subscription was not found.
+    pub unresolved_subscription_sales: Vec<String>,
 }
 
 fn windows(since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(i64, i64)> {
@@ -37,8 +39,15 @@ fn windows(since: DateTime<Utc>, until: DateTime<Utc>) -> Vec<(i64, i64)> {
     out
 }
 
-/// Pulls sales (every status) and subscriptions started in the window, and each subscription's
-/// charges to know which transaction belongs to which subscriber. The payload types stay here.
+/// How far ahead of the window a next charge may lie for its subscription to matter: a yearly
+/// plan paid inside the window is due up to a year later.
+const NEXT_CHARGE_HORIZON_DAYS: i64 = 400;
+
+/// Pulls sales (every status) of the window, and every subscription they or the window touch:
+/// started, cancelled or due in it (not only started: renewals of older subscriptions must join
+/// their subscription), plus each subscription's charges to map transactions to subscriber codes.
+/// A sale Hotmart marks as a subscription whose code cannot be found is left out (and counted),
+/// never given a one-off source of its own. The payload types stay here.
 pub async fn fetch(
     api: &HotmartApi,
     creds: &Credentials,
@@ -56,14 +65,41 @@ pub async fn fetch(
         );
     }
     progress.stage("subscriptions");
-    let mut subs = Vec::new();
+    let mut subs: Vec<Subscription> = Vec::new();
+    let mut known_codes = HashSet::new();
+    let mut add = |found: Vec<Subscription>, subs: &mut Vec<Subscription>| {
+        for s in found {
+            if known_codes.insert(s.subscriber_code.clone()) {
+                subs.push(s);
+            }
+        }
+    };
     for (a, b) in windows(since, until) {
-        let base = subs.len() as u64;
-        subs.extend(
-            api.subscriptions(creds, a, b, |n| progress.count(base + n as u64))
-                .await?,
-        );
+        for (from, to) in [
+            ("accession_date", "end_accession_date"),
+            ("cancelation_date", "end_cancelation_date"),
+        ] {
+            let base = subs.len() as u64;
+            let found = api
+                .subscriptions(creds, &[(from, a.to_string()), (to, b.to_string())], |n| {
+                    progress.count(base + n as u64)
+                })
+                .await?;
+            add(found, &mut subs);
+        }
     }
+    let horizon = (until + Duration::days(NEXT_CHARGE_HORIZON_DAYS)).timestamp_millis();
+    let due = api
+        .subscriptions(
+            creds,
+            &[
+                ("date_next_charge", since.timestamp_millis().to_string()),
+                ("end_date_next_charge", horizon.to_string()),
+            ],
+            |_| {},
+        )
+        .await?;
+    add(due, &mut subs);
     progress.stage("subscription charges");
     let mut purchases = HashMap::new();
     for (i, s) in subs.iter().enumerate() {
@@ -73,8 +109,36 @@ pub async fn fetch(
         );
         progress.count(i as u64 + 1);
     }
-    let index = subscriber_index(&subs, &purchases);
-    let mut events = sale_events(&sales, &index);
+    let mut index = subscriber_index(&subs, &purchases);
+    // Subscription sales still without a code: ask by buyer and product, once per pair.
+    let mut asked = HashSet::new();
+    for sale in sales.iter().filter(|s| s.purchase.is_subscription) {
+        if index.contains_key(&sale.purchase.transaction) {
+            continue;
+        }
+        let email = sale.buyer.as_ref().and_then(|b| b.email.clone()).unwrap_or_default();
+        let product = sale.product.as_ref().and_then(|p| p.id.clone()).unwrap_or_default();
+        if email.is_empty() || !asked.insert((email.clone(), product.clone())) {
+            continue;
+        }
+        let mut filter = vec![("subscriber_email", email)];
+        if !product.is_empty() {
+            filter.push(("product_id", product));
+        }
+        let found = api.subscriptions(creds, &filter, |_| {}).await?;
+        for s in found {
+            if purchases.contains_key(&s.subscriber_code) {
+                continue;
+            }
+            purchases.insert(
+                s.subscriber_code.clone(),
+                api.subscription_purchases(creds, &s.subscriber_code).await?,
+            );
+            subs.push(s);
+        }
+        index = subscriber_index(&subs, &purchases);
+    }
+    let (mut events, unresolved) = sale_events(&sales, &index);
     events.extend(subscription_events(&subs));
     let mut seen = HashSet::new();
     events.retain(|e| seen.insert(e.event_id.clone()));
@@ -82,6 +146,7 @@ pub async fn fetch(
         events,
         sales_seen: sales.len(),
         subscriptions_seen: subs.len(),
+        unresolved_subscription_sales: unresolved,
     })
 }
 
@@ -122,15 +187,24 @@ fn subscriber_index(
     idx
 }
 
-/// One event per sale, in the state Hotmart reports now. Refunds and chargebacks carry the sale's
-/// own time: the precedence rules make them win over the approval of the same transaction.
-fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option<String>)>) -> Vec<PaymentEvent> {
+/// One event per sale, in the state Hotmart reports now, dated at the sale (the reconciler moves
+/// status changes after what is already known of the transaction). Subscription charges whose
+/// subscription is unknown are returned apart, by transaction.
+fn sale_events(
+    sales: &[Sale],
+    subscribers: &HashMap<String, (String, Option<String>)>,
+) -> (Vec<PaymentEvent>, Vec<String>) {
     let mut out = Vec::new();
+    let mut unresolved = Vec::new();
     for s in sales {
         let p = &s.purchase;
         let Some(kind) = kind_of_sale_status(&p.status) else {
             continue;
         };
+        if p.is_subscription && !subscribers.contains_key(&p.transaction) {
+            unresolved.push(p.transaction.clone());
+            continue;
+        }
         let Some(at) = ms(p.approved_date).or(ms(p.order_date)) else {
             continue;
         };
@@ -157,26 +231,32 @@ fn sale_events(sales: &[Sale], subscribers: &HashMap<String, (String, Option<Str
             .is_some_and(|id| id.trim_start_matches('0').is_empty());
         out.push(ev);
     }
-    out
+    (out, unresolved)
 }
 
-/// A cancellation for each cancelled subscription: access runs until its next charge date.
+/// Statuses of a subscription that has ended: cancelled (any spelling), never paid (INACTIVE),
+/// run out of charges (OVERDUE), expired.
+fn has_ended(status: &str) -> bool {
+    let s = status.to_ascii_uppercase();
+    s.starts_with("CANCEL") || matches!(s.as_str(), "INACTIVE" | "OVERDUE" | "EXPIRED")
+}
+
+/// A cancellation for each subscription that has ended: access runs until its paid-through date
+/// (`date_next_charge`, the last day of access for an ended subscription), or ends now without it.
 fn subscription_events(subs: &[Subscription]) -> Vec<PaymentEvent> {
     let mut out = Vec::new();
-    for s in subs
-        .iter()
-        .filter(|s| s.status.to_ascii_uppercase().starts_with("CANCEL"))
-    {
+    for s in subs.iter().filter(|s| has_ended(&s.status)) {
         let Some(at) = ms(s.end_accession_date)
-            .or(ms(s.date_next_charge))
             .or(ms(s.request_date))
+            .or(ms(s.date_next_charge))
         else {
             continue;
         };
         let id = format!(
-            "api:{}:{}:{}",
+            "api:{}:{}:{}:{}",
             s.subscriber_code,
             EventKind::SubscriptionCancellation.as_str(),
+            s.status.to_ascii_uppercase(),
             at.timestamp_millis()
         );
         let mut ev = PaymentEvent::new(EventKind::SubscriptionCancellation, id, at);

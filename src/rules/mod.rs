@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 pub use defaults::{FIXTURES, default_script, scripted_event_types};
 
-use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target, TargetKind};
+use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target};
 
 pub const ENTRY_POINT: &str = "decide";
 
@@ -145,7 +145,14 @@ fn event_value(e: &PaymentEvent) -> serde_json::Value {
 }
 
 fn target_value(t: &Target) -> serde_json::Value {
-    json!({"kind": t.kind.as_str(), "id": t.id, "name": t.name, "access_days": t.access_days})
+    json!({
+        "kind": t.kind.as_str(),
+        "id": t.id,
+        "name": t.name,
+        "access_days": t.access_days,
+        "period_days": t.period_days,
+        "grace_days": t.grace_days,
+    })
 }
 
 fn access_value(a: Option<&CurrentAccess>) -> serde_json::Value {
@@ -283,18 +290,9 @@ fn to_decision(v: Dynamic) -> Result<Decision, RuleError> {
 pub fn validate(engine: &RuleEngine, event_type: &str, source: &str) -> Result<usize, RuleError> {
     engine.compile(source)?;
     let targets = [
-        Target {
-            kind: TargetKind::Package,
-            id: 1,
-            name: "dry-run package".into(),
-            access_days: Some(30),
-        },
-        Target {
-            kind: TargetKind::Plan,
-            id: 2,
-            name: "dry-run plan".into(),
-            access_days: None,
-        },
+        Target::package(1, "dry-run package", Some(30)),
+        Target::package(3, "dry-run lifetime package", None),
+        Target::plan(2, "dry-run plan", 30, 3),
     ];
     let mut runs = 0;
     for (name, body) in FIXTURES {
@@ -329,12 +327,7 @@ mod tests {
     }
 
     fn plan() -> Target {
-        Target {
-            kind: TargetKind::Plan,
-            id: 1,
-            name: "p".into(),
-            access_days: None,
-        }
+        Target::plan(1, "p", 30, 3)
     }
 
     #[test]

@@ -77,6 +77,23 @@ pub async fn link_subscriber(db: &impl ConnectionTrait, app_id: i32, buyer_id: i
     Ok(())
 }
 
+/// The buyer who holds a subscription now (the code follows the holder when the e-mail changes).
+pub async fn find_by_subscriber_code(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    code: &str,
+) -> AppResult<Option<buyer::Model>> {
+    let Some(link) = subcode::Entity::find()
+        .filter(subcode::Column::AppId.eq(app_id))
+        .filter(subcode::Column::Code.eq(code.trim().to_ascii_uppercase()))
+        .one(db)
+        .await?
+    else {
+        return Ok(None);
+    };
+    Ok(buyer::Entity::find_by_id(link.buyer_id).one(db).await?)
+}
+
 pub async fn subscriber_codes(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<Vec<String>> {
     let rows = subcode::Entity::find()
         .filter(subcode::Column::BuyerId.eq(buyer_id))

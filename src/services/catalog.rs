@@ -29,6 +29,10 @@ pub struct PackageInput {
 pub struct PlanInput {
     pub name: Option<String>,
     pub description: Option<String>,
+    /// Days one charge covers when Hotmart omits the next charge date (default 30).
+    pub period_days: Option<i32>,
+    /// Days of access kept past an unpaid charge date (default 3).
+    pub grace_days: Option<i32>,
     pub hotmart_product_ids: Option<Vec<String>>,
     pub hotmart_plan_ids: Option<Vec<String>>,
 }
@@ -84,6 +88,28 @@ fn clean_ids(field: &str, ids: &[String]) -> AppResult<Vec<String>> {
         out.insert(id.to_string());
     }
     Ok(out.into_iter().collect())
+}
+
+/// A plan's period (1..=3660 days) and grace (0..=90 days), named per field when wrong.
+fn check_plan_days(input: &PlanInput) -> AppResult<()> {
+    let mut errors = Vec::new();
+    if input.period_days.is_some_and(|d| !(1..=3660).contains(&d)) {
+        errors.push((
+            "periodDays".to_string(),
+            "periodDays must be between 1 and 3660".to_string(),
+        ));
+    }
+    if input.grace_days.is_some_and(|d| !(0..=90).contains(&d)) {
+        errors.push((
+            "graceDays".to_string(),
+            "graceDays must be between 0 and 90".to_string(),
+        ));
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(AppError::InvalidFields(errors))
+    }
 }
 
 fn check_days(days: Option<i32>) -> AppResult<()> {
@@ -220,7 +246,14 @@ fn package_json(v: &PackageView) -> serde_json::Value {
 }
 
 fn plan_json(v: &PlanView) -> serde_json::Value {
-    json!({"name": v.row.name, "description": v.row.description, "hotmartProductIds": v.hotmart_product_ids, "hotmartPlanIds": v.hotmart_plan_ids})
+    json!({
+        "name": v.row.name,
+        "description": v.row.description,
+        "periodDays": v.row.period_days,
+        "graceDays": v.row.grace_days,
+        "hotmartProductIds": v.hotmart_product_ids,
+        "hotmartPlanIds": v.hotmart_plan_ids,
+    })
 }
 
 pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
@@ -353,6 +386,7 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
 
 pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) -> AppResult<PlanView> {
     who.require_admin()?;
+    check_plan_days(&input)?;
     let name = clean_name(input.name)?;
     let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
     let plan_ids = clean_ids("hotmartPlanIds", &input.hotmart_plan_ids.unwrap_or_default())?;
@@ -362,6 +396,8 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
         app_id: Set(who.app_id),
         name: Set(name),
         description: Set(input.description.unwrap_or_default().trim().to_string()),
+        period_days: Set(input.period_days.unwrap_or(crate::domain::DEFAULT_PERIOD_DAYS)),
+        grace_days: Set(input.grace_days.unwrap_or(crate::domain::DEFAULT_GRACE_DAYS)),
         created_at: Set(now),
         updated_at: Set(now),
         ..Default::default()
@@ -390,6 +426,7 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
 
 pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: PlanInput) -> AppResult<PlanView> {
     who.require_admin()?;
+    check_plan_days(&input)?;
     let txn = crate::db::write_txn(&state.db).await?;
     let current = get_plan(&txn, who.app_id, id)
         .await?
@@ -401,6 +438,12 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
     }
     if let Some(d) = input.description {
         am.description = Set(d.trim().to_string());
+    }
+    if let Some(d) = input.period_days {
+        am.period_days = Set(d);
+    }
+    if let Some(d) = input.grace_days {
+        am.grace_days = Set(d);
     }
     am.updated_at = Set(super::now());
     let row = am.update(&txn).await?;
@@ -467,6 +510,13 @@ pub async fn delete_target(
         .filter(entitlement::Column::TargetId.eq(id))
         .exec(&txn)
         .await?;
+    // Its history goes too, so no recompute can bring back access to what no longer exists.
+    entity::access_fact::Entity::delete_many()
+        .filter(entity::access_fact::Column::AppId.eq(who.app_id))
+        .filter(entity::access_fact::Column::TargetKind.eq(kind.as_str()))
+        .filter(entity::access_fact::Column::TargetId.eq(id))
+        .exec(&txn)
+        .await?;
     match kind {
         TargetKind::Package => pkg::Entity::delete_by_id(id).exec(&txn).await?,
         TargetKind::Plan => plan::Entity::delete_by_id(id).exec(&txn).await?,
@@ -499,22 +549,12 @@ pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id
             .filter(pkg::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target {
-                kind,
-                id,
-                name: p.name,
-                access_days: p.access_days,
-            }),
+            .map(|p| Target::package(id, &p.name, p.access_days)),
         TargetKind::Plan => plan::Entity::find_by_id(id)
             .filter(plan::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target {
-                kind,
-                id,
-                name: p.name,
-                access_days: None,
-            }),
+            .map(|p| Target::plan(id, &p.name, p.period_days, p.grace_days)),
     })
 }
 

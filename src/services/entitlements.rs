@@ -1,86 +1,223 @@
-//! Access changes: manual grants and revokes, and the recomputation of one source's access from its
-//! events. Every change writes its audit row in the same transaction.
+//! Access histories and their projection. Every change to access is a fact added to one source's
+//! history (an inbox event's decision, or an admin's grant or revoke); the source's entitlement
+//! row is then recomputed from all of its facts ([`crate::domain::project`]) and written with its
+//! audit row, in the caller's transaction.
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Utc};
-use entity::{entitlement, webhook_event};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use entity::{access_fact as af, buyer, buyer_subscriber_code as subcode, entitlement};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Set, Statement,
+};
 use serde_json::json;
 
 use super::audit::{self, Entry};
 use super::buyers;
 use crate::auth::Principal;
-use crate::domain::{AccessState, Decision, EntitlementStatus, EventKind, SourceEvent, TargetKind, compute_access};
+use crate::domain::{Effect, EntitlementStatus, Fact, Projection, TargetKind, project};
 use crate::{AppError, AppResult, AppState};
 
-pub const MANUAL_SOURCE: &str = "manual";
+/// The source of an admin's grant of one target to one buyer.
+pub fn manual_source(target: (TargetKind, i32), buyer_id: i32) -> String {
+    format!("manual:{}:{}:{buyer_id}", target.0.as_str(), target.1)
+}
 
-fn snapshot(e: &entitlement::Model) -> serde_json::Value {
+/// Serialises work on one source across workers and processes (PostgreSQL); SQLite already has
+/// a single writer.
+pub async fn lock_source(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<()> {
+    if db.get_database_backend() == DbBackend::Postgres {
+        db.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtext($1))",
+            [format!("{app_id}:{source}").into()],
+        ))
+        .await?;
+    }
+    Ok(())
+}
+
+fn to_fact(r: af::Model) -> Option<Fact> {
+    Some(Fact {
+        effect: Effect::parse(&r.effect)?,
+        occurred_at: r.occurred_at,
+        key: r.fact_key,
+        event_type: r.event_type,
+        transaction: r.transaction,
+        until: r.until,
+        email: r.email,
+        target: (TargetKind::parse(&r.target_kind)?, r.target_id),
+        event_row: r.webhook_event_id.unwrap_or(0),
+        rule_version: r.rule_version,
+        reason: r.reason,
+    })
+}
+
+/// A source's whole history, as the projection needs it (small rows; no payloads).
+pub async fn facts(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Vec<Fact>> {
+    let rows = af::Entity::find()
+        .filter(af::Column::AppId.eq(app_id))
+        .filter(af::Column::Source.eq(source))
+        .order_by_asc(af::Column::Id)
+        .all(db)
+        .await?;
+    Ok(rows.into_iter().filter_map(to_fact).collect())
+}
+
+async fn insert_fact(db: &impl ConnectionTrait, app_id: i32, source: &str, f: &Fact, actor: &str) -> AppResult<()> {
+    af::ActiveModel {
+        app_id: Set(app_id),
+        source: Set(source.to_string()),
+        effect: Set(f.effect.as_str().to_string()),
+        event_type: Set(f.event_type.clone()),
+        fact_key: Set(f.key.clone()),
+        transaction: Set(f.transaction.clone()),
+        occurred_at: Set(f.occurred_at),
+        until: Set(f.until),
+        email: Set(f.email.clone()),
+        target_kind: Set(f.target.0.as_str().to_string()),
+        target_id: Set(f.target.1),
+        webhook_event_id: Set((f.event_row > 0).then_some(f.event_row)),
+        rule_version: Set(f.rule_version),
+        actor: Set(actor.to_string()),
+        reason: Set(f.reason.clone()),
+        created_at: Set(super::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?;
+    Ok(())
+}
+
+/// Replaces what one inbox event contributes to the histories (nothing, when `fact` is `None`)
+/// and returns every source it touched, before or now, so the caller recomputes them all.
+pub async fn set_event_fact(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_row: i32,
+    new: Option<(&str, &Fact)>,
+) -> AppResult<BTreeSet<String>> {
+    let old = af::Entity::find()
+        .filter(af::Column::WebhookEventId.eq(event_row))
+        .all(db)
+        .await?;
+    let mut touched: BTreeSet<String> = old.iter().map(|r| r.source.clone()).collect();
+    if !old.is_empty() {
+        af::Entity::delete_many()
+            .filter(af::Column::WebhookEventId.eq(event_row))
+            .exec(db)
+            .await?;
+    }
+    if let Some((source, f)) = new {
+        insert_fact(db, app_id, source, f, "rules").await?;
+        touched.insert(source.to_string());
+    }
+    Ok(touched)
+}
+
+fn snapshot(e: &entitlement::Model, email: &str) -> serde_json::Value {
     json!({
         "status": e.status,
         "target": format!("{}:{}", e.target_kind, e.target_id),
         "source": e.source,
+        "holder": email,
         "expiresAt": e.expires_at.map(|t| t.to_rfc3339()),
     })
 }
 
-async fn rows_for(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    buyer_id: i32,
-    source: &str,
-) -> AppResult<Vec<entitlement::Model>> {
+async fn email_of(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<String> {
+    Ok(buyer::Entity::find_by_id(buyer_id)
+        .one(db)
+        .await?
+        .map(|b| b.email)
+        .unwrap_or_default())
+}
+
+async fn row_of(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
     Ok(entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::BuyerId.eq(buyer_id))
         .filter(entitlement::Column::Source.eq(source))
-        .all(db)
+        .one(db)
         .await?)
 }
 
-/// Writes `state` into the row for (buyer, target, source), creating it if needed; audits changes.
-async fn write_state(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    buyer_id: i32,
-    source: &str,
-    state: &AccessState,
-    actor: &str,
-    existing: Option<entitlement::Model>,
-) -> AppResult<()> {
-    let now = super::now();
-    let before = existing.as_ref().map(snapshot);
-    let mut am: entitlement::ActiveModel = match existing {
-        Some(e) => e.into(),
-        None => entitlement::ActiveModel {
-            app_id: Set(app_id),
-            buyer_id: Set(buyer_id),
-            target_kind: Set(state.target.0.as_str().into()),
-            target_id: Set(state.target.1),
-            source: Set(source.into()),
-            created_at: Set(now),
-            ..Default::default()
-        },
+/// A subscription's code follows its holder: whoever holds the subscription is found by it.
+async fn bind_subscriber(db: &impl ConnectionTrait, app_id: i32, source: &str, buyer_id: i32) -> AppResult<()> {
+    let Some(code) = source.strip_prefix("sub:") else {
+        return Ok(());
     };
-    am.status = Set(state.status.as_str().into());
-    am.granted_at = Set(state.granted_at);
-    am.revoked_at = Set(state.revoked_at);
-    am.expires_at = Set(state.expires_at);
-    am.last_event_id = Set((state.last_event_row > 0).then_some(state.last_event_row));
-    am.rule_version = Set(state.rule_version);
-    am.reason = Set(state.reason.clone());
-    am.updated_at = Set(now);
-    let saved: entitlement::Model = am.save(db).await?.try_into().map_err(AppError::internal)?;
-    let after = snapshot(&saved);
+    match subcode::Entity::find()
+        .filter(subcode::Column::AppId.eq(app_id))
+        .filter(subcode::Column::Code.eq(code))
+        .one(db)
+        .await?
+    {
+        Some(link) if link.buyer_id == buyer_id => {}
+        Some(link) => {
+            let mut am: subcode::ActiveModel = link.into();
+            am.buyer_id = Set(buyer_id);
+            am.update(db).await?;
+        }
+        None => buyers::link_subscriber(db, app_id, buyer_id, code).await?,
+    }
+    Ok(())
+}
+
+/// Recomputes one source's entitlement from its whole history and writes it (moving it to the
+/// current holder when the e-mail changed), with an audit row for every change. The caller holds
+/// the transaction and, on PostgreSQL, the source's lock.
+pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, actor: &str) -> AppResult<()> {
+    let history = facts(db, app_id, source).await?;
+    let existing = row_of(db, app_id, source).await?;
+    let before = match &existing {
+        Some(e) => Some(snapshot(e, &email_of(db, e.buyer_id).await?)),
+        None => None,
+    };
+    let Some(p) = project(&history) else {
+        // Nothing in the history gives or takes access any more (a replay changed its decision).
+        if let Some(e) = existing {
+            let id = e.id;
+            entitlement::Entity::delete_by_id(id).exec(db).await?;
+            audit_change(
+                db,
+                app_id,
+                actor,
+                id,
+                before,
+                None,
+                "no fact of this source gives access",
+            )
+            .await?;
+        }
+        return Ok(());
+    };
+    let holder = match (&p.holder, &existing) {
+        (Some(email), _) => {
+            let email = buyers::parse_email(email)?;
+            buyers::upsert(db, app_id, &email, None).await?
+        }
+        (None, Some(e)) => match buyer::Entity::find_by_id(e.buyer_id).one(db).await? {
+            Some(b) => b,
+            None => return Ok(()),
+        },
+        // No fact names anyone: nobody to give a row to.
+        (None, None) => return Ok(()),
+    };
+    bind_subscriber(db, app_id, source, holder.id).await?;
+    let saved = write_row(db, app_id, source, &p, holder.id, existing).await?;
+    let after = snapshot(&saved, &holder.email);
     if before.as_ref() != Some(&after) {
+        let moved = before.as_ref().is_some_and(|b| b["holder"] != after["holder"]);
+        let action = if moved { "access.move" } else { "access.change" };
         audit::record(
             db,
             Entry {
                 app_id,
                 actor,
-                action: "access.change",
+                action,
                 target: format!("entitlement:{}", saved.id),
                 before,
                 after: Some(after),
-                reason: &state.reason,
+                reason: &p.reason,
             },
         )
         .await?;
@@ -88,77 +225,113 @@ async fn write_state(
     Ok(())
 }
 
-/// The events of one source that the rules decided on, as the fold needs them.
-pub async fn source_events(db: &impl ConnectionTrait, app_id: i32, source_key: &str) -> AppResult<Vec<SourceEvent>> {
-    let rows = webhook_event::Entity::find()
-        .filter(webhook_event::Column::AppId.eq(app_id))
-        .filter(webhook_event::Column::SourceKey.eq(source_key))
-        .filter(webhook_event::Column::Status.is_in(["processed", "ignored"]))
-        .order_by_asc(webhook_event::Column::Id)
-        .all(db)
-        .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let (Some(decision), Some(kind), Some(tid), Some(at)) = (
-            r.decision
-                .as_deref()
-                .and_then(|d| serde_json::from_str::<Decision>(d).ok()),
-            r.target_kind.as_deref().and_then(TargetKind::parse),
-            r.target_id,
-            r.occurred_at,
-        ) else {
-            continue;
-        };
-        out.push(SourceEvent {
-            row_id: r.id,
-            event_id: r.event_id,
-            kind: EventKind::parse(&r.event_type),
-            occurred_at: at,
-            transaction: r.transaction,
-            target: (kind, tid),
-            decision,
-            rule_version: r.rule_version,
-        });
-    }
-    Ok(out)
-}
-
-/// Recomputes a source's access from all of its events, so a late event lands where it belongs.
-/// The caller holds the transaction (and, on PostgreSQL, the per-source lock).
-pub async fn recompute_source(
+async fn audit_change(
     db: &impl ConnectionTrait,
     app_id: i32,
-    buyer_id: i32,
-    source_key: &str,
+    actor: &str,
+    id: i32,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+    reason: &str,
 ) -> AppResult<()> {
-    let events = source_events(db, app_id, source_key).await?;
-    let Some(state) = compute_access(&events) else {
-        return Ok(());
-    };
-    let rows = rows_for(db, app_id, buyer_id, source_key).await?;
-    let (mine, others): (Vec<_>, Vec<_>) = rows
-        .into_iter()
-        .partition(|r| r.target_kind == state.target.0.as_str() && r.target_id == state.target.1);
-    write_state(
+    audit::record(
         db,
-        app_id,
-        buyer_id,
-        source_key,
-        &state,
-        "rules",
-        mine.into_iter().next(),
+        Entry {
+            app_id,
+            actor,
+            action: "access.change",
+            target: format!("entitlement:{id}"),
+            before,
+            after,
+            reason,
+        },
     )
-    .await?;
-    // A plan switch moves the source's access: what it gave elsewhere ends now.
-    let moved: Vec<_> = others
-        .into_iter()
-        .filter(|o| o.status == "ACTIVE" || o.status == "SUSPENDED")
-        .collect();
-    let reason = format!("moved to {}:{}", state.target.0.as_str(), state.target.1);
-    revoke_rows(db, app_id, moved, "rules", &reason).await?;
-    Ok(())
+    .await
 }
 
+async fn write_row(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+    p: &Projection,
+    buyer_id: i32,
+    existing: Option<entitlement::Model>,
+) -> AppResult<entitlement::Model> {
+    let now = super::now();
+    let mut am: entitlement::ActiveModel = match existing {
+        Some(e) => e.into(),
+        None => entitlement::ActiveModel {
+            app_id: Set(app_id),
+            source: Set(source.into()),
+            created_at: Set(now),
+            ..Default::default()
+        },
+    };
+    am.buyer_id = Set(buyer_id);
+    am.target_kind = Set(p.target.0.as_str().into());
+    am.target_id = Set(p.target.1);
+    am.status = Set(p.status.as_str().into());
+    am.granted_at = Set(p.granted_at);
+    am.revoked_at = Set(p.revoked_at);
+    am.expires_at = Set(p.expires_at);
+    am.last_event_id = Set((p.last_event_row > 0).then_some(p.last_event_row));
+    am.rule_version = Set(p.rule_version);
+    am.reason = Set(p.reason.clone());
+    am.updated_at = Set(now);
+    Ok(am.save(db).await?.try_into().map_err(AppError::internal)?)
+}
+
+fn admin_fact(
+    effect: Effect,
+    target: (TargetKind, i32),
+    until: Option<DateTime<Utc>>,
+    email: Option<&str>,
+    reason: &str,
+) -> Fact {
+    let now = super::now();
+    Fact {
+        effect,
+        occurred_at: now,
+        // Admin facts of the same instant keep the order they were made in.
+        key: format!(
+            "admin:{}:{}",
+            now.timestamp_nanos_opt().unwrap_or_default(),
+            uuid::Uuid::new_v4().simple()
+        ),
+        event_type: match effect {
+            Effect::AdminGrant => "ADMIN_GRANT".into(),
+            _ => "ADMIN_REVOKE".into(),
+        },
+        transaction: None,
+        until,
+        email: email.map(str::to_string),
+        target,
+        event_row: 0,
+        rule_version: None,
+        reason: reason.to_string(),
+    }
+}
+
+/// Adds an admin fact to a source and recomputes it.
+async fn add_admin_fact(db: &impl ConnectionTrait, app_id: i32, source: &str, f: &Fact, actor: &str) -> AppResult<()> {
+    lock_source(db, app_id, source).await?;
+    insert_fact(db, app_id, source, f, actor).await?;
+    recompute(db, app_id, source, actor).await
+}
+
+fn require_reason(reason: &str) -> AppResult<String> {
+    let r = reason.trim();
+    if r.is_empty() {
+        return Err(AppError::InvalidFields(vec![(
+            "reason".into(),
+            "a reason is required for manual access changes".into(),
+        )]));
+    }
+    Ok(r.to_string())
+}
+
+/// Gives a buyer access to a target by hand, until `expires_at` (`None`: for good). It is a
+/// source of its own; Hotmart facts of other sources neither extend nor end it.
 pub async fn grant_manual(
     state: &AppState,
     who: &Principal,
@@ -169,12 +342,7 @@ pub async fn grant_manual(
 ) -> AppResult<()> {
     who.require_admin()?;
     let email = buyers::parse_email(email)?;
-    if reason.trim().is_empty() {
-        return Err(AppError::InvalidFields(vec![(
-            "reason".into(),
-            "a reason is required for manual access changes".into(),
-        )]));
-    }
+    let reason = require_reason(reason)?;
     if expires_at.is_some_and(|t| t <= super::now()) {
         return Err(AppError::InvalidFields(vec![(
             "expiresAt".into(),
@@ -193,26 +361,15 @@ pub async fn grant_manual(
         )));
     }
     let buyer = buyers::upsert(&txn, who.app_id, &email, None).await?;
-    let existing = rows_for(&txn, who.app_id, buyer.id, MANUAL_SOURCE)
-        .await?
-        .into_iter()
-        .find(|r| r.target_kind == target.0.as_str() && r.target_id == target.1);
-    let s = AccessState {
-        target,
-        status: EntitlementStatus::Active,
-        granted_at: Some(super::now()),
-        revoked_at: None,
-        expires_at,
-        last_event_row: 0,
-        rule_version: None,
-        reason: format!("manual grant: {}", reason.trim()),
-    };
-    write_state(&txn, who.app_id, buyer.id, MANUAL_SOURCE, &s, &who.actor(), existing).await?;
+    let f = admin_fact(Effect::AdminGrant, target, expires_at, Some(email.as_str()), &reason);
+    add_admin_fact(&txn, who.app_id, &manual_source(target, buyer.id), &f, &who.actor()).await?;
     txn.commit().await?;
     Ok(())
 }
 
-/// Revokes every entitlement the buyer holds to the target, whatever its source. Returns how many.
+/// Revokes every entitlement the buyer holds to the target, whatever its source. The revoke is a
+/// fact of each source, so no later Hotmart event of those sources brings access back. Returns
+/// how many entitlements gave access until now.
 pub async fn revoke_manual(
     state: &AppState,
     who: &Principal,
@@ -222,12 +379,7 @@ pub async fn revoke_manual(
 ) -> AppResult<i32> {
     who.require_admin()?;
     let email = buyers::parse_email(email)?;
-    if reason.trim().is_empty() {
-        return Err(AppError::InvalidFields(vec![(
-            "reason".into(),
-            "a reason is required for manual access changes".into(),
-        )]));
-    }
+    let reason = require_reason(reason)?;
     let txn = crate::db::write_txn(&state.db).await?;
     let Some(buyer) = buyers::find(&txn, who.app_id, &email).await? else {
         return Err(AppError::not_found(format!("no buyer with e-mail {email}")));
@@ -237,30 +389,59 @@ pub async fn revoke_manual(
         .filter(entitlement::Column::BuyerId.eq(buyer.id))
         .filter(entitlement::Column::TargetKind.eq(target.0.as_str()))
         .filter(entitlement::Column::TargetId.eq(target.1))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
         .all(&txn)
         .await?;
-    let n = revoke_rows(
-        &txn,
-        who.app_id,
-        rows,
-        &who.actor(),
-        &format!("manual revoke: {}", reason.trim()),
-    )
-    .await?;
+    let mut n = 0;
+    for r in rows {
+        n += revoke_row(&txn, who.app_id, &r, &who.actor(), &reason).await?;
+    }
     txn.commit().await?;
     Ok(n)
+}
+
+async fn revoke_row(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    r: &entitlement::Model,
+    actor: &str,
+    reason: &str,
+) -> AppResult<i32> {
+    let was_live = matches!(
+        EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
+        EntitlementStatus::Active | EntitlementStatus::Suspended
+    );
+    let target = (
+        TargetKind::parse(&r.target_kind).unwrap_or(TargetKind::Plan),
+        r.target_id,
+    );
+    let f = admin_fact(Effect::AdminRevoke, target, None, None, reason);
+    add_admin_fact(db, app_id, &r.source, &f, actor).await?;
+    Ok(i32::from(was_live))
+}
+
+/// Revokes whatever one source gives (support cancelling a subscription now). Hotmart's own
+/// cancellation that follows cannot give it back.
+pub async fn revoke_source(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+    actor: &str,
+    reason: &str,
+) -> AppResult<i32> {
+    match row_of(db, app_id, source).await? {
+        Some(r) => revoke_row(db, app_id, &r, actor, reason).await,
+        None => Ok(0),
+    }
 }
 
 /// One step of the history behind a buyer's access.
 #[derive(Debug, Clone)]
 pub struct ExplainStep {
     pub source: String,
-    pub event: SourceEvent,
+    pub fact: Fact,
 }
 
-/// The events and decisions that produced the buyer's access to a target, in the order the fold
-/// applies them.
+/// The facts behind the buyer's access to a target, per source, in the order they are applied.
 pub async fn explain(
     db: &impl ConnectionTrait,
     app_id: i32,
@@ -275,64 +456,11 @@ pub async fn explain(
         .collect();
     let mut steps = Vec::new();
     for a in &access {
-        let mut events = source_events(db, app_id, &a.entitlement.source).await?;
-        events.sort_by(|x, y| {
-            (x.occurred_at, crate::domain::precedence(&x.kind), &x.event_id).cmp(&(
-                y.occurred_at,
-                crate::domain::precedence(&y.kind),
-                &y.event_id,
-            ))
-        });
-        steps.extend(events.into_iter().map(|event| ExplainStep {
+        let history = facts(db, app_id, &a.entitlement.source).await?;
+        steps.extend(crate::domain::sorted(&history).into_iter().map(|f| ExplainStep {
             source: a.entitlement.source.clone(),
-            event,
+            fact: f.clone(),
         }));
     }
     Ok((access, steps))
-}
-
-/// Revokes whatever one source gives, for every buyer (support cancelling a subscription now).
-pub async fn revoke_source(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    source: &str,
-    actor: &str,
-    reason: &str,
-) -> AppResult<i32> {
-    let rows = entitlement::Entity::find()
-        .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::Source.eq(source))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
-        .all(db)
-        .await?;
-    revoke_rows(db, app_id, rows, actor, reason).await
-}
-
-/// Marks the given entitlements revoked now, each with its audit row.
-async fn revoke_rows(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    rows: Vec<entitlement::Model>,
-    actor: &str,
-    reason: &str,
-) -> AppResult<i32> {
-    let n = rows.len() as i32;
-    for r in rows {
-        let s = AccessState {
-            target: (
-                TargetKind::parse(&r.target_kind).unwrap_or(TargetKind::Plan),
-                r.target_id,
-            ),
-            status: EntitlementStatus::Revoked,
-            granted_at: r.granted_at,
-            revoked_at: Some(super::now()),
-            expires_at: r.expires_at,
-            last_event_row: r.last_event_id.unwrap_or(0),
-            rule_version: r.rule_version,
-            reason: reason.to_string(),
-        };
-        let (buyer, source) = (r.buyer_id, r.source.clone());
-        write_state(db, app_id, buyer, &source, &s, actor, Some(r)).await?;
-    }
-    Ok(n)
 }

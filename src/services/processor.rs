@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use entity::{entitlement, webhook_event as we};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set, Statement,
+    QueryOrder, QuerySelect, Set,
 };
 
 use sea_orm::sea_query::{LockBehavior, LockType};
@@ -77,7 +77,7 @@ pub async fn evaluate_event(
         let why = format!("{} does not change access", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "ignored", why));
     }
-    let Some(email) = ev
+    let Some(_) = ev
         .buyer_email
         .as_deref()
         .and_then(|e| crate::domain::Email::parse(e).ok())
@@ -103,7 +103,7 @@ pub async fn evaluate_event(
         let why = format!("no rule for {}", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "ignored", why));
     };
-    let current = current_access(db, app_id, &email, &source, &target).await?;
+    let current = current_access(db, app_id, &source).await?;
     match state.rules.decide(&script.source, &ev, &target, current.as_ref()) {
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
@@ -135,42 +135,17 @@ pub async fn evaluate_event(
     }
 }
 
-async fn current_access(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    email: &crate::domain::Email,
-    source: &str,
-    target: &Target,
-) -> AppResult<Option<CurrentAccess>> {
-    let Some(b) = buyers::find(db, app_id, email).await? else {
-        return Ok(None);
-    };
+/// What the event's source gives now (whoever holds it), as the rule script sees it.
+async fn current_access(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<CurrentAccess>> {
     let row = entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::BuyerId.eq(b.id))
         .filter(entitlement::Column::Source.eq(source))
-        .filter(entitlement::Column::TargetKind.eq(target.kind.as_str()))
-        .filter(entitlement::Column::TargetId.eq(target.id))
         .one(db)
         .await?;
     Ok(row.map(|r| CurrentAccess {
         status: EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
         expires_at: r.expires_at,
     }))
-}
-
-/// Serialises work on one source across workers and processes (PostgreSQL); SQLite already has
-/// a single writer.
-async fn lock_source(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<()> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("{app_id}:{source}").into()],
-        ))
-        .await?;
-    }
-    Ok(())
 }
 
 /// Processes the oldest pending event. `Ok(None)` when the inbox is empty.
@@ -238,13 +213,16 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
     .await?;
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
-    if let (Some(s), "processed") = (&source, eval.status) {
-        lock_source(txn, row.app_id, s).await?;
-    }
+    let fact = match (ev, &eval.target, &eval.decision, &source, eval.status) {
+        (Some(ev), Some(target), Some(d), Some(s), "processed") => {
+            crate::domain::fact_of(ev, target, d, row.id, eval.rule_version).map(|f| (s.clone(), f))
+        }
+        _ => None,
+    };
     let email = ev
         .and_then(|e| e.buyer_email.as_deref())
         .and_then(|e| crate::domain::Email::parse(e).ok());
-    let app_id = row.app_id;
+    let (app_id, row_id) = (row.app_id, row.id);
     let attempts = row.attempts + 1;
     let mut am: we::ActiveModel = row.into();
     am.status = Set(eval.status.into());
@@ -266,14 +244,18 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
     am.processed_at = Set(Some(super::now()));
     am.update(txn).await?;
 
-    if eval.status == "processed"
-        && let (Some(email), Some(source), Some(ev)) = (email, source, ev)
-    {
-        let buyer = buyers::upsert(txn, app_id, &email, ev.buyer_name.as_deref()).await?;
-        if let Some(code) = &ev.subscriber_code {
-            buyers::link_subscriber(txn, app_id, buyer.id, code).await?;
-        }
-        entitlements::recompute_source(txn, app_id, buyer.id, &source).await?;
+    if let (Some(email), Some(_)) = (&email, &fact) {
+        buyers::upsert(txn, app_id, email, ev.and_then(|e| e.buyer_name.as_deref())).await?;
+    }
+    // Whatever the old or the new outcome, every source this event touches is recomputed (a
+    // replay that turns a decision into `ignore` must undo what it did).
+    let touched =
+        entitlements::set_event_fact(txn, app_id, row_id, fact.as_ref().map(|(s, f)| (s.as_str(), f))).await?;
+    for s in &touched {
+        entitlements::lock_source(txn, app_id, s).await?;
+    }
+    for s in &touched {
+        entitlements::recompute(txn, app_id, s, "rules").await?;
     }
     Ok(eval.status)
 }

@@ -2,7 +2,7 @@
 //! into the domain events the webhook would have produced (deterministic ids, so a rerun adds
 //! nothing), and run them through the same rules and order-safe apply path. A dry run only
 //! reports the drift.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Duration, Utc};
 use entity::{entitlement, reconciliation_run as run};
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use super::{audit, catalog, entitlements, inbox, integration, processor};
-use crate::domain::{EntitlementStatus, PaymentEvent, SourceEvent, TargetKind, compute_access};
+use crate::domain::{EntitlementStatus, EventKind, Fact, PaymentEvent, fact_of, project};
 use crate::hotmart::{Format, snapshot};
 use crate::{AppError, AppResult, AppState};
 
@@ -49,6 +49,10 @@ pub struct Report {
     pub events_known: usize,
     /// Hotmart product ids with sales but no package or plan linked here.
     pub unmapped_products: Vec<String>,
+    /// Subscription charges whose subscription Hotmart did not return: left out, never treated
+    /// as one-off sales.
+    #[serde(default)]
+    pub unresolved_subscription_sales: Vec<String>,
     pub drift: Vec<Drift>,
     pub applied: bool,
 }
@@ -138,6 +142,70 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
     Ok(saved)
 }
 
+/// Latest time already known for each transaction and subscription of the app's histories.
+async fn latest_known(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    events: &[PaymentEvent],
+) -> AppResult<HashMap<String, DateTime<Utc>>> {
+    use entity::access_fact as af;
+    let mut keys: Vec<String> = events.iter().filter_map(|e| e.transaction.clone()).collect();
+    keys.sort();
+    keys.dedup();
+    let mut out: HashMap<String, DateTime<Utc>> = HashMap::new();
+    for chunk in keys.chunks(500) {
+        let rows = af::Entity::find()
+            .filter(af::Column::AppId.eq(app_id))
+            .filter(af::Column::Transaction.is_in(chunk.to_vec()))
+            .all(db)
+            .await?;
+        for r in rows {
+            if let Some(t) = r.transaction {
+                let e = out.entry(format!("txn:{t}")).or_insert(r.occurred_at);
+                *e = (*e).max(r.occurred_at);
+            }
+        }
+    }
+    let mut sources: Vec<String> = events
+        .iter()
+        .filter(|e| e.transaction.is_none())
+        .filter_map(PaymentEvent::source_key)
+        .collect();
+    sources.sort();
+    sources.dedup();
+    for chunk in sources.chunks(500) {
+        let rows = af::Entity::find()
+            .filter(af::Column::AppId.eq(app_id))
+            .filter(af::Column::Source.is_in(chunk.to_vec()))
+            .all(db)
+            .await?;
+        for r in rows {
+            let e = out.entry(r.source.clone()).or_insert(r.occurred_at);
+            *e = (*e).max(r.occurred_at);
+        }
+    }
+    Ok(out)
+}
+
+/// A status seen only through REST says what is true *now*: it is dated no earlier than the
+/// latest fact already known of its transaction (or, for a subscription's end, of its
+/// subscription), so it cannot sort before the webhook history it updates.
+fn date_after_known(events: &mut [PaymentEvent], known: &HashMap<String, DateTime<Utc>>) {
+    for ev in events.iter_mut() {
+        if ev.kind == EventKind::PurchaseApproved {
+            continue;
+        }
+        let key = match (&ev.transaction, ev.source_key()) {
+            (Some(t), _) => format!("txn:{t}"),
+            (None, Some(s)) => s,
+            (None, None) => continue,
+        };
+        if let Some(t) = known.get(&key).filter(|t| **t > ev.occurred_at) {
+            ev.occurred_at = *t;
+        }
+    }
+}
+
 async fn execute(
     state: &AppState,
     app_id: i32,
@@ -151,17 +219,20 @@ async fn execute(
         sales_seen: snap.sales_seen,
         subscriptions_seen: snap.subscriptions_seen,
         events_found: events.len(),
+        unresolved_subscription_sales: snap.unresolved_subscription_sales,
         ..Report::default()
     };
     let ids: Vec<String> = events.iter().map(|e| e.event_id.clone()).collect();
     let known = inbox::known_ids(&state.db, app_id, &ids).await?;
-    let fresh: Vec<PaymentEvent> = events.into_iter().filter(|e| !known.contains(&e.event_id)).collect();
+    let mut fresh: Vec<PaymentEvent> = events.into_iter().filter(|e| !known.contains(&e.event_id)).collect();
     report.events_known = known.len();
     report.events_new = fresh.len();
+    let latest = latest_known(&state.db, app_id, &fresh).await?;
+    date_after_known(&mut fresh, &latest);
 
     progress.stage("comparing");
-    // What each source's access would become once the new events join its history.
-    let mut by_source: BTreeMap<String, (String, Vec<SourceEvent>)> = BTreeMap::new();
+    // What each source's access would become once the new facts join its history.
+    let mut by_source: BTreeMap<String, Vec<Fact>> = BTreeMap::new();
     let mut unmapped = std::collections::BTreeSet::new();
     for ev in &fresh {
         let eval = processor::evaluate_event(state, &state.db, app_id, ev.clone()).await?;
@@ -170,33 +241,20 @@ async fn execute(
         {
             unmapped.insert(p.clone());
         }
-        let (Some(decision), Some(target), Some(source), Some(email)) =
-            (eval.decision, eval.target, ev.source_key(), ev.buyer_email.clone())
-        else {
+        let (Some(decision), Some(target), Some(source)) = (eval.decision, eval.target, ev.source_key()) else {
             continue;
         };
-        by_source
-            .entry(source)
-            .or_insert_with(|| (email.trim().to_lowercase(), Vec::new()))
-            .1
-            .push(SourceEvent {
-                row_id: 0,
-                event_id: ev.event_id.clone(),
-                kind: ev.kind.clone(),
-                occurred_at: ev.occurred_at,
-                transaction: ev.transaction.clone(),
-                target: (target.kind, target.id),
-                decision,
-                rule_version: eval.rule_version,
-            });
+        if let Some(f) = fact_of(ev, &target, &decision, 0, eval.rule_version) {
+            by_source.entry(source).or_default().push(f);
+        }
     }
     report.unmapped_products = unmapped.into_iter().collect();
     let now = super::now();
-    for (source, (email, new_events)) in by_source {
-        let mut all = entitlements::source_events(&state.db, app_id, &source).await?;
-        all.extend(new_events);
-        let Some(after) = compute_access(&all) else { continue };
-        let before = current(&state.db, app_id, &source, after.target).await?;
+    for (source, new_facts) in by_source {
+        let mut all = entitlements::facts(&state.db, app_id, &source).await?;
+        all.extend(new_facts);
+        let Some(after) = project(&all) else { continue };
+        let before = current(&state.db, app_id, &source).await?;
         let after_status = after.status.effective(after.expires_at, now);
         let before_status = before
             .as_ref()
@@ -218,7 +276,7 @@ async fn execute(
                 .unwrap_or_default();
             report.drift.push(Drift {
                 kind,
-                email,
+                email: after.holder.clone().unwrap_or_default(),
                 source,
                 target,
                 before_status: before_status.map(|s| s.as_str().to_string()),
@@ -256,18 +314,11 @@ async fn execute(
     Ok(report)
 }
 
-/// The entitlement a source currently gives for a target (any buyer).
-async fn current(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    source: &str,
-    target: (TargetKind, i32),
-) -> AppResult<Option<entitlement::Model>> {
+/// The entitlement a source currently gives (one row per source).
+async fn current(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
     Ok(entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
         .filter(entitlement::Column::Source.eq(source))
-        .filter(entitlement::Column::TargetKind.eq(target.0.as_str()))
-        .filter(entitlement::Column::TargetId.eq(target.1))
         .one(db)
         .await?)
 }

@@ -1,5 +1,5 @@
 //! Rule scripts per app and event type, versioned; the shipped defaults are version 0.
-use entity::rule_script as rs;
+use entity::{rule_script as rs, webhook_event as we};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
@@ -79,7 +79,7 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
         .first()
         .map(|r| r.version)
         .unwrap_or(0);
-    deactivate_all(&txn, who.app_id, event_type).await?;
+    let queued = deactivate_all(&txn, who.app_id, event_type).await?;
     let row = rs::ActiveModel {
         app_id: Set(who.app_id),
         event_type: Set(event_type.into()),
@@ -100,23 +100,37 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
             action: "rule.save",
             target: format!("rule:{event_type}"),
             before: before.map(|v| json!({"version": v})),
-            after: Some(json!({"version": row.version})),
+            after: Some(json!({"version": row.version, "eventsRequeued": queued})),
             reason: "",
         },
     )
     .await?;
     txn.commit().await?;
+    state.wake_worker();
     Ok(row)
 }
 
-async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<()> {
+/// Deactivates every version of an event type's script, and sends the events the old version
+/// decided back to the queue: the new version re-decides them and every source they touch is
+/// recomputed, whatever the old or the new outcome. Returns how many events were queued.
+async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<u64> {
     rs::Entity::update_many()
         .col_expr(rs::Column::Active, Expr::value(false))
         .filter(rs::Column::AppId.eq(app_id))
         .filter(rs::Column::EventType.eq(event_type))
         .exec(db)
         .await?;
-    Ok(())
+    let queued = we::Entity::update_many()
+        .col_expr(we::Column::Status, Expr::value(super::inbox::PENDING))
+        .col_expr(we::Column::Attempts, Expr::value(0))
+        .filter(we::Column::AppId.eq(app_id))
+        .filter(we::Column::EventType.eq(event_type))
+        .filter(we::Column::Status.is_in(["processed", "ignored"]))
+        .filter(we::Column::IsTest.eq(false))
+        .exec(db)
+        .await?
+        .rows_affected;
+    Ok(queued)
 }
 
 /// Rollback (or forward) to a saved version; version 0 returns to the shipped default.
@@ -125,7 +139,7 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
     check_event_type(event_type)?;
     let txn = crate::db::write_txn(&state.db).await?;
     let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
-    if version != 0 {
+    let queued = if version != 0 {
         let row = rs::Entity::find()
             .filter(rs::Column::AppId.eq(who.app_id))
             .filter(rs::Column::EventType.eq(event_type))
@@ -133,13 +147,14 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
             .one(&txn)
             .await?
             .ok_or_else(|| AppError::not_found(format!("{event_type} has no version {version}")))?;
-        deactivate_all(&txn, who.app_id, event_type).await?;
+        let q = deactivate_all(&txn, who.app_id, event_type).await?;
         let mut am: rs::ActiveModel = row.into();
         am.active = Set(true);
         am.update(&txn).await?;
+        q
     } else {
-        deactivate_all(&txn, who.app_id, event_type).await?;
-    }
+        deactivate_all(&txn, who.app_id, event_type).await?
+    };
     audit::record(
         &txn,
         Entry {
@@ -148,7 +163,7 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
             action: "rule.activate",
             target: format!("rule:{event_type}"),
             before: before.map(|v| json!({"version": v})),
-            after: Some(json!({"version": version})),
+            after: Some(json!({"version": version, "eventsRequeued": queued})),
             reason: "",
         },
     )
@@ -157,5 +172,6 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
     txn.commit().await?;
+    state.wake_worker();
     Ok(now)
 }

@@ -254,3 +254,59 @@ pub fn error_code(v: &Value) -> String {
 pub fn error_message(v: &Value) -> String {
     v["errors"][0]["message"].as_str().unwrap_or_default().to_string()
 }
+
+/// How far the fixtures' dates are moved so their story happens now: the first approval
+/// (2025-05-14) lands five days ago, whole days only, the same for every fixture of a run.
+pub fn fixture_shift_ms() -> i64 {
+    static SHIFT: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *SHIFT.get_or_init(|| {
+        let day = 86_400_000i64;
+        let target = chrono::Utc::now().timestamp_millis() - 5 * day;
+        (target - 1_747_231_245_123) / day * day
+    })
+}
+
+/// Moves every epoch-millisecond value of a JSON document by `shift`.
+pub fn shift_times(v: &mut Value, shift: i64) {
+    match v {
+        Value::Number(n) => {
+            if let Some(ms) = n
+                .as_i64()
+                .filter(|ms| (1_600_000_000_000..1_900_000_000_000).contains(ms))
+            {
+                *v = json!(ms + shift);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| shift_times(x, shift)),
+        Value::Object(o) => o.values_mut().for_each(|x| shift_times(x, shift)),
+        _ => {}
+    }
+}
+
+/// A fixture whose dates are moved to now (see [`fixture_shift_ms`]), then edited; edit values
+/// are taken as they are (give them already shifted with [`at`]).
+pub fn recent(name: &str, edits: &[(&str, Value)]) -> String {
+    let mut v: Value = serde_json::from_str(&fixture(name)).unwrap();
+    shift_times(&mut v, fixture_shift_ms());
+    for (path, value) in edits {
+        let mut cur = &mut v;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            cur = cur.get_mut(*p).unwrap_or_else(|| panic!("no {p} in {path}"));
+        }
+        cur[parts[parts.len() - 1]] = value.clone();
+    }
+    v.to_string()
+}
+
+/// A fixture-era time (epoch ms) moved like [`recent`] moves fixtures.
+pub fn at(fixture_ms: i64) -> i64 {
+    fixture_ms + fixture_shift_ms()
+}
+
+/// An API time (RFC 3339) as epoch milliseconds.
+pub fn ms_of(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap_or_else(|| panic!("not a time: {v}")))
+        .unwrap()
+        .timestamp_millis()
+}

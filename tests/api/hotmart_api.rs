@@ -200,7 +200,7 @@ async fn ana_subscription(fake: &Fake) {
 async fn a_refund_whose_webhook_never_came_loses_access_and_a_rerun_changes_nothing() {
     let (app, fake) = setup().await;
     app.create_plan("Mensal", &["4100001"]).await;
-    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
     app.process_inbox().await;
     assert_eq!(app.access(ANA).await[0]["active"], true);
     ana_subscription(&fake).await;
@@ -258,7 +258,7 @@ async fn cancelling_a_subscription_calls_hotmart_and_is_audited() {
     let (app, fake) = setup().await;
     app.create_plan("Mensal", &["4100001"]).await;
     ana_subscription(&fake).await;
-    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
     app.process_inbox().await;
     let q = "mutation($c: String!, $m: Boolean! = true, $r: Boolean! = false) { cancelSubscription(subscriberCode: $c, sendMail: $m, revokeNow: $r) { subscriberCode hotmartStatus revokedAccess } }";
     let d = app.gql(q, json!({"c": "sbx7q2lm", "m": false})).await;

@@ -1,5 +1,6 @@
 use migration::{Migrator, MigratorTrait};
-use sea_orm::{ConnectionTrait, EntityTrait};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
+use serde_json::json;
 
 use crate::helpers::*;
 
@@ -13,19 +14,102 @@ async fn migrations_go_up_down_and_up_again() {
     assert!(entity::reconciliation_run::Entity::find().all(db).await.is_err());
     Migrator::up(db, None).await.expect("up again");
     assert!(entity::app::Entity::find().all(db).await.unwrap().is_empty());
-    assert!(
-        entity::reconciliation_run::Entity::find()
-            .all(db)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    // One step down removes only the latest migration, and its column goes with it.
+    assert!(entity::access_fact::Entity::find().all(db).await.unwrap().is_empty());
+    // One step down removes only the latest migration (the access history).
     Migrator::down(db, Some(1)).await.expect("one step down");
-    assert!(entity::reconciliation_run::Entity::find().all(db).await.is_err());
-    assert!(entity::app::Entity::find().all(db).await.is_ok());
+    assert!(entity::access_fact::Entity::find().all(db).await.is_err());
+    assert!(entity::reconciliation_run::Entity::find().all(db).await.is_ok());
     Migrator::up(db, None).await.expect("up once more");
     assert!(entity::hotmart_integration::Entity::find().all(db).await.is_ok());
     let status = db.execute_unprepared("SELECT 1").await;
     assert!(status.is_ok());
+}
+
+/// Data written by the previous model (a shared `manual` source, an admin revoke that lived only
+/// on the row, decided inbox rows) is carried into the history and recomputed: admin decisions
+/// hold, Hotmart sources are rebuilt by the worker.
+#[tokio::test]
+async fn the_access_history_migration_recomputes_existing_data() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let plan: i32 = app.create_plan("Mensal", &["4100001"]).await.parse().unwrap();
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "ACTIVE");
+    let db = &app.state.db;
+
+    // Back to the old schema, and data as the old code wrote it.
+    Migrator::down(db, Some(1)).await.expect("one step down");
+    let ana = entity::entitlement::Entity::find().one(db).await.unwrap().unwrap();
+    let mut am: entity::entitlement::ActiveModel = ana.clone().into();
+    am.status = Set("REVOKED".into());
+    am.reason = Set("manual revoke: fraud".into());
+    am.revoked_at = Set(Some(chrono::Utc::now()));
+    am.update(db).await.unwrap();
+    let now = chrono::Utc::now();
+    let bia = entity::buyer::ActiveModel {
+        app_id: Set(ana.app_id),
+        email: Set("bia@example.com".into()),
+        name: Set(String::new()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .unwrap();
+    entity::entitlement::ActiveModel {
+        app_id: Set(ana.app_id),
+        buyer_id: Set(bia.id),
+        target_kind: Set("plan".into()),
+        target_id: Set(plan),
+        source: Set("manual".into()),
+        status: Set("ACTIVE".into()),
+        granted_at: Set(Some(now)),
+        reason: Set("manual grant: partner".into()),
+        created_at: Set(now),
+        updated_at: Set(now),
+        ..Default::default()
+    }
+    .insert(db)
+    .await
+    .unwrap();
+
+    Migrator::up(db, None).await.expect("up");
+    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
+    let mut effects: Vec<(String, String)> = facts.iter().map(|f| (f.source.clone(), f.effect.clone())).collect();
+    effects.sort();
+    assert_eq!(
+        effects,
+        [
+            (format!("manual:plan:{plan}:{}", bia.id), "admin_grant".to_string()),
+            ("sub:SBX7Q2LM".to_string(), "admin_revoke".to_string()),
+        ]
+    );
+    let pending = entity::webhook_event::Entity::find()
+        .filter(entity::webhook_event::Column::Status.eq("pending"))
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(pending.len(), 1, "decided events go back to the queue");
+    app.process_inbox().await;
+    // The admin's revoke holds against the rebuilt history; the manual grant is its own source.
+    let ana = app.access("ana.teste@example.com").await;
+    assert_eq!((ana.len(), ana[0]["status"].as_str()), (1, Some("REVOKED")));
+    let bia = app.access("bia@example.com").await;
+    assert_eq!(bia[0]["status"], "ACTIVE");
+    assert_eq!(
+        bia[0]["source"],
+        json!(format!("manual:plan:{plan}:{}", bia_id(&app).await))
+    );
+}
+
+async fn bia_id(app: &TestApp) -> i32 {
+    entity::buyer::Entity::find()
+        .filter(entity::buyer::Column::Email.eq("bia@example.com"))
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .id
 }

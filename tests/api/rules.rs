@@ -138,7 +138,7 @@ async fn failing_rule_case(script: &str, needle: &str) {
     app.create_plan("Mensal", &["4100001"]).await;
     // Passes the dry run (fixtures use another e-mail), misbehaves on this buyer.
     app.gql(SAVE, json!({"t": "PURCHASE_APPROVED", "s": script})).await;
-    let body = fixture_with(
+    let body = recent(
         "purchase_approved.json",
         &[("data.buyer.email", json!("trouble@example.com"))],
     );

@@ -195,7 +195,7 @@ async fn events_we_do_nothing_with_are_still_200_and_kept_with_a_reason() {
 async fn unmapped_products_are_kept_and_replayable_once_linked() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
-    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
     app.process_inbox().await;
     let e = &app.events().await[0];
     assert_eq!(e["status"], "unmapped");
@@ -215,8 +215,8 @@ async fn unmapped_products_are_kept_and_replayable_once_linked() {
 async fn all_unmapped_events_can_be_replayed_at_once_after_linking() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
-    app.post_hotmart(&fixture("purchase_approved.json")).await;
-    app.post_hotmart(&fixture("purchase_approved_renewal.json")).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.post_hotmart(&recent("purchase_approved_renewal.json", &[])).await;
     app.process_inbox().await;
     assert!(app.events().await.iter().all(|e| e["status"] == "unmapped"));
     let v = app
@@ -275,7 +275,9 @@ async fn legacy_v1_postbacks_are_understood() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
     app.create_plan("Mensal", &["4100001"]).await;
-    let body = fixture("legacy_v1_purchase_approved.txt");
+    // A plan's v1 approval covers the plan's period (v1 has no next charge date): make it recent.
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let body = fixture("legacy_v1_purchase_approved.txt").replace("2025-05-14", &today);
     let (status, v) = app
         .post_hotmart_with(&body, None, "application/x-www-form-urlencoded")
         .await;
