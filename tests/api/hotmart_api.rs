@@ -11,7 +11,7 @@ use crate::helpers::*;
 const ANA: &str = "ana.teste@example.com";
 const CARLOS: &str = "carlos.exemplo@example.com";
 
-async fn setup() -> (TestApp, Arc<Fake>) {
+pub async fn setup() -> (TestApp, Arc<Fake>) {
     let (fake, url) = fake_hotmart::start().await;
     let app = TestApp::spawn_with(|s| {
         s.hotmart.token_url = format!("{url}/security/oauth/token");

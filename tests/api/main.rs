@@ -3,6 +3,7 @@ mod fake_hotmart;
 mod helpers;
 
 mod access;
+mod access_model;
 mod auth;
 mod catalog;
 mod hotmart_api;
