@@ -278,7 +278,7 @@ async fn write_row(
     am.rule_version = Set(p.rule_version);
     am.reason = Set(p.reason.clone());
     am.updated_at = Set(now);
-    Ok(am.save(db).await?.try_into().map_err(AppError::internal)?)
+    am.save(db).await?.try_into().map_err(AppError::internal)
 }
 
 fn admin_fact(

@@ -119,7 +119,11 @@ async fn seq1_a_cancellation_in_the_warranty_survives_complete_resends_and_a_won
     assert_eq!(only(&app, ANA).await, ("ACTIVE".into(), true, Some(paid_until)));
     // A dispute won after the cancellation resumes access, still ending at the paid date.
     deliver(&app, &[protest("p1", "HPT1", 2)]).await;
-    assert_eq!(only(&app, ANA).await.0, "ACTIVE", "the later COMPLETE settled the dispute");
+    assert_eq!(
+        only(&app, ANA).await.0,
+        "ACTIVE",
+        "the later COMPLETE settled the dispute"
+    );
     let (app2, _) = app_with_plan().await;
     deliver(
         &app2,
@@ -179,7 +183,11 @@ async fn seq4_an_admin_revoke_holds_against_later_webhooks() {
         .await;
     assert_eq!(d["revokeAccess"], 1);
     deliver(&app, &[complete("k1", "HPT1", 0, 25), approved("a2", "HPT2", 0, 55)]).await;
-    assert_eq!(only(&app, ANA).await.0, "REVOKED", "neither the COMPLETE nor a renewal undoes it");
+    assert_eq!(
+        only(&app, ANA).await.0,
+        "REVOKED",
+        "neither the COMPLETE nor a renewal undoes it"
+    );
     let d = app
         .gql(
             "query($id: ID!) { explainAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}) { steps { eventType effect decision } } }",
@@ -232,7 +240,10 @@ async fn seq4_cancel_with_revoke_now_is_not_undone_by_hotmarts_cancellation() {
 async fn seq5_a_subscription_has_one_holder_whatever_the_order_of_an_email_change() {
     let new_email = "ana.nova@example.com";
     let paid_until = now_ms() + 20 * DAY;
-    let events = [approved("a1", "HPT1", 5, 25), cancellation("c1", 2, paid_until, new_email)];
+    let events = [
+        approved("a1", "HPT1", 5, 25),
+        cancellation("c1", 2, paid_until, new_email),
+    ];
     for order in [[0, 1], [1, 0]] {
         let (app, _) = app_with_plan().await;
         for i in order {
@@ -269,7 +280,11 @@ async fn seq6_changing_a_rule_recomputes_what_its_events_did() {
         .find(|e| e["eventType"] == "PURCHASE_PROTEST")
         .unwrap();
     assert_eq!(protest_row["status"], "ignored");
-    assert_eq!(only(&app, ANA).await.0, "ACTIVE", "the suspension went with the decision");
+    assert_eq!(
+        only(&app, ANA).await.0,
+        "ACTIVE",
+        "the suspension went with the decision"
+    );
     // Rolling back re-decides again, and a single replay recomputes as well.
     app.gql(
         "mutation { activateRuleVersion(eventType: \"PURCHASE_PROTEST\", version: 0) }",
@@ -283,25 +298,29 @@ async fn seq6_changing_a_rule_recomputes_what_its_events_did() {
 #[tokio::test]
 async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after_what_is_known() {
     let (app, fake) = crate::hotmart_api::setup().await;
+    let now = now_ms();
     app.create_plan("Mensal", &["4100001"]).await;
     // A subscription that started long before the window, renewed inside it; no webhook came.
     let mut sub = crate::fake_hotmart::api_fixture("api_subscriptions_page.json")["items"][0].clone();
-    sub["accession_date"] = json!(now_ms() - 400 * DAY);
-    sub["date_next_charge"] = json!(now_ms() + 20 * DAY);
+    sub["accession_date"] = json!(now - 400 * DAY);
+    sub["date_next_charge"] = json!(now + 20 * DAY);
     fake.subscriptions.lock().unwrap().push(sub);
     fake.purchases.lock().unwrap().insert(
         "SBX7Q2LM".into(),
-        vec![json!({"transaction": "HPREN0000000013", "status": "APPROVED", "approved_date": now_ms() - 10 * DAY, "recurrency_number": 13})],
+        vec![json!({"transaction": "HPREN0000000013", "status": "APPROVED", "approved_date": now - 10 * DAY, "recurrency_number": 13})],
     );
     fake.sales
         .lock()
         .unwrap()
-        .push(sale(ANA, "HPREN0000000013", "APPROVED", now_ms() - 10 * DAY, true));
+        .push(sale(ANA, "HPREN0000000013", "APPROVED", now - 10 * DAY, true));
     // A subscription sale whose subscription Hotmart does not return is left out, never a `txn:`.
-    fake.sales
-        .lock()
-        .unwrap()
-        .push(sale("orfa@example.com", "HPORPHAN000001", "APPROVED", now_ms() - 9 * DAY, true));
+    fake.sales.lock().unwrap().push(sale(
+        "orfa@example.com",
+        "HPORPHAN000001",
+        "APPROVED",
+        now - 9 * DAY,
+        true,
+    ));
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339();
     let r = app
         .gql(
@@ -318,17 +337,17 @@ async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after
     assert_eq!(access.len(), 1, "{access:?}");
     assert_eq!(access[0]["source"], "sub:SBX7Q2LM");
     // REST sales carry no next charge: the plan's period plus grace from the approval.
-    assert_eq!(ms_of(&access[0]["expiresAt"]) / 1000, (now_ms() + 23 * DAY) / 1000);
+    assert_eq!(ms_of(&access[0]["expiresAt"]) / 1000, (now + 23 * DAY) / 1000);
     assert!(app.access("orfa@example.com").await.is_empty());
 
     // A later webhook cancellation ends it; then REST reports the subscription INACTIVE with its
     // paid-through date, and a dispute known only through REST: both apply after the history.
-    deliver(&app, &[cancellation("c1", 1, now_ms() + 15 * DAY, ANA)]).await;
+    deliver(&app, &[cancellation("c1", 1, now + 15 * DAY, ANA)]).await;
     {
         let mut subs = fake.subscriptions.lock().unwrap();
         subs[0]["status"] = json!("INACTIVE");
-        subs[0]["date_next_charge"] = json!(now_ms() + 5 * DAY);
-        subs[0]["end_accession_date"] = json!(now_ms() - 20 * DAY);
+        subs[0]["date_next_charge"] = json!(now + 5 * DAY);
+        subs[0]["end_accession_date"] = json!(now - 20 * DAY);
     }
     let r = app
         .gql(
@@ -339,14 +358,22 @@ async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after
     assert_eq!(r["reconcile"]["status"], "succeeded", "{r}");
     let (status, active, expires) = only(&app, ANA).await;
     assert_eq!((status.as_str(), active), ("ACTIVE", true));
-    assert_eq!(expires.unwrap() / 1000, (now_ms() + 5 * DAY) / 1000, "INACTIVE ends at its paid-through date");
+    assert_eq!(
+        expires.unwrap() / 1000,
+        (now + 5 * DAY) / 1000,
+        "INACTIVE ends at its paid-through date"
+    );
     fake.sales.lock().unwrap()[0]["purchase"]["status"] = json!("PROTESTED");
     app.gql(
         "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false) { status } }",
         json!({"s": since}),
     )
     .await;
-    assert_eq!(only(&app, ANA).await.0, "SUSPENDED", "a REST-only dispute is not dated before what is known");
+    assert_eq!(
+        only(&app, ANA).await.0,
+        "SUSPENDED",
+        "a REST-only dispute is not dated before what is known"
+    );
 }
 
 #[tokio::test]

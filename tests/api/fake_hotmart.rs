@@ -191,10 +191,28 @@ fn subscriptions(req: &Request, Data(f): Data<&Arc<Fake>>) -> Response {
         .iter()
         .filter(|s| in_window(s["accession_date"].as_i64(), &q, "accession_date", "end_accession_date"))
         // The fake takes a subscription's end of accession as its cancellation date.
-        .filter(|s| in_window(s["end_accession_date"].as_i64(), &q, "cancelation_date", "end_cancelation_date"))
-        .filter(|s| in_window(s["date_next_charge"].as_i64(), &q, "date_next_charge", "end_date_next_charge"))
+        .filter(|s| {
+            in_window(
+                s["end_accession_date"].as_i64(),
+                &q,
+                "cancelation_date",
+                "end_cancelation_date",
+            )
+        })
+        .filter(|s| {
+            in_window(
+                s["date_next_charge"].as_i64(),
+                &q,
+                "date_next_charge",
+                "end_date_next_charge",
+            )
+        })
         .filter(|s| get(&q, "subscriber_email").is_none_or(|e| s["subscriber"]["email"] == e))
-        .filter(|s| get(&q, "product_id").is_none_or(|p| s["product"]["id"].to_string() == p))
+        .filter(|s| {
+            let id = &s["product"]["id"];
+            let id = id.as_str().map(str::to_string).or(id.as_i64().map(|n| n.to_string()));
+            get(&q, "product_id").is_none_or(|p| id.as_deref() == Some(p))
+        })
         .cloned()
         .collect();
     json_response(StatusCode::OK, page(items, &q, f.page_size.load(Ordering::SeqCst)))

@@ -4,6 +4,7 @@ mod helpers;
 
 mod access;
 mod access_model;
+mod access_props;
 mod auth;
 mod catalog;
 mod hotmart_api;

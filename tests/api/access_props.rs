@@ -1,0 +1,553 @@
+//! Property tests of the access model against a reference model written apart from the code.
+//!
+//! A random subscription lifecycle (charges paid, delayed and retried, completed, disputed and
+//! won or lost, refunded, charged back, cancelled and reactivated, switched, an e-mail change,
+//! an admin revoke) is turned into Hotmart events. The reference model below reads those abstract
+//! steps with the semantics in the README's table; the implementation gets the events in any
+//! arrival order, with duplicates and copies re-sent under new ids. Both must agree.
+//! - `pure_*`: many cases through the default rule scripts and the projection, no database.
+//! - `db_*`: fewer cases through the server (JSON webhooks, inbox, worker, GraphQL), on SQLite,
+//!   and on PostgreSQL when the suite runs there.
+use chrono::{DateTime, TimeZone, Utc};
+use porteiro::domain::{self, EventKind, PaymentEvent, Target};
+use porteiro::rules::{RuleEngine, default_script};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const DAY: i64 = 86_400_000;
+const GRACE: i64 = 3 * DAY;
+const EMAILS: [&str; 2] = ["prop.ana@example.com", "prop.ana.nova@example.com"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Approved,
+    Complete,
+    Delayed,
+    Cancel,
+    Protest,
+    Refund,
+    Chargeback,
+    Switch,
+    /// The admin's revoke (the model's own step; the implementation gets it through the API).
+    AdminRevoke,
+}
+
+/// One thing Hotmart said, abstractly.
+#[derive(Debug, Clone)]
+struct Step {
+    kind: Kind,
+    at: i64,
+    /// Charge number (transaction); 0 for cancellations and switches.
+    charge: usize,
+    /// Next charge (approved, complete) or paid-through date (cancel).
+    date: i64,
+    email: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Lifecycle {
+    steps: Vec<Step>,
+    admin_revoke: bool,
+}
+
+#[derive(Debug, Clone)]
+struct ChargePlan {
+    delayed: u8, // 0 paid, 1 delayed then paid, 2 delayed and never paid
+    complete: bool,
+    dispute: u8, // 0 none, 1 open, 2 lost (refund), 3 won (complete)
+    chargeback: bool,
+    cancel: bool,
+    switch: bool,
+}
+
+fn charge_plan() -> impl Strategy<Value = ChargePlan> {
+    (
+        0u8..3,
+        any::<bool>(),
+        0u8..4,
+        prop::bool::weighted(0.1),
+        prop::bool::weighted(0.25),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(delayed, complete, dispute, chargeback, cancel, switch)| ChargePlan {
+            delayed,
+            complete,
+            dispute,
+            chargeback,
+            cancel,
+            switch,
+        })
+}
+
+/// A lifecycle that starts `start_days_ago` days before now, one charge every 30 days.
+fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
+    (
+        prop::collection::vec(charge_plan(), 1..5),
+        0u32..200,
+        prop::option::of(0usize..5),
+        prop::bool::weighted(0.15),
+    )
+        .prop_map(move |(charges, start_days_ago, email_change_at, admin_revoke)| {
+            // Half a day off the clock, so no step falls on the moment the test runs.
+            let t0 = now - i64::from(start_days_ago) * DAY - DAY / 2;
+            let mut steps = Vec::new();
+            let mut email = 0;
+            // Minutes keep every step at its own instant: ties are the projection's own test.
+            let mut minute = 0;
+            let mut at = |day: i64| {
+                minute += 1;
+                t0 + day * DAY + minute * 60_000
+            };
+            for (i, c) in charges.iter().enumerate() {
+                if email_change_at == Some(i) {
+                    email = 1;
+                }
+                let n = i + 1;
+                let d = i as i64 * 30;
+                let next = t0 + (d + 30) * DAY;
+                let mut paid_at = d;
+                if c.delayed > 0 {
+                    steps.push(Step {
+                        kind: Kind::Delayed,
+                        at: at(d),
+                        charge: n,
+                        date: 0,
+                        email,
+                    });
+                    paid_at = d + 2;
+                }
+                if c.delayed == 2 {
+                    break;
+                }
+                steps.push(Step {
+                    kind: Kind::Approved,
+                    at: at(paid_at),
+                    charge: n,
+                    date: next,
+                    email,
+                });
+                if c.switch {
+                    steps.push(Step {
+                        kind: Kind::Switch,
+                        at: at(d + 4),
+                        charge: 0,
+                        date: 0,
+                        email,
+                    });
+                }
+                match c.dispute {
+                    1 => steps.push(Step {
+                        kind: Kind::Protest,
+                        at: at(d + 3),
+                        charge: n,
+                        date: 0,
+                        email,
+                    }),
+                    2 => {
+                        steps.push(Step {
+                            kind: Kind::Protest,
+                            at: at(d + 3),
+                            charge: n,
+                            date: 0,
+                            email,
+                        });
+                        steps.push(Step {
+                            kind: Kind::Refund,
+                            at: at(d + 5),
+                            charge: n,
+                            date: 0,
+                            email,
+                        });
+                    }
+                    3 => {
+                        steps.push(Step {
+                            kind: Kind::Protest,
+                            at: at(d + 3),
+                            charge: n,
+                            date: 0,
+                            email,
+                        });
+                        steps.push(Step {
+                            kind: Kind::Complete,
+                            at: at(d + 6),
+                            charge: n,
+                            date: next,
+                            email,
+                        });
+                    }
+                    _ => {}
+                }
+                if c.complete && c.dispute == 0 {
+                    steps.push(Step {
+                        kind: Kind::Complete,
+                        at: at(d + 7),
+                        charge: n,
+                        date: next,
+                        email,
+                    });
+                }
+                if c.chargeback {
+                    steps.push(Step {
+                        kind: Kind::Chargeback,
+                        at: at(d + 10),
+                        charge: n,
+                        date: 0,
+                        email,
+                    });
+                }
+                if c.cancel {
+                    steps.push(Step {
+                        kind: Kind::Cancel,
+                        at: at(d + 15),
+                        charge: 0,
+                        date: next,
+                        email,
+                    });
+                }
+            }
+            Lifecycle { steps, admin_revoke }
+        })
+}
+
+/// What the buyer should see: (holder, status, end) at `now`. Written from the README's table,
+/// not from the implementation: events by time; a charge grants once; only a new paid charge
+/// extends or revives; ends only move earlier; a lapsed end stays lapsed; disputes pause until
+/// their own charge comes back; refunds and chargebacks end access and their charge for good.
+fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> {
+    let without_admin = walk(&l.steps, now);
+    if !l.admin_revoke || without_admin.is_none() {
+        return without_admin;
+    }
+    // The admin revokes what exists, now; later Hotmart facts cannot undo it.
+    let mut steps = l.steps.clone();
+    steps.push(Step {
+        kind: Kind::AdminRevoke,
+        at: now,
+        charge: 0,
+        date: 0,
+        email: usize::MAX,
+    });
+    walk(&steps, now)
+}
+
+fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> {
+    #[derive(PartialEq)]
+    enum S {
+        None,
+        On,
+        Paused,
+        Lapsed,
+        Ended,
+    }
+    let mut steps = steps.to_vec();
+    steps.sort_by_key(|s| s.at);
+    let mut admin = false;
+    let mut s = S::None;
+    let mut end: Option<i64> = None;
+    let mut seen_charges: Vec<usize> = vec![];
+    let mut dead_charges: Vec<usize> = vec![];
+    let mut open_disputes: Vec<usize> = vec![];
+    let mut holder = 0;
+    for st in &steps {
+        if st.email != usize::MAX {
+            holder = st.email;
+        }
+        if matches!(s, S::On | S::Paused) && end.is_some_and(|e| e <= st.at) {
+            s = S::Lapsed;
+            open_disputes.clear();
+        }
+        let alive = matches!(s, S::On | S::Paused);
+        match st.kind {
+            Kind::Approved | Kind::Complete => {
+                if dead_charges.contains(&st.charge) {
+                    continue;
+                }
+                let new = !seen_charges.contains(&st.charge);
+                if new {
+                    seen_charges.push(st.charge);
+                }
+                if admin {
+                    continue;
+                }
+                if !new {
+                    if s == S::Paused {
+                        open_disputes.retain(|c| *c != st.charge);
+                        if open_disputes.is_empty() {
+                            s = S::On;
+                        }
+                    }
+                    continue;
+                }
+                let covers = st.date + GRACE;
+                if alive {
+                    end = Some(end.map_or(covers, |e| e.max(covers)));
+                } else {
+                    s = S::On;
+                    open_disputes.clear();
+                    end = Some(covers);
+                }
+            }
+            Kind::Delayed if alive => end = Some(end.map_or(st.at + GRACE, |e| e.min(st.at + GRACE))),
+            Kind::Cancel if alive => end = Some(end.map_or(st.date, |e| e.min(st.date))),
+            Kind::Protest if alive => {
+                open_disputes.push(st.charge);
+                s = S::Paused;
+            }
+            Kind::AdminRevoke => {
+                admin = true;
+                open_disputes.clear();
+                s = S::Ended;
+            }
+            Kind::Refund | Kind::Chargeback => {
+                dead_charges.push(st.charge);
+                open_disputes.clear();
+                s = S::Ended;
+            }
+            _ => {}
+        }
+    }
+    let status = match s {
+        S::None => return None,
+        S::Ended => "REVOKED",
+        S::Lapsed => "EXPIRED",
+        _ if end.is_some_and(|e| e <= now) => "EXPIRED",
+        S::On => "ACTIVE",
+        S::Paused => "SUSPENDED",
+    };
+    Some((holder, status, end))
+}
+
+/// One delivery: the event and the Hotmart id it carries.
+#[derive(Debug, Clone)]
+struct Delivery {
+    step: usize,
+    id: String,
+}
+
+/// Arrival order: every step once, some twice (same id), approvals re-sent under new ids.
+fn arrivals(n: usize) -> impl Strategy<Value = Vec<Delivery>> {
+    (
+        prop::collection::vec(0..n.max(1), 0..4),
+        prop::collection::vec(0..n.max(1), 0..2),
+    )
+        .prop_flat_map(move |(dups, resends)| {
+            let mut v: Vec<Delivery> = (0..n)
+                .map(|i| Delivery {
+                    step: i,
+                    id: format!("e{i}"),
+                })
+                .collect();
+            v.extend(dups.iter().map(|&i| Delivery {
+                step: i,
+                id: format!("e{i}"),
+            }));
+            v.extend(resends.iter().map(|&i| Delivery {
+                step: i,
+                id: format!("e{i}-resent"),
+            }));
+            Just(v).prop_shuffle()
+        })
+}
+
+fn ms(t: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(t).unwrap()
+}
+
+fn kind_of(k: Kind) -> EventKind {
+    match k {
+        Kind::Approved => EventKind::PurchaseApproved,
+        Kind::Complete => EventKind::PurchaseComplete,
+        Kind::Delayed => EventKind::PurchaseDelayed,
+        Kind::Cancel => EventKind::SubscriptionCancellation,
+        Kind::Protest => EventKind::PurchaseProtest,
+        Kind::Refund => EventKind::PurchaseRefunded,
+        Kind::Chargeback => EventKind::PurchaseChargeback,
+        Kind::Switch => EventKind::SwitchPlan,
+        Kind::AdminRevoke => unreachable!("admin steps are not Hotmart events"),
+    }
+}
+
+fn payment_event(st: &Step, id: &str, code: &str) -> PaymentEvent {
+    let mut ev = PaymentEvent::new(kind_of(st.kind), id.to_string(), ms(st.at));
+    ev.subscriber_code = Some(code.to_string());
+    ev.buyer_email = Some(EMAILS[st.email].to_string());
+    if st.charge > 0 {
+        ev.transaction = Some(format!("HP{code}{:04}", st.charge));
+    }
+    if st.date > 0 {
+        ev.next_charge_at = Some(ms(st.date));
+    }
+    if st.kind == Kind::Approved {
+        ev.approved_at = Some(ms(st.at));
+    }
+    ev
+}
+
+#[test]
+fn pure_every_arrival_order_with_duplicates_matches_the_model() {
+    let now = Utc::now().timestamp_millis();
+    let engine = RuleEngine::new(std::time::Duration::from_secs(1));
+    let plan_a = Target::plan(1, "A", 30, 3);
+    let plan_b = Target::plan(2, "B", 30, 3);
+    let strategy = lifecycle(now).prop_flat_map(|l| {
+        let n = l.steps.len();
+        (Just(l), arrivals(n))
+    });
+    let mut runner = TestRunner::new(Config::with_cases(400));
+    runner
+        .run(&strategy, |(l, order)| {
+            let mut facts = Vec::new();
+            for d in &order {
+                let st = &l.steps[d.step];
+                let ev = payment_event(st, &d.id, "PROP0001");
+                let target = if st.kind == Kind::Switch { &plan_b } else { &plan_a };
+                let script = default_script(ev.kind.as_str()).unwrap();
+                let decision = engine.decide(script, &ev, target, None).unwrap();
+                if let Some(f) = domain::fact_of(&ev, target, &decision, 0, Some(0)) {
+                    // The store keeps one fact per delivered event id.
+                    if !facts.iter().any(|x: &domain::Fact| x.key == f.key) {
+                        facts.push(f);
+                    }
+                }
+            }
+            if l.admin_revoke && domain::project(&facts).is_some() {
+                facts.push(domain::Fact {
+                    effect: domain::Effect::AdminRevoke,
+                    occurred_at: ms(now),
+                    key: "admin:1".into(),
+                    event_type: "ADMIN_REVOKE".into(),
+                    transaction: None,
+                    until: None,
+                    email: None,
+                    target: (plan_a.kind, plan_a.id),
+                    event_row: 0,
+                    rule_version: None,
+                    reason: "fraud".into(),
+                });
+            }
+            let got = domain::project(&facts).map(|p| {
+                let holder = EMAILS.iter().position(|e| Some(*e) == p.holder.as_deref()).unwrap();
+                let status = p.status.effective(p.expires_at, ms(now));
+                (holder, status.as_str(), p.expires_at.map(|t| t.timestamp_millis()))
+            });
+            let want = model(&l, now);
+            prop_assert_eq!(got, want, "lifecycle {:?}", l);
+            Ok(())
+        })
+        .unwrap();
+}
+
+fn webhook(st: &Step, id: &str, code: &str) -> String {
+    let txn = format!("HP{code}{:04}", st.charge);
+    let email = EMAILS[st.email];
+    let name = match st.kind {
+        Kind::Approved => "purchase_approved.json",
+        Kind::Complete => "purchase_complete.json",
+        Kind::Delayed => "purchase_delayed.json",
+        Kind::Cancel => "subscription_cancellation.json",
+        Kind::Protest => "purchase_protest.json",
+        Kind::Refund => "purchase_refunded.json",
+        Kind::Chargeback => "purchase_chargeback.json",
+        Kind::Switch => "switch_plan.json",
+        Kind::AdminRevoke => unreachable!("admin steps are not Hotmart events"),
+    };
+    let mut edits = vec![("id", json!(id)), ("creation_date", json!(st.at))];
+    match st.kind {
+        Kind::Cancel => {
+            edits.push(("data.subscriber.code", json!(code)));
+            edits.push(("data.subscriber.email", json!(email)));
+            edits.push(("data.date_next_charge", json!(st.date)));
+        }
+        Kind::Switch => {
+            edits.push(("data.subscription.subscriber_code", json!(code)));
+            edits.push(("data.subscription.user.email", json!(email)));
+        }
+        _ => {
+            edits.push(("data.subscription.subscriber.code", json!(code)));
+            edits.push(("data.buyer.email", json!(email)));
+            edits.push(("data.purchase.transaction", json!(txn)));
+            edits.push(("data.purchase.date_next_charge", json!(st.date)));
+            edits.push(("data.purchase.approved_date", json!(st.at)));
+        }
+    }
+    let edits: Vec<(&str, serde_json::Value)> = edits;
+    let mut body: serde_json::Value = serde_json::from_str(&fixture_with(name, &edits)).unwrap();
+    if st.date == 0 && st.kind != Kind::Cancel && st.kind != Kind::Switch {
+        body["data"]["purchase"]
+            .as_object_mut()
+            .unwrap()
+            .remove("date_next_charge");
+    }
+    body.to_string()
+}
+
+/// Through the server: each case its own subscription and buyers, deliveries shuffled with
+/// duplicates and re-sends, processed after every few, then compared with the model.
+#[tokio::test]
+async fn db_every_arrival_order_with_duplicates_matches_the_model() {
+    let cases = if pg_base().is_some() { 30 } else { 60 };
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let q = "mutation($n: String!, $p: [String!], $h: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }";
+    let a = app.gql(q, json!({"n": "A", "p": ["4100001"], "h": ["900101"]})).await;
+    app.gql(q, json!({"n": "B", "p": [], "h": ["900102"]})).await;
+    assert!(a["createSubscriptionPlan"]["id"].is_string());
+    let now = Utc::now().timestamp_millis();
+    let strategy = lifecycle(now).prop_flat_map(|l| {
+        let n = l.steps.len();
+        (Just(l), arrivals(n), 1usize..4)
+    });
+    let mut runner = TestRunner::new(Config::default());
+    for case in 0..cases {
+        let (l, order, batch) = strategy.new_tree(&mut runner).unwrap().current();
+        let code = format!("PROP{case:04}");
+        let emails: Vec<String> = EMAILS
+            .iter()
+            .map(|e| e.replace("prop.", &format!("c{case}.")))
+            .collect();
+        for (i, d) in order.iter().enumerate() {
+            let body =
+                webhook(&l.steps[d.step], &format!("{code}-{}", d.id), &code).replace("prop.", &format!("c{case}."));
+            let (status, v) = app.post_hotmart(&body).await;
+            assert_eq!(status, 200, "{v}");
+            if i % batch == 0 {
+                app.process_inbox().await;
+            }
+        }
+        app.process_inbox().await;
+        let want = model(&l, now);
+        if l.admin_revoke && want.is_some() {
+            let holder = &emails[walk(&l.steps, now).unwrap().0];
+            // Revoke whichever plan it sits on now.
+            let d = app.gql("{ subscriptionPlans { id } }", json!({})).await;
+            for p in d["subscriptionPlans"].as_array().unwrap() {
+                app.gql(
+                    "mutation($e: String!, $id: ID!) { revokeAccess(email: $e, target: {kind: PLAN, id: $id}, reason: \"fraud\") }",
+                    json!({"e": holder, "id": p["id"]}),
+                )
+                .await;
+            }
+        }
+        let mut got = None;
+        for (i, e) in emails.iter().enumerate() {
+            let access = app.access(e).await;
+            assert!(access.len() <= 1, "one subscription, one entitlement: {access:?}");
+            if let Some(a) = access.first() {
+                assert!(got.is_none(), "two holders for one subscription (case {case}: {l:?})");
+                let end = (!a["expiresAt"].is_null()).then(|| ms_of(&a["expiresAt"]));
+                let status = match a["status"].as_str().unwrap() {
+                    "ACTIVE" => "ACTIVE",
+                    "SUSPENDED" => "SUSPENDED",
+                    "REVOKED" => "REVOKED",
+                    _ => "EXPIRED",
+                };
+                got = Some((i, status, end));
+            }
+        }
+        assert_eq!(got, want, "case {case}: lifecycle {l:?}, arrival {order:?}");
+    }
+}
