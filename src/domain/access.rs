@@ -131,6 +131,23 @@ pub struct Projection {
     pub reason: String,
 }
 
+impl Projection {
+    fn fresh(target: (TargetKind, i32), status: EntitlementStatus) -> Self {
+        Projection {
+            target,
+            status,
+            granted_at: None,
+            revoked_at: None,
+            expires_at: None,
+            holder: None,
+            admin_revoked: false,
+            last_event_row: 0,
+            rule_version: None,
+            reason: String::new(),
+        }
+    }
+}
+
 /// Facts in the order [`project`] applies them.
 pub fn sorted(facts: &[Fact]) -> Vec<&Fact> {
     let mut v: Vec<&Fact> = facts.iter().collect();
@@ -210,18 +227,9 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                     }
                     None => {
                         disputes.clear();
-                        let mut s = Projection {
-                            target: f.target,
-                            status: EntitlementStatus::Active,
-                            granted_at: Some(f.occurred_at),
-                            revoked_at: None,
-                            expires_at: f.until,
-                            holder: None,
-                            admin_revoked: false,
-                            last_event_row: 0,
-                            rule_version: None,
-                            reason: String::new(),
-                        };
+                        let mut s = Projection::fresh(f.target, EntitlementStatus::Active);
+                        s.granted_at = Some(f.occurred_at);
+                        s.expires_at = f.until;
                         touch(&mut s);
                         state = Some(s);
                     }
@@ -258,18 +266,7 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                 }
                 disputes.clear();
                 // Recorded even when nothing was granted yet: the grant may be on its way.
-                let s = state.get_or_insert_with(|| Projection {
-                    target: f.target,
-                    status: EntitlementStatus::Revoked,
-                    granted_at: None,
-                    revoked_at: None,
-                    expires_at: None,
-                    holder: None,
-                    admin_revoked: false,
-                    last_event_row: 0,
-                    rule_version: None,
-                    reason: String::new(),
-                });
+                let s = state.get_or_insert_with(|| Projection::fresh(f.target, EntitlementStatus::Revoked));
                 if s.status != EntitlementStatus::Revoked {
                     s.revoked_at = Some(f.occurred_at);
                 }
@@ -285,18 +282,9 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                     .filter(|s| s.status == EntitlementStatus::Active)
                     .and_then(|s| s.granted_at)
                     .or(Some(f.occurred_at));
-                let mut s = Projection {
-                    target: f.target,
-                    status: EntitlementStatus::Active,
-                    granted_at,
-                    revoked_at: None,
-                    expires_at: f.until,
-                    holder: None,
-                    admin_revoked: false,
-                    last_event_row: 0,
-                    rule_version: None,
-                    reason: String::new(),
-                };
+                let mut s = Projection::fresh(f.target, EntitlementStatus::Active);
+                s.granted_at = granted_at;
+                s.expires_at = f.until;
                 touch(&mut s);
                 state = Some(s);
             }

@@ -31,7 +31,11 @@ pub fn fixture(name: &str) -> String {
 
 /// A fixture with some JSON fields replaced (paths as `data.purchase.transaction`).
 pub fn fixture_with(name: &str, edits: &[(&str, Value)]) -> String {
-    let mut v: Value = serde_json::from_str(&fixture(name)).unwrap();
+    let v: Value = serde_json::from_str(&fixture(name)).unwrap();
+    edited(v, edits)
+}
+
+fn edited(mut v: Value, edits: &[(&str, Value)]) -> String {
     for (path, value) in edits {
         let mut cur = &mut v;
         let parts: Vec<&str> = path.split('.').collect();
@@ -41,6 +45,14 @@ pub fn fixture_with(name: &str, edits: &[(&str, Value)]) -> String {
         cur[parts[parts.len() - 1]] = value.clone();
     }
     v.to_string()
+}
+
+/// A server with the Hottok saved and a plan "Mensal" linked to the fixtures' product.
+pub async fn app_with_plan() -> (TestApp, String) {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let plan = app.create_plan("Mensal", &["4100001"]).await;
+    (app, plan)
 }
 
 /// Is this run using PostgreSQL?
@@ -288,15 +300,7 @@ pub fn shift_times(v: &mut Value, shift: i64) {
 pub fn recent(name: &str, edits: &[(&str, Value)]) -> String {
     let mut v: Value = serde_json::from_str(&fixture(name)).unwrap();
     shift_times(&mut v, fixture_shift_ms());
-    for (path, value) in edits {
-        let mut cur = &mut v;
-        let parts: Vec<&str> = path.split('.').collect();
-        for p in &parts[..parts.len() - 1] {
-            cur = cur.get_mut(*p).unwrap_or_else(|| panic!("no {p} in {path}"));
-        }
-        cur[parts[parts.len() - 1]] = value.clone();
-    }
-    v.to_string()
+    edited(v, edits)
 }
 
 /// A fixture-era time (epoch ms) moved like [`recent`] moves fixtures.

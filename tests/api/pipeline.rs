@@ -5,13 +5,6 @@ use crate::helpers::*;
 
 const ANA: &str = "ana.teste@example.com";
 
-async fn app_with_plan() -> (TestApp, String) {
-    let app = TestApp::spawn().await;
-    app.configure_hotmart().await;
-    let plan = app.create_plan("Mensal", &["4100001"]).await;
-    (app, plan)
-}
-
 async fn deliver(app: &TestApp, bodies: &[String]) {
     for b in bodies {
         let (status, v) = app.post_hotmart(b).await;
