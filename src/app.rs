@@ -34,7 +34,7 @@ impl AppState {
         crate::telemetry::init();
         AppState {
             db,
-            secrets: SecretBox::new(settings.master_key),
+            secrets: SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied()),
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             settings: Arc::new(settings),

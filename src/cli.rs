@@ -1,4 +1,5 @@
-//! The command line: `serve` (default), `migrate`, `token`, `apps`, `rules`, `schema`.
+//! The command line: `serve` (default), `migrate`, `token`, `apps`, `rules`, `replay`,
+//! `reconcile`, `keys`, `schema`.
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -73,6 +74,23 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Master key management.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysAction {
+    /// Re-encrypt every stored secret under a new master key. With the key in the data directory
+    /// a new one is generated and swapped in (the old one kept as master.key.previous); with
+    /// PORTEIRO_MASTER_KEY, give the new key with --new-key and set it before the next start.
+    RotateMaster {
+        /// The new key (64 hex characters); required when the key comes from the environment.
+        #[arg(long)]
+        new_key: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,8 +280,61 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             until,
             dry_run,
         } => reconcile(settings, &app, &since, until.as_deref(), dry_run).await,
+        Command::Keys {
+            action: KeysAction::RotateMaster { new_key },
+        } => rotate_master(settings, new_key.as_deref()).await,
         Command::Schema => unreachable!("handled above"),
     }
+}
+
+/// Crash-safe order: the new key is on disk (as master.key.next, which start-up also reads)
+/// before any value is rewritten; the rewrite is one transaction; only then is it swapped in.
+async fn rotate_master(settings: Settings, new_key: Option<&str>) -> anyhow::Result<()> {
+    use crate::config::{parse_key_hex, read_key_if_present, write_key};
+    use crate::secrets::SecretBox;
+    let dir = settings.data_dir.clone();
+    let new: [u8; 32] = match (new_key, settings.master_key_from_env) {
+        (Some(k), _) => parse_key_hex(k)?,
+        (None, true) => bail!("the master key comes from PORTEIRO_MASTER_KEY: give the new one with --new-key"),
+        // Resume an interrupted rotation with the key it had already written.
+        (None, false) => match read_key_if_present(&dir, "master.key.next")? {
+            Some(k) => parse_key_hex(&k)?,
+            None => {
+                let mut k = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut k);
+                k
+            }
+        },
+    };
+    if !settings.master_key_from_env {
+        write_key(&dir, "master.key.next", &hex::encode(new))?;
+    }
+    let from = SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied());
+    let to = SecretBox::new(new);
+    let db = crate::db::connect(&settings.database_url).await?;
+    let txn = crate::db::write_txn(&db).await?;
+    let n = services::integration::reencrypt_all(&txn, &from, &to).await?;
+    txn.commit().await?;
+    let old_id = from.current_key_id().to_string();
+    if settings.master_key_from_env {
+        println!(
+            "re-encrypted {n} secret(s) from key {old_id} to key {}",
+            to.current_key_id()
+        );
+        println!(
+            "set PORTEIRO_MASTER_KEY to the new key before the next start (keep the old one as PORTEIRO_MASTER_KEY_PREVIOUS until then)"
+        );
+    } else {
+        write_key(&dir, "master.key.previous", &hex::encode(settings.master_key))?;
+        std::fs::rename(dir.join("master.key.next"), dir.join("master.key"))
+            .context("cannot move master.key.next into place")?;
+        println!(
+            "re-encrypted {n} secret(s) from key {old_id} to key {}; the old key is kept in {} until you delete it",
+            to.current_key_id(),
+            dir.join("master.key.previous").display()
+        );
+    }
+    Ok(())
 }
 
 fn check_rules(dir: &PathBuf) -> anyhow::Result<()> {

@@ -19,6 +19,8 @@ struct RawSettings {
     data_dir: String,
     jwt_key: Option<String>,
     master_key: Option<String>,
+    /// Older master keys (comma-separated hex), for reading values a rotation has not rewritten.
+    master_key_previous: Option<String>,
     webhook_body_limit: usize,
     graphql_body_limit: usize,
     rule_timeout_ms: u64,
@@ -40,6 +42,7 @@ impl Default for RawSettings {
             data_dir: ".porteiro".into(),
             jwt_key: None,
             master_key: None,
+            master_key_previous: None,
             webhook_body_limit: 256 * 1024,
             graphql_body_limit: 256 * 1024,
             rule_timeout_ms: 250,
@@ -62,6 +65,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub jwt_key: SecretString,
     pub master_key: [u8; 32],
+    /// Decrypt-only keys: `PORTEIRO_MASTER_KEY_PREVIOUS`, and `master.key.previous` /
+    /// `master.key.next` in the data directory (left by `porteiro keys rotate-master`).
+    pub older_master_keys: Vec<[u8; 32]>,
+    /// Whether the master key came from `PORTEIRO_MASTER_KEY` (else from the data directory).
+    pub master_key_from_env: bool,
     pub webhook_body_limit: usize,
     pub graphql_body_limit: usize,
     pub rule_timeout_ms: u64,
@@ -166,15 +174,34 @@ impl Settings {
         };
         let data_dir = PathBuf::from(&raw.data_dir);
         let jwt_key = match raw.jwt_key {
-            Some(k) if k.len() < 32 => bail!("PORTEIRO_JWT_KEY must be at least 32 characters"),
-            Some(k) => SecretString::from(k),
-            None => SecretString::from(load_or_create_key(&data_dir, "jwt.key")?),
+            Some(k) => k,
+            None => load_or_create_key(&data_dir, "jwt.key")?,
         };
+        // The same check whether the key came from the environment or from the data directory.
+        if jwt_key.len() < 32 {
+            bail!("the JWT key (PORTEIRO_JWT_KEY or jwt.key in the data directory) must be at least 32 characters");
+        }
+        let jwt_key = SecretString::from(jwt_key);
+        let master_key_from_env = raw.master_key.is_some();
         let master_hex = match raw.master_key {
             Some(k) => k,
             None => load_or_create_key(&data_dir, "master.key")?,
         };
         let master_key = parse_master_key(&master_hex)?;
+        let mut older_master_keys = Vec::new();
+        for k in raw
+            .master_key_previous
+            .iter()
+            .flat_map(|s| s.split(','))
+            .filter(|s| !s.trim().is_empty())
+        {
+            older_master_keys.push(parse_master_key(k).context("PORTEIRO_MASTER_KEY_PREVIOUS")?);
+        }
+        for name in ["master.key.previous", "master.key.next"] {
+            if let Some(k) = read_key_if_present(&data_dir, name)? {
+                older_master_keys.push(parse_master_key(&k).with_context(|| name.to_string())?);
+            }
+        }
         Ok(Self {
             bind,
             database_url,
@@ -182,6 +209,8 @@ impl Settings {
             data_dir,
             jwt_key,
             master_key,
+            older_master_keys,
+            master_key_from_env,
             webhook_body_limit: raw.webhook_body_limit,
             graphql_body_limit: raw.graphql_body_limit,
             rule_timeout_ms: raw.rule_timeout_ms.max(1),
@@ -205,10 +234,37 @@ fn parse_master_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
         .map_err(|_| anyhow::anyhow!("PORTEIRO_MASTER_KEY must be 64 hexadecimal characters (32 bytes)"))
 }
 
-/// Reads a 32-byte hex key from the data directory, creating it (mode 0600) on first start.
+/// A key file of the data directory, if there is one (checked like every key file).
+pub fn read_key_if_present(dir: &Path, name: &str) -> anyhow::Result<Option<String>> {
+    let path = dir.join(name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    check_private(&path)?;
+    let s = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Some(s.trim().to_string()))
+}
+
+/// Writes a new key file (mode 0600), replacing one left by an interrupted rotation.
+pub fn write_key(dir: &Path, name: &str, hex_key: &str) -> anyhow::Result<()> {
+    let path = dir.join(name);
+    if path.exists() {
+        std::fs::remove_file(&path).with_context(|| format!("cannot replace {}", path.display()))?;
+    }
+    write_private(&path, hex_key).with_context(|| format!("cannot write {}", path.display()))
+}
+
+pub fn parse_key_hex(hex_key: &str) -> anyhow::Result<[u8; 32]> {
+    parse_master_key(hex_key)
+}
+
+/// Reads a 32-byte hex key from the data directory, creating it (mode 0600) on first start. A key
+/// file other users can read refuses to start: whoever reads it can mint admin tokens or read
+/// every stored secret.
 fn load_or_create_key(dir: &Path, name: &str) -> anyhow::Result<String> {
     let path = dir.join(name);
     if path.exists() {
+        check_private(&path)?;
         let s = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
         return Ok(s.trim().to_string());
     }
@@ -219,6 +275,29 @@ fn load_or_create_key(dir: &Path, name: &str) -> anyhow::Result<String> {
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a new key");
     Ok(key)
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .with_context(|| format!("cannot read {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} can be read by other users (mode {:o}); run `chmod 600 {}` and start again",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path) -> anyhow::Result<()> {
+    Ok(())
 }
 
 #[cfg(unix)]
@@ -252,6 +331,29 @@ mod tests {
     fn rejects_a_short_master_key() {
         assert!(parse_master_key("abcd").is_err());
         assert!(parse_master_key(&"ab".repeat(32)).is_ok());
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn key_files_others_can_read_refuse_to_start() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create_key(dir.path(), "jwt.key").unwrap();
+        let path = dir.path().join("jwt.key");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let err = load_or_create_key(dir.path(), "jwt.key").unwrap_err().to_string();
+        assert!(err.contains("chmod 600"), "{err}");
+    }
+
+    #[test]
+    fn a_short_jwt_key_file_is_refused_like_a_short_variable() {
+        let dir = tempfile::tempdir().unwrap();
+        write_private(&dir.path().join("jwt.key"), "short").unwrap();
+        let err = Settings::for_tests("sqlite://x.db", dir.path())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("at least 32"), "{err}");
     }
 
     #[test]

@@ -22,6 +22,10 @@ pub enum AppError {
     Upstream(String),
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// The service cannot do this until an operator fixes its set-up (e.g. a lost master key);
+    /// the message says what to fix and carries no secret.
+    #[error("{0}")]
+    Misconfigured(String),
     #[error("internal error")]
     Internal(#[source] anyhow::Error),
 }
@@ -39,6 +43,7 @@ impl AppError {
             AppError::Conflict(_) => "CONFLICT",
             AppError::Upstream(_) => "UPSTREAM",
             AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::Misconfigured(_) => "MISCONFIGURED",
             AppError::Internal(_) => "INTERNAL",
         }
     }
@@ -51,7 +56,7 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::Upstream(_) => 502,
-            AppError::Unavailable(_) => 503,
+            AppError::Unavailable(_) | AppError::Misconfigured(_) => 503,
             AppError::Internal(_) => 500,
         }
     }
@@ -78,6 +83,7 @@ impl AppError {
         match self {
             AppError::Internal(e) => tracing::error!(error = ?e, "internal error"),
             AppError::Unavailable(e) => tracing::warn!(error = %e, "database unavailable"),
+            AppError::Misconfigured(why) => tracing::error!(reason = %why, "misconfigured"),
             _ => {}
         }
     }

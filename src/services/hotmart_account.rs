@@ -15,7 +15,10 @@ pub struct ConnectionTest {
     pub message: String,
 }
 
+/// Calls Hotmart with the app's credentials (and drops its cached token): an admin action, like
+/// every other call to Hotmart.
 pub async fn test_connection(state: &AppState, who: &Principal) -> AppResult<ConnectionTest> {
+    who.require_admin()?;
     let creds = integration::credentials(state, who.app_id).await?;
     let environment = if creds.sandbox { "sandbox" } else { "production" }.to_string();
     // Always ask Hotmart, not the cache: the point is to prove the saved credentials work now.

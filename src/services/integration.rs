@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use serde_json::json;
 
 use crate::auth::Principal;
-use crate::secrets::{SecretBox, last4};
+use crate::secrets::{SecretBox, Slot, last4};
 use crate::{AppError, AppResult, AppState};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -166,10 +166,57 @@ struct Plain {
     client_secret: Option<String>,
 }
 
-fn decrypt_opt(secrets: &SecretBox, v: &Option<String>) -> AppResult<Option<String>> {
+/// The secret columns of an integration, by the name their ciphertext is bound to.
+pub const SECRET_FIELDS: [&str; 4] = ["hottok", "basic", "client_id", "client_secret"];
+
+fn slot(app_id: i32, field: &'static str) -> Slot<'static> {
+    Slot { app_id, field }
+}
+
+/// A stored secret, decrypted. An unreadable one (the master key was lost or changed) is an
+/// operator problem with a clear reason, never a 500.
+fn decrypt_opt(secrets: &SecretBox, v: &Option<String>, at: Slot<'_>) -> AppResult<Option<String>> {
     v.as_deref()
-        .map(|s| secrets.decrypt(s).map_err(AppError::internal))
+        .map(|s| {
+            secrets.decrypt(s, at).map_err(|e| {
+                AppError::Misconfigured(format!(
+                    "the stored Hotmart {} of this app cannot be read ({e}); restore the master key, or save the secret again",
+                    at.field
+                ))
+            })
+        })
         .transpose()
+}
+
+/// Rewrites every stored secret with `to`'s current key (reading with `from`, which has the old
+/// keys), in the caller's transaction. Returns how many values were rewritten.
+pub async fn reencrypt_all(db: &impl ConnectionTrait, from: &SecretBox, to: &SecretBox) -> AppResult<usize> {
+    let mut n = 0;
+    for row in hi::Entity::find().all(db).await? {
+        let app_id = row.app_id;
+        let mut am: hi::ActiveModel = row.clone().into();
+        let columns = [
+            (&row.hottok_enc, "hottok"),
+            (&row.basic_enc, "basic"),
+            (&row.client_id_enc, "client_id"),
+            (&row.client_secret_enc, "client_secret"),
+        ];
+        for (value, field) in columns {
+            let Some(plain) = decrypt_opt(from, value, slot(app_id, field))? else {
+                continue;
+            };
+            let enc = Some(to.encrypt(&plain, slot(app_id, field)).map_err(AppError::internal)?);
+            match field {
+                "hottok" => am.hottok_enc = Set(enc),
+                "basic" => am.basic_enc = Set(enc),
+                "client_id" => am.client_id_enc = Set(enc),
+                _ => am.client_secret_enc = Set(enc),
+            }
+            n += 1;
+        }
+        am.update(db).await?;
+    }
+    Ok(n)
 }
 
 pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) -> AppResult<IntegrationView> {
@@ -185,11 +232,22 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     };
     let txn = crate::db::write_txn(&state.db).await?;
     let existing = find(&txn, who.app_id).await?;
+    // Stored values are read only to check a new pair against them. One that cannot be read (a
+    // lost master key) counts as absent, so an admin can always overwrite it.
+    let mut unreadable = false;
+    let mut readable =
+        |v: &Option<String>, field: &'static str| match decrypt_opt(&state.secrets, v, slot(who.app_id, field)) {
+            Ok(p) => p,
+            Err(_) => {
+                unreadable = true;
+                None
+            }
+        };
     let stored = match &existing {
         Some(r) => Plain {
-            basic: decrypt_opt(&state.secrets, &r.basic_enc)?,
-            client_id: decrypt_opt(&state.secrets, &r.client_id_enc)?,
-            client_secret: decrypt_opt(&state.secrets, &r.client_secret_enc)?,
+            basic: readable(&r.basic_enc, "basic"),
+            client_id: readable(&r.client_id_enc, "client_id"),
+            client_secret: readable(&r.client_secret_enc, "client_secret"),
         },
         None => Plain {
             basic: None,
@@ -224,6 +282,13 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
         && let Some(b) = &basic
         && let Err(m) = check_basic(b, client_id.as_deref(), client_secret.as_deref())
     {
+        let m = if unreadable {
+            format!(
+                "{m}; the stored credentials cannot be read (master key changed?), so enter Basic, Client ID and Client Secret together"
+            )
+        } else {
+            m
+        };
         errors.push(("basic".to_string(), m));
     }
     if let Some(Some(m)) = input.reconcile_every_minutes
@@ -242,7 +307,12 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
         return Err(AppError::InvalidFields(errors));
     }
 
-    let enc = |v: &str| state.secrets.encrypt(v).map_err(AppError::internal);
+    let enc = |v: &str, field: &'static str| {
+        state
+            .secrets
+            .encrypt(v, slot(who.app_id, field))
+            .map_err(AppError::internal)
+    };
     let now = super::now();
     let before = existing.as_ref().map(audit_view);
     let mut am: hi::ActiveModel = match existing {
@@ -256,19 +326,19 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
         },
     };
     if let Some(v) = &input.hottok {
-        am.hottok_enc = Set(Some(enc(v)?));
+        am.hottok_enc = Set(Some(enc(v, "hottok")?));
         am.hottok_last4 = Set(Some(last4(v)));
     }
     if let Some(v) = &input.basic {
-        am.basic_enc = Set(Some(enc(v)?));
+        am.basic_enc = Set(Some(enc(v, "basic")?));
         am.basic_last4 = Set(Some(last4(v)));
     }
     if let Some(v) = &input.client_id {
-        am.client_id_enc = Set(Some(enc(v)?));
+        am.client_id_enc = Set(Some(enc(v, "client_id")?));
         am.client_id_last4 = Set(Some(last4(v)));
     }
     if let Some(v) = &input.client_secret {
-        am.client_secret_enc = Set(Some(enc(v)?));
+        am.client_secret_enc = Set(Some(enc(v, "client_secret")?));
         am.client_secret_last4 = Set(Some(last4(v)));
     }
     if let Some(e) = input.environment {
@@ -304,9 +374,9 @@ pub async fn credentials(state: &AppState, app_id: i32) -> AppResult<crate::hotm
     let missing = || AppError::bad("save Basic, Client ID and Client Secret with saveHotmartIntegration first");
     let row = find(&state.db, app_id).await?.ok_or_else(missing)?;
     let (Some(basic), Some(id), Some(secret)) = (
-        decrypt_opt(&state.secrets, &row.basic_enc)?,
-        decrypt_opt(&state.secrets, &row.client_id_enc)?,
-        decrypt_opt(&state.secrets, &row.client_secret_enc)?,
+        decrypt_opt(&state.secrets, &row.basic_enc, slot(app_id, "basic"))?,
+        decrypt_opt(&state.secrets, &row.client_id_enc, slot(app_id, "client_id"))?,
+        decrypt_opt(&state.secrets, &row.client_secret_enc, slot(app_id, "client_secret"))?,
     ) else {
         return Err(missing());
     };
@@ -336,7 +406,7 @@ pub async fn hottok(state: &AppState, app_id: i32) -> AppResult<Option<SecretStr
     let Some(row) = find(&state.db, app_id).await? else {
         return Ok(None);
     };
-    Ok(decrypt_opt(&state.secrets, &row.hottok_enc)?.map(SecretString::from))
+    Ok(decrypt_opt(&state.secrets, &row.hottok_enc, slot(app_id, "hottok"))?.map(SecretString::from))
 }
 
 pub async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {

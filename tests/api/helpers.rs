@@ -116,13 +116,19 @@ impl TestApp {
     }
 
     /// Stops the server and starts a new process-like instance on the same database and keys.
-    pub async fn restart(mut self) -> TestApp {
+    pub async fn restart(self) -> TestApp {
+        self.restart_with(|_| {}).await
+    }
+
+    /// Like [`TestApp::restart`], with the settings adjusted first (another master key…).
+    pub async fn restart_with(mut self, adjust: impl FnOnce(&mut Settings)) -> TestApp {
         let _ = self.shutdown.send(true);
         if let Some(s) = self.server.take() {
             let _ = s.await;
         }
         self.state.db.clone().close().await.ok();
-        let settings = (*self.state.settings).clone();
+        let mut settings = (*self.state.settings).clone();
+        adjust(&mut settings);
         let dir = std::mem::replace(&mut self.data_dir, tempfile::tempdir().unwrap());
         Self::start(settings, dir).await
     }

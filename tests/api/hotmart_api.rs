@@ -306,6 +306,22 @@ async fn cancelling_a_subscription_calls_hotmart_and_is_audited() {
 }
 
 #[tokio::test]
+async fn viewers_cannot_make_porteiro_call_hotmart_or_drop_its_token() {
+    let (app, fake) = setup().await;
+    let viewer = app.token("default", porteiro::auth::Role::Viewer);
+    let before = fake.token_requests.load(Ordering::SeqCst);
+    let v = app
+        .gql_as(&viewer, "mutation { testHotmartConnection { ok } }", json!({}))
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN", "{v}");
+    assert_eq!(
+        fake.token_requests.load(Ordering::SeqCst),
+        before,
+        "Hotmart was not called"
+    );
+}
+
+#[tokio::test]
 async fn periodic_reconciliation_runs_when_due_and_only_then() {
     let (app, fake) = setup().await;
     app.create_package("Curso", &["4100001"], None).await;

@@ -13,4 +13,5 @@ mod migrations;
 mod pipeline;
 mod rules;
 mod schema;
+mod security;
 mod webhooks;

@@ -1,0 +1,121 @@
+//! Keys and secrets: rotation of the master key, a lost master key, what the logs may show.
+use sea_orm::EntityTrait;
+use serde_json::json;
+
+use crate::helpers::*;
+
+async fn stored_hottok(app: &TestApp) -> String {
+    entity::hotmart_integration::Entity::find()
+        .one(&app.state.db)
+        .await
+        .unwrap()
+        .unwrap()
+        .hottok_enc
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_master_key_rotates_and_every_secret_follows() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let dir = app.state.settings.data_dir.clone();
+    let old_key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    let before = stored_hottok(&app).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+        .args(["keys", "rotate-master"])
+        .current_dir(&dir)
+        .env("PORTEIRO_DATA_DIR", &dir)
+        .env("DATABASE_URL", &app.state.settings.database_url)
+        .env_remove("PORTEIRO_MASTER_KEY")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("re-encrypted 1 secret"), "{stdout}");
+    let new_key = std::fs::read_to_string(dir.join("master.key")).unwrap();
+    assert_ne!(new_key, old_key);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("master.key.previous")).unwrap(),
+        old_key
+    );
+    assert!(
+        !stdout.contains(new_key.trim()) && !stdout.contains(old_key.trim()),
+        "keys are never printed"
+    );
+    let after = stored_hottok(&app).await;
+    assert_ne!(after, before);
+    // A new process with the new key (and the old one kept for reading) takes deliveries.
+    let new: [u8; 32] = hex::decode(new_key.trim()).unwrap().try_into().unwrap();
+    let app = app
+        .restart_with(|s| {
+            s.master_key = new;
+            s.older_master_keys = vec![];
+        })
+        .await;
+    assert!(after.starts_with(&format!("v2:{}:", app.state.secrets.current_key_id())));
+    let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_lost_master_key_gives_503_with_a_reason_and_admins_can_overwrite_secrets() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let app = app.restart_with(|s| s.master_key = [9u8; 32]).await;
+    let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
+    assert_eq!(status, 503, "{v}");
+    assert_eq!(v["error"], "MISCONFIGURED", "{v}");
+    assert!(v["message"].as_str().unwrap().contains("master key"), "{v}");
+    // The admin re-enters the secrets: saving never needs the unreadable ones.
+    app.gql(
+        "mutation($h: String!, $b: String!, $i: String!, $s: String!) { saveHotmartIntegration(input: {hottok: $h, basic: $b, clientId: $i, clientSecret: $s}) { hottok { set } } }",
+        json!({
+            "h": HOTTOK,
+            "b": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{CLIENT_ID}:{CLIENT_SECRET}")),
+            "i": CLIENT_ID,
+            "s": CLIENT_SECRET,
+        }),
+    )
+    .await;
+    let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test]
+async fn a_secret_copied_into_another_app_does_not_decrypt_there() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let other = app.create_app("outra").await;
+    let token = app.token("outra", porteiro::auth::Role::Admin);
+    app.gql_as(
+        &token,
+        "mutation { saveHotmartIntegration(input: {hottok: \"OTHERHOTTOK123\"}) { hottok { set } } }",
+        json!({}),
+    )
+    .await;
+    // Someone with write access to the database copies app 1's ciphertext into app 2's row.
+    let mine = stored_hottok(&app).await;
+    let rows = entity::hotmart_integration::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let theirs = rows.into_iter().find(|r| r.app_id == other.id).unwrap();
+    let mut am: entity::hotmart_integration::ActiveModel = theirs.into();
+    am.hottok_enc = sea_orm::Set(Some(mine));
+    sea_orm::ActiveModelTrait::update(am, &app.state.db).await.unwrap();
+    let url = app.webhook_url("outra").await;
+    let res = app
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(fixture("purchase_approved.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 503, "the swapped value is refused, not accepted");
+}
