@@ -483,10 +483,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
     eprintln!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql");
+    // The webhook key is a credential: the start-up banner (which ends up in logs) masks it.
     eprintln!(
-        "  Hotmart webhook URL of app '{}': {}",
+        "  Hotmart webhook URL of app '{}': {}{} (the whole URL: `porteiro apps list` or hotmartIntegration {{ webhookUrl }})",
         default_app.slug,
-        services::integration::webhook_url(&state.settings.public_url, &default_app.webhook_key)
+        state.settings.public_url,
+        crate::http::loggable_path(&format!("/webhooks/hotmart/{}", default_app.webhook_key))
     );
     eprintln!(
         "  admin token: cargo run --release -- token --app {} --role admin",

@@ -5,8 +5,7 @@ mod health;
 mod webhooks;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
-use poem::middleware::Tracing;
-use poem::{EndpointExt, Route, Server, get, post};
+use poem::{Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server, get, post};
 use tokio::sync::watch;
 
 use crate::AppState;
@@ -21,7 +20,47 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .at("/webhooks/hotmart/:key", post(webhooks::receive_hotmart))
         .data(state)
         .data(schema)
-        .with(Tracing)
+        .around(access_log)
+}
+
+/// The path as logs may show it: a webhook key is a credential (whoever has the URL can post
+/// to it), so only its last four characters are kept.
+pub fn loggable_path(path: &str) -> String {
+    match path.strip_prefix("/webhooks/hotmart/") {
+        Some(key) => {
+            let tail: String = key
+                .chars()
+                .rev()
+                .take(4)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            format!("/webhooks/hotmart/…{tail}")
+        }
+        None => path.to_string(),
+    }
+}
+
+/// One line per request: method, masked path (no query string), status and time taken.
+async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let method = req.method().clone();
+    let path = loggable_path(req.uri().path());
+    let started = std::time::Instant::now();
+    let res = next.call(req).await.map(IntoResponse::into_response);
+    let status = match &res {
+        Ok(r) => r.status(),
+        Err(e) => e.status(),
+    };
+    tracing::info!(
+        target: "porteiro::http",
+        %method,
+        path = %path,
+        status = status.as_u16(),
+        ms = started.elapsed().as_secs_f64() * 1000.0,
+        "request"
+    );
+    res
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpAcceptor> {

@@ -119,3 +119,65 @@ async fn a_secret_copied_into_another_app_does_not_decrypt_there() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 503, "the swapped value is refused, not accepted");
 }
+
+/// The service as an operator runs it: whatever reaches its log (start-up banner, access log)
+/// never holds a whole webhook key.
+#[tokio::test]
+async fn the_webhook_key_never_reaches_the_log() {
+    use std::io::{BufRead, BufReader};
+    porteiro::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display());
+    let cmd = |args: &[&str]| {
+        let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"));
+        c.args(args)
+            .current_dir(dir.path())
+            .env("DATABASE_URL", &db)
+            .env("PORTEIRO_DATA_DIR", dir.path().join("keys"))
+            .env("PORTEIRO_BIND", "127.0.0.1:0")
+            .env("RUST_LOG", "debug,sqlx=warn")
+            .env_remove("PORTEIRO_MASTER_KEY")
+            .env_remove("PORTEIRO_JWT_KEY");
+        c
+    };
+    /// Kills the server even when an assertion fails first.
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Killed(cmd(&["serve"]).stderr(std::process::Stdio::piped()).spawn().unwrap());
+    let mut lines = BufReader::new(server.0.stderr.take().unwrap()).lines();
+    let mut log = String::new();
+    let addr = loop {
+        let line = lines.next().expect("the server printed its address").unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if let Some(a) = line.strip_prefix("porteiro listening on ") {
+            break a.trim().to_string();
+        }
+    };
+    let listed = String::from_utf8(cmd(&["apps", "list"]).output().unwrap().stdout).unwrap();
+    let key = listed.split("/webhooks/hotmart/").nth(1).unwrap().trim().to_string();
+    assert!(key.len() >= 16, "{listed}");
+    let res = reqwest::Client::new()
+        .post(format!("{addr}/webhooks/hotmart/{key}?x=1"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 401);
+    drop(server);
+    for line in lines.map_while(Result::ok) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(
+        log.contains("/webhooks/hotmart/…"),
+        "the request is logged, masked:\n{log}"
+    );
+    assert!(!log.contains(&key), "the whole key is in the log:\n{log}");
+}
