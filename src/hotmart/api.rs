@@ -1,11 +1,14 @@
 //! Hotmart's REST API: OAuth client-credentials tokens (cached per app, refreshed once on 401), a
 //! client-side rate limit (500 requests/minute), backoff with jitter on 429 and 5xx, cursor
 //! pagination, and typed errors that never carry a secret.
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rand::Rng;
+use backon::{ExponentialBuilder, Retryable};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, StatusCode};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -69,6 +72,14 @@ pub enum ApiError {
     NotFound(String),
     #[error("Hotmart's rate limit was hit and retries ran out")]
     RateLimited,
+    /// A 400 on a query parameter (`invalid_parameter`, `invalid_value_parameter`): names it.
+    #[error("Hotmart refused the parameter {parameter} of {path} ({error}: {description})")]
+    InvalidParameter {
+        path: String,
+        parameter: String,
+        error: String,
+        description: String,
+    },
     #[error("Hotmart answered {status}: {error} {description}")]
     Hotmart {
         status: u16,
@@ -203,25 +214,6 @@ fn lenient_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Strin
 }
 
 /// Sliding-window limiter: at most `limit` requests in any 60 seconds.
-struct RateLimiter {
-    limit: usize,
-    sent: VecDeque<Instant>,
-}
-
-impl RateLimiter {
-    fn delay(&mut self, now: Instant) -> Option<Duration> {
-        let window = Duration::from_secs(60);
-        while self.sent.front().is_some_and(|t| now.duration_since(*t) >= window) {
-            self.sent.pop_front();
-        }
-        if self.sent.len() < self.limit {
-            self.sent.push_back(now);
-            return None;
-        }
-        self.sent.front().map(|first| window - now.duration_since(*first))
-    }
-}
-
 /// The statuses reconciliation asks for explicitly: without them Hotmart hides every sale that is
 /// not APPROVED or COMPLETE.
 pub const ALL_SALE_STATUSES: &[&str] = &[
@@ -252,7 +244,18 @@ pub struct HotmartApi {
     http: reqwest::Client,
     endpoints: ApiEndpoints,
     tokens: Mutex<HashMap<i32, CachedToken>>,
-    limiter: Mutex<RateLimiter>,
+    /// Hotmart's limit is per account, so per app.
+    limiter: DefaultKeyedRateLimiter<i32>,
+}
+
+/// What one attempt ended with, for the retry policy.
+enum Attempt {
+    /// 429 or 5xx: retry, after `RateLimit-Reset` seconds when Hotmart says.
+    Busy {
+        response: reqwest::Response,
+        reset: Option<Duration>,
+    },
+    Network(reqwest::Error),
 }
 
 impl HotmartApi {
@@ -263,12 +266,11 @@ impl HotmartApi {
             .user_agent(concat!("porteiro/", env!("CARGO_PKG_VERSION")))
             .build()
             .unwrap_or_default();
+        let per_minute = NonZeroU32::new(endpoints.requests_per_minute.clamp(1, u32::MAX as usize) as u32)
+            .unwrap_or(NonZeroU32::MIN);
         HotmartApi {
             http,
-            limiter: Mutex::new(RateLimiter {
-                limit: endpoints.requests_per_minute.max(1),
-                sent: VecDeque::new(),
-            }),
+            limiter: DefaultKeyedRateLimiter::keyed(Quota::per_minute(per_minute)),
             endpoints,
             tokens: Mutex::new(HashMap::new()),
         }
@@ -279,53 +281,56 @@ impl HotmartApi {
         self.tokens.lock().await.remove(&app_id);
     }
 
-    async fn pace(&self) {
-        loop {
-            let wait = self.limiter.lock().await.delay(Instant::now());
-            match wait {
-                None => return,
-                Some(d) => tokio::time::sleep(d).await,
+    /// Sends with pacing (per app) and retries on 429, 5xx, timeouts and refused connections:
+    /// exponential backoff with jitter, or Hotmart's `RateLimit-Reset` when it is longer. Errors
+    /// never include URLs: the token URL carries the client secret as a query parameter.
+    async fn send(
+        &self,
+        app_id: i32,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, ApiError> {
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(self.endpoints.retry_base)
+            .with_max_delay(Duration::from_secs(60))
+            .with_max_times(self.endpoints.max_retries as usize)
+            .with_jitter();
+        let attempt = || async {
+            self.limiter.until_key_ready(&app_id).await;
+            match build().send().await {
+                Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error() => {
+                    let reset = r
+                        .headers()
+                        .get("RateLimit-Reset")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(|s| Duration::from_secs(s.min(60)));
+                    Err(Attempt::Busy { response: r, reset })
+                }
+                Ok(r) => Ok(r),
+                Err(e) => Err(Attempt::Network(e)),
             }
-        }
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        let base = self.endpoints.retry_base.as_millis() as u64 * 2u64.saturating_pow(attempt);
-        let jitter = rand::rng().random_range(0..=base / 2 + 1);
-        Duration::from_millis(base + jitter)
-    }
-
-    /// Sends with pacing and retries on 429, 5xx and network errors. Errors never include URLs:
-    /// the token URL carries the client secret as a query parameter.
-    async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<reqwest::Response, ApiError> {
-        let mut attempt = 0;
-        loop {
-            self.pace().await;
-            let res = build().send().await;
-            let retryable = match &res {
-                Ok(r) => r.status() == StatusCode::TOO_MANY_REQUESTS || r.status().is_server_error(),
-                Err(e) => e.is_timeout() || e.is_connect(),
-            };
-            if !retryable || attempt >= self.endpoints.max_retries {
-                return match res {
-                    Ok(r) if r.status() == StatusCode::TOO_MANY_REQUESTS => Err(ApiError::RateLimited),
-                    Ok(r) => Ok(r),
-                    Err(e) => Err(ApiError::Network(e.without_url().to_string())),
-                };
+        };
+        let res = attempt
+            .retry(policy)
+            .when(|a| match a {
+                Attempt::Busy { .. } => true,
+                Attempt::Network(e) => e.is_timeout() || e.is_connect(),
+            })
+            .adjust(|a, backoff| match (a, backoff) {
+                (Attempt::Busy { reset: Some(r), .. }, Some(b)) => Some(b.max(*r)),
+                (_, b) => b,
+            })
+            .notify(|_, wait| {
+                tracing::warn!(wait_ms = wait.as_millis() as u64, "Hotmart API busy; retrying");
+            })
+            .await;
+        match res {
+            Ok(r) => Ok(r),
+            Err(Attempt::Busy { response, .. }) if response.status() == StatusCode::TOO_MANY_REQUESTS => {
+                Err(ApiError::RateLimited)
             }
-            let reset = res.as_ref().ok().and_then(|r| {
-                r.headers()
-                    .get("RateLimit-Reset")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse::<u64>().ok())
-            });
-            let wait = match reset {
-                Some(secs) => Duration::from_secs(secs.min(60)).max(self.backoff(attempt)),
-                None => self.backoff(attempt),
-            };
-            tracing::warn!(attempt, wait_ms = wait.as_millis() as u64, "Hotmart API busy; retrying");
-            tokio::time::sleep(wait).await;
-            attempt += 1;
+            Err(Attempt::Busy { response, .. }) => Ok(response),
+            Err(Attempt::Network(e)) => Err(ApiError::Network(e.without_url().to_string())),
         }
     }
 
@@ -371,7 +376,7 @@ impl HotmartApi {
             format!("Basic {basic}")
         };
         let res = self
-            .send(|| {
+            .send(creds.app_id, || {
                 self.http
                     .post(&self.endpoints.token_url)
                     .query(&[
@@ -424,7 +429,7 @@ impl HotmartApi {
         for refreshed in [false, true] {
             let token = self.token(creds).await?;
             let res = self
-                .send(|| {
+                .send(creds.app_id, || {
                     let mut r = self
                         .http
                         .request(method.clone(), &url)
@@ -441,7 +446,19 @@ impl HotmartApi {
                 continue;
             }
             if !res.status().is_success() {
-                return Err(Self::error_from(res).await);
+                return Err(match Self::error_from(res).await {
+                    ApiError::Hotmart {
+                        status: 400,
+                        error,
+                        description,
+                    } if error.starts_with("invalid_") && error.ends_with("parameter") => ApiError::InvalidParameter {
+                        parameter: refused_parameter(query, &description),
+                        path: path.to_string(),
+                        error,
+                        description,
+                    },
+                    other => other,
+                });
             }
             let text = res
                 .text()
@@ -563,16 +580,22 @@ impl HotmartApi {
 }
 
 /// Subscriber codes are alphanumeric; anything else is escaped so it cannot change the path.
+/// Everything but letters, digits and `-._~` is escaped in a path segment (RFC 3986 unreserved).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
+    // `.` stays escaped too, so `..` can never climb out of the path.
+    utf8_percent_encode(s, SEGMENT).to_string()
+}
+
+/// The query parameter a 400 is about: the one Hotmart's description names, or every filter sent.
+fn refused_parameter(query: &[(String, String)], description: &str) -> String {
+    let mut names: Vec<&str> = query.iter().map(|(k, _)| k.as_str()).collect();
+    names.dedup();
+    match names.iter().find(|n| description.contains(**n)) {
+        Some(n) => n.to_string(),
+        None => format!("(one of: {})", names.join(", ")),
+    }
 }
 
 pub type SharedApi = Arc<HotmartApi>;
@@ -581,18 +604,34 @@ pub type SharedApi = Arc<HotmartApi>;
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_limiter_lets_a_burst_of_the_quota_through_then_waits_per_app() {
+        crate::install_crypto_provider();
+        let api = HotmartApi::new(ApiEndpoints {
+            requests_per_minute: 2,
+            ..Default::default()
+        });
+        assert!(api.limiter.check_key(&1).is_ok());
+        assert!(api.limiter.check_key(&1).is_ok());
+        assert!(
+            api.limiter.check_key(&1).is_err(),
+            "the third request of the minute waits"
+        );
+        assert!(api.limiter.check_key(&2).is_ok(), "another account has its own quota");
+    }
+
     #[test]
-    fn the_limiter_waits_once_the_window_is_full() {
-        let mut l = RateLimiter {
-            limit: 2,
-            sent: VecDeque::new(),
-        };
-        let t = Instant::now();
-        assert!(l.delay(t).is_none());
-        assert!(l.delay(t).is_none());
-        let wait = l.delay(t + Duration::from_secs(10)).unwrap();
-        assert_eq!(wait, Duration::from_secs(50));
-        assert!(l.delay(t + Duration::from_secs(61)).is_none());
+    fn a_refused_filter_is_named() {
+        let q = vec![
+            ("start_date".to_string(), "1".to_string()),
+            ("transaction_status".to_string(), "A".to_string()),
+            ("transaction_status".to_string(), "B".to_string()),
+        ];
+        assert_eq!(
+            refused_parameter(&q, "Invalid value for transaction_status"),
+            "transaction_status"
+        );
+        assert_eq!(refused_parameter(&q, "bad"), "(one of: start_date, transaction_status)");
     }
 
     #[test]
@@ -612,5 +651,6 @@ mod tests {
     fn path_segments_are_escaped() {
         assert_eq!(urlencode("SBX7Q2LM"), "SBX7Q2LM");
         assert_eq!(urlencode("../x"), "%2E%2E%2Fx");
+        assert_eq!(urlencode("a b/ç"), "a%20b%2F%C3%A7");
     }
 }

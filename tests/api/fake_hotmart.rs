@@ -26,6 +26,8 @@ pub struct Fake {
     pub purchases: Mutex<HashMap<String, Vec<Value>>>,
     pub actions: Mutex<Vec<(String, String, Value)>>,
     pub queries: Mutex<Vec<String>>,
+    /// When set, the sales history refuses this query parameter with a 400.
+    pub refuse_parameter: Mutex<Option<String>>,
 }
 
 impl Fake {
@@ -51,6 +53,27 @@ pub fn sale(email: &str, transaction: &str, status: &str, approved_ms: i64, subs
     s["purchase"]["order_date"] = json!(approved_ms - 1000);
     s
 }
+
+/// The REST `transaction_status` values Hotmart documents.
+const DOCUMENTED_SALE_STATUSES: &[&str] = &[
+    "APPROVED",
+    "BLOCKED",
+    "CANCELLED",
+    "CHARGEBACK",
+    "COMPLETE",
+    "EXPIRED",
+    "NO_FUNDS",
+    "OVERDUE",
+    "PARTIALLY_REFUNDED",
+    "PRE_ORDER",
+    "PRINTED_BILLET",
+    "PROCESSING_TRANSACTION",
+    "PROTESTED",
+    "REFUNDED",
+    "STARTED",
+    "UNDER_ANALISYS",
+    "WAITING_PAYMENT",
+];
 
 fn json_response(status: StatusCode, body: Value) -> Response {
     Response::builder()
@@ -158,6 +181,19 @@ fn sales(req: &Request, Data(f): Data<&Arc<Fake>>) -> Response {
         .filter(|(k, _)| k == "transaction_status")
         .map(|(_, v)| v.as_str())
         .collect();
+    if let Some(p) = f.refuse_parameter.lock().unwrap().clone() {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_parameter", "error_description": format!("The parameter {p} is not accepted")}),
+        );
+    }
+    // Hotmart refuses values outside its documented list (REFERENCE §4.1).
+    if let Some(bad) = statuses.iter().find(|s| !DOCUMENTED_SALE_STATUSES.contains(s)) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_value_parameter", "error_description": format!("Invalid value {bad} for transaction_status")}),
+        );
+    }
     let items: Vec<Value> = f
         .sales
         .lock()

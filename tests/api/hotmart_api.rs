@@ -306,6 +306,20 @@ async fn cancelling_a_subscription_calls_hotmart_and_is_audited() {
 }
 
 #[tokio::test]
+async fn reconciliation_sends_only_documented_statuses_and_names_a_refused_parameter() {
+    let (app, fake) = setup().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    // The fake refuses undocumented transaction_status values, as Hotmart does.
+    let r = reconcile(&app, true).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    *fake.refuse_parameter.lock().unwrap() = Some("start_date".into());
+    let r = reconcile(&app, true).await;
+    assert_eq!(r["status"], "failed", "{r}");
+    let error = r["error"].as_str().unwrap();
+    assert!(error.contains("parameter start_date"), "{error}");
+}
+
+#[tokio::test]
 async fn viewers_cannot_make_porteiro_call_hotmart_or_drop_its_token() {
     let (app, fake) = setup().await;
     let viewer = app.token("default", porteiro::auth::Role::Viewer);
