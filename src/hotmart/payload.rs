@@ -139,8 +139,12 @@ fn parse_form(body: &[u8]) -> Result<HashMap<String, String>, ParseError> {
     Ok(pairs.into_iter().collect())
 }
 
+/// Follows a path of object keys and array indexes (`["line_items", "0", "product"]`).
 fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |cur, k| cur.get(k))
+    path.iter().try_fold(v, |cur, k| match cur {
+        Value::Array(items) => k.parse::<usize>().ok().and_then(|i| items.get(i)),
+        _ => cur.get(k),
+    })
 }
 
 /// A string or a number, as text; empty strings count as absent.
@@ -172,19 +176,35 @@ fn float(v: &Value, path: &[&str]) -> Option<f64> {
     }
 }
 
-/// Epoch milliseconds (number or numeric string) or an ISO-8601 string.
+/// Epoch milliseconds (integer, float or numeric string) or an ISO-8601 string.
 fn time(v: &Value, path: &[&str]) -> Option<DateTime<Utc>> {
     match at(v, path)? {
-        Value::Number(n) => n.as_i64().and_then(|ms| Utc.timestamp_millis_opt(ms).single()),
+        Value::Number(n) => n.as_f64().and_then(epoch),
         Value::String(s) => parse_time_str(s),
         _ => None,
     }
 }
 
+/// Hotmart dates are epoch milliseconds. A value that can only be seconds (a 2020s date in
+/// seconds reads as January 1970 in milliseconds) is converted; anything outside 2000–2100 after
+/// that is not a date we can trust, and reads as absent (the event then fails with its reason).
+fn epoch(n: f64) -> Option<DateTime<Utc>> {
+    const MS_2000: f64 = 946_684_800_000.0;
+    const MS_2100: f64 = 4_102_444_800_000.0;
+    if !n.is_finite() {
+        return None;
+    }
+    let ms = if n.abs() < 1e11 { n * 1000.0 } else { n };
+    if !(MS_2000..=MS_2100).contains(&ms) {
+        return None;
+    }
+    Utc.timestamp_millis_opt(ms.round() as i64).single()
+}
+
 fn parse_time_str(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
-    if let Ok(ms) = s.parse::<i64>() {
-        return Utc.timestamp_millis_opt(ms).single();
+    if let Ok(n) = s.parse::<f64>() {
+        return epoch(n);
     }
     DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
@@ -362,7 +382,7 @@ mod tests {
 
     #[test]
     fn test_events_are_recognised_by_product_zero() {
-        let a = br#"{"id":"x","creation_date":1,"event":"PURCHASE_APPROVED","data":{"product":{"id":0},"purchase":{"transaction":"HP1"}}}"#;
+        let a = br#"{"id":"x","creation_date":1747900000000,"event":"PURCHASE_APPROVED","data":{"product":{"id":0},"purchase":{"transaction":"HP1"}}}"#;
         assert!(parse_event(Format::V2, a, Utc::now()).unwrap().is_test);
     }
 
@@ -396,6 +416,29 @@ mod tests {
             detect_format(Some("text/plain"), b"hottok=x&status=approved"),
             Format::V1
         );
+    }
+
+    #[test]
+    fn dates_in_float_milliseconds_or_in_seconds_are_read_and_nonsense_is_absent() {
+        let v: Value = serde_json::json!({
+            "ms": 1747231245123i64, "float": 1747231245123.0, "secs": 1747231245,
+            "secs_text": "1747231245", "neg": -1_000_000_000_000_000i64, "tiny": 5, "nan": "x"
+        });
+        let want = Utc.timestamp_millis_opt(1747231245123).unwrap();
+        assert_eq!(time(&v, &["ms"]), Some(want));
+        assert_eq!(time(&v, &["float"]), Some(want));
+        assert_eq!(time(&v, &["secs"]).unwrap().timestamp(), 1747231245);
+        assert_eq!(time(&v, &["secs_text"]).unwrap().timestamp(), 1747231245);
+        assert_eq!(time(&v, &["neg"]), None);
+        assert_eq!(time(&v, &["tiny"]), None);
+        assert_eq!(time(&v, &["nan"]), None);
+    }
+
+    #[test]
+    fn order_fulfillment_reads_the_first_line_item() {
+        let body = include_str!("../../rules/fixtures/order_fulfillment.json");
+        let ev = parse_event(Format::V2, body.as_bytes(), Utc::now()).unwrap();
+        assert!(ev.product_id.is_some(), "line_items[0].product.id");
     }
 
     #[test]

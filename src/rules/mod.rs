@@ -4,8 +4,7 @@
 mod defaults;
 
 use std::cell::Cell;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -83,7 +82,8 @@ fn build_engine() -> Engine {
         .set_max_variables(200)
         .set_max_functions(64)
         .set_max_modules(0);
-    e.on_print(|s| tracing::info!(target: "porteiro::rules", "{s}"));
+    // Scripts print for their authors, not for operators: DEBUG, and a bounded line.
+    e.on_print(|s| tracing::debug!(target: "porteiro::rules", "{}", capped(s)));
     e.on_debug(|s, src, pos| tracing::debug!(target: "porteiro::rules", ?src, %pos, "{s}"));
     e.on_progress(|_| {
         let late = DEADLINE.with(|d| d.get().is_some_and(|t| Instant::now() > t));
@@ -103,6 +103,16 @@ fn build_engine() -> Engine {
     e.register_fn("days", |n: i64| -> i64 { n.saturating_mul(86_400_000) });
     e.register_fn("hours", |n: i64| -> i64 { n.saturating_mul(3_600_000) });
     e
+}
+
+/// The longest `print` line kept in the log.
+const PRINT_MAX_CHARS: usize = 500;
+
+fn capped(s: &str) -> String {
+    match s.char_indices().nth(PRINT_MAX_CHARS) {
+        Some((i, _)) => format!("{}… ({} more bytes)", &s[..i], s.len() - i),
+        None => s.to_string(),
+    }
 }
 
 fn decision_map(action: &str, at: Option<i64>) -> Map {
@@ -162,26 +172,40 @@ fn access_value(a: Option<&CurrentAccess>) -> serde_json::Value {
     }
 }
 
+/// How many compiled scripts are kept: every event type of many apps, with room for the
+/// versions being edited; the least recently used go first.
+pub const AST_CACHE_CAPACITY: u64 = 1_000;
+
 /// Compiled scripts, cached by the hash of their source (so each version compiles once).
 pub struct RuleEngine {
     engine: Engine,
-    cache: Mutex<HashMap<[u8; 32], Arc<AST>>>,
+    cache: moka::sync::Cache<[u8; 32], Arc<AST>>,
     budget: Duration,
 }
 
 impl RuleEngine {
     pub fn new(budget: Duration) -> Self {
+        Self::with_cache_capacity(budget, AST_CACHE_CAPACITY)
+    }
+
+    pub fn with_cache_capacity(budget: Duration, capacity: u64) -> Self {
         RuleEngine {
             engine: build_engine(),
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::sync::Cache::new(capacity),
             budget,
         }
     }
 
+    /// How many compiled scripts the cache holds now.
+    pub fn cached_scripts(&self) -> u64 {
+        self.cache.run_pending_tasks();
+        self.cache.entry_count()
+    }
+
     pub fn compile(&self, source: &str) -> Result<Arc<AST>, RuleError> {
         let key: [u8; 32] = Sha256::digest(source.as_bytes()).into();
-        if let Some(ast) = self.cache.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
-            return Ok(ast.clone());
+        if let Some(ast) = self.cache.get(&key) {
+            return Ok(ast);
         }
         let ast = self
             .engine
@@ -196,10 +220,7 @@ impl RuleEngine {
             )));
         }
         let ast = Arc::new(ast);
-        self.cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, ast.clone());
+        self.cache.insert(key, ast.clone());
         Ok(ast)
     }
 
@@ -336,6 +357,63 @@ mod tests {
         for t in scripted_event_types() {
             validate(&e, t, default_script(t).unwrap()).unwrap_or_else(|err| panic!("{t}: {err}"));
         }
+    }
+
+    #[test]
+    fn the_compiled_script_cache_is_bounded() {
+        let e = RuleEngine::with_cache_capacity(Duration::from_millis(200), 10);
+        for i in 0..100 {
+            e.compile(&format!("fn decide(event, target, access) {{ ignore(\"v{i}\") }}"))
+                .unwrap();
+        }
+        assert!(e.cached_scripts() <= 10, "{} scripts kept", e.cached_scripts());
+    }
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn printed_at(level: tracing::Level) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            engine()
+                .decide(
+                    "fn decide(e, t, a) { print(\"hello from a script\"); grant() }",
+                    &sample(),
+                    &plan(),
+                    None,
+                )
+                .unwrap();
+        });
+        String::from_utf8(out.0.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn print_goes_to_debug_not_to_the_operators_log() {
+        assert!(!printed_at(tracing::Level::INFO).contains("hello from a script"));
+        assert!(printed_at(tracing::Level::DEBUG).contains("hello from a script"));
+    }
+
+    #[test]
+    fn print_lines_are_capped() {
+        let long = "x".repeat(10_000);
+        let c = capped(&long);
+        assert!(c.len() < 600 && c.ends_with("(9500 more bytes)"), "{c}");
+        assert_eq!(capped("short"), "short");
     }
 
     #[test]
