@@ -35,10 +35,14 @@ pub struct Mutation(
     reconcile::ReconcileMutation,
 );
 
-pub type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;
+type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;
 
 const MAX_DEPTH: usize = 12;
 const MAX_COMPLEXITY: usize = 1_000;
+/// The standard introspection query (graphql-js `getIntrospectionQuery`) nests `ofType` nine
+/// times under `__schema.types.fields.type`: about 15 levels. Only operations made of
+/// introspection fields alone get this depth; the complexity limit stays the same.
+const MAX_INTROSPECTION_DEPTH: usize = 20;
 
 fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription> {
     Schema::build(Query::default(), Mutation::default(), EmptySubscription)
@@ -46,8 +50,53 @@ fn builder() -> async_graphql::SchemaBuilder<Query, Mutation, EmptySubscription>
         .limit_complexity(MAX_COMPLEXITY)
 }
 
-pub fn schema(state: AppState) -> PorteiroSchema {
-    builder().data(state).finish()
+/// One schema per kind of caller: anonymous callers get no introspection and no "did you mean"
+/// suggestions (they would describe the API to anyone); authenticated callers get both, and
+/// introspection-only operations a depth limit that fits the standard introspection query.
+#[derive(Clone)]
+pub struct ApiSchemas {
+    authenticated: PorteiroSchema,
+    introspection: PorteiroSchema,
+    anonymous: PorteiroSchema,
+}
+
+pub fn schema(state: AppState) -> ApiSchemas {
+    ApiSchemas {
+        authenticated: builder().data(state.clone()).finish(),
+        introspection: builder()
+            .limit_depth(MAX_INTROSPECTION_DEPTH)
+            .data(state.clone())
+            .finish(),
+        anonymous: builder()
+            .disable_introspection()
+            .disable_suggestions()
+            .data(state)
+            .finish(),
+    }
+}
+
+/// Whether every operation of the document selects introspection fields only (`__schema`,
+/// `__type`, `__typename`), through fragments too.
+fn introspection_only(query: &str) -> bool {
+    use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+    fn only(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> bool {
+        depth < 8
+            && set.items.iter().all(|s| match &s.node {
+                Selection::Field(f) => f.node.name.node.starts_with("__"),
+                Selection::InlineFragment(f) => only(doc, &f.node.selection_set.node, depth + 1),
+                Selection::FragmentSpread(f) => doc
+                    .fragments
+                    .get(&f.node.fragment_name.node)
+                    .is_some_and(|d| only(doc, &d.node.selection_set.node, depth + 1)),
+            })
+    }
+    match async_graphql::parser::parse_query(query) {
+        Ok(doc) => {
+            let ops: Vec<_> = doc.operations.iter().map(|(_, op)| op).collect();
+            !ops.is_empty() && ops.iter().all(|op| only(&doc, &op.node.selection_set.node, 0))
+        }
+        Err(_) => false,
+    }
 }
 
 /// The SDL, without any data: what `schema.graphql` holds.
@@ -66,7 +115,7 @@ pub fn error_body(code: &str, message: &str) -> String {
 }
 
 /// Runs one operation. Returns whether the request itself was well-formed, and the JSON body.
-pub async fn execute(schema: &PorteiroSchema, state: &AppState, bearer: Option<&str>, body: &[u8]) -> (bool, String) {
+pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str>, body: &[u8]) -> (bool, String) {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -101,9 +150,10 @@ pub async fn execute(schema: &PorteiroSchema, state: &AppState, bearer: Option<&
             Err(e) => return (true, error_body(e.code(), &e.public_message())),
         },
     };
-    let request = match principal {
-        Some(p) => request.data(p),
-        None => request,
+    let (schema, request) = match principal {
+        Some(p) if introspection_only(&request.query) => (&schemas.introspection, request.data(p)),
+        Some(p) => (&schemas.authenticated, request.data(p)),
+        None => (&schemas.anonymous, request),
     };
     let response = schema.execute(request).await;
     (

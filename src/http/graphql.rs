@@ -3,7 +3,7 @@ use poem::web::{Data, Html};
 use poem::{Body, IntoResponse, Response, handler};
 
 use crate::AppState;
-use crate::graphql::{PorteiroSchema, execute, graphiql_html};
+use crate::graphql::{ApiSchemas, execute, graphiql_html};
 
 #[handler]
 pub async fn graphiql() -> impl IntoResponse {
@@ -12,12 +12,7 @@ pub async fn graphiql() -> impl IntoResponse {
 
 /// Our own handler rather than the stock endpoint: a body limit and no batching.
 #[handler]
-pub async fn handler(
-    schema: Data<&PorteiroSchema>,
-    state: Data<&AppState>,
-    headers: &HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn handler(schema: Data<&ApiSchemas>, state: Data<&AppState>, headers: &HeaderMap, body: Body) -> Response {
     let limit = state.settings.graphql_body_limit;
     let raw = match body.into_bytes_limit(limit).await {
         Ok(b) => b,

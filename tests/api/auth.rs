@@ -125,8 +125,8 @@ async fn batches_oversized_bodies_and_deep_queries_are_refused() {
 
     let deep = format!(
         "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
-        "ofType { ".repeat(15),
-        "} ".repeat(15)
+        "ofType { ".repeat(30),
+        "} ".repeat(30)
     );
     let (_, v) = app.graphql_raw(Some(&token), &json!({"query": deep})).await;
     assert!(
@@ -144,4 +144,63 @@ async fn health_and_readiness() {
     assert_eq!(r.status().as_u16(), 200);
     let r = app.client.get(format!("{}/graphql", app.addr)).send().await.unwrap();
     assert!(r.text().await.unwrap().contains("graphiql"));
+}
+
+fn introspection_query() -> String {
+    std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/introspection_query.graphql"),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn authenticated_tools_can_introspect_with_the_standard_query() {
+    let app = TestApp::spawn().await;
+    let viewer = app.token("default", Role::Viewer);
+    // graphql-js / graphql-core's getIntrospectionQuery, as GraphiQL and code generators send it.
+    let v = app.gql_as(&viewer, &introspection_query(), json!({})).await;
+    assert!(v.get("errors").is_none(), "{v}");
+    let types = v["data"]["__schema"]["types"].as_array().unwrap();
+    assert!(types.iter().any(|t| t["name"] == "SubscriptionPlan"));
+    // A real client library (cynic) builds its own introspection query and reads the answer.
+    use cynic::QueryBuilder;
+    let op = cynic_introspection::IntrospectionQuery::build(());
+    let (status, v) = app
+        .graphql_raw(Some(&viewer), &json!({"query": op.query, "variables": op.variables}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let parsed: cynic::GraphQlResponse<cynic_introspection::IntrospectionQuery> = serde_json::from_value(v).unwrap();
+    let schema = parsed.data.unwrap().into_schema().unwrap();
+    assert_eq!(schema.query_type, "Query");
+    assert!(schema.types.len() > 20);
+}
+
+#[tokio::test]
+async fn introspection_keeps_its_limits_and_anonymous_callers_learn_nothing() {
+    let app = TestApp::spawn().await;
+    let token = app.admin();
+    // Wide abuse: the same introspection a thousand times over, by aliases.
+    let wide: String = (0..400)
+        .map(|i| format!("a{i}: __schema {{ types {{ name }} }} "))
+        .collect();
+    let v = app.gql_as(&token, &format!("{{ {wide} }}"), json!({})).await;
+    assert!(v.get("errors").is_some(), "complexity still applies: {v}");
+    // Anonymous: no introspection, and no "did you mean" hints about field names.
+    let (_, v) = app.graphql_raw(None, &json!({"query": introspection_query()})).await;
+    assert!(v["data"].is_null() || v["data"]["__schema"].is_null(), "{v}");
+    assert!(v.get("errors").is_some(), "{v}");
+    let (_, v) = app
+        .graphql_raw(None, &json!({"query": "{ productPackagez { id } }"}))
+        .await;
+    assert!(!v.to_string().contains("Did you mean"), "{v}");
+    let (_, v) = app
+        .graphql_raw(
+            None,
+            &json!({"query": "{ __type(name: \"SubscriptionPlan\") { name } }"}),
+        )
+        .await;
+    assert!(v["data"].is_null() || v["data"]["__type"].is_null(), "{v}");
+    // With a token, suggestions help.
+    let v = app.gql_as(&token, "{ productPackagez { id } }", json!({})).await;
+    assert!(v.to_string().contains("Did you mean"), "{v}");
 }
