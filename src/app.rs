@@ -18,6 +18,8 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub rules: Arc<RuleEngine>,
     pub hotmart: Arc<HotmartApi>,
+    /// Reconciliation jobs this process runs, so they can be cancelled or stopped at shutdown.
+    pub jobs: Arc<services::reconcile::Jobs>,
     worker: Arc<Notify>,
 }
 
@@ -27,6 +29,13 @@ impl AppState {
         let db = crate::db::connect(&settings.database_url).await?;
         crate::db::migrate(&db).await?;
         services::apps::ensure(&db, &settings.default_app).await?;
+        let orphans = services::reconcile::sweep_orphans(&db).await?;
+        if orphans > 0 {
+            tracing::warn!(
+                runs = orphans,
+                "reconciliation runs left running by a stopped process marked failed"
+            );
+        }
         Ok(Self::with_db(db, settings))
     }
 
@@ -38,6 +47,7 @@ impl AppState {
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             settings: Arc::new(settings),
+            jobs: Arc::new(services::reconcile::Jobs::default()),
             worker: Arc::new(Notify::new()),
         }
     }
@@ -83,6 +93,9 @@ impl AppState {
             tokio::select! {
                 _ = tokio::time::sleep(tick) => {}
                 _ = shutdown.changed() => return,
+            }
+            if let Err(e) = services::reconcile::sweep_orphans(&self.db).await {
+                e.log();
             }
             if let Err(e) = services::reconcile::run_due(&self).await {
                 e.log();

@@ -494,9 +494,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "  admin token: cargo run --release -- token --app {} --role admin",
         default_app.slug
     );
+    let jobs = state.jobs.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
+        // Running reconciliations finish as `cancelled` rather than `running` forever.
+        let n = jobs.stop_all();
+        if n > 0 {
+            tracing::info!(jobs = n, "stopping reconciliation jobs");
+        }
         let _ = tx.send(true);
     });
     crate::http::serve(state, acceptor, rx).await?;

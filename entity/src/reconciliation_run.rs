@@ -17,6 +17,12 @@ pub struct Model {
     pub error: Option<String>,
     pub started_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
+    /// What a running job is doing (sales, subscriptions, comparing, applying, done).
+    pub stage: Option<String>,
+    /// Items handled in the current stage.
+    pub progress: i64,
+    /// Written every few seconds while the job runs.
+    pub heartbeat_at: Option<DateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

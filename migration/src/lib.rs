@@ -5,6 +5,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261130_000001_initial;
 mod m20261130_000002_reconciliation;
 mod m20261201_000003_access_history;
+mod m20261201_000004_reconciliation_jobs;
 
 pub struct Migrator;
 
@@ -15,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261130_000001_initial::Migration),
             Box::new(m20261130_000002_reconciliation::Migration),
             Box::new(m20261201_000003_access_history::Migration),
+            Box::new(m20261201_000004_reconciliation_jobs::Migration),
         ]
     }
 }

@@ -49,9 +49,16 @@ pub struct ReconciliationRun {
     pub since: DateTime<Utc>,
     pub until: DateTime<Utc>,
     pub dry_run: bool,
-    /// running, succeeded or failed.
+    /// running, succeeded, failed or cancelled.
     pub status: String,
     pub error: Option<String>,
+    /// What a job is doing: starting, sales, subscriptions, subscription charges, comparing,
+    /// storing, applying; `done` once it succeeded.
+    pub stage: Option<String>,
+    /// Items handled in the current stage.
+    pub progress: i32,
+    /// The job's last sign of life (every few seconds while it runs).
+    pub heartbeat_at: Option<DateTime<Utc>>,
     pub report: Option<ReconciliationReport>,
     pub started_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
@@ -95,6 +102,9 @@ impl From<entity::reconciliation_run::Model> for ReconciliationRun {
             dry_run: r.dry_run,
             status: r.status,
             error: r.error,
+            stage: r.stage,
+            progress: r.progress.clamp(0, i64::from(i32::MAX)) as i32,
+            heartbeat_at: r.heartbeat_at,
             report,
             started_at: r.started_at,
             finished_at: r.finished_at,
@@ -130,14 +140,17 @@ pub struct ReconcileMutation;
 #[Object]
 impl ReconcileMutation {
     /// Pulls sales and subscriptions for the window from Hotmart and heals what webhooks missed.
-    /// `dryRun` (the default) only reports the drift. Backfilling a fresh install is the same
-    /// call with a wide window.
+    /// `dryRun` (the default) only reports the drift. The run is a background job: this returns
+    /// it `running` (follow it in `reconciliationRuns`), or, with `wait`, once it ended (up to
+    /// 60 s; it goes on running if the request goes away). Backfilling a fresh install is the
+    /// same call with a wide window.
     async fn reconcile(
         &self,
         ctx: &Context<'_>,
         since: DateTime<Utc>,
         until: Option<DateTime<Utc>>,
         #[graphql(default = true)] dry_run: bool,
+        #[graphql(default = false)] wait: bool,
     ) -> GqlResult<ReconciliationRun> {
         let (state, who) = caller(ctx)?;
         // Even a dry run calls Hotmart with the app's credentials: an admin's decision.
@@ -149,9 +162,21 @@ impl ReconcileMutation {
             trigger: "manual",
             actor: who.actor(),
         };
-        svc::reconcile(state, who.app_id, req, &svc::Silent)
-            .await
-            .map(Into::into)
-            .map_err(gql)
+        let run = svc::start(state, who.app_id, req).await.map_err(gql)?;
+        let run = if wait {
+            svc::wait(state, who.app_id, run.id, std::time::Duration::from_secs(60))
+                .await
+                .map_err(gql)?
+        } else {
+            run
+        };
+        Ok(run.into())
+    }
+
+    /// Stops a running reconciliation; it ends as `cancelled` (what it applied stays).
+    async fn cancel_reconciliation(&self, ctx: &Context<'_>, id: ID) -> GqlResult<ReconciliationRun> {
+        let (state, who) = caller(ctx)?;
+        let id = super::parse_id(&id)?;
+        Ok(svc::cancel(state, who, id).await.map_err(gql)?.into())
     }
 }

@@ -150,10 +150,23 @@ async fn current_access(db: &impl ConnectionTrait, app_id: i32, source: &str) ->
 
 /// Processes the oldest pending event. `Ok(None)` when the inbox is empty.
 pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
+    process_next(state, None).await
+}
+
+/// Processes one given event if it is still pending (a reconciliation applying its own events;
+/// the worker may have taken it already, which is as good).
+pub async fn process_row(state: &AppState, id: i32) -> AppResult<Option<i32>> {
+    process_next(state, Some(id)).await
+}
+
+async fn process_next(state: &AppState, only: Option<i32>) -> AppResult<Option<i32>> {
     let txn = crate::db::write_txn(&state.db).await?;
     let mut q = we::Entity::find()
         .filter(we::Column::Status.eq(inbox::PENDING))
         .order_by_asc(we::Column::Id);
+    if let Some(id) = only {
+        q = q.filter(we::Column::Id.eq(id));
+    }
     if txn.get_database_backend() == DbBackend::Postgres {
         q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }

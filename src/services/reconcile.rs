@@ -4,6 +4,8 @@
 //! reports the drift.
 use std::collections::{BTreeMap, HashMap};
 
+use tokio::sync::watch;
+
 use chrono::{DateTime, Duration, Utc};
 use entity::{entitlement, reconciliation_run as run};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
@@ -89,11 +91,59 @@ pub fn validate(since: DateTime<Utc>, until: DateTime<Utc>) -> AppResult<()> {
     }
 }
 
-/// Runs one reconciliation and records it. A failure talking to Hotmart is recorded on the run
-/// (status `failed`) and returned as the run, so panels can show it.
-pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &dyn Progress) -> AppResult<run::Model> {
+/// How often a running job proves it is alive; a run silent for [`STALE_AFTER`] was orphaned.
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+const STALE_AFTER: Duration = Duration::seconds(60);
+/// Events written per transaction when a run applies what it found.
+const INSERT_BATCH: usize = 500;
+
+/// Why a run stopped early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// An admin cancelled it.
+    Cancelled,
+    /// The service is shutting down.
+    Shutdown,
+}
+
+/// Progress written to the run row (stage and count), at most once per heartbeat, plus the
+/// caller's own progress (the CLI's bar).
+struct RowProgress<'a> {
+    latest: std::sync::Mutex<(String, u64)>,
+    inner: &'a dyn Progress,
+}
+
+impl Progress for RowProgress<'_> {
+    fn stage(&self, name: &str) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = (name.to_string(), 0);
+        self.inner.stage(name);
+    }
+    fn count(&self, n: u64) {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner()).1 = n;
+        self.inner.count(n);
+    }
+}
+
+async fn beat(db: &impl ConnectionTrait, run_id: i32, stage: &str, progress: u64) -> AppResult<()> {
+    run::Entity::update_many()
+        .col_expr(run::Column::HeartbeatAt, sea_orm::sea_query::Expr::value(super::now()))
+        .col_expr(run::Column::Stage, sea_orm::sea_query::Expr::value(stage.to_string()))
+        .col_expr(run::Column::Progress, sea_orm::sea_query::Expr::value(progress as i64))
+        .filter(run::Column::Id.eq(run_id))
+        .filter(run::Column::Status.eq("running"))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+async fn begin(
+    state: &AppState,
+    app_id: i32,
+    req: &Request,
+) -> AppResult<(run::Model, crate::hotmart::api::Credentials)> {
     validate(req.since, req.until)?;
     let creds = integration::credentials(state, app_id).await?;
+    let now = super::now();
     let started = run::ActiveModel {
         app_id: Set(app_id),
         trigger: Set(req.trigger.into()),
@@ -101,27 +151,86 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
         until: Set(req.until),
         dry_run: Set(req.dry_run),
         status: Set("running".into()),
-        started_at: Set(super::now()),
+        started_at: Set(now),
+        stage: Set(Some("starting".into())),
+        progress: Set(0),
+        heartbeat_at: Set(Some(now)),
         ..Default::default()
     }
     .insert(&state.db)
     .await?;
-    let outcome = execute(state, app_id, &creds, &req, progress).await;
+    Ok((started, creds))
+}
+
+/// Runs a started job to its end and records how it ended: succeeded, failed (Hotmart or the
+/// database said no) or cancelled. The row is written whatever happens to `stop`.
+async fn run_job(
+    state: &AppState,
+    started: run::Model,
+    creds: crate::hotmart::api::Credentials,
+    req: Request,
+    progress: &dyn Progress,
+    mut stop: watch::Receiver<Option<Stop>>,
+) -> AppResult<run::Model> {
+    let (run_id, app_id) = (started.id, started.app_id);
+    let rows = RowProgress {
+        latest: std::sync::Mutex::new(("starting".into(), 0)),
+        inner: progress,
+    };
+    let work = execute(state, app_id, run_id, &creds, &req, &rows);
+    tokio::pin!(work);
+    let mut ticker = tokio::time::interval(HEARTBEAT);
+    let outcome: Result<Report, Result<Stop, AppError>> = loop {
+        tokio::select! {
+            r = &mut work => break r.map_err(Err),
+            _ = ticker.tick() => {
+                let (stage, n) = rows.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let Err(e) = beat(&state.db, run_id, &stage, n).await {
+                    e.log();
+                }
+            }
+            changed = stop.changed() => {
+                match (changed, *stop.borrow()) {
+                    (Ok(()), Some(why)) => break Err(Ok(why)),
+                    (Err(_), _) => break Err(Ok(Stop::Shutdown)),
+                    _ => {}
+                }
+            }
+        }
+    };
+    let (stage, n) = rows.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let mut am: run::ActiveModel = started.into();
     am.finished_at = Set(Some(super::now()));
-    match &outcome {
+    am.heartbeat_at = Set(Some(super::now()));
+    am.progress = Set(n as i64);
+    let label = match &outcome {
         Ok(report) => {
             am.status = Set("succeeded".into());
+            am.stage = Set(Some("done".into()));
             am.report = Set(Some(serde_json::to_string(report).map_err(AppError::internal)?));
+            "succeeded"
         }
-        Err(e) => {
+        Err(Ok(why)) => {
+            am.status = Set("cancelled".into());
+            am.stage = Set(Some(stage));
+            am.error = Set(Some(match why {
+                Stop::Cancelled => "cancelled by an admin; what was applied stays (a rerun adds the rest)".into(),
+                Stop::Shutdown => {
+                    "the service stopped while it ran; what was applied stays (a rerun adds the rest)".into()
+                }
+            }));
+            "cancelled"
+        }
+        Err(Err(e)) => {
             e.log();
             am.status = Set("failed".into());
+            am.stage = Set(Some(stage));
             am.error = Set(Some(e.public_message()));
+            "failed"
         }
-    }
+    };
     let saved = am.update(&state.db).await?;
-    crate::telemetry::reconciliation(if outcome.is_ok() { "succeeded" } else { "failed" });
+    crate::telemetry::reconciliation(label);
     if let Ok(report) = &outcome
         && report.applied
     {
@@ -140,6 +249,171 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
         .await?;
     }
     Ok(saved)
+}
+
+/// Runs one reconciliation in the caller's task (the CLI, the scheduler) and records it. A
+/// failure talking to Hotmart is recorded on the run (status `failed`) and returned as the run.
+pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &dyn Progress) -> AppResult<run::Model> {
+    let (started, creds) = begin(state, app_id, &req).await?;
+    let stop = state.jobs.register(started.id);
+    let out = run_job(state, started.clone(), creds, req, progress, stop).await;
+    state.jobs.forget(started.id);
+    out
+}
+
+/// Starts a reconciliation as a background job and returns its run at once (`running`). The
+/// job lives on if the request that started it goes away; `reconciliationRuns` shows its stage
+/// and progress; `cancel` stops it.
+pub async fn start(state: &AppState, app_id: i32, req: Request) -> AppResult<run::Model> {
+    let (started, creds) = begin(state, app_id, &req).await?;
+    let stop = state.jobs.register(started.id);
+    let (st, row) = (state.clone(), started.clone());
+    tokio::spawn(async move {
+        let id = row.id;
+        // A panic inside the job must still finish its row.
+        let job = tokio::spawn({
+            let st = st.clone();
+            async move { run_job(&st, row, creds, req, &Silent, stop).await }
+        });
+        match job.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => e.log(),
+            Err(e) => {
+                tracing::error!(run = id, error = %e, "reconciliation job crashed");
+                let _ = finish_orphan(&st.db, id, "the job crashed; see the service log").await;
+            }
+        }
+        st.jobs.forget(id);
+    });
+    Ok(started)
+}
+
+/// Waits until a run is no longer `running` (or `timeout` passes) and returns it.
+pub async fn wait(state: &AppState, app_id: i32, run_id: i32, timeout: std::time::Duration) -> AppResult<run::Model> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let r = get(&state.db, app_id, run_id).await?;
+        if r.status != "running" || tokio::time::Instant::now() >= deadline {
+            return Ok(r);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+pub async fn get(db: &impl ConnectionTrait, app_id: i32, run_id: i32) -> AppResult<run::Model> {
+    run::Entity::find_by_id(run_id)
+        .filter(run::Column::AppId.eq(app_id))
+        .one(db)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("reconciliation run {run_id} not found")))
+}
+
+/// Asks a running job to stop. A run whose job is in another process is stopped by that
+/// process's heartbeat check: here it is only marked, and `cancelled` if it has gone silent.
+pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32) -> AppResult<run::Model> {
+    who.require_admin()?;
+    let r = get(&state.db, who.app_id, run_id).await?;
+    if r.status != "running" {
+        return Err(AppError::Conflict(format!(
+            "reconciliation run {run_id} is already {}",
+            r.status
+        )));
+    }
+    if !state.jobs.stop(run_id, Stop::Cancelled) {
+        finish_orphan(&state.db, run_id, "cancelled by an admin").await?;
+    }
+    audit::record(
+        &state.db,
+        audit::Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "reconcile.cancel",
+            target: format!("reconciliation_run:{run_id}"),
+            before: None,
+            after: None,
+            reason: "",
+        },
+    )
+    .await?;
+    wait(state, who.app_id, run_id, std::time::Duration::from_secs(10)).await
+}
+
+async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, why: &str) -> AppResult<()> {
+    let status = if why.starts_with("cancelled") {
+        "cancelled"
+    } else {
+        "failed"
+    };
+    run::Entity::update_many()
+        .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value(status))
+        .col_expr(run::Column::Error, sea_orm::sea_query::Expr::value(why.to_string()))
+        .col_expr(run::Column::FinishedAt, sea_orm::sea_query::Expr::value(super::now()))
+        .filter(run::Column::Id.eq(run_id))
+        .filter(run::Column::Status.eq("running"))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Finishes as failed every run whose job stopped beating (its process died): no run stays
+/// `running` forever. Called at start-up and by the scheduler.
+pub async fn sweep_orphans(db: &impl ConnectionTrait) -> AppResult<u64> {
+    let cutoff = super::now() - STALE_AFTER;
+    let res = run::Entity::update_many()
+        .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value("failed"))
+        .col_expr(
+            run::Column::Error,
+            sea_orm::sea_query::Expr::value(
+                "interrupted: the process running it stopped; a rerun adds what is missing",
+            ),
+        )
+        .col_expr(run::Column::FinishedAt, sea_orm::sea_query::Expr::value(super::now()))
+        .filter(run::Column::Status.eq("running"))
+        .filter(
+            sea_orm::Condition::any()
+                .add(run::Column::HeartbeatAt.lt(cutoff))
+                .add(run::Column::HeartbeatAt.is_null()),
+        )
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected)
+}
+
+/// The stop signals of the jobs this process runs.
+#[derive(Default)]
+pub struct Jobs(std::sync::Mutex<HashMap<i32, watch::Sender<Option<Stop>>>>);
+
+impl Jobs {
+    fn register(&self, id: i32) -> watch::Receiver<Option<Stop>> {
+        let (tx, rx) = watch::channel(None);
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
+        rx
+    }
+
+    fn forget(&self, id: i32) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+    }
+
+    /// Signals one job; false when this process does not run it.
+    fn stop(&self, id: i32, why: Stop) -> bool {
+        match self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
+            Some(tx) => tx.send(Some(why)).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Signals every job (shutdown); they finish as `cancelled`.
+    pub fn stop_all(&self) -> usize {
+        let jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        for tx in jobs.values() {
+            let _ = tx.send(Some(Stop::Shutdown));
+        }
+        jobs.len()
+    }
+
+    pub fn running(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
 }
 
 /// Latest time already known for each transaction and subscription of the app's histories.
@@ -209,6 +483,7 @@ fn date_after_known(events: &mut [PaymentEvent], known: &HashMap<String, DateTim
 async fn execute(
     state: &AppState,
     app_id: i32,
+    run_id: i32,
     creds: &crate::hotmart::api::Credentials,
     req: &Request,
     progress: &dyn Progress,
@@ -288,27 +563,41 @@ async fn execute(
     }
 
     if !req.dry_run {
+        // Written in batches (one transaction each), then only this run's events are processed:
+        // other apps' inboxes are the worker's business.
+        progress.stage("storing");
+        let mut ids = Vec::with_capacity(fresh.len());
+        for (n, chunk) in fresh.chunks(INSERT_BATCH).enumerate() {
+            let txn = crate::db::write_txn(&state.db).await?;
+            for ev in chunk {
+                let raw = serde_json::to_vec(ev).map_err(AppError::internal)?;
+                let rec = inbox::insert(
+                    &txn,
+                    inbox::RecordInput {
+                        app_id,
+                        origin: inbox::ORIGIN_RECONCILE,
+                        event_id: ev.event_id.clone(),
+                        event_type: ev.kind.as_str().to_string(),
+                        format: Format::Api.as_str(),
+                        raw,
+                        headers: json!({"reconciliationRun": run_id}),
+                        occurred_at: Some(ev.occurred_at),
+                        is_test: ev.is_test,
+                    },
+                )
+                .await?;
+                if let inbox::Recorded::New(id) = rec {
+                    ids.push(id);
+                }
+            }
+            txn.commit().await?;
+            progress.count(((n + 1) * INSERT_BATCH).min(fresh.len()) as u64);
+        }
         progress.stage("applying");
-        for (i, ev) in fresh.iter().enumerate() {
-            let raw = serde_json::to_vec(ev).map_err(AppError::internal)?;
-            inbox::insert(
-                &state.db,
-                inbox::RecordInput {
-                    app_id,
-                    origin: inbox::ORIGIN_RECONCILE,
-                    event_id: ev.event_id.clone(),
-                    event_type: ev.kind.as_str().to_string(),
-                    format: Format::Api.as_str(),
-                    raw,
-                    headers: json!({}),
-                    occurred_at: Some(ev.occurred_at),
-                    is_test: ev.is_test,
-                },
-            )
-            .await?;
+        for (i, id) in ids.iter().enumerate() {
+            processor::process_row(state, *id).await?;
             progress.count(i as u64 + 1);
         }
-        processor::drain(state).await?;
         report.applied = true;
     }
     Ok(report)

@@ -317,7 +317,7 @@ async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after
     let since = (chrono::Utc::now() - chrono::Duration::days(30)).to_rfc3339();
     let r = app
         .gql(
-            "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false) { status report { unresolvedSubscriptionSales } } }",
+            "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false, wait: true) { status report { unresolvedSubscriptionSales } } }",
             json!({"s": since}),
         )
         .await;
@@ -344,7 +344,7 @@ async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after
     }
     let r = app
         .gql(
-            "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false) { status } }",
+            "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false, wait: true) { status } }",
             json!({"s": since}),
         )
         .await;
@@ -358,7 +358,7 @@ async fn seq7_rest_renewals_join_their_subscription_and_rest_statuses_sort_after
     );
     fake.sales.lock().unwrap()[0]["purchase"]["status"] = json!("PROTESTED");
     app.gql(
-        "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false) { status } }",
+        "mutation($s: DateTime!) { reconcile(since: $s, dryRun: false, wait: true) { status } }",
         json!({"s": since}),
     )
     .await;

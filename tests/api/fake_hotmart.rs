@@ -28,6 +28,8 @@ pub struct Fake {
     pub queries: Mutex<Vec<String>>,
     /// When set, the sales history refuses this query parameter with a 400.
     pub refuse_parameter: Mutex<Option<String>>,
+    /// Milliseconds the sales history takes to answer (a slow Hotmart).
+    pub sales_delay_ms: AtomicU64,
 }
 
 impl Fake {
@@ -171,9 +173,13 @@ fn in_window(v: Option<i64>, q: &[(String, String)], from: &str, to: &str) -> bo
 }
 
 #[handler]
-fn sales(req: &Request, Data(f): Data<&Arc<Fake>>) -> Response {
+async fn sales(req: &Request, Data(f): Data<&Arc<Fake>>) -> Response {
     if let Some(r) = gate(req, f) {
         return r;
+    }
+    let delay = f.sales_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
     let q = query(req);
     let statuses: Vec<&str> = q

@@ -34,7 +34,7 @@ async fn save_credentials(app: &TestApp, secret: &str) {
     .await;
 }
 
-const RECONCILE: &str = "mutation($s: DateTime!, $d: Boolean!) { reconcile(since: $s, dryRun: $d) { status error report { salesSeen subscriptionsSeen eventsFound eventsNew eventsKnown unmappedProducts applied drift { kind email source target beforeStatus afterStatus } } } }";
+const RECONCILE: &str = "mutation($s: DateTime!, $d: Boolean!) { reconcile(since: $s, dryRun: $d, wait: true) { status error report { salesSeen subscriptionsSeen eventsFound eventsNew eventsKnown unmappedProducts applied drift { kind email source target beforeStatus afterStatus } } } }";
 
 async fn reconcile(app: &TestApp, dry_run: bool) -> Value {
     let d = app
@@ -317,6 +317,149 @@ async fn reconciliation_sends_only_documented_statuses_and_names_a_refused_param
     assert_eq!(r["status"], "failed", "{r}");
     let error = r["error"].as_str().unwrap();
     assert!(error.contains("parameter start_date"), "{error}");
+}
+
+#[tokio::test]
+async fn reconciliations_are_background_jobs_with_progress_that_can_be_cancelled() {
+    let (app, fake) = setup().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    let start = "mutation { reconcile(since: \"2026-01-01T00:00:00Z\", dryRun: true) { id status stage } }";
+    let runs = "{ reconciliationRuns { id status stage progress heartbeatAt error } }";
+    // Without `wait` the call returns at once and the job goes on.
+    let d = app.gql(start, json!({})).await;
+    assert_eq!(d["reconcile"]["status"], "running", "{d}");
+    let id = d["reconcile"]["id"].clone();
+    let mut last = json!(null);
+    for _ in 0..200 {
+        last = app.gql(runs, json!({})).await["reconciliationRuns"][0].clone();
+        if last["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(
+        (&last["id"], &last["status"], &last["stage"]),
+        (&id, &json!("succeeded"), &json!("done"))
+    );
+    assert!(last["heartbeatAt"].is_string());
+
+    // A slow Hotmart: the run shows where it is, and an admin can stop it.
+    fake.sales_delay_ms.store(300, Ordering::SeqCst);
+    let d = app.gql(start, json!({})).await;
+    let id = d["reconcile"]["id"].clone();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert_eq!(
+        app.gql(runs, json!({})).await["reconciliationRuns"][0]["stage"],
+        "sales"
+    );
+    let viewer = app.token("default", porteiro::auth::Role::Viewer);
+    let cancel = "mutation($id: ID!) { cancelReconciliation(id: $id) { status error } }";
+    let v = app.gql_as(&viewer, cancel, json!({"id": id})).await;
+    assert_eq!(error_code(&v), "FORBIDDEN");
+    let d = app.gql(cancel, json!({"id": id})).await;
+    assert_eq!(d["cancelReconciliation"]["status"], "cancelled", "{d}");
+    assert!(
+        d["cancelReconciliation"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("cancelled")
+    );
+    let v = app.gql_as(&app.admin(), cancel, json!({"id": id})).await;
+    assert_eq!(error_code(&v), "CONFLICT");
+
+    // A request that goes away (a closed browser tab) does not take the run with it.
+    let gone = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .post(format!("{}/graphql", app.addr))
+        .bearer_auth(app.admin())
+        .json(&json!({"query": start.replace("dryRun: true", "dryRun: true, wait: true")}))
+        .send()
+        .await;
+    assert!(gone.is_err(), "the client gave up");
+    let mut last = json!(null);
+    for _ in 0..200 {
+        last = app.gql(runs, json!({})).await["reconciliationRuns"][0].clone();
+        if last["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(last["status"], "succeeded", "{last}");
+}
+
+#[tokio::test]
+async fn a_run_left_running_by_a_dead_process_is_finished_as_failed() {
+    let (app, _fake) = setup().await;
+    let db = &app.state.db;
+    let old = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let row = sea_orm::ActiveModelTrait::insert(
+        entity::reconciliation_run::ActiveModel {
+            app_id: sea_orm::Set(app.app("default").await.id),
+            trigger: sea_orm::Set("manual".into()),
+            since: sea_orm::Set(old),
+            until: sea_orm::Set(old),
+            dry_run: sea_orm::Set(true),
+            status: sea_orm::Set("running".into()),
+            started_at: sea_orm::Set(old),
+            heartbeat_at: sea_orm::Set(Some(old)),
+            progress: sea_orm::Set(0),
+            ..Default::default()
+        },
+        db,
+    )
+    .await
+    .unwrap();
+    let app = app.restart().await;
+    let d = app.gql("{ reconciliationRuns { id status error } }", json!({})).await;
+    let run = &d["reconciliationRuns"][0];
+    assert_eq!(run["id"], json!(row.id.to_string()));
+    assert_eq!(run["status"], "failed");
+    assert!(run["error"].as_str().unwrap().contains("interrupted"), "{run}");
+}
+
+#[tokio::test]
+async fn applying_a_reconciliation_leaves_other_apps_inboxes_to_the_worker() {
+    let (app, fake) = setup().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    fake.sales.lock().unwrap().push(sale(
+        ANA,
+        "HP14880000000050",
+        "APPROVED",
+        chrono::Utc::now().timestamp_millis() - 3_600_000,
+        false,
+    ));
+    // Another app has a delivery waiting for the worker (none runs in tests).
+    app.create_app("outra").await;
+    let token = app.token("outra", porteiro::auth::Role::Admin);
+    app.gql_as(
+        &token,
+        "mutation($h: String!) { saveHotmartIntegration(input: {hottok: $h}) { hottok { set } } }",
+        json!({"h": HOTTOK}),
+    )
+    .await;
+    let url = app.webhook_url("outra").await;
+    let res = app
+        .client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(fixture("purchase_approved.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let r = reconcile(&app, false).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_eq!(app.access(ANA).await.len(), 1, "this run's own events were applied");
+    let pending = app
+        .gql_as(&token, "{ webhookEvents { nodes { status } } }", json!({}))
+        .await;
+    assert_eq!(
+        pending["data"]["webhookEvents"]["nodes"][0]["status"], "pending",
+        "{pending}"
+    );
 }
 
 #[tokio::test]
