@@ -26,7 +26,7 @@ pub struct AppState {
 impl AppState {
     /// Connects, migrates and makes sure the default app exists.
     pub async fn init(settings: Settings) -> anyhow::Result<Self> {
-        let db = crate::db::connect(&settings.database_url).await?;
+        let db = crate::db::connect_with(&settings.database_url, settings.sqlite_durable).await?;
         crate::db::migrate(&db).await?;
         services::apps::ensure(&db, &settings.default_app).await?;
         let orphans = services::reconcile::sweep_orphans(&db).await?;

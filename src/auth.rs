@@ -88,6 +88,8 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, AppError> {
     v.set_audience(&[AUDIENCE]);
     v.set_required_spec_claims(&["exp", "iss", "aud"]);
     v.leeway = LEEWAY_SECS;
+    // A token meant for later is not valid now.
+    v.validate_nbf = true;
     let key = DecodingKey::from_secret(secret).map_err(|_| AppError::Unauthenticated("token key unusable".into()))?;
     jsonwebtoken::decode::<Claims>(token, &key, &v)
         .map(|d| d.claims)
@@ -95,6 +97,7 @@ pub fn verify(secret: &[u8], token: &str) -> Result<Claims, AppError> {
             use jsonwebtoken::errors::ErrorKind;
             let why = match e.kind() {
                 ErrorKind::ExpiredSignature => "token expired",
+                ErrorKind::ImmatureSignature => "token is not valid yet (nbf)",
                 ErrorKind::InvalidAudience => "token audience is not porteiro-admin",
                 ErrorKind::InvalidIssuer => "token issuer is not porteiro",
                 ErrorKind::InvalidAlgorithm => "token algorithm must be HS256",

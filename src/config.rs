@@ -31,6 +31,8 @@ struct RawSettings {
     hotmart_sandbox_api_url: String,
     hotmart_retry_base_ms: u64,
     scheduler_tick_secs: u64,
+    /// `full` (default) or `normal`.
+    sqlite_synchronous: String,
 }
 
 impl Default for RawSettings {
@@ -46,6 +48,7 @@ impl Default for RawSettings {
             webhook_body_limit: 256 * 1024,
             graphql_body_limit: 256 * 1024,
             rule_timeout_ms: 250,
+            sqlite_synchronous: "full".into(),
             worker_poll_ms: 500,
             default_app: "default".into(),
             hotmart_token_url: crate::hotmart::api::ApiEndpoints::default().token_url,
@@ -77,6 +80,8 @@ pub struct Settings {
     pub default_app: String,
     pub hotmart: crate::hotmart::api::ApiEndpoints,
     pub scheduler_tick_secs: u64,
+    /// SQLite `synchronous=FULL` (true, the default) or the `normal` opt-in.
+    pub sqlite_durable: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -218,6 +223,11 @@ impl Settings {
             default_app: raw.default_app,
             hotmart,
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
+            sqlite_durable: match raw.sqlite_synchronous.to_ascii_lowercase().as_str() {
+                "full" => true,
+                "normal" => false,
+                other => bail!("PORTEIRO_SQLITE_SYNCHRONOUS must be full or normal, got {other:?}"),
+            },
         })
     }
 

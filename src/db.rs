@@ -8,7 +8,16 @@ use sea_orm::{
     TransactionOptions, TransactionTrait,
 };
 
+/// Connects with SQLite's `synchronous=FULL`: a commit is on disk before we answer 2xx, so a
+/// power cut or an OS crash cannot roll back an acknowledged webhook.
 pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, true).await
+}
+
+/// `durable: false` is the documented opt-in to `synchronous=NORMAL` (faster commits; the last
+/// ones before an OS crash or power cut may be lost, and Hotmart does not resend what we
+/// acknowledged).
+pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_string());
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10))
@@ -16,12 +25,18 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     if url.starts_with("sqlite:") {
         // WAL lets readers run beside the one writer; busy_timeout makes writers queue for the
         // lock (with BEGIN IMMEDIATE below) instead of failing with SQLITE_BUSY.
-        opts.max_connections(8).min_connections(1).map_sqlx_sqlite_opts(|o| {
-            o.journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(Duration::from_secs(30))
-                .foreign_keys(true)
-        });
+        opts.max_connections(8)
+            .min_connections(1)
+            .map_sqlx_sqlite_opts(move |o| {
+                o.journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(if durable {
+                        SqliteSynchronous::Full
+                    } else {
+                        SqliteSynchronous::Normal
+                    })
+                    .busy_timeout(Duration::from_secs(30))
+                    .foreign_keys(true)
+            });
     } else {
         opts.max_connections(16).min_connections(1);
     }

@@ -16,7 +16,13 @@ impl Email {
         let Some((local, domain)) = s.split_once('@') else {
             return Err(format!("{raw:?} is not an e-mail address (no @)"));
         };
-        if local.is_empty() || domain.is_empty() || domain.contains('@') || s.chars().any(char::is_whitespace) {
+        // Control characters (a NUL above all) are refused here, so both databases see the same
+        // input the same way: PostgreSQL cannot store a NUL in text at all.
+        if local.is_empty()
+            || domain.is_empty()
+            || domain.contains('@')
+            || s.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(format!("{raw:?} is not an e-mail address"));
         }
         Ok(Email(s))

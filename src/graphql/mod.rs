@@ -125,6 +125,14 @@ pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str
             );
         }
     };
+    if has_nul(&value) {
+        // PostgreSQL cannot store a NUL in text; refusing it here answers the same on both
+        // databases, and names the problem instead of failing deep inside a write.
+        return (
+            true,
+            error_body("BAD_USER_INPUT", "text cannot contain NUL (\\u0000) characters"),
+        );
+    }
     if value.is_array() {
         return (
             false,
@@ -160,6 +168,15 @@ pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str
         true,
         serde_json::to_string(&response).unwrap_or_else(|_| error_body("INTERNAL", "internal error")),
     )
+}
+
+fn has_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(has_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppError> {

@@ -5,5 +5,7 @@ mod payload;
 pub mod snapshot;
 mod verify;
 
-pub use payload::{Envelope, Format, ParseError, detect_format, envelope, parse_event, redacted_body};
+pub use payload::{
+    Envelope, Format, Intake, ParseError, detect_format, envelope, intake, mask_secret, parse_event, redacted_body,
+};
 pub use verify::{VerifyError, verify_hottok};

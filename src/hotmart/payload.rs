@@ -106,6 +106,71 @@ pub fn envelope(format: Format, body: &[u8]) -> Result<Envelope, ParseError> {
     }
 }
 
+/// What a verified delivery is, before it is stored.
+#[derive(Debug, Clone)]
+pub enum Intake {
+    /// Understood enough to be stored under its own id.
+    Readable(Envelope),
+    /// A JSON document or a form that is not a delivery we can read (no id, no date, a date in
+    /// nonsense units…): stored as `failed`, with the reason, for review and replay.
+    Unreadable {
+        reason: String,
+        body_hottok: Option<String>,
+    },
+}
+
+/// Sorts a delivery into readable and unreadable. `Err` only for bytes that are neither JSON nor
+/// a form: those are not a delivery at all.
+pub fn intake(format: Format, body: &[u8]) -> Result<Intake, ParseError> {
+    let body_hottok = match format {
+        Format::V2 => {
+            let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
+            text(&v, &["hottok"])
+        }
+        Format::V1 => parse_form(body)?.get("hottok").cloned(),
+        Format::Api => return Err(err("reconstructed events never arrive as webhooks")),
+    };
+    Ok(match envelope(format, body) {
+        Ok(e) => Intake::Readable(e),
+        Err(e) => Intake::Unreadable {
+            reason: e.0,
+            body_hottok,
+        },
+    })
+}
+
+/// The body with every copy of `secret` (as is, and form-encoded) replaced by `***`: the Hottok
+/// never reaches the disk in clear.
+pub fn mask_secret(body: &[u8], secret: &str) -> Vec<u8> {
+    fn replace(hay: &[u8], needle: &[u8]) -> Vec<u8> {
+        if needle.is_empty() {
+            return hay.to_vec();
+        }
+        let mut out = Vec::with_capacity(hay.len());
+        let mut i = 0;
+        while i < hay.len() {
+            if hay[i..].starts_with(needle) {
+                out.extend_from_slice(b"***");
+                i += needle.len();
+            } else {
+                out.push(hay[i]);
+                i += 1;
+            }
+        }
+        out
+    }
+    let plain = replace(body, secret.as_bytes());
+    let encoded: String = serde_urlencoded::to_string([("", secret)])
+        .unwrap_or_default()
+        .trim_start_matches('=')
+        .to_string();
+    if encoded != secret {
+        replace(&plain, encoded.as_bytes())
+    } else {
+        plain
+    }
+}
+
 /// Parses a stored body into a domain event. `fallback_time` is used only by v1 postbacks that
 /// carry no date at all.
 pub fn parse_event(format: Format, body: &[u8], fallback_time: DateTime<Utc>) -> Result<PaymentEvent, ParseError> {
@@ -147,10 +212,11 @@ fn at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
     })
 }
 
-/// A string or a number, as text; empty strings count as absent.
+/// A string or a number, as text; empty strings, and strings with control characters (a NUL
+/// cannot even be stored by PostgreSQL), count as absent.
 fn text(v: &Value, path: &[&str]) -> Option<String> {
     match at(v, path)? {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::String(s) if !s.trim().is_empty() && !s.chars().any(char::is_control) => Some(s.trim().to_string()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
@@ -325,7 +391,11 @@ fn v1_kind(status: &str, callback_type: Option<&str>) -> EventKind {
 }
 
 fn v1(f: &HashMap<String, String>) -> Result<PaymentEvent, ParseError> {
-    let get = |k: &str| f.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let get = |k: &str| {
+        f.get(k)
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty() && !s.chars().any(char::is_control))
+    };
     let transaction = get("transaction").ok_or_else(|| err("v1 postback without a transaction"))?;
     let status = get("status")
         .ok_or_else(|| err("v1 postback without a status"))?
@@ -432,6 +502,35 @@ mod tests {
         assert_eq!(time(&v, &["neg"]), None);
         assert_eq!(time(&v, &["tiny"]), None);
         assert_eq!(time(&v, &["nan"]), None);
+    }
+
+    #[test]
+    fn hottoks_are_masked_before_storage_plain_or_form_encoded() {
+        let secret = "abc+def/123";
+        let v1 = b"hottok=abc%2Bdef%2F123&transaction=HP1&status=approved";
+        assert_eq!(mask_secret(v1, secret), b"hottok=***&transaction=HP1&status=approved");
+        let v2 = br#"{"hottok":"abc+def/123","id":"x"}"#;
+        assert_eq!(mask_secret(v2, secret), br#"{"hottok":"***","id":"x"}"#);
+    }
+
+    #[test]
+    fn unreadable_deliveries_are_told_apart_from_bytes_that_are_no_delivery() {
+        assert!(intake(Format::V2, b"{not json").is_err());
+        let no_id = br#"{"event":"PURCHASE_APPROVED","creation_date":1747900000000,"hottok":"T"}"#;
+        match intake(Format::V2, no_id).unwrap() {
+            Intake::Unreadable { reason, body_hottok } => {
+                assert!(reason.contains("id"), "{reason}");
+                assert_eq!(body_hottok.as_deref(), Some("T"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let nul_id = br#"{"id":"a\u0000b","event":"PURCHASE_APPROVED","creation_date":1747900000000}"#;
+        assert!(matches!(intake(Format::V2, nul_id).unwrap(), Intake::Unreadable { .. }));
+        let float_date = br#"{"id":"x","event":"PURCHASE_APPROVED","creation_date":-1e15}"#;
+        assert!(matches!(
+            intake(Format::V2, float_date).unwrap(),
+            Intake::Unreadable { .. }
+        ));
     }
 
     #[test]

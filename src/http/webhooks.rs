@@ -95,10 +95,18 @@ pub async fn receive_hotmart(
         .get("x-hotmart-hottok")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let envelope = hotmart::envelope(format, &raw);
+    // Bytes that are neither JSON nor a form are no delivery: 400 (after the token check, so
+    // only the Hottok's holder learns why).
+    let intake = hotmart::intake(format, &raw);
+    let body_hottok = match &intake {
+        Ok(hotmart::Intake::Readable(e)) => e.body_hottok.clone(),
+        Ok(hotmart::Intake::Unreadable { body_hottok, .. }) => body_hottok.clone(),
+        Err(_) => None,
+    };
     // The header is the documented place; a body `hottok` (v1 forms, some v2 test events) is accepted too.
-    let provided = header_token.or_else(|| envelope.as_ref().ok().and_then(|e| e.body_hottok.clone()));
-    if let Err(why) = hotmart::verify_hottok(secrecy::ExposeSecret::expose_secret(&expected), provided.as_deref()) {
+    let provided = header_token.or(body_hottok);
+    let secret = secrecy::ExposeSecret::expose_secret(&expected);
+    if let Err(why) = hotmart::verify_hottok(secret, provided.as_deref()) {
         if let Err(e) = integration::count_rejected(&state.db, app.id).await {
             e.log();
         }
@@ -109,37 +117,64 @@ pub async fn receive_hotmart(
         };
         return fail(StatusCode::UNAUTHORIZED, code, why.to_string());
     }
-    let envelope = match envelope {
-        Ok(e) => e,
+    let intake = match intake {
+        Ok(i) => i,
         Err(e) => return fail(StatusCode::BAD_REQUEST, "MALFORMED_PAYLOAD", e.0),
     };
-
+    // Store first, think later: a verified delivery is kept even when we cannot read it, and
+    // the Hottok never reaches the disk in clear.
+    let raw = hotmart::mask_secret(&raw, secret);
+    let (event_id, event_type, occurred_at, is_test, unreadable) = match intake {
+        hotmart::Intake::Readable(e) => (e.event_id, e.event_type, e.occurred_at, e.is_test, None),
+        hotmart::Intake::Unreadable { reason, .. } => {
+            // No id to key it by: the body's digest, so a redelivery is still one row.
+            let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&raw)[..16]);
+            (
+                format!("unreadable-{digest}"),
+                "UNREADABLE".to_string(),
+                None,
+                false,
+                Some(format!(
+                    "cannot read the delivery: {reason}; it is kept for review and can be replayed"
+                )),
+            )
+        }
+    };
     let input = inbox::RecordInput {
         app_id: app.id,
         origin: "webhook",
-        event_id: envelope.event_id.clone(),
-        event_type: envelope.event_type.clone(),
+        event_id: event_id.clone(),
+        event_type: event_type.clone(),
         format: format.as_str(),
         raw,
         headers: kept_headers(headers),
-        occurred_at: envelope.occurred_at,
-        is_test: envelope.is_test,
+        occurred_at,
+        is_test,
+        unreadable: unreadable.clone(),
     };
     match inbox::record(state, input).await {
         Ok(inbox::Recorded::New(id)) => {
+            if let Some(why) = &unreadable {
+                crate::telemetry::webhook("unreadable");
+                tracing::warn!(app = %app.slug, row = id, reason = %why, "webhook stored as failed");
+                return reply(
+                    StatusCode::OK,
+                    json!({"status": "accepted", "eventId": event_id, "duplicate": false, "readable": false, "reason": why}),
+                );
+            }
             crate::telemetry::webhook("accepted");
             state.wake_worker();
-            tracing::info!(app = %app.slug, event = %envelope.event_type, event_id = %envelope.event_id, row = id, "webhook stored");
+            tracing::info!(app = %app.slug, event = %event_type, event_id = %event_id, row = id, "webhook stored");
             reply(
                 StatusCode::OK,
-                json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": false}),
+                json!({"status": "accepted", "eventId": event_id, "duplicate": false}),
             )
         }
         Ok(inbox::Recorded::Duplicate) => {
             crate::telemetry::webhook("duplicate");
             reply(
                 StatusCode::OK,
-                json!({"status": "accepted", "eventId": envelope.event_id, "duplicate": true}),
+                json!({"status": "accepted", "eventId": event_id, "duplicate": true}),
             )
         }
         // Whatever failed, we did not store it: never a 2xx, so Hotmart delivers again.

@@ -58,6 +58,12 @@ fn clean_name(name: Option<String>) -> AppResult<String> {
             "name is required".into(),
         )]));
     }
+    if n.chars().any(char::is_control) {
+        return Err(AppError::InvalidFields(vec![(
+            "name".into(),
+            "name has control characters".into(),
+        )]));
+    }
     if n.chars().count() > 200 {
         return Err(AppError::InvalidFields(vec![(
             "name".into(),

@@ -27,6 +27,8 @@ pub struct RecordInput {
     pub headers: serde_json::Value,
     pub occurred_at: Option<DateTime<Utc>>,
     pub is_test: bool,
+    /// Stored as `failed` with this reason instead of queued (a delivery we cannot read).
+    pub unreadable: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,7 +71,8 @@ pub async fn insert(db: &impl ConnectionTrait, input: RecordInput) -> AppResult<
         headers: Set(input.headers.to_string()),
         received_at: Set(super::now()),
         occurred_at: Set(input.occurred_at),
-        status: Set(PENDING.into()),
+        status: Set(if input.unreadable.is_some() { "failed" } else { PENDING }.into()),
+        error: Set(input.unreadable),
         is_test: Set(input.is_test),
         attempts: Set(0),
         ..Default::default()

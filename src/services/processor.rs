@@ -85,6 +85,12 @@ pub async fn evaluate_event(
         let why = format!("{} carries no valid buyer e-mail", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "failed", why));
     };
+    // A purchase event is about one transaction; without a readable one it could grant
+    // without ever counting as a copy. Fail closed, with the reason.
+    if ev.kind.as_str().starts_with("PURCHASE_") && ev.transaction.is_none() {
+        let why = format!("{} carries no readable transaction", ev.kind.as_str());
+        return Ok(Evaluation::stop(Some(ev), "failed", why));
+    }
     let Some(source) = ev.source_key() else {
         return Ok(Evaluation::stop(
             Some(ev),
@@ -252,6 +258,8 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
     am.transaction = Set(ev.and_then(|e| e.transaction.clone()));
     if let Some(e) = ev {
         am.occurred_at = Set(Some(e.occurred_at));
+        // A delivery stored unreadable and read after an upgrade gets its real type.
+        am.event_type = Set(e.kind.as_str().to_string());
     }
     am.attempts = Set(attempts);
     am.processed_at = Set(Some(super::now()));

@@ -583,6 +583,7 @@ async fn execute(
                         headers: json!({"reconciliationRun": run_id}),
                         occurred_at: Some(ev.occurred_at),
                         is_test: ev.is_test,
+                        unreadable: None,
                     },
                 )
                 .await?;

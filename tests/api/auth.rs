@@ -204,3 +204,42 @@ async fn introspection_keeps_its_limits_and_anonymous_callers_learn_nothing() {
     let v = app.gql_as(&token, "{ productPackagez { id } }", json!({})).await;
     assert!(v.to_string().contains("Did you mean"), "{v}");
 }
+
+#[tokio::test]
+async fn a_token_valid_only_later_is_refused_now() {
+    let app = TestApp::spawn().await;
+    let now = chrono::Utc::now().timestamp();
+    let claims = json!({
+        "sub": "t", "app": "default", "role": "admin", "iss": "porteiro", "aud": "porteiro-admin",
+        "iat": now, "exp": now + 7200, "nbf": now + 3600,
+    });
+    let token = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(app.state.settings.jwt_secret()).unwrap(),
+    )
+    .unwrap();
+    let (_, v) = app
+        .graphql_raw(Some(&token), &json!({"query": "{ productPackages { id } }"}))
+        .await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+    assert!(error_message(&v).contains("not valid yet"), "{v}");
+}
+
+#[tokio::test]
+async fn a_nul_in_any_graphql_text_is_bad_input_on_every_database() {
+    let app = TestApp::spawn().await;
+    for (q, vars) in [
+        (
+            "mutation($n: String!) { createProductPackage(input: {name: $n}) { id } }",
+            json!({"n": "Curso\u{0}"}),
+        ),
+        (
+            "mutation($e: String!) { grantAccess(email: $e, target: {kind: PACKAGE, id: \"1\"}, reason: \"x\") { status } }",
+            json!({"e": "a\u{0}b@example.com"}),
+        ),
+    ] {
+        let v = app.gql_as(&app.admin(), q, vars).await;
+        assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    }
+}

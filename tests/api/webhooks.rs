@@ -59,23 +59,12 @@ async fn a_hottok_in_the_body_is_tolerated() {
 }
 
 #[tokio::test]
-async fn malformed_bodies_are_400_with_a_json_reason() {
+async fn bytes_that_are_no_delivery_are_400_with_a_json_reason() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
     for (body, ct, needle) in [
         ("{not json", "application/json", "JSON"),
-        ("[1,2]", "application/json", "object"),
-        (
-            r#"{"event":"PURCHASE_APPROVED","creation_date":1}"#,
-            "application/json",
-            "id",
-        ),
-        (r#"{"id":"x","creation_date":1}"#, "application/json", "event"),
-        (
-            "hottok=SYNTHETICHOTTOKabcdefghijklmnopqrst0001234&status=approved",
-            "application/x-www-form-urlencoded",
-            "transaction",
-        ),
+        ("\u{0}\u{1}binary", "application/json", "JSON"),
     ] {
         let (status, v) = app.post_hotmart_with(body, Some(HOTTOK), ct).await;
         assert_eq!(status, 400, "{body}: {v}");
@@ -83,6 +72,78 @@ async fn malformed_bodies_are_400_with_a_json_reason() {
         assert!(v["message"].as_str().unwrap().contains(needle), "{body}: {v}");
     }
     assert!(app.events().await.is_empty());
+}
+
+/// Store first, then think: a delivery with the right Hottok is kept even when we cannot read
+/// it (no id, no event, nonsense dates, a NUL in its id), answered 2xx, shown as `failed` with
+/// the reason, and replayable. The Hottok is masked before it is written.
+#[tokio::test]
+async fn verified_deliveries_we_cannot_read_are_kept_as_failed() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    let cases = [
+        (r#"[1,2]"#.to_string(), "application/json", "object"),
+        (
+            r#"{"event":"PURCHASE_APPROVED","creation_date":1747900000000}"#.to_string(),
+            "application/json",
+            "id",
+        ),
+        (
+            r#"{"id":"x","creation_date":1747900000000}"#.to_string(),
+            "application/json",
+            "event",
+        ),
+        (
+            r#"{"id":"a\u0000b","event":"PURCHASE_APPROVED","creation_date":1747900000000}"#.to_string(),
+            "application/json",
+            "id",
+        ),
+        (
+            r#"{"id":"y","event":"PURCHASE_APPROVED","creation_date":-1000000000000000}"#.to_string(),
+            "application/json",
+            "creation_date",
+        ),
+        (
+            format!("hottok={HOTTOK}&status=approved"),
+            "application/x-www-form-urlencoded",
+            "transaction",
+        ),
+    ];
+    for (body, ct, needle) in &cases {
+        let (status, v) = app.post_hotmart_with(body, Some(HOTTOK), ct).await;
+        assert_eq!(status, 200, "{body}: {v}");
+        assert_eq!(v["readable"], false, "{v}");
+        assert!(v["reason"].as_str().unwrap().contains(needle), "{body}: {v}");
+        let (_, again) = app.post_hotmart_with(body, Some(HOTTOK), ct).await;
+        assert_eq!(again["duplicate"], true, "a redelivery is one row: {again}");
+    }
+    let events = app.events().await;
+    assert_eq!(events.len(), cases.len());
+    assert!(
+        events
+            .iter()
+            .all(|e| e["status"] == "failed" && e["eventType"] == "UNREADABLE"),
+        "{events:?}"
+    );
+    // The Hottok is not in the database in clear, not even for the form that carried it.
+    let rows = <entity::webhook_event::Entity as sea_orm::EntityTrait>::find()
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    assert!(
+        rows.iter()
+            .all(|r| !String::from_utf8_lossy(&r.raw_body).contains(HOTTOK))
+    );
+    // Replayable: still unreadable today, so it stays failed with its reason.
+    let id = events[0]["id"].clone();
+    app.gql(
+        "mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }",
+        json!({"id": id}),
+    )
+    .await;
+    app.process_inbox().await;
+    let e = app.events().await.into_iter().find(|e| e["id"] == id).unwrap();
+    assert_eq!(e["status"], "failed", "{e}");
 }
 
 #[tokio::test]
@@ -361,4 +422,63 @@ async fn operators_can_scrape_metrics() {
     );
     assert!(text.contains("porteiro_inbox_pending 0"), "{text}");
     assert!(!text.contains(HOTTOK));
+}
+
+/// SQLite commits are durable before a webhook is acknowledged (`synchronous=FULL`; NORMAL can
+/// lose the last commits to a power cut), unless an operator opts out.
+#[tokio::test]
+async fn sqlite_commits_are_durable_by_default() {
+    if pg_base().is_some() {
+        return;
+    }
+    use sea_orm::{ConnectionTrait, Statement};
+    let app = TestApp::spawn().await;
+    let row = app
+        .state
+        .db
+        .query_one_raw(Statement::from_string(sea_orm::DbBackend::Sqlite, "PRAGMA synchronous"))
+        .await
+        .unwrap()
+        .unwrap();
+    let level: i32 = row.try_get_by_index(0).unwrap();
+    assert_eq!(level, 2, "2 is FULL");
+    assert!(app.state.settings.sqlite_durable);
+}
+
+/// A NUL where PostgreSQL cannot store one is the same on both databases: the delivery is kept
+/// and the event fails with a reason, once, without pausing the worker.
+#[tokio::test]
+async fn a_nul_in_a_buyer_email_or_transaction_fails_the_event_with_a_reason() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_plan("Mensal", &["4100001"]).await;
+    for (i, (path, value)) in [
+        ("data.buyer.email", "ana\u{0}@example.com"),
+        ("data.purchase.transaction", "HP1\u{0}2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let body = fixture_with(
+            "purchase_approved.json",
+            &[("id", json!(format!("nul-{i}"))), (path, json!(value))],
+        );
+        let (status, v) = app.post_hotmart(&body).await;
+        assert_eq!(status, 200, "{v}");
+    }
+    let v1 = "hottok=SYNTHETICHOTTOKabcdefghijklmnopqrst0001234&transaction=HP9&status=approved&prod=4100001&email=a%00b%40example.com";
+    let (status, v) = app
+        .post_hotmart_with(v1, None, "application/x-www-form-urlencoded")
+        .await;
+    assert_eq!(status, 200, "{v}");
+    app.process_inbox().await;
+    let events = app.events().await;
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        assert_eq!(e["status"], "failed", "{e}");
+        assert!(
+            !e["error"].as_str().unwrap().contains("attempts"),
+            "failed on the first try: {e}"
+        );
+    }
 }
