@@ -7,6 +7,7 @@ mod access_model;
 mod access_props;
 mod auth;
 mod catalog;
+mod faults;
 mod hotmart_api;
 mod integration;
 mod migrations;

@@ -1,0 +1,145 @@
+//! Faults injected into the real binary: kill -9 at random moments during a flood of webhooks.
+//! Every event acknowledged with a 2xx must be in the inbox after the restarts and be applied
+//! exactly once. Runs on SQLite, and on PostgreSQL when the suite does.
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+
+use rand::Rng;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+use serde_json::json;
+
+use crate::helpers::*;
+
+const ROUNDS: usize = 20;
+const FLOODERS: usize = 8;
+
+/// The server process; killed (SIGKILL) when dropped, whatever happened.
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_porteiro"))
+        .arg("serve")
+        .current_dir(data_dir)
+        .env("DATABASE_URL", url)
+        .env("PORTEIRO_DATA_DIR", data_dir)
+        .env("PORTEIRO_BIND", "127.0.0.1:0")
+        .env("RUST_LOG", "warn")
+        .env_remove("PORTEIRO_MASTER_KEY")
+        .env_remove("PORTEIRO_JWT_KEY")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let server = Server(child);
+    loop {
+        let line = lines.next().expect("the server printed its address").unwrap();
+        if let Some(a) = line.strip_prefix("porteiro listening on ") {
+            let addr = a.trim().to_string();
+            // Keep draining its output so it never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines.by_ref() {});
+            return (server, addr);
+        }
+    }
+}
+
+fn sale(id: &str) -> String {
+    fixture_with(
+        "purchase_approved_single.json",
+        &[
+            ("id", json!(id)),
+            ("data.purchase.transaction", json!(format!("HP{id}"))),
+            ("data.buyer.email", json!(format!("{id}@example.com"))),
+        ],
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once() {
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    let key = app.app("default").await.webhook_key;
+    let url = app.state.settings.database_url.clone();
+    let dir = app.state.settings.data_dir.clone();
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let client = reqwest::Client::new();
+    for round in 0..ROUNDS {
+        let (server, addr) = start(&url, &dir);
+        let target = format!("{addr}/webhooks/hotmart/{key}");
+        let mut flood = Vec::new();
+        for f in 0..FLOODERS {
+            let (client, target, acked) = (client.clone(), target.clone(), acked.clone());
+            flood.push(tokio::spawn(async move {
+                for n in 0.. {
+                    let id = format!("k{round}x{f}x{n}");
+                    let res = client
+                        .post(&target)
+                        .header("content-type", "application/json")
+                        .header("X-HOTMART-HOTTOK", HOTTOK)
+                        .body(sale(&id))
+                        .send()
+                        .await;
+                    match res {
+                        Ok(r) if r.status().is_success() => acked.lock().unwrap().push(id),
+                        Ok(r) => assert!(r.status().is_server_error(), "{}", r.status()),
+                        // The process died under us: this request was never acknowledged.
+                        Err(_) => return,
+                    }
+                }
+            }));
+        }
+        let after = rand::rng().random_range(50..400);
+        tokio::time::sleep(std::time::Duration::from_millis(after)).await;
+        drop(server); // SIGKILL, mid-flood
+        for f in flood {
+            f.await.unwrap();
+        }
+    }
+    // A last start drains what the killed processes left pending.
+    let (server, _) = start(&url, &dir);
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > ROUNDS, "the flood got through: {}", acked.len());
+    let db = &app.state.db;
+    let mut done = false;
+    for _ in 0..600 {
+        let pending = entity::webhook_event::Entity::find()
+            .filter(entity::webhook_event::Column::Status.eq("pending"))
+            .count(db)
+            .await
+            .unwrap();
+        if pending == 0 {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(server);
+    assert!(done, "the inbox drained after the restarts");
+    let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &entity::webhook_event::Model> =
+        rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
+    for id in &acked {
+        let row = stored
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
+        assert_eq!(row.status, "processed", "{id}: {row:?}");
+    }
+    // Applied exactly once: one fact per processed event, one entitlement per sale.
+    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
+    let mut per_event = std::collections::HashMap::new();
+    for f in &facts {
+        *per_event.entry(f.webhook_event_id).or_insert(0) += 1;
+    }
+    assert!(per_event.values().all(|n| *n == 1), "an event applied twice");
+    assert_eq!(facts.len(), rows.len());
+    let rights = entity::entitlement::Entity::find().count(db).await.unwrap();
+    assert_eq!(rights as usize, rows.len());
+}
