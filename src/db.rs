@@ -25,6 +25,22 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
     if url.starts_with("sqlite:") {
         // WAL lets readers run beside the one writer; busy_timeout makes writers queue for the
         // lock (with BEGIN IMMEDIATE below) instead of failing with SQLITE_BUSY.
+        // A connection whose transaction outlived an error (SQLITE_FULL, an I/O error, a lock
+        // timeout) must never be reused: the next request's writes would go into that dead
+        // transaction, be acknowledged, and never reach the disk. Before every reuse, a
+        // ROLLBACK that succeeds means such a transaction was open: the connection is closed.
+        opts.map_sqlx_sqlite_before_acquire(|conn, _meta| {
+            Box::pin(async move {
+                use sea_orm::sqlx::Executor;
+                match conn.execute("ROLLBACK").await {
+                    Ok(_) => {
+                        tracing::warn!("discarded a SQLite connection left inside a failed transaction");
+                        Ok(false)
+                    }
+                    Err(_) => Ok(true),
+                }
+            })
+        });
         opts.max_connections(8)
             .min_connections(1)
             .map_sqlx_sqlite_opts(move |o| {

@@ -100,10 +100,32 @@ impl From<crate::hotmart::api::ApiError> for AppError {
     }
 }
 
+/// The storage cannot take writes right now (disk full, read-only, locked, I/O error, the server
+/// shutting down): a 503 to retry later, not a bug.
+fn storage_unavailable(e: &DbErr) -> bool {
+    let text = e.to_string().to_ascii_lowercase();
+    [
+        "database or disk is full",
+        "disk i/o error",
+        "attempt to write a readonly database",
+        "database is locked",
+        "unable to open database file",
+        "terminating connection",
+        "the database system is shutting down",
+        "the database system is starting up",
+        "connection reset",
+        "broken pipe",
+        "pool timed out",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}
+
 impl From<DbErr> for AppError {
     fn from(e: DbErr) -> Self {
         match &e {
             DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => AppError::Unavailable(e),
+            _ if storage_unavailable(&e) => AppError::Unavailable(e),
             _ => AppError::Internal(e.into()),
         }
     }

@@ -143,3 +143,100 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
     let rights = entity::entitlement::Entity::find().count(db).await.unwrap();
     assert_eq!(rights as usize, rows.len());
 }
+
+/// A small filesystem of its own (tmpfs), unmounted when dropped. Needs root: the test is
+/// skipped (with a note) elsewhere, and `.ci/run` runs it as root.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    fn mount(kib: u32) -> Option<SmallDisk> {
+        let dir = std::env::temp_dir().join(format!("porteiro-full-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).ok()?;
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={kib}k"), "tmpfs"])
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(SmallDisk(dir))
+    }
+
+    /// Fills what is left with a file; returns its path (delete it to free the disk).
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let path = self.0.join("filler");
+        let mut f = std::fs::File::create(&path).unwrap();
+        let chunk = vec![0u8; 4096];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.flush();
+        path
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// SQLite on a disk that fills up and recovers: no 500, no 2xx for what could not be written,
+/// writes resume by themselves once there is room, and nothing acknowledged is lost.
+#[tokio::test]
+async fn a_full_disk_never_costs_an_acknowledged_event() {
+    if pg_base().is_some() {
+        return;
+    }
+    let Some(disk) = SmallDisk::mount(16 * 1024) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        return;
+    };
+    let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
+    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
+    app.configure_hotmart().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    let mut acked = Vec::new();
+    let post = async |id: String, acked: &mut Vec<String>| -> u16 {
+        let (status, _) = app.post_hotmart(&sale(&id)).await;
+        assert!(status == 200 || status == 503, "{id}: {status}");
+        if status == 200 {
+            acked.push(id);
+        }
+        status
+    };
+    for n in 0..20 {
+        post(format!("before{n}"), &mut acked).await;
+    }
+    let filler = disk.fill();
+    let mut refused = 0;
+    for n in 0..200 {
+        if post(format!("full{n}"), &mut acked).await == 503 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a full disk refuses writes with 503");
+    let during: Vec<&String> = acked.iter().filter(|id| id.starts_with("full")).collect();
+    eprintln!(
+        "while the disk was full: {refused} refused, {} acknowledged",
+        during.len()
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let mut resumed = 0;
+    for n in 0..50 {
+        if post(format!("after{n}"), &mut acked).await == 200 {
+            resumed += 1;
+        }
+    }
+    assert!(resumed > 40, "writes resume without a restart: {resumed}/50");
+    let app = app.restart().await;
+    app.process_inbox().await;
+    let rows = entity::webhook_event::Entity::find().all(&app.state.db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &str> =
+        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
+    for id in &acked {
+        assert_eq!(
+            stored.get(id.as_str()),
+            Some(&"processed"),
+            "acknowledged {id} lost or unapplied"
+        );
+    }
+}
