@@ -20,6 +20,8 @@ pub struct AppState {
     pub hotmart: Arc<HotmartApi>,
     /// Reconciliation jobs this process runs, so they can be cancelled or stopped at shutdown.
     pub jobs: Arc<services::reconcile::Jobs>,
+    /// The inbox's group-committing writer.
+    pub ingest: Arc<services::inbox::Ingest>,
     worker: Arc<Notify>,
 }
 
@@ -42,12 +44,13 @@ impl AppState {
     pub fn with_db(db: DatabaseConnection, settings: Settings) -> Self {
         crate::telemetry::init();
         AppState {
-            db,
             secrets: SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied()),
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             settings: Arc::new(settings),
             jobs: Arc::new(services::reconcile::Jobs::default()),
+            ingest: Arc::new(services::inbox::Ingest::start(db.clone())),
+            db,
             worker: Arc::new(Notify::new()),
         }
     }

@@ -37,25 +37,106 @@ pub enum Recorded {
     Duplicate,
 }
 
-/// Stores a delivery and notes when the app last heard from Hotmart, in one commit. A known
-/// event id changes nothing, however many copies race in.
+/// Stores a delivery (through the group-committing writer) and answers once it is on disk. A
+/// known event id changes nothing, however many copies race in.
 pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
     // Redeliveries are common (retry storms): answer them from a read, without queueing for the
-    // write lock. A copy racing past this check still meets the unique index below.
+    // writer. A copy racing past this check still meets the unique index.
     if !known_ids(&state.db, input.app_id, std::slice::from_ref(&input.event_id))
         .await?
         .is_empty()
     {
         return Ok(Recorded::Duplicate);
     }
-    let txn = crate::db::write_txn(&state.db).await?;
-    let (app_id, is_test, from_webhook) = (input.app_id, input.is_test, input.origin == ORIGIN_WEBHOOK);
-    let out = insert(&txn, input).await?;
-    if from_webhook {
+    state.ingest.submit(input).await
+}
+
+/// How many deliveries may wait for the writer; past that, 503 at once rather than memory.
+pub const INGEST_QUEUE: usize = 4096;
+/// The most deliveries committed together.
+const GROUP_MAX: usize = 256;
+
+struct Job {
+    input: RecordInput,
+    reply: tokio::sync::oneshot::Sender<Result<Recorded, String>>,
+}
+
+/// One writer for the inbox: deliveries queue up while a commit is on its way and the next
+/// commit takes them all, so one durable commit (one fsync on SQLite) serves many webhooks.
+/// Each request is answered only after its group committed; a failed group answers every
+/// request in it with an error (503), and nothing of it was acknowledged.
+pub struct Ingest {
+    tx: tokio::sync::mpsc::Sender<Job>,
+}
+
+impl Ingest {
+    pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
+        let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
+        tokio::spawn(writer(db, rx));
+        Ingest { tx }
+    }
+
+    pub async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
+        let unavailable = |why: &str| AppError::Unavailable(sea_orm::DbErr::Custom(why.to_string()));
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.tx.try_send(Job { input, reply }).map_err(|e| match e {
+            tokio::sync::mpsc::error::TrySendError::Full(_) => unavailable("the ingest queue is full"),
+            tokio::sync::mpsc::error::TrySendError::Closed(_) => unavailable("the ingest writer stopped"),
+        })?;
+        match answer.await {
+            Ok(Ok(r)) => Ok(r),
+            Ok(Err(why)) => Err(unavailable(&why)),
+            Err(_) => Err(unavailable("the ingest writer stopped")),
+        }
+    }
+}
+
+async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        let inputs: Vec<RecordInput> = group.iter().map(|j| j.input.clone()).collect();
+        match write_group(&db, inputs).await {
+            Ok(outs) => {
+                for (j, out) in group.into_iter().zip(outs) {
+                    let _ = j.reply.send(Ok(out));
+                }
+            }
+            Err(e) => {
+                e.log();
+                let why = format!("the group could not be stored ({})", e.code());
+                for j in group {
+                    let _ = j.reply.send(Err(why.clone()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction for a group; the integration's "last heard from Hotmart" is written once per
+/// app and group, not once per webhook.
+async fn write_group(db: &sea_orm::DatabaseConnection, inputs: Vec<RecordInput>) -> AppResult<Vec<Recorded>> {
+    let txn = crate::db::write_txn(db).await?;
+    let mut outs = Vec::with_capacity(inputs.len());
+    let mut heard: std::collections::BTreeMap<i32, bool> = std::collections::BTreeMap::new();
+    for input in inputs {
+        let (app_id, is_test, from_webhook) = (input.app_id, input.is_test, input.origin == ORIGIN_WEBHOOK);
+        let out = insert(&txn, input).await?;
+        if from_webhook && matches!(out, Recorded::New(_)) {
+            *heard.entry(app_id).or_default() |= is_test;
+        }
+        outs.push(out);
+    }
+    for (app_id, is_test) in heard {
         super::integration::touch_received(&txn, app_id, is_test).await?;
     }
     txn.commit().await?;
-    Ok(out)
+    Ok(outs)
 }
 
 /// Inserts unless the event id is known; the caller owns the transaction.
