@@ -11,6 +11,29 @@ use crate::rules::RuleEngine;
 use crate::secrets::SecretBox;
 use crate::services;
 
+/// Read-through caches of the webhook path. Entries live a minute at most, and saving an
+/// integration drops its app's entry at once, so a new Hottok applies to the next delivery.
+pub struct HotCache {
+    pub apps_by_key: moka::sync::Cache<String, entity::app::Model>,
+    pub hottoks: moka::sync::Cache<i32, Option<secrecy::SecretString>>,
+}
+
+impl Default for HotCache {
+    fn default() -> Self {
+        let ttl = Duration::from_secs(60);
+        HotCache {
+            apps_by_key: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            hottoks: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppState {
     pub db: DatabaseConnection,
@@ -22,6 +45,8 @@ pub struct AppState {
     pub jobs: Arc<services::reconcile::Jobs>,
     /// The inbox's group-committing writer.
     pub ingest: Arc<services::inbox::Ingest>,
+    /// What every webhook re-reads: the app behind a webhook key and its decrypted Hottok.
+    pub hot: Arc<HotCache>,
     worker: Arc<Notify>,
 }
 
@@ -50,6 +75,7 @@ impl AppState {
             settings: Arc::new(settings),
             jobs: Arc::new(services::reconcile::Jobs::default()),
             ingest: Arc::new(services::inbox::Ingest::start(db.clone())),
+            hot: Arc::new(HotCache::default()),
             db,
             worker: Arc::new(Notify::new()),
         }

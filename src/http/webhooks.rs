@@ -50,7 +50,7 @@ pub async fn receive_hotmart(
     body: Body,
 ) -> Response {
     let state = *state;
-    let app = match apps::by_webhook_key(&state.db, &key).await {
+    let app = match apps::by_webhook_key_cached(state, &key).await {
         Ok(Some(a)) => a,
         Ok(None) => {
             return fail(

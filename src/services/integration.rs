@@ -364,8 +364,10 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     )
     .await?;
     txn.commit().await?;
-    // New credentials must not reuse a token fetched with the old ones.
+    // New credentials must not reuse a token fetched with the old ones, nor a new Hottok the
+    // cached old one.
     state.hotmart.forget(who.app_id).await;
+    state.hot.hottoks.invalidate(&who.app_id);
     view(state, who.app_id).await
 }
 
@@ -401,12 +403,18 @@ fn audit_view(r: &hi::Model) -> serde_json::Value {
     })
 }
 
-/// The Hottok to check deliveries against, decrypted only for the comparison.
+/// The Hottok to check deliveries against (cached, decrypted, for a minute at most; saving the
+/// integration drops it at once).
 pub async fn hottok(state: &AppState, app_id: i32) -> AppResult<Option<SecretString>> {
-    let Some(row) = find(&state.db, app_id).await? else {
-        return Ok(None);
+    if let Some(t) = state.hot.hottoks.get(&app_id) {
+        return Ok(t);
+    }
+    let t = match find(&state.db, app_id).await? {
+        Some(row) => decrypt_opt(&state.secrets, &row.hottok_enc, slot(app_id, "hottok"))?.map(SecretString::from),
+        None => None,
     };
-    Ok(decrypt_opt(&state.secrets, &row.hottok_enc, slot(app_id, "hottok"))?.map(SecretString::from))
+    state.hot.hottoks.insert(app_id, t.clone());
+    Ok(t)
 }
 
 pub async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {
