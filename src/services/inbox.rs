@@ -72,7 +72,15 @@ pub struct Ingest {
 impl Ingest {
     pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
         let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
-        tokio::spawn(writer(db, rx));
+        // SQLite has one writer at a time anyway; PostgreSQL commits groups side by side.
+        let writers = match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => 1,
+            _ => 4,
+        };
+        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        for _ in 0..writers {
+            tokio::spawn(writer(db.clone(), rx.clone()));
+        }
         Ingest { tx }
     }
 
@@ -91,15 +99,26 @@ impl Ingest {
     }
 }
 
-async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
-        let mut group = vec![first];
-        while group.len() < GROUP_MAX {
-            match rx.try_recv() {
-                Ok(j) => group.push(j),
-                Err(_) => break,
+type Queue = std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
+
+async fn writer(db: sea_orm::DatabaseConnection, rx: Queue) {
+    loop {
+        // Take a group (whatever is waiting, up to GROUP_MAX), then let another writer take
+        // the next one while this one commits.
+        let group = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else {
+                return;
+            };
+            let mut group = vec![first];
+            while group.len() < GROUP_MAX {
+                match rx.try_recv() {
+                    Ok(j) => group.push(j),
+                    Err(_) => break,
+                }
             }
-        }
+            group
+        };
         let inputs: Vec<RecordInput> = group.iter().map(|j| j.input.clone()).collect();
         match write_group(&db, inputs).await {
             Ok(outs) => {
