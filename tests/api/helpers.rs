@@ -197,8 +197,17 @@ impl TestApp {
         self.post_hotmart_with(body, Some(HOTTOK), "application/json").await
     }
 
+    /// POSTs a v2 JSON body with the test Hottok to another app's webhook URL.
+    pub async fn post_hotmart_to(&self, app: &str, body: &str) -> (u16, Value) {
+        self.post_to(app, body, Some(HOTTOK), "application/json").await
+    }
+
     pub async fn post_hotmart_with(&self, body: &str, hottok: Option<&str>, content_type: &str) -> (u16, Value) {
-        let url = self.webhook_url("default").await;
+        self.post_to("default", body, hottok, content_type).await
+    }
+
+    async fn post_to(&self, app: &str, body: &str, hottok: Option<&str>, content_type: &str) -> (u16, Value) {
+        let url = self.webhook_url(app).await;
         let mut req = self
             .client
             .post(url)

@@ -319,6 +319,19 @@ async fn reconciliation_sends_only_documented_statuses_and_names_a_refused_param
     assert!(error.contains("parameter start_date"), "{error}");
 }
 
+/// The newest run once it is no longer running (or as it is after five seconds).
+async fn latest_finished_run(app: &TestApp, query: &str) -> Value {
+    let mut last = json!(null);
+    for _ in 0..200 {
+        last = app.gql(query, json!({})).await["reconciliationRuns"][0].clone();
+        if last["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    last
+}
+
 #[tokio::test]
 async fn reconciliations_are_background_jobs_with_progress_that_can_be_cancelled() {
     let (app, fake) = setup().await;
@@ -329,14 +342,7 @@ async fn reconciliations_are_background_jobs_with_progress_that_can_be_cancelled
     let d = app.gql(start, json!({})).await;
     assert_eq!(d["reconcile"]["status"], "running", "{d}");
     let id = d["reconcile"]["id"].clone();
-    let mut last = json!(null);
-    for _ in 0..200 {
-        last = app.gql(runs, json!({})).await["reconciliationRuns"][0].clone();
-        if last["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let last = latest_finished_run(&app, runs).await;
     assert_eq!(
         (&last["id"], &last["status"], &last["stage"]),
         (&id, &json!("succeeded"), &json!("done"))
@@ -378,14 +384,7 @@ async fn reconciliations_are_background_jobs_with_progress_that_can_be_cancelled
         .send()
         .await;
     assert!(gone.is_err(), "the client gave up");
-    let mut last = json!(null);
-    for _ in 0..200 {
-        last = app.gql(runs, json!({})).await["reconciliationRuns"][0].clone();
-        if last["status"] != "running" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    let last = latest_finished_run(&app, runs).await;
     assert_eq!(last["status"], "succeeded", "{last}");
 }
 
@@ -439,17 +438,8 @@ async fn applying_a_reconciliation_leaves_other_apps_inboxes_to_the_worker() {
         json!({"h": HOTTOK}),
     )
     .await;
-    let url = app.webhook_url("outra").await;
-    let res = app
-        .client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-HOTMART-HOTTOK", HOTTOK)
-        .body(fixture("purchase_approved.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 200);
+    let (status, _) = app.post_hotmart_to("outra", &fixture("purchase_approved.json")).await;
+    assert_eq!(status, 200);
     let r = reconcile(&app, false).await;
     assert_eq!(r["status"], "succeeded", "{r}");
     assert_eq!(app.access(ANA).await.len(), 1, "this run's own events were applied");

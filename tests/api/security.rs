@@ -107,17 +107,8 @@ async fn a_secret_copied_into_another_app_does_not_decrypt_there() {
     let mut am: entity::hotmart_integration::ActiveModel = theirs.into();
     am.hottok_enc = sea_orm::Set(Some(mine));
     sea_orm::ActiveModelTrait::update(am, &app.state.db).await.unwrap();
-    let url = app.webhook_url("outra").await;
-    let res = app
-        .client
-        .post(url)
-        .header("content-type", "application/json")
-        .header("X-HOTMART-HOTTOK", HOTTOK)
-        .body(fixture("purchase_approved.json"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 503, "the swapped value is refused, not accepted");
+    let (status, _) = app.post_hotmart_to("outra", &fixture("purchase_approved.json")).await;
+    assert_eq!(status, 503, "the swapped value is refused, not accepted");
 }
 
 /// The service as an operator runs it: whatever reaches its log (start-up banner, access log)
