@@ -92,7 +92,7 @@ pub fn validate(since: DateTime<Utc>, until: DateTime<Utc>) -> AppResult<()> {
 }
 
 /// How often a running job proves it is alive; a run silent for [`STALE_AFTER`] was orphaned.
-const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(2);
+const HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(1);
 const STALE_AFTER: Duration = Duration::seconds(60);
 /// Events written per transaction when a run applies what it found.
 const INSERT_BATCH: usize = 500;

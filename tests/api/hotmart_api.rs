@@ -353,11 +353,16 @@ async fn reconciliations_are_background_jobs_with_progress_that_can_be_cancelled
     fake.sales_delay_ms.store(300, Ordering::SeqCst);
     let d = app.gql(start, json!({})).await;
     let id = d["reconcile"]["id"].clone();
-    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    assert_eq!(
-        app.gql(runs, json!({})).await["reconciliationRuns"][0]["stage"],
-        "sales"
-    );
+    // The stage reaches the run row with the job's heartbeat.
+    let mut stage = json!(null);
+    for _ in 0..100 {
+        stage = app.gql(runs, json!({})).await["reconciliationRuns"][0]["stage"].clone();
+        if stage == "sales" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(stage, "sales");
     let viewer = app.token("default", porteiro::auth::Role::Viewer);
     let cancel = "mutation($id: ID!) { cancelReconciliation(id: $id) { status error } }";
     let v = app.gql_as(&viewer, cancel, json!({"id": id})).await;
