@@ -319,10 +319,10 @@ async fn reconciliation_sends_only_documented_statuses_and_names_a_refused_param
     assert!(error.contains("parameter start_date"), "{error}");
 }
 
-/// The newest run once it is no longer running (or as it is after five seconds).
+/// The newest run once it is no longer running (or as it is after thirty seconds).
 async fn latest_finished_run(app: &TestApp, query: &str) -> Value {
     let mut last = json!(null);
-    for _ in 0..200 {
+    for _ in 0..1200 {
         last = app.gql(query, json!({})).await["reconciliationRuns"][0].clone();
         if last["status"] != "running" {
             break;
