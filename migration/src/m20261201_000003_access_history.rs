@@ -124,11 +124,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        // One fact per inbox event: applied exactly once is a property of the schema too.
         m.create_index(
             Index::create()
-                .name("idx_access_fact_event")
+                .name("uq_access_fact_event")
                 .table(AccessFact::Table)
                 .col(AccessFact::WebhookEventId)
+                .unique()
                 .to_owned(),
         )
         .await?;

@@ -13,6 +13,7 @@ use crate::auth::Principal;
 use crate::{AppError, AppResult, AppState};
 
 pub const PENDING: &str = "pending";
+const PROVIDER: &str = "hotmart";
 pub const ORIGIN_WEBHOOK: &str = "webhook";
 pub const ORIGIN_RECONCILE: &str = "reconcile";
 
@@ -78,8 +79,9 @@ impl Ingest {
             _ => 4,
         };
         let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
+        let heard = Heard::default();
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), rx.clone()));
+            tokio::spawn(writer(db.clone(), rx.clone(), heard.clone()));
         }
         Ingest { tx }
     }
@@ -101,7 +103,27 @@ impl Ingest {
 
 type Queue = std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
 
-async fn writer(db: sea_orm::DatabaseConnection, rx: Queue) {
+/// When each app's "last heard from Hotmart" was last written. The integration row is one row
+/// per app: writing it with every group would serialise every writer on its row lock, so a
+/// plain delivery refreshes it at most every few seconds (a test event always does).
+#[derive(Clone, Default)]
+struct Heard(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>);
+
+const HEARD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+impl Heard {
+    fn due(&self, app_id: i32, is_test: bool) -> bool {
+        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        let due = is_test || m.get(&app_id).is_none_or(|t| now.duration_since(*t) >= HEARD_EVERY);
+        if due {
+            m.insert(app_id, now);
+        }
+        due
+    }
+}
+
+async fn writer(db: sea_orm::DatabaseConnection, rx: Queue, heard: Heard) {
     loop {
         // Take a group (whatever is waiting, up to GROUP_MAX), then let another writer take
         // the next one while this one commits.
@@ -120,7 +142,7 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: Queue) {
             group
         };
         let inputs: Vec<RecordInput> = group.iter().map(|j| j.input.clone()).collect();
-        match write_group(&db, inputs).await {
+        match write_group(&db, inputs, &heard).await {
             Ok(outs) => {
                 for (j, out) in group.into_iter().zip(outs) {
                     let _ = j.reply.send(Ok(out));
@@ -139,30 +161,77 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: Queue) {
 
 /// One transaction for a group; the integration's "last heard from Hotmart" is written once per
 /// app and group, not once per webhook.
-async fn write_group(db: &sea_orm::DatabaseConnection, inputs: Vec<RecordInput>) -> AppResult<Vec<Recorded>> {
+async fn write_group(
+    db: &sea_orm::DatabaseConnection,
+    inputs: Vec<RecordInput>,
+    last_heard: &Heard,
+) -> AppResult<Vec<Recorded>> {
+    use std::collections::{BTreeMap, HashMap, HashSet};
     let txn = crate::db::write_txn(db).await?;
-    let mut outs = Vec::with_capacity(inputs.len());
-    let mut heard: std::collections::BTreeMap<i32, bool> = std::collections::BTreeMap::new();
-    for input in inputs {
-        let (app_id, is_test, from_webhook) = (input.app_id, input.is_test, input.origin == ORIGIN_WEBHOOK);
-        let out = insert(&txn, input).await?;
-        if from_webhook && matches!(out, Recorded::New(_)) {
-            *heard.entry(app_id).or_default() |= is_test;
+    // Three statements a group, whatever its size: which ids are known, one multi-row insert,
+    // and the new rows' ids.
+    let mut by_app: BTreeMap<i32, Vec<String>> = BTreeMap::new();
+    for i in &inputs {
+        by_app.entry(i.app_id).or_default().push(i.event_id.clone());
+    }
+    let mut known: HashSet<(i32, String)> = HashSet::new();
+    for (app_id, ids) in &by_app {
+        known.extend(known_ids(&txn, *app_id, ids).await?.into_iter().map(|e| (*app_id, e)));
+    }
+    let mut fresh: Vec<we::ActiveModel> = Vec::new();
+    let mut is_fresh = Vec::with_capacity(inputs.len());
+    let mut heard: BTreeMap<i32, bool> = BTreeMap::new();
+    for input in &inputs {
+        // A copy of an event earlier in the same group is a duplicate too.
+        let new = known.insert((input.app_id, input.event_id.clone()));
+        is_fresh.push(new);
+        if new {
+            if input.origin == ORIGIN_WEBHOOK {
+                *heard.entry(input.app_id).or_default() |= input.is_test;
+            }
+            fresh.push(active_model(input.clone()));
         }
-        outs.push(out);
+    }
+    let mut ids: HashMap<(i32, String), i32> = HashMap::new();
+    if !fresh.is_empty() {
+        we::Entity::insert_many(fresh)
+            .on_conflict_do_nothing_on([we::Column::AppId, we::Column::Provider, we::Column::EventId])
+            .exec(&txn)
+            .await?;
+        for (app_id, event_ids) in &by_app {
+            let rows: Vec<(i32, String)> = we::Entity::find()
+                .select_only()
+                .column(we::Column::Id)
+                .column(we::Column::EventId)
+                .filter(we::Column::AppId.eq(*app_id))
+                .filter(we::Column::Provider.eq(PROVIDER))
+                .filter(we::Column::EventId.is_in(event_ids.clone()))
+                .into_tuple()
+                .all(&txn)
+                .await?;
+            ids.extend(rows.into_iter().map(|(id, e)| ((*app_id, e), id)));
+        }
     }
     for (app_id, is_test) in heard {
-        super::integration::touch_received(&txn, app_id, is_test).await?;
+        if last_heard.due(app_id, is_test) {
+            super::integration::touch_received(&txn, app_id, is_test).await?;
+        }
     }
     txn.commit().await?;
-    Ok(outs)
+    Ok(inputs
+        .iter()
+        .zip(is_fresh)
+        .map(|(i, new)| match ids.get(&(i.app_id, i.event_id.clone())) {
+            Some(id) if new => Recorded::New(*id),
+            _ => Recorded::Duplicate,
+        })
+        .collect())
 }
 
-/// Inserts unless the event id is known; the caller owns the transaction.
-pub async fn insert(db: &impl ConnectionTrait, input: RecordInput) -> AppResult<Recorded> {
-    let am = we::ActiveModel {
+fn active_model(input: RecordInput) -> we::ActiveModel {
+    we::ActiveModel {
         app_id: Set(input.app_id),
-        provider: Set("hotmart".into()),
+        provider: Set(PROVIDER.into()),
         origin: Set(input.origin.into()),
         event_id: Set(input.event_id),
         event_type: Set(input.event_type),
@@ -176,7 +245,12 @@ pub async fn insert(db: &impl ConnectionTrait, input: RecordInput) -> AppResult<
         is_test: Set(input.is_test),
         attempts: Set(0),
         ..Default::default()
-    };
+    }
+}
+
+/// Inserts unless the event id is known; the caller owns the transaction.
+pub async fn insert(db: &impl ConnectionTrait, input: RecordInput) -> AppResult<Recorded> {
+    let am = active_model(input);
     let res = we::Entity::insert(am)
         .on_conflict_do_nothing_on([we::Column::AppId, we::Column::Provider, we::Column::EventId])
         .exec(db)
@@ -199,6 +273,9 @@ pub async fn known_ids(
             .select_only()
             .column(we::Column::EventId)
             .filter(we::Column::AppId.eq(app_id))
+            // The unique index is (app, provider, event id): without the provider the lookup
+            // scans every event of the app.
+            .filter(we::Column::Provider.eq(PROVIDER))
             .filter(we::Column::EventId.is_in(chunk.to_vec()))
             .into_tuple::<String>()
             .all(db)
