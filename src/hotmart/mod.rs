@@ -6,6 +6,6 @@ pub mod snapshot;
 mod verify;
 
 pub use payload::{
-    Envelope, Format, Intake, ParseError, detect_format, envelope, intake, mask_secret, parse_event, redacted_body,
+    Envelope, Format, Intake, ParseError, detect_format, intake, mask_secret, parse_event, redacted_body, unreadable_id,
 };
 pub use verify::{VerifyError, verify_hottok};

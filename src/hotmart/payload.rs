@@ -45,13 +45,12 @@ fn err(msg: impl Into<String>) -> ParseError {
     ParseError(msg.into())
 }
 
-/// What the receiver needs before storing: identity, type, time, and the body's own token.
+/// What the receiver needs before storing: identity, type and time.
 #[derive(Debug, Clone)]
 pub struct Envelope {
     pub event_id: String,
     pub event_type: String,
     pub occurred_at: Option<DateTime<Utc>>,
-    pub body_hottok: Option<String>,
     pub is_test: bool,
 }
 
@@ -78,65 +77,55 @@ fn is_test_product(id: Option<&str>) -> bool {
     id.is_some_and(|s| !s.is_empty() && s.trim_start_matches('0').is_empty())
 }
 
-pub fn envelope(format: Format, body: &[u8]) -> Result<Envelope, ParseError> {
+fn envelope_of(ev: PaymentEvent) -> Envelope {
+    Envelope {
+        event_id: ev.event_id,
+        event_type: ev.kind.as_str().to_string(),
+        occurred_at: Some(ev.occurred_at),
+        is_test: ev.is_test,
+    }
+}
+
+/// What a verified delivery is, before it is stored: the body's own token (if any) and its
+/// envelope, or why it cannot be read (no id, no event, a date that is no date…; such a
+/// delivery is stored as `failed`, with the reason, for review and replay).
+#[derive(Debug, Clone)]
+pub struct Intake {
+    pub body_hottok: Option<String>,
+    pub envelope: Result<Envelope, ParseError>,
+}
+
+/// Reads a delivery once. `Err` only for bytes that are neither JSON nor a form: those are not
+/// a delivery at all.
+pub fn intake(format: Format, body: &[u8]) -> Result<Intake, ParseError> {
     match format {
         Format::V2 => {
-            let v = parse_json(body)?;
-            let ev = v2(&v)?;
-            Ok(Envelope {
-                event_id: ev.event_id,
-                event_type: ev.kind.as_str().to_string(),
-                occurred_at: Some(ev.occurred_at),
+            let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
+            let envelope = if v.is_object() {
+                v2(&v).map(envelope_of)
+            } else {
+                Err(err("body must be a JSON object"))
+            };
+            Ok(Intake {
                 body_hottok: text(&v, &["hottok"]),
-                is_test: ev.is_test,
+                envelope,
             })
         }
         Format::V1 => {
             let f = parse_form(body)?;
-            let ev = v1(&f)?;
-            Ok(Envelope {
-                event_id: ev.event_id,
-                event_type: ev.kind.as_str().to_string(),
-                occurred_at: Some(ev.occurred_at),
+            Ok(Intake {
                 body_hottok: f.get("hottok").cloned(),
-                is_test: ev.is_test,
+                envelope: v1(&f).map(envelope_of),
             })
         }
         Format::Api => Err(err("reconstructed events never arrive as webhooks")),
     }
 }
 
-/// What a verified delivery is, before it is stored.
-#[derive(Debug, Clone)]
-pub enum Intake {
-    /// Understood enough to be stored under its own id.
-    Readable(Envelope),
-    /// A JSON document or a form that is not a delivery we can read (no id, no date, a date in
-    /// nonsense units…): stored as `failed`, with the reason, for review and replay.
-    Unreadable {
-        reason: String,
-        body_hottok: Option<String>,
-    },
-}
-
-/// Sorts a delivery into readable and unreadable. `Err` only for bytes that are neither JSON nor
-/// a form: those are not a delivery at all.
-pub fn intake(format: Format, body: &[u8]) -> Result<Intake, ParseError> {
-    let body_hottok = match format {
-        Format::V2 => {
-            let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
-            text(&v, &["hottok"])
-        }
-        Format::V1 => parse_form(body)?.get("hottok").cloned(),
-        Format::Api => return Err(err("reconstructed events never arrive as webhooks")),
-    };
-    Ok(match envelope(format, body) {
-        Ok(e) => Intake::Readable(e),
-        Err(e) => Intake::Unreadable {
-            reason: e.0,
-            body_hottok,
-        },
-    })
+/// The id an unreadable delivery is stored under: it has none of its own, so the (masked) body's
+/// digest, and a redelivery is still one row.
+pub fn unreadable_id(body: &[u8]) -> String {
+    format!("unreadable-{}", hex::encode(&Sha256::digest(body)[..16]))
 }
 
 /// The body with every copy of `secret` (as is, and form-encoded) replaced by `***`: the Hottok
@@ -441,6 +430,11 @@ fn v1(f: &HashMap<String, String>) -> Result<PaymentEvent, ParseError> {
 mod tests {
     use super::*;
 
+    /// The envelope of a delivery, or why there is none (not a delivery, or unreadable).
+    fn envelope(format: Format, body: &[u8]) -> Result<Envelope, ParseError> {
+        intake(format, body).and_then(|i| i.envelope)
+    }
+
     #[test]
     fn reads_both_creation_date_spellings_and_string_product_ids() {
         let a = br#"{"id":"x","creationDate":1747900000000,"event":"CLUB_FIRST_ACCESS","data":{"product":{"id":"4100001"},"user":{"email":"A@B.com"}}}"#;
@@ -517,20 +511,14 @@ mod tests {
     fn unreadable_deliveries_are_told_apart_from_bytes_that_are_no_delivery() {
         assert!(intake(Format::V2, b"{not json").is_err());
         let no_id = br#"{"event":"PURCHASE_APPROVED","creation_date":1747900000000,"hottok":"T"}"#;
-        match intake(Format::V2, no_id).unwrap() {
-            Intake::Unreadable { reason, body_hottok } => {
-                assert!(reason.contains("id"), "{reason}");
-                assert_eq!(body_hottok.as_deref(), Some("T"));
-            }
-            other => panic!("{other:?}"),
-        }
+        let i = intake(Format::V2, no_id).unwrap();
+        let reason = i.envelope.unwrap_err().0;
+        assert!(reason.contains("id"), "{reason}");
+        assert_eq!(i.body_hottok.as_deref(), Some("T"));
         let nul_id = br#"{"id":"a\u0000b","event":"PURCHASE_APPROVED","creation_date":1747900000000}"#;
-        assert!(matches!(intake(Format::V2, nul_id).unwrap(), Intake::Unreadable { .. }));
+        assert!(intake(Format::V2, nul_id).unwrap().envelope.is_err());
         let float_date = br#"{"id":"x","event":"PURCHASE_APPROVED","creation_date":-1e15}"#;
-        assert!(matches!(
-            intake(Format::V2, float_date).unwrap(),
-            Intake::Unreadable { .. }
-        ));
+        assert!(intake(Format::V2, float_date).unwrap().envelope.is_err());
     }
 
     #[test]

@@ -98,13 +98,8 @@ pub async fn receive_hotmart(
     // Bytes that are neither JSON nor a form are no delivery: 400 (after the token check, so
     // only the Hottok's holder learns why).
     let intake = hotmart::intake(format, &raw);
-    let body_hottok = match &intake {
-        Ok(hotmart::Intake::Readable(e)) => e.body_hottok.clone(),
-        Ok(hotmart::Intake::Unreadable { body_hottok, .. }) => body_hottok.clone(),
-        Err(_) => None,
-    };
     // The header is the documented place; a body `hottok` (v1 forms, some v2 test events) is accepted too.
-    let provided = header_token.or(body_hottok);
+    let provided = header_token.or_else(|| intake.as_ref().ok().and_then(|i| i.body_hottok.clone()));
     let secret = secrecy::ExposeSecret::expose_secret(&expected);
     if let Err(why) = hotmart::verify_hottok(secret, provided.as_deref()) {
         if let Err(e) = integration::count_rejected(&state.db, app.id).await {
@@ -124,21 +119,17 @@ pub async fn receive_hotmart(
     // Store first, think later: a verified delivery is kept even when we cannot read it, and
     // the Hottok never reaches the disk in clear.
     let raw = hotmart::mask_secret(&raw, secret);
-    let (event_id, event_type, occurred_at, is_test, unreadable) = match intake {
-        hotmart::Intake::Readable(e) => (e.event_id, e.event_type, e.occurred_at, e.is_test, None),
-        hotmart::Intake::Unreadable { reason, .. } => {
-            // No id to key it by: the body's digest, so a redelivery is still one row.
-            let digest = hex::encode(&<sha2::Sha256 as sha2::Digest>::digest(&raw)[..16]);
-            (
-                format!("unreadable-{digest}"),
-                "UNREADABLE".to_string(),
-                None,
-                false,
-                Some(format!(
-                    "cannot read the delivery: {reason}; it is kept for review and can be replayed"
-                )),
-            )
-        }
+    let (event_id, event_type, occurred_at, is_test, unreadable) = match intake.envelope {
+        Ok(e) => (e.event_id, e.event_type, e.occurred_at, e.is_test, None),
+        Err(hotmart::ParseError(reason)) => (
+            hotmart::unreadable_id(&raw),
+            "UNREADABLE".to_string(),
+            None,
+            false,
+            Some(format!(
+                "cannot read the delivery: {reason}; it is kept for review and can be replayed"
+            )),
+        ),
     };
     let input = inbox::RecordInput {
         app_id: app.id,

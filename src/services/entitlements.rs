@@ -132,7 +132,8 @@ async fn email_of(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<String>
         .unwrap_or_default())
 }
 
-async fn row_of(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
+/// The entitlement one source gives (one row per source).
+pub async fn row_of(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
     Ok(entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(app_id))
         .filter(entitlement::Column::Source.eq(source))
@@ -177,14 +178,17 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
         if let Some(e) = existing {
             let id = e.id;
             entitlement::Entity::delete_by_id(id).exec(db).await?;
-            audit_change(
+            audit::record(
                 db,
-                app_id,
-                actor,
-                id,
-                before,
-                None,
-                "no fact of this source gives access",
+                Entry {
+                    app_id,
+                    actor,
+                    action: "access.change",
+                    target: format!("entitlement:{id}"),
+                    before,
+                    after: None,
+                    reason: "no fact of this source gives access",
+                },
             )
             .await?;
         }
@@ -223,30 +227,6 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
         .await?;
     }
     Ok(())
-}
-
-async fn audit_change(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    actor: &str,
-    id: i32,
-    before: Option<serde_json::Value>,
-    after: Option<serde_json::Value>,
-    reason: &str,
-) -> AppResult<()> {
-    audit::record(
-        db,
-        Entry {
-            app_id,
-            actor,
-            action: "access.change",
-            target: format!("entitlement:{id}"),
-            before,
-            after,
-            reason,
-        },
-    )
-    .await
 }
 
 async fn write_row(

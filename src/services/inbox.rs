@@ -71,17 +71,12 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// One writer: a group's "is this id known" check cannot race another group's insert, so
+    /// exactly one copy of an event is answered as new. (Four writers on PostgreSQL measured
+    /// no faster, and did race.)
     pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
         let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
-        // One writer: its group's "is this id known" check cannot race another group's insert,
-        // so exactly one copy of an event is answered as new. (Four writers on PostgreSQL
-        // measured no faster.)
-        let writers = 1;
-        let rx = std::sync::Arc::new(tokio::sync::Mutex::new(rx));
-        let heard = Heard::default();
-        for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), rx.clone(), heard.clone()));
-        }
+        tokio::spawn(writer(db, rx));
         Ingest { tx }
     }
 
@@ -100,48 +95,18 @@ impl Ingest {
     }
 }
 
-type Queue = std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<Job>>>;
-
-/// When each app's "last heard from Hotmart" was last written. The integration row is one row
-/// per app: writing it with every group would serialise every writer on its row lock, so a
-/// plain delivery refreshes it at most every few seconds (a test event always does).
-#[derive(Clone, Default)]
-struct Heard(std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>);
-
-const HEARD_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl Heard {
-    fn due(&self, app_id: i32, is_test: bool) -> bool {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let now = std::time::Instant::now();
-        let due = is_test || m.get(&app_id).is_none_or(|t| now.duration_since(*t) >= HEARD_EVERY);
-        if due {
-            m.insert(app_id, now);
-        }
-        due
-    }
-}
-
-async fn writer(db: sea_orm::DatabaseConnection, rx: Queue, heard: Heard) {
-    loop {
-        // Take a group (whatever is waiting, up to GROUP_MAX), then let another writer take
-        // the next one while this one commits.
-        let group = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            let mut group = vec![first];
-            while group.len() < GROUP_MAX {
-                match rx.try_recv() {
-                    Ok(j) => group.push(j),
-                    Err(_) => break,
-                }
+async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = rx.recv().await {
+        // Whatever is waiting, up to GROUP_MAX, goes into one commit.
+        let mut group = vec![first];
+        while group.len() < GROUP_MAX {
+            match rx.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
             }
-            group
-        };
+        }
         let inputs: Vec<RecordInput> = group.iter().map(|j| j.input.clone()).collect();
-        match write_group(&db, inputs, &heard).await {
+        match write_group(&db, inputs).await {
             Ok(outs) => {
                 for (j, out) in group.into_iter().zip(outs) {
                     let _ = j.reply.send(Ok(out));
@@ -158,17 +123,12 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: Queue, heard: Heard) {
     }
 }
 
-/// One transaction for a group; the integration's "last heard from Hotmart" is written once per
-/// app and group, not once per webhook.
-async fn write_group(
-    db: &sea_orm::DatabaseConnection,
-    inputs: Vec<RecordInput>,
-    last_heard: &Heard,
-) -> AppResult<Vec<Recorded>> {
+/// One transaction for a group, in three statements whatever its size (which ids are known,
+/// one multi-row insert, the new rows' ids); the integration's "last heard from Hotmart" is
+/// written once per app and group, not once per webhook.
+async fn write_group(db: &sea_orm::DatabaseConnection, inputs: Vec<RecordInput>) -> AppResult<Vec<Recorded>> {
     use std::collections::{BTreeMap, HashMap, HashSet};
     let txn = crate::db::write_txn(db).await?;
-    // Three statements a group, whatever its size: which ids are known, one multi-row insert,
-    // and the new rows' ids.
     let mut by_app: BTreeMap<i32, Vec<String>> = BTreeMap::new();
     for i in &inputs {
         by_app.entry(i.app_id).or_default().push(i.event_id.clone());
@@ -212,9 +172,7 @@ async fn write_group(
         }
     }
     for (app_id, is_test) in heard {
-        if last_heard.due(app_id, is_test) {
-            super::integration::touch_received(&txn, app_id, is_test).await?;
-        }
+        super::integration::touch_received(&txn, app_id, is_test).await?;
     }
     txn.commit().await?;
     Ok(inputs

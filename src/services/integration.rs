@@ -166,9 +166,6 @@ struct Plain {
     client_secret: Option<String>,
 }
 
-/// The secret columns of an integration, by the name their ciphertext is bound to.
-pub const SECRET_FIELDS: [&str; 4] = ["hottok", "basic", "client_id", "client_secret"];
-
 fn slot(app_id: i32, field: &'static str) -> Slot<'static> {
     Slot { app_id, field }
 }

@@ -1,7 +1,7 @@
 //! The worker step: take one pending inbox row, understand it, ask the rules, apply the decision
 //! and mark the row, all in one transaction. The loop and the tests both drain with it.
 use chrono::{DateTime, Utc};
-use entity::{entitlement, webhook_event as we};
+use entity::webhook_event as we;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
@@ -143,11 +143,7 @@ pub async fn evaluate_event(
 
 /// What the event's source gives now (whoever holds it), as the rule script sees it.
 async fn current_access(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<CurrentAccess>> {
-    let row = entitlement::Entity::find()
-        .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::Source.eq(source))
-        .one(db)
-        .await?;
+    let row = entitlements::row_of(db, app_id, source).await?;
     Ok(row.map(|r| CurrentAccess {
         status: EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
         expires_at: r.expires_at,

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use tokio::sync::watch;
 
 use chrono::{DateTime, Duration, Utc};
-use entity::{entitlement, reconciliation_run as run};
+use entity::reconciliation_run as run;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -280,7 +280,7 @@ pub async fn start(state: &AppState, app_id: i32, req: Request) -> AppResult<run
             Ok(Err(e)) => e.log(),
             Err(e) => {
                 tracing::error!(run = id, error = %e, "reconciliation job crashed");
-                let _ = finish_orphan(&st.db, id, "the job crashed; see the service log").await;
+                let _ = finish_orphan(&st.db, id, "failed", "the job crashed; see the service log").await;
             }
         }
         st.jobs.forget(id);
@@ -320,7 +320,7 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
         )));
     }
     if !state.jobs.stop(run_id, Stop::Cancelled) {
-        finish_orphan(&state.db, run_id, "cancelled by an admin").await?;
+        finish_orphan(&state.db, run_id, "cancelled", "cancelled by an admin").await?;
     }
     audit::record(
         &state.db,
@@ -338,12 +338,7 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
     wait(state, who.app_id, run_id, std::time::Duration::from_secs(10)).await
 }
 
-async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, why: &str) -> AppResult<()> {
-    let status = if why.starts_with("cancelled") {
-        "cancelled"
-    } else {
-        "failed"
-    };
+async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, status: &str, why: &str) -> AppResult<()> {
     run::Entity::update_many()
         .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value(status))
         .col_expr(run::Column::Error, sea_orm::sea_query::Expr::value(why.to_string()))
@@ -409,10 +404,6 @@ impl Jobs {
             let _ = tx.send(Some(Stop::Shutdown));
         }
         jobs.len()
-    }
-
-    pub fn running(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -529,7 +520,7 @@ async fn execute(
         let mut all = entitlements::facts(&state.db, app_id, &source).await?;
         all.extend(new_facts);
         let Some(after) = project(&all) else { continue };
-        let before = current(&state.db, app_id, &source).await?;
+        let before = entitlements::row_of(&state.db, app_id, &source).await?;
         let after_status = after.status.effective(after.expires_at, now);
         let before_status = before
             .as_ref()
@@ -602,15 +593,6 @@ async fn execute(
         report.applied = true;
     }
     Ok(report)
-}
-
-/// The entitlement a source currently gives (one row per source).
-async fn current(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
-    Ok(entitlement::Entity::find()
-        .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::Source.eq(source))
-        .one(db)
-        .await?)
 }
 
 pub async fn runs(db: &impl ConnectionTrait, app_id: i32, first: u64) -> AppResult<Vec<run::Model>> {
