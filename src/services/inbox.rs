@@ -52,31 +52,43 @@ pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded>
     state.ingest.submit(input).await
 }
 
-/// How many deliveries may wait for the writer; past that, 503 at once rather than memory.
+/// How many deliveries may wait for the writers; past that, 503 at once rather than memory.
 pub const INGEST_QUEUE: usize = 4096;
 /// The most deliveries committed together.
 const GROUP_MAX: usize = 256;
+/// "Last heard from Hotmart" is refreshed at most this often per app (test events always), so
+/// the hot integration row is not written once per webhook.
+const TOUCH_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 struct Job {
     input: RecordInput,
     reply: tokio::sync::oneshot::Sender<Result<Recorded, String>>,
 }
 
-/// One writer for the inbox: deliveries queue up while a commit is on its way and the next
-/// commit takes them all, so one durable commit (one fsync on SQLite) serves many webhooks.
-/// Each request is answered only after its group committed; a failed group answers every
-/// request in it with an error (503), and nothing of it was acknowledged.
+/// Writers for the inbox: deliveries queue up while a commit is on its way and the next commit
+/// takes them all, so one durable commit (one fsync) serves many webhooks. Each request is
+/// answered only after its group committed; a failed group answers every request in it with an
+/// error (503), and nothing of it was acknowledged.
+///
+/// SQLite has one writer (it has one write lock anyway); PostgreSQL has several, whose commits
+/// overlap. Which copy of an event is "new" is decided by the insert itself (`ON CONFLICT DO
+/// NOTHING RETURNING`): PostgreSQL makes a second inserter of the same key wait for the first
+/// one's commit and then skip, so exactly one group ever gets the row back.
 pub struct Ingest {
-    tx: tokio::sync::mpsc::Sender<Job>,
+    tx: flume::Sender<Job>,
 }
 
 impl Ingest {
-    /// One writer: a group's "is this id known" check cannot race another group's insert, so
-    /// exactly one copy of an event is answered as new. (Four writers on PostgreSQL measured
-    /// no faster, and did race.)
     pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
-        let (tx, rx) = tokio::sync::mpsc::channel(INGEST_QUEUE);
-        tokio::spawn(writer(db, rx));
+        let (tx, rx) = flume::bounded(INGEST_QUEUE);
+        let writers = match db.get_database_backend() {
+            sea_orm::DbBackend::Sqlite => 1,
+            _ => 4,
+        };
+        let touched = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        for _ in 0..writers {
+            tokio::spawn(writer(db.clone(), rx.clone(), touched.clone()));
+        }
         Ingest { tx }
     }
 
@@ -84,8 +96,8 @@ impl Ingest {
         let unavailable = |why: &str| AppError::Unavailable(sea_orm::DbErr::Custom(why.to_string()));
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx.try_send(Job { input, reply }).map_err(|e| match e {
-            tokio::sync::mpsc::error::TrySendError::Full(_) => unavailable("the ingest queue is full"),
-            tokio::sync::mpsc::error::TrySendError::Closed(_) => unavailable("the ingest writer stopped"),
+            flume::TrySendError::Full(_) => unavailable("the ingest queue is full"),
+            flume::TrySendError::Disconnected(_) => unavailable("the ingest writer stopped"),
         })?;
         match answer.await {
             Ok(Ok(r)) => Ok(r),
@@ -95,8 +107,10 @@ impl Ingest {
     }
 }
 
-async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Receiver<Job>) {
-    while let Some(first) = rx.recv().await {
+type Touched = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>;
+
+async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touched: Touched) {
+    while let Ok(first) = rx.recv_async().await {
         // Whatever is waiting, up to GROUP_MAX, goes into one commit.
         let mut group = vec![first];
         while group.len() < GROUP_MAX {
@@ -105,9 +119,10 @@ async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Rece
                 Err(_) => break,
             }
         }
-        let inputs: Vec<RecordInput> = group.iter().map(|j| j.input.clone()).collect();
-        match write_group(&db, inputs).await {
+        let inputs: Vec<&RecordInput> = group.iter().map(|j| &j.input).collect();
+        match write_group(&db, &inputs).await {
             Ok(outs) => {
+                touch(&db, &touched, &inputs, &outs).await;
                 for (j, out) in group.into_iter().zip(outs) {
                     let _ = j.reply.send(Ok(out));
                 }
@@ -123,64 +138,109 @@ async fn writer(db: sea_orm::DatabaseConnection, mut rx: tokio::sync::mpsc::Rece
     }
 }
 
-/// One transaction for a group, in three statements whatever its size (which ids are known,
-/// one multi-row insert, the new rows' ids); the integration's "last heard from Hotmart" is
-/// written once per app and group, not once per webhook.
-async fn write_group(db: &sea_orm::DatabaseConnection, inputs: Vec<RecordInput>) -> AppResult<Vec<Recorded>> {
-    use std::collections::{BTreeMap, HashMap, HashSet};
-    let txn = crate::db::write_txn(db).await?;
-    let mut by_app: BTreeMap<i32, Vec<String>> = BTreeMap::new();
-    for i in &inputs {
-        by_app.entry(i.app_id).or_default().push(i.event_id.clone());
-    }
-    let mut known: HashSet<(i32, String)> = HashSet::new();
-    for (app_id, ids) in &by_app {
-        known.extend(known_ids(&txn, *app_id, ids).await?.into_iter().map(|e| (*app_id, e)));
-    }
-    let mut fresh: Vec<we::ActiveModel> = Vec::new();
-    let mut is_fresh = Vec::with_capacity(inputs.len());
-    let mut heard: BTreeMap<i32, bool> = BTreeMap::new();
-    for input in &inputs {
-        // A copy of an event earlier in the same group is a duplicate too.
-        let new = known.insert((input.app_id, input.event_id.clone()));
-        is_fresh.push(new);
-        if new {
-            if input.origin == ORIGIN_WEBHOOK {
-                *heard.entry(input.app_id).or_default() |= input.is_test;
+/// Refreshes "last heard from Hotmart" after a commit, outside it: it is a convenience for the
+/// admin, not part of what was acknowledged, so a failure here is logged and nothing more.
+async fn touch(db: &sea_orm::DatabaseConnection, touched: &Touched, inputs: &[&RecordInput], outs: &[Recorded]) {
+    let mut due: std::collections::BTreeMap<i32, bool> = std::collections::BTreeMap::new();
+    {
+        let mut last = touched.lock().unwrap_or_else(|p| p.into_inner());
+        let now = std::time::Instant::now();
+        for (i, out) in inputs.iter().zip(outs) {
+            if i.origin != ORIGIN_WEBHOOK || !matches!(out, Recorded::New(_)) {
+                continue;
             }
-            fresh.push(active_model(input.clone()));
+            let stale = last.get(&i.app_id).is_none_or(|t| now.duration_since(*t) >= TOUCH_EVERY);
+            if stale || i.is_test {
+                last.insert(i.app_id, now);
+                *due.entry(i.app_id).or_default() |= i.is_test;
+            }
         }
     }
+    for (app_id, is_test) in due {
+        if let Err(e) = super::integration::touch_received(db, app_id, is_test).await {
+            e.log();
+        }
+    }
+}
+
+/// One transaction and one insert for a group, whatever its size. Rows go in sorted by key, so
+/// two PostgreSQL writers inserting overlapping groups wait on each other in the same order
+/// instead of deadlocking.
+async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) -> AppResult<Vec<Recorded>> {
+    use sea_orm::sea_query::{OnConflict, Query};
+    use std::collections::{BTreeMap, HashMap};
+    // A copy of an event earlier in the same group is a duplicate: only the first is inserted.
+    let mut first: BTreeMap<(i32, &str), usize> = BTreeMap::new();
+    for (n, i) in inputs.iter().enumerate() {
+        first.entry((i.app_id, i.event_id.as_str())).or_insert(n);
+    }
+    let txn = crate::db::write_txn(db).await?;
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
-    if !fresh.is_empty() {
-        we::Entity::insert_many(fresh)
-            .on_conflict_do_nothing_on([we::Column::AppId, we::Column::Provider, we::Column::EventId])
-            .exec(&txn)
-            .await?;
-        for (app_id, event_ids) in &by_app {
-            let rows: Vec<(i32, String)> = we::Entity::find()
-                .select_only()
-                .column(we::Column::Id)
-                .column(we::Column::EventId)
-                .filter(we::Column::AppId.eq(*app_id))
-                .filter(we::Column::Provider.eq(PROVIDER))
-                .filter(we::Column::EventId.is_in(event_ids.clone()))
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            ids.extend(rows.into_iter().map(|(id, e)| ((*app_id, e), id)));
+    let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
+    for chunk in rows.chunks(GROUP_MAX) {
+        let mut stmt = Query::insert();
+        stmt.into_table(we::Entity)
+            .columns([
+                we::Column::AppId,
+                we::Column::Provider,
+                we::Column::Origin,
+                we::Column::EventId,
+                we::Column::EventType,
+                we::Column::Format,
+                we::Column::RawBody,
+                we::Column::Headers,
+                we::Column::ReceivedAt,
+                we::Column::OccurredAt,
+                we::Column::Status,
+                we::Column::Error,
+                we::Column::IsTest,
+                we::Column::Attempts,
+            ])
+            .on_conflict(
+                OnConflict::columns([we::Column::AppId, we::Column::Provider, we::Column::EventId])
+                    .do_nothing()
+                    .to_owned(),
+            )
+            .returning(Query::returning().columns([we::Column::Id, we::Column::AppId, we::Column::EventId]));
+        let now = super::now();
+        for i in chunk {
+            stmt.values_panic([
+                i.app_id.into(),
+                PROVIDER.into(),
+                i.origin.into(),
+                i.event_id.clone().into(),
+                i.event_type.clone().into(),
+                i.format.into(),
+                i.raw.clone().into(),
+                i.headers.to_string().into(),
+                now.into(),
+                i.occurred_at.into(),
+                if i.unreadable.is_some() { "failed" } else { PENDING }.into(),
+                i.unreadable.clone().into(),
+                i.is_test.into(),
+                0i32.into(),
+            ]);
         }
-    }
-    for (app_id, is_test) in heard {
-        super::integration::touch_received(&txn, app_id, is_test).await?;
+        let backend = txn.get_database_backend();
+        for r in txn.query_all_raw(backend.build(&stmt)).await? {
+            let (id, app_id, event_id): (i32, i32, String) = (
+                r.try_get("", "id")?,
+                r.try_get("", "app_id")?,
+                r.try_get("", "event_id")?,
+            );
+            ids.insert((app_id, event_id), id);
+        }
     }
     txn.commit().await?;
     Ok(inputs
         .iter()
-        .zip(is_fresh)
-        .map(|(i, new)| match ids.get(&(i.app_id, i.event_id.clone())) {
-            Some(id) if new => Recorded::New(*id),
-            _ => Recorded::Duplicate,
+        .enumerate()
+        .map(|(n, i)| {
+            let is_first = first.get(&(i.app_id, i.event_id.as_str())) == Some(&n);
+            match ids.get(&(i.app_id, i.event_id.clone())) {
+                Some(id) if is_first => Recorded::New(*id),
+                _ => Recorded::Duplicate,
+            }
         })
         .collect())
 }
