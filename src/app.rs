@@ -11,16 +11,60 @@ use crate::rules::RuleEngine;
 use crate::secrets::SecretBox;
 use crate::services;
 
-/// Read-through caches of the webhook path. Entries live a minute at most, and saving an
-/// integration drops its app's entry at once, so a new Hottok applies to the next delivery.
+/// Read-through caches of the webhook path and the worker. Entries live a minute at most (ten
+/// seconds for what an admin edits, so a second process sharing a PostgreSQL database sees an
+/// edit soon), and a change made through this process applies to the next delivery at once.
 pub struct HotCache {
     pub apps_by_key: moka::sync::Cache<String, entity::app::Model>,
     pub hottoks: moka::sync::Cache<i32, Option<secrecy::SecretString>>,
+    /// (app, generation, Hotmart product, Hotmart plan) → the package or plan it maps to.
+    pub targets: moka::sync::Cache<(i32, u64, String, String), Option<crate::domain::Target>>,
+    /// (app, generation, event type) → the active script.
+    pub scripts: moka::sync::Cache<(i32, u64, String), Option<services::rules::ActiveScript>>,
+    catalog_gen: Generations,
+    rules_gen: Generations,
+}
+
+/// Per-app generations that are part of a cache key. A change bumps its app's generation, so an
+/// entry read from the database before the change (even one inserted after it) is never found.
+#[derive(Default)]
+struct Generations(std::sync::Mutex<std::collections::HashMap<i32, u64>>);
+
+impl Generations {
+    fn get(&self, app_id: i32) -> u64 {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&app_id).unwrap_or(&0)
+    }
+    fn bump(&self, app_id: i32) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app_id)
+            .or_default() += 1;
+    }
+}
+
+impl HotCache {
+    pub fn catalog_generation(&self, app_id: i32) -> u64 {
+        self.catalog_gen.get(app_id)
+    }
+    pub fn rules_generation(&self, app_id: i32) -> u64 {
+        self.rules_gen.get(app_id)
+    }
+    /// After a package, plan or product link of the app changed.
+    pub fn forget_catalog(&self, app_id: i32) {
+        self.catalog_gen.bump(app_id);
+    }
+    /// After a rule of the app was saved or activated.
+    pub fn forget_rules(&self, app_id: i32) {
+        self.rules_gen.bump(app_id);
+    }
 }
 
 impl Default for HotCache {
     fn default() -> Self {
         let ttl = Duration::from_secs(60);
+        let edited = Duration::from_secs(10);
         HotCache {
             apps_by_key: moka::sync::Cache::builder()
                 .max_capacity(10_000)
@@ -30,6 +74,16 @@ impl Default for HotCache {
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),
+            targets: moka::sync::Cache::builder()
+                .max_capacity(50_000)
+                .time_to_live(edited)
+                .build(),
+            scripts: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(edited)
+                .build(),
+            catalog_gen: Generations::default(),
+            rules_gen: Generations::default(),
         }
     }
 }
@@ -92,14 +146,14 @@ impl AppState {
     pub async fn run_worker(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.worker_poll_ms);
         loop {
-            // One event per step, so a shutdown waits for at most the event in hand.
+            // One batch per step, so a shutdown waits for at most the batch in hand.
             loop {
                 if *shutdown.borrow() {
                     return;
                 }
-                match services::processor::process_one(&self).await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => break,
+                match services::processor::process_batch(&self).await {
+                    Ok(0) => break,
+                    Ok(_) => continue,
                     Err(e) => {
                         e.log();
                         tracing::warn!("inbox processing paused after an error; retrying");

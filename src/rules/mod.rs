@@ -54,7 +54,7 @@ impl RuleError {
 }
 
 /// What the buyer currently holds from this source, as the script sees it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CurrentAccess {
     pub status: EntitlementStatus,
     pub expires_at: Option<DateTime<Utc>>,

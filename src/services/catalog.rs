@@ -345,6 +345,7 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_catalog(who.app_id);
     Ok(view)
 }
 
@@ -387,6 +388,7 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_catalog(who.app_id);
     Ok(view)
 }
 
@@ -427,6 +429,7 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_catalog(who.app_id);
     Ok(view)
 }
 
@@ -476,6 +479,7 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_catalog(who.app_id);
     Ok(view)
 }
 
@@ -546,6 +550,7 @@ pub async fn delete_target(
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_catalog(who.app_id);
     Ok(holders as i32)
 }
 
@@ -562,6 +567,28 @@ pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id
             .await?
             .map(|p| Target::plan(id, &p.name, p.period_days, p.grace_days)),
     })
+}
+
+/// [`resolve`] through the process's cache (the worker's path).
+pub async fn resolve_cached(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    product_id: Option<&str>,
+    plan_id: Option<&str>,
+) -> AppResult<Option<Target>> {
+    let key = (
+        app_id,
+        state.hot.catalog_generation(app_id),
+        product_id.unwrap_or_default().to_string(),
+        plan_id.unwrap_or_default().to_string(),
+    );
+    if let Some(t) = state.hot.targets.get(&key) {
+        return Ok(t);
+    }
+    let t = resolve(db, app_id, product_id, plan_id).await?;
+    state.hot.targets.insert(key, t.clone());
+    Ok(t)
 }
 
 /// The package or plan a Hotmart product (or, first, a Hotmart plan) is linked to.

@@ -25,6 +25,9 @@ pub struct Evaluation {
     /// processed | ignored | unmapped | failed | test
     pub status: &'static str,
     pub error: Option<String>,
+    /// The source's access the rules were shown (`Some` only when the rules were asked), so a
+    /// decision made before the write lock can be checked inside it.
+    pub seen: Option<Option<CurrentAccess>>,
 }
 
 impl Evaluation {
@@ -36,6 +39,7 @@ impl Evaluation {
             rule_version: None,
             status,
             error: Some(why.into()),
+            seen: None,
         }
     }
 }
@@ -98,19 +102,29 @@ pub async fn evaluate_event(
             "event has neither a transaction nor a subscriber code",
         ));
     };
-    let Some(target) = catalog::resolve(db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await? else {
+    let Some(target) =
+        catalog::resolve_cached(state, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?
+    else {
         let why = format!(
             "Hotmart product {} is not linked to any package or plan; link it, then replay this event",
             ev.product_id.as_deref().unwrap_or("(none)")
         );
         return Ok(Evaluation::stop(Some(ev), "unmapped", why));
     };
-    let Some(script) = super::rules::active(db, app_id, ev.kind.as_str()).await? else {
+    let Some(script) = super::rules::active_cached(state, db, app_id, ev.kind.as_str()).await? else {
         let why = format!("no rule for {}", ev.kind.as_str());
         return Ok(Evaluation::stop(Some(ev), "ignored", why));
     };
     let current = current_access(db, app_id, &source).await?;
-    match state.rules.decide(&script.source, &ev, &target, current.as_ref()) {
+    // Scripts are CPU work with a time budget: off the async threads that serve requests.
+    let (rules, ev, target, cur) = (state.rules.clone(), ev, target, current.clone());
+    let (decided, ev, target) = tokio::task::spawn_blocking(move || {
+        let d = rules.decide(&script.source, &ev, &target, cur.as_ref());
+        (d, ev, target)
+    })
+    .await
+    .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))?;
+    match decided {
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
                 "ignored"
@@ -128,6 +142,7 @@ pub async fn evaluate_event(
                 rule_version: Some(script.version),
                 status,
                 error,
+                seen: Some(current),
             })
         }
         Err(e) => Ok(Evaluation {
@@ -137,6 +152,7 @@ pub async fn evaluate_event(
             decision: None,
             rule_version: Some(script.version),
             status: "failed",
+            seen: Some(current),
         }),
     }
 }
@@ -226,6 +242,12 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
         row.received_at,
     )
     .await?;
+    write_outcome(txn, row, eval).await
+}
+
+/// Writes what an evaluation concluded: the inbox row, the event's fact, and every source it
+/// touches recomputed.
+async fn write_outcome(txn: &DatabaseTransaction, row: we::Model, eval: Evaluation) -> AppResult<&'static str> {
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
     let fact = match (ev, &eval.target, &eval.decision, &source, eval.status) {
@@ -239,7 +261,11 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
         .and_then(|e| crate::domain::Email::parse(e).ok());
     let (app_id, row_id) = (row.app_id, row.id);
     let attempts = row.attempts + 1;
-    let mut am: we::ActiveModel = row.into();
+    // Only what changed is written (never the stored body again).
+    let mut am = we::ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(row_id),
+        ..Default::default()
+    };
     am.status = Set(eval.status.into());
     am.error = Set(eval.error.clone());
     am.decision = Set(eval
@@ -277,11 +303,116 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
     Ok(eval.status)
 }
 
+/// Events claimed and applied together, in one transaction.
+pub const BATCH: u64 = 64;
+
+/// Processes up to [`BATCH`] of the oldest pending events. Returns how many were handled (0
+/// when the inbox is empty).
+///
+/// Parsing, mapping and the rules run first, outside the write lock, against what each source
+/// holds at that moment. Then one transaction claims the rows still pending and, per row in
+/// inbox order, re-reads its source: when that is no longer what the rules were shown (an
+/// earlier event of the batch, or another worker, changed it), the row is evaluated again
+/// inside the transaction. Per-source order and the rules' view are exactly those of one event
+/// at a time. If the batch fails, its rows are retried one at a time, so one bad row is set
+/// aside alone.
+pub async fn process_batch(state: &AppState) -> AppResult<usize> {
+    let rows = we::Entity::find()
+        .filter(we::Column::Status.eq(inbox::PENDING))
+        .order_by_asc(we::Column::Id)
+        .limit(BATCH)
+        .all(&state.db)
+        .await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut prepared = Vec::with_capacity(rows.len());
+    for row in rows {
+        let eval = evaluate(
+            state,
+            &state.db,
+            row.app_id,
+            Format::parse(&row.format),
+            &row.raw_body,
+            row.received_at,
+        )
+        .await?;
+        prepared.push((row, eval));
+    }
+    let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
+    let started = std::time::Instant::now();
+    match apply_batch(state, prepared).await {
+        Ok(statuses) => {
+            let per_event = started.elapsed().as_secs_f64() / statuses.len().max(1) as f64;
+            for status in &statuses {
+                crate::telemetry::event_processed(status, per_event);
+            }
+            Ok(statuses.len())
+        }
+        Err(e) => {
+            e.log();
+            tracing::warn!(events = ids.len(), "a batch failed; processing its events one at a time");
+            let mut n = 0;
+            for id in ids {
+                if process_row(state, id).await?.is_some() {
+                    n += 1;
+                }
+            }
+            Ok(n)
+        }
+    }
+}
+
+async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -> AppResult<Vec<&'static str>> {
+    let txn = crate::db::write_txn(&state.db).await?;
+    let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
+    let mut q = we::Entity::find()
+        .select_only()
+        .column(we::Column::Id)
+        .filter(we::Column::Id.is_in(ids))
+        .filter(we::Column::Status.eq(inbox::PENDING));
+    if txn.get_database_backend() == DbBackend::Postgres {
+        q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
+    }
+    let claimed: std::collections::HashSet<i32> = q.into_tuple::<i32>().all(&txn).await?.into_iter().collect();
+    let prepared: Vec<_> = prepared.into_iter().filter(|(r, _)| claimed.contains(&r.id)).collect();
+    // Every source of the batch locked up front in one order, so two processes' batches that
+    // share sources cannot deadlock (the per-row locks below are then re-entrant no-ops).
+    let sources: std::collections::BTreeSet<(i32, String)> = prepared
+        .iter()
+        .filter_map(|(r, e)| Some((r.app_id, e.event.as_ref()?.source_key()?)))
+        .collect();
+    for (app_id, s) in &sources {
+        entitlements::lock_source(&txn, *app_id, s).await?;
+    }
+    let mut statuses = Vec::with_capacity(prepared.len());
+    for (row, mut eval) in prepared {
+        if let (Some(seen), Some(source)) = (&eval.seen, eval.event.as_ref().and_then(PaymentEvent::source_key)) {
+            if current_access(&txn, row.app_id, &source).await? != *seen {
+                eval = evaluate(
+                    state,
+                    &txn,
+                    row.app_id,
+                    Format::parse(&row.format),
+                    &row.raw_body,
+                    row.received_at,
+                )
+                .await?;
+            }
+        }
+        statuses.push(write_outcome(&txn, row, eval).await?);
+    }
+    txn.commit().await?;
+    Ok(statuses)
+}
+
 /// Processes until the inbox is empty. Returns how many events were handled.
 pub async fn drain(state: &AppState) -> AppResult<usize> {
     let mut n = 0;
-    while process_one(state).await?.is_some() {
-        n += 1;
+    loop {
+        match process_batch(state).await? {
+            0 => return Ok(n),
+            k => n += k,
+        }
     }
-    Ok(n)
 }

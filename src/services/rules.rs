@@ -26,6 +26,22 @@ pub fn check_event_type(event_type: &str) -> AppResult<()> {
     )]))
 }
 
+/// [`active`] through the process's cache (the worker's path).
+pub async fn active_cached(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_type: &str,
+) -> AppResult<Option<ActiveScript>> {
+    let key = (app_id, state.hot.rules_generation(app_id), event_type.to_string());
+    if let Some(s) = state.hot.scripts.get(&key) {
+        return Ok(s);
+    }
+    let s = active(db, app_id, event_type).await?;
+    state.hot.scripts.insert(key, s.clone());
+    Ok(s)
+}
+
 pub async fn active(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<Option<ActiveScript>> {
     let row = rs::Entity::find()
         .filter(rs::Column::AppId.eq(app_id))
@@ -106,6 +122,7 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     )
     .await?;
     txn.commit().await?;
+    state.hot.forget_rules(who.app_id);
     state.wake_worker();
     Ok(row)
 }
@@ -172,6 +189,7 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
     txn.commit().await?;
+    state.hot.forget_rules(who.app_id);
     state.wake_worker();
     Ok(now)
 }
