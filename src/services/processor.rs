@@ -387,18 +387,21 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     }
     let mut statuses = Vec::with_capacity(prepared.len());
     for (row, mut eval) in prepared {
-        if let (Some(seen), Some(source)) = (&eval.seen, eval.event.as_ref().and_then(PaymentEvent::source_key)) {
-            if current_access(&txn, row.app_id, &source).await? != *seen {
-                eval = evaluate(
-                    state,
-                    &txn,
-                    row.app_id,
-                    Format::parse(&row.format),
-                    &row.raw_body,
-                    row.received_at,
-                )
-                .await?;
-            }
+        let source = eval.event.as_ref().and_then(PaymentEvent::source_key);
+        let stale = match (&eval.seen, source) {
+            (Some(seen), Some(source)) => current_access(&txn, row.app_id, &source).await? != *seen,
+            _ => false,
+        };
+        if stale {
+            eval = evaluate(
+                state,
+                &txn,
+                row.app_id,
+                Format::parse(&row.format),
+                &row.raw_body,
+                row.received_at,
+            )
+            .await?;
         }
         statuses.push(write_outcome(&txn, row, eval).await?);
     }
