@@ -32,7 +32,12 @@ struct Generations(std::sync::Mutex<std::collections::HashMap<i32, u64>>);
 
 impl Generations {
     fn get(&self, app_id: i32) -> u64 {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&app_id).unwrap_or(&0)
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&app_id)
+            .unwrap_or(&0)
     }
     fn bump(&self, app_id: i32) {
         *self

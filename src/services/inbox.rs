@@ -149,7 +149,9 @@ async fn touch(db: &sea_orm::DatabaseConnection, touched: &Touched, inputs: &[&R
             if i.origin != ORIGIN_WEBHOOK || !matches!(out, Recorded::New(_)) {
                 continue;
             }
-            let stale = last.get(&i.app_id).is_none_or(|t| now.duration_since(*t) >= TOUCH_EVERY);
+            let stale = last
+                .get(&i.app_id)
+                .is_none_or(|t| now.duration_since(*t) >= TOUCH_EVERY);
             if stale || i.is_test {
                 last.insert(i.app_id, now);
                 *due.entry(i.app_id).or_default() |= i.is_test;

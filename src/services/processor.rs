@@ -351,7 +351,10 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
         }
         Err(e) => {
             e.log();
-            tracing::warn!(events = ids.len(), "a batch failed; processing its events one at a time");
+            tracing::warn!(
+                events = ids.len(),
+                "a batch failed; processing its events one at a time"
+            );
             let mut n = 0;
             for id in ids {
                 if process_row(state, id).await?.is_some() {

@@ -384,3 +384,33 @@ async fn seq7_a_v1_refund_is_dated_when_it_arrives() {
     }
     assert_eq!(only(&app, ANA).await.0, "REVOKED");
 }
+
+/// The worker decides a batch before it takes the write lock; a script that reads `access` must
+/// still see what the events before it in the same batch did, exactly as one at a time.
+#[tokio::test]
+async fn a_script_reading_access_sees_the_events_before_it_in_the_same_batch() {
+    let (app, _) = app_with_plan().await;
+    app.gql(
+        "mutation($s: String!) { saveRule(eventType: \"SUBSCRIPTION_CANCELLATION\", source: $s) { version } }",
+        json!({"s": "fn decide(e, t, a) { if a == () { ignore(\"nothing to cancel yet\") } else { revoke() } }"}),
+    )
+    .await;
+    // Both stored before the worker runs: one batch.
+    deliver(
+        &app,
+        &[
+            approved("a1", "HPT1", 5, 25),
+            cancellation("c1", 1, now_ms() + 25 * DAY, ANA),
+        ],
+    )
+    .await;
+    let cancel_row = app
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e["eventType"] == "SUBSCRIPTION_CANCELLATION")
+        .unwrap();
+    assert_eq!(cancel_row["status"], "processed", "{cancel_row}");
+    let (_, active, _) = only(&app, ANA).await;
+    assert!(!active, "the cancellation saw the grant before it and revoked");
+}
