@@ -106,6 +106,8 @@ pub struct AppState {
     pub ingest: Arc<services::inbox::Ingest>,
     /// What every webhook re-reads: the app behind a webhook key and its decrypted Hottok.
     pub hot: Arc<HotCache>,
+    /// What each buyer holds, for the read paths; forgotten after every access-changing commit.
+    pub access: Arc<services::access_cache::AccessCache>,
     worker: Arc<Notify>,
 }
 
@@ -135,6 +137,7 @@ impl AppState {
             jobs: Arc::new(services::reconcile::Jobs::default()),
             ingest: Arc::new(services::inbox::Ingest::start(db.clone())),
             hot: Arc::new(HotCache::default()),
+            access: Arc::new(services::access_cache::AccessCache::default()),
             db,
             worker: Arc::new(Notify::new()),
         }

@@ -30,6 +30,10 @@ pub fn event_processed(status: &'static str, seconds: f64) {
     metrics::histogram!("porteiro_event_processing_seconds").record(seconds);
 }
 
+pub fn access_cache(hit: bool) {
+    metrics::counter!("porteiro_access_cache_total", "result" => if hit { "hit" } else { "miss" }).increment(1);
+}
+
 pub fn reconciliation(status: &'static str) {
     metrics::counter!("porteiro_reconciliations_total", "status" => status).increment(1);
 }

@@ -8,6 +8,7 @@ mod integration;
 mod reconcile;
 mod rules;
 
+use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Schema};
 use serde_json::json;
 
@@ -160,7 +161,12 @@ pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str
     };
     let (schema, request) = match principal {
         Some(p) if introspection_only(&request.query) => (&schemas.introspection, request.data(p)),
-        Some(p) => (&schemas.authenticated, request.data(p)),
+        Some(p) => (
+            &schemas.authenticated,
+            request
+                .data(p)
+                .data(DataLoader::new(buyers::Loaders(state.clone()), tokio::spawn)),
+        ),
         None => (&schemas.anonymous, request),
     };
     let response = schema.execute(request).await;
@@ -193,6 +199,11 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppErr
 }
 
 /// The one mapping from our errors to GraphQL errors. Internals are logged, never sent.
+/// A loader's error: shared by every field that waited on the batch, logged once, by the loader.
+pub(crate) fn gql_shared(e: std::sync::Arc<AppError>) -> async_graphql::Error {
+    async_graphql::Error::new(e.public_message()).extend_with(|_, ext| ext.set("code", e.code()))
+}
+
 pub(crate) fn gql(e: AppError) -> async_graphql::Error {
     e.log();
     let code = e.code();

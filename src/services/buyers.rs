@@ -94,13 +94,23 @@ pub async fn find_by_subscriber_code(
     Ok(buyer::Entity::find_by_id(link.buyer_id).one(db).await?)
 }
 
-pub async fn subscriber_codes(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<Vec<String>> {
-    let rows = subcode::Entity::find()
-        .filter(subcode::Column::BuyerId.eq(buyer_id))
-        .order_by_asc(subcode::Column::Code)
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().map(|r| r.code).collect())
+/// The subscriber codes of several buyers, in one query per 500.
+pub async fn subscriber_codes(
+    db: &impl ConnectionTrait,
+    buyer_ids: &[i32],
+) -> AppResult<std::collections::HashMap<i32, Vec<String>>> {
+    let mut out: std::collections::HashMap<i32, Vec<String>> = std::collections::HashMap::new();
+    for chunk in buyer_ids.chunks(500) {
+        let rows = subcode::Entity::find()
+            .filter(subcode::Column::BuyerId.is_in(chunk.to_vec()))
+            .order_by_asc(subcode::Column::Code)
+            .all(db)
+            .await?;
+        for r in rows {
+            out.entry(r.buyer_id).or_default().push(r.code);
+        }
+    }
+    Ok(out)
 }
 
 pub async fn list(

@@ -346,6 +346,7 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     .await?;
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
+    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -389,6 +390,7 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
     .await?;
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
+    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -430,6 +432,7 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     .await?;
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
+    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -480,6 +483,7 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
     .await?;
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
+    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -551,6 +555,7 @@ pub async fn delete_target(
     .await?;
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
+    state.access.forget_app(who.app_id);
     Ok(holders as i32)
 }
 

@@ -11,6 +11,7 @@ use sea_orm::{
 };
 use serde_json::json;
 
+use super::access_cache::Changed;
 use super::audit::{self, Entry};
 use super::buyers;
 use crate::auth::Principal;
@@ -166,11 +167,16 @@ async fn bind_subscriber(db: &impl ConnectionTrait, app_id: i32, source: &str, b
 /// Recomputes one source's entitlement from its whole history and writes it (moving it to the
 /// current holder when the e-mail changed), with an audit row for every change. The caller holds
 /// the transaction and, on PostgreSQL, the source's lock.
-pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, actor: &str) -> AppResult<()> {
+pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, actor: &str) -> AppResult<Changed> {
     let history = facts(db, app_id, source).await?;
     let existing = row_of(db, app_id, source).await?;
+    let mut changed = Changed::default();
     let before = match &existing {
-        Some(e) => Some(snapshot(e, &email_of(db, e.buyer_id).await?)),
+        Some(e) => {
+            let email = email_of(db, e.buyer_id).await?;
+            changed.add(app_id, &email);
+            Some(snapshot(e, &email))
+        }
         None => None,
     };
     let Some(p) = project(&history) else {
@@ -192,7 +198,7 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
             )
             .await?;
         }
-        return Ok(());
+        return Ok(changed);
     };
     let holder = match (&p.holder, &existing) {
         (Some(email), _) => {
@@ -201,11 +207,12 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
         }
         (None, Some(e)) => match buyer::Entity::find_by_id(e.buyer_id).one(db).await? {
             Some(b) => b,
-            None => return Ok(()),
+            None => return Ok(changed),
         },
         // No fact names anyone: nobody to give a row to.
-        (None, None) => return Ok(()),
+        (None, None) => return Ok(changed),
     };
+    changed.add(app_id, &holder.email);
     bind_subscriber(db, app_id, source, holder.id).await?;
     let saved = write_row(db, app_id, source, &p, holder.id, existing).await?;
     let after = snapshot(&saved, &holder.email);
@@ -226,7 +233,7 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
         )
         .await?;
     }
-    Ok(())
+    Ok(changed)
 }
 
 async fn write_row(
@@ -293,7 +300,13 @@ fn admin_fact(
 }
 
 /// Adds an admin fact to a source and recomputes it.
-async fn add_admin_fact(db: &impl ConnectionTrait, app_id: i32, source: &str, f: &Fact, actor: &str) -> AppResult<()> {
+async fn add_admin_fact(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+    f: &Fact,
+    actor: &str,
+) -> AppResult<Changed> {
     lock_source(db, app_id, source).await?;
     insert_fact(db, app_id, source, f, actor).await?;
     recompute(db, app_id, source, actor).await
@@ -342,8 +355,9 @@ pub async fn grant_manual(
     }
     let buyer = buyers::upsert(&txn, who.app_id, &email, None).await?;
     let f = admin_fact(Effect::AdminGrant, target, expires_at, Some(email.as_str()), &reason);
-    add_admin_fact(&txn, who.app_id, &manual_source(target, buyer.id), &f, &who.actor()).await?;
+    let changed = add_admin_fact(&txn, who.app_id, &manual_source(target, buyer.id), &f, &who.actor()).await?;
     txn.commit().await?;
+    state.access.forget(&changed);
     Ok(())
 }
 
@@ -371,11 +385,14 @@ pub async fn revoke_manual(
         .filter(entitlement::Column::TargetId.eq(target.1))
         .all(&txn)
         .await?;
-    let mut n = 0;
+    let (mut n, mut changed) = (0, Changed::default());
     for r in rows {
-        n += revoke_row(&txn, who.app_id, &r, &who.actor(), &reason).await?;
+        let (live, c) = revoke_row(&txn, who.app_id, &r, &who.actor(), &reason).await?;
+        n += live;
+        changed.extend(c);
     }
     txn.commit().await?;
+    state.access.forget(&changed);
     Ok(n)
 }
 
@@ -385,7 +402,7 @@ async fn revoke_row(
     r: &entitlement::Model,
     actor: &str,
     reason: &str,
-) -> AppResult<i32> {
+) -> AppResult<(i32, Changed)> {
     let was_live = matches!(
         EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
         EntitlementStatus::Active | EntitlementStatus::Suspended
@@ -395,8 +412,8 @@ async fn revoke_row(
         r.target_id,
     );
     let f = admin_fact(Effect::AdminRevoke, target, None, None, reason);
-    add_admin_fact(db, app_id, &r.source, &f, actor).await?;
-    Ok(i32::from(was_live))
+    let changed = add_admin_fact(db, app_id, &r.source, &f, actor).await?;
+    Ok((i32::from(was_live), changed))
 }
 
 /// Revokes whatever one source gives (support cancelling a subscription now). Hotmart's own
@@ -407,10 +424,10 @@ pub async fn revoke_source(
     source: &str,
     actor: &str,
     reason: &str,
-) -> AppResult<i32> {
+) -> AppResult<(i32, Changed)> {
     match row_of(db, app_id, source).await? {
         Some(r) => revoke_row(db, app_id, &r, actor, reason).await,
-        None => Ok(0),
+        None => Ok((0, Changed::default())),
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn cancel(
         },
     )
     .await?;
-    let revoked = if revoke_now {
+    let (revoked, changed) = if revoke_now {
         entitlements::revoke_source(
             &txn,
             who.app_id,
@@ -91,9 +91,10 @@ pub async fn cancel(
         )
         .await?
     } else {
-        0
+        (0, Default::default())
     };
     txn.commit().await?;
+    state.access.forget(&changed);
     Ok(SubscriptionAction {
         subscriber_code: code,
         status,

@@ -1,4 +1,5 @@
 //! Business logic and transactions. Resolvers and handlers call one function here each.
+pub mod access_cache;
 pub mod apps;
 pub mod audit;
 pub mod buyers;

@@ -9,6 +9,7 @@ use sea_orm::{
 
 use sea_orm::sea_query::{LockBehavior, LockType};
 
+use super::access_cache::Changed;
 use super::{buyers, catalog, entitlements, inbox};
 use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target};
 use crate::hotmart::{self, Format};
@@ -195,8 +196,9 @@ async fn process_next(state: &AppState, only: Option<i32>) -> AppResult<Option<i
     let (id, attempts) = (row.id, row.attempts);
     let started = std::time::Instant::now();
     match apply_row(state, &txn, row).await {
-        Ok(status) => {
+        Ok((status, changed)) => {
             txn.commit().await?;
+            state.access.forget(&changed);
             crate::telemetry::event_processed(status, started.elapsed().as_secs_f64());
             Ok(Some(id))
         }
@@ -232,7 +234,7 @@ async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppEr
 }
 
 /// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
-async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<&'static str> {
+async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<(&'static str, Changed)> {
     let eval = evaluate(
         state,
         txn,
@@ -247,7 +249,11 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
 
 /// Writes what an evaluation concluded: the inbox row, the event's fact, and every source it
 /// touches recomputed.
-async fn write_outcome(txn: &DatabaseTransaction, row: we::Model, eval: Evaluation) -> AppResult<&'static str> {
+async fn write_outcome(
+    txn: &DatabaseTransaction,
+    row: we::Model,
+    eval: Evaluation,
+) -> AppResult<(&'static str, Changed)> {
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
     let fact = match (ev, &eval.target, &eval.decision, &source, eval.status) {
@@ -297,10 +303,11 @@ async fn write_outcome(txn: &DatabaseTransaction, row: we::Model, eval: Evaluati
     for s in &touched {
         entitlements::lock_source(txn, app_id, s).await?;
     }
+    let mut changed = Changed::default();
     for s in &touched {
-        entitlements::recompute(txn, app_id, s, "rules").await?;
+        changed.extend(entitlements::recompute(txn, app_id, s, "rules").await?);
     }
-    Ok(eval.status)
+    Ok((eval.status, changed))
 }
 
 /// Events claimed and applied together, in one transaction.
@@ -389,6 +396,7 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
         entitlements::lock_source(&txn, *app_id, s).await?;
     }
     let mut statuses = Vec::with_capacity(prepared.len());
+    let mut changed = Changed::default();
     for (row, mut eval) in prepared {
         let source = eval.event.as_ref().and_then(PaymentEvent::source_key);
         let stale = match (&eval.seen, source) {
@@ -406,9 +414,12 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
             )
             .await?;
         }
-        statuses.push(write_outcome(&txn, row, eval).await?);
+        let (status, c) = write_outcome(&txn, row, eval).await?;
+        statuses.push(status);
+        changed.extend(c);
     }
     txn.commit().await?;
+    state.access.forget(&changed);
     Ok(statuses)
 }
 
