@@ -119,17 +119,21 @@ async fn main() {
                 .unwrap()
         }
     };
-    let saved = gql(
-        "mutation { saveHotmartIntegration(input: {hottok: \"bench-hottok-0123456789\"}) { webhookUrl } }",
-    )
-    .await;
+    let saved =
+        gql("mutation { saveHotmartIntegration(input: {hottok: \"bench-hottok-0123456789\"}) { webhookUrl } }").await;
     let hook = saved["data"]["saveHotmartIntegration"]["webhookUrl"]
         .as_str()
         .unwrap_or_else(|| panic!("{saved}"))
         .to_string();
     let hook = format!("{addr}/webhooks/{}", hook.split("/webhooks/").nth(1).unwrap());
-    let pkg = gql("mutation { createProductPackage(input: {name: \"Bench\", hotmartProductIds: [\"4100001\"]}) { id } }").await;
-    let pkg_id: i64 = pkg["data"]["createProductPackage"]["id"].as_str().unwrap().parse().unwrap();
+    let pkg =
+        gql("mutation { createProductPackage(input: {name: \"Bench\", hotmartProductIds: [\"4100001\"]}) { id } }")
+            .await;
+    let pkg_id: i64 = pkg["data"]["createProductPackage"]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     let base: Value = serde_json::from_str(include_str!("../rules/fixtures/purchase_approved.json")).unwrap();
     println!("porteiro memory benchmark ({})", url.split(':').next().unwrap_or(""));
     println!("{:<44} {:>8.1} MiB", "idle after start", rss_mib(pid));
@@ -215,7 +219,9 @@ async fn main() {
     let (series, stamp) = match db.get_database_backend() {
         sea_orm::DbBackend::Postgres => (format!("generate_series(1, {stored}) AS n(i)"), "now()".to_string()),
         _ => (
-            format!("(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {stored}) SELECT i FROM s) AS n"),
+            format!(
+                "(WITH RECURSIVE s(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM s WHERE i < {stored}) SELECT i FROM s) AS n"
+            ),
             // The stamp format the server itself writes.
             format!(
                 "'{}'",

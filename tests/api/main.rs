@@ -8,6 +8,7 @@ mod access_props;
 mod auth;
 mod catalog;
 mod faults;
+mod fuzz;
 mod hotmart_api;
 mod integration;
 mod migrations;
