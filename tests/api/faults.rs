@@ -240,3 +240,191 @@ async fn a_full_disk_never_costs_an_acknowledged_event() {
         );
     }
 }
+
+/// A PostgreSQL cluster of the test's own (initdb in a temporary directory, run as the
+/// `postgres` user), so it can be stopped and started. Needs root and Debian's server binaries.
+struct OwnPostgres {
+    dir: std::path::PathBuf,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    fn start() -> Option<OwnPostgres> {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()?
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .find(|p| p.join("pg_ctl").exists())?;
+        let dir = std::env::temp_dir().join(format!("porteiro-pg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).ok()?;
+        Command::new("chown")
+            .arg("postgres")
+            .arg(&dir)
+            .status()
+            .ok()?
+            .success()
+            .then_some(())?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .ok()?
+            .local_addr()
+            .ok()?
+            .port();
+        let pg = OwnPostgres { dir, port, bin };
+        pg.run("initdb", &["-A", "trust", "-U", "postgres", "-D"])
+            .then_some(())?;
+        pg.ctl("start").then_some(pg)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> bool {
+        Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .arg(&self.dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// `start` waits until it accepts connections; `stop` is immediate (a crash, as far as
+    /// clients can tell).
+    fn ctl(&self, what: &str) -> bool {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        match what {
+            "start" => self.run("pg_ctl", &["-w", "-l", "/dev/null", "-o", &opts, "start", "-D"]),
+            _ => self.run("pg_ctl", &["-w", "-m", "immediate", "stop", "-D"]),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        self.ctl("stop");
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// PostgreSQL stopped under a flood and started again: only 200 or 503 (never a 500), /readyz
+/// says so within its second, every acknowledged event survives and is applied once, and
+/// ingest and the worker recover by themselves, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
+    if pg_base().is_none() {
+        return;
+    }
+    let Some(pg) = OwnPostgres::start() else {
+        eprintln!("skipped: a private PostgreSQL cluster needs root and the server binaries");
+        return;
+    };
+    let url = pg.url();
+    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
+    app.configure_hotmart().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    let (stop_worker, rx) = tokio::sync::watch::channel(false);
+    let worker = tokio::spawn(app.state.clone().run_worker(rx));
+    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
+    let statuses: Arc<Mutex<std::collections::BTreeMap<u16, usize>>> = Arc::default();
+    let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let slowest: Arc<Mutex<std::time::Duration>> = Arc::default();
+    let target = app.webhook_url("default").await;
+    let mut flood = Vec::new();
+    for f in 0..FLOODERS {
+        let (client, target, acked, statuses, running, slowest) = (
+            app.client.clone(),
+            target.clone(),
+            acked.clone(),
+            statuses.clone(),
+            running.clone(),
+            slowest.clone(),
+        );
+        flood.push(tokio::spawn(async move {
+            let mut n = 0;
+            while running.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let id = format!("pg{f}x{n}");
+                let sent = std::time::Instant::now();
+                let r = client
+                    .post(&target)
+                    .header("content-type", "application/json")
+                    .header("X-HOTMART-HOTTOK", HOTTOK)
+                    .body(sale(&id))
+                    .send()
+                    .await
+                    .unwrap();
+                let s = r.status().as_u16();
+                if s == 503 {
+                    let took = sent.elapsed();
+                    let mut w = slowest.lock().unwrap();
+                    *w = (*w).max(took);
+                }
+                *statuses.lock().unwrap().entry(s).or_default() += 1;
+                if s == 200 {
+                    acked.lock().unwrap().push(id);
+                }
+            }
+        }));
+    }
+    let count_ok = || statuses.lock().unwrap().get(&200).copied().unwrap_or(0);
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    assert!(pg.ctl("stop"), "stop the cluster");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let t = std::time::Instant::now();
+    let ready = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
+    let ready_took = t.elapsed();
+    assert_eq!(ready.status().as_u16(), 503);
+    assert!(ready_took < std::time::Duration::from_millis(1500), "{ready_took:?}");
+    let ok_while_down = count_ok();
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(count_ok(), ok_while_down, "no 2xx while the database is down");
+    assert!(pg.ctl("start"), "start the cluster again");
+    // Recovery by itself: acknowledgements resume within a few seconds.
+    let mut resumed = false;
+    for _ in 0..100 {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if count_ok() > ok_while_down + 20 {
+            resumed = true;
+            break;
+        }
+    }
+    running.store(false, std::sync::atomic::Ordering::Relaxed);
+    for f in flood {
+        f.await.unwrap();
+    }
+    let seen = statuses.lock().unwrap().clone();
+    let slowest = *slowest.lock().unwrap();
+    eprintln!("statuses over the outage: {seen:?}; slowest 503 took {slowest:?}");
+    assert!(resumed, "ingest recovered without a restart: {seen:?}");
+    assert!(seen.keys().all(|s| *s == 200 || *s == 503), "only 200 or 503: {seen:?}");
+    // The worker recovers too: the inbox drains without help.
+    let db = &app.state.db;
+    let mut drained = false;
+    for _ in 0..300 {
+        let pending = porteiro::services::inbox::pending_count(db).await.unwrap_or(u64::MAX);
+        if pending == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    stop_worker.send(true).unwrap();
+    worker.await.unwrap();
+    assert!(drained, "the worker resumed by itself");
+    let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &str> =
+        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
+    let acked = acked.lock().unwrap().clone();
+    for id in &acked {
+        assert_eq!(stored.get(id.as_str()), Some(&"processed"), "acknowledged {id}");
+    }
+    let facts = entity::access_fact::Entity::find().count(db).await.unwrap();
+    assert_eq!(facts as usize, rows.len(), "each event applied once");
+}
