@@ -3,9 +3,11 @@ use std::time::Duration;
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
+use std::sync::Arc;
+
 use sea_orm::{
-    ConnectOptions, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, SqliteTransactionMode,
-    TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
+    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 /// Connects with SQLite's `synchronous=FULL`: a commit is on disk before we answer 2xx, so a
@@ -63,19 +65,77 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
     Migrator::up(db, None).await
 }
 
+/// A write transaction. On SQLite it also holds the process's write gate for its database file:
+/// writers queue on a fair async lock instead of SQLite's busy handler, which sleeps in steps of
+/// up to 100 ms and lets a busy worker starve the inbox writer. PostgreSQL needs no gate.
+pub struct WriteTxn {
+    txn: DatabaseTransaction,
+    _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteTxn {
+    pub async fn commit(self) -> Result<(), DbErr> {
+        self.txn.commit().await
+    }
+
+    pub async fn rollback(self) -> Result<(), DbErr> {
+        self.txn.rollback().await
+    }
+}
+
+#[async_trait::async_trait]
+impl ConnectionTrait for WriteTxn {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
+    }
+}
+
+type Gates = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+static GATES: std::sync::LazyLock<Gates> = std::sync::LazyLock::new(Default::default);
+
+fn gate(db: &DatabaseConnection) -> Option<Arc<tokio::sync::Mutex<()>>> {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return None;
+    }
+    let file = db
+        .get_sqlite_connection_pool()
+        .connect_options()
+        .get_filename()
+        .to_path_buf();
+    let mut gates = GATES.lock().unwrap_or_else(|p| p.into_inner());
+    Some(gates.entry(file).or_default().clone())
+}
+
 /// Every write goes through here. On SQLite a DEFERRED transaction that later writes fails at once
 /// with SQLITE_BUSY when another writer got there first; IMMEDIATE takes the write lock up front
-/// and waits politely (busy_timeout). PostgreSQL ignores the option.
-pub async fn write_txn(db: &DatabaseConnection) -> Result<DatabaseTransaction, DbErr> {
-    if db.get_database_backend() == DbBackend::Sqlite {
+/// (after the gate, so another process is the only one it can wait for). PostgreSQL ignores it.
+pub async fn write_txn(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    let gate = match gate(db) {
+        Some(g) => Some(g.lock_owned().await),
+        None => None,
+    };
+    let txn = if db.get_database_backend() == DbBackend::Sqlite {
         db.begin_with_options(TransactionOptions {
             sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
             ..Default::default()
         })
-        .await
+        .await?
     } else {
-        db.begin().await
-    }
+        db.begin().await?
+    };
+    Ok(WriteTxn { txn, _gate: gate })
 }
 
 pub fn is_unique_violation(e: &DbErr) -> bool {

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Set,
 };
 
@@ -234,7 +234,7 @@ async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppEr
 }
 
 /// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
-async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) -> AppResult<(&'static str, Changed)> {
+async fn apply_row(state: &AppState, txn: &crate::db::WriteTxn, row: we::Model) -> AppResult<(&'static str, Changed)> {
     let eval = evaluate(
         state,
         txn,
@@ -250,7 +250,7 @@ async fn apply_row(state: &AppState, txn: &DatabaseTransaction, row: we::Model) 
 /// Writes what an evaluation concluded: the inbox row, the event's fact, and every source it
 /// touches recomputed.
 async fn write_outcome(
-    txn: &DatabaseTransaction,
+    txn: &crate::db::WriteTxn,
     row: we::Model,
     eval: Evaluation,
 ) -> AppResult<(&'static str, Changed)> {
