@@ -163,7 +163,19 @@ async fn main() {
     }
     let sustained = next.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
 
-    // Latency at half that rate, open loop for 10 s.
+    // Latency at half that rate, open loop for 10 s, once the worker caught up with the backlog
+    // (it keeps processing alongside, as in production).
+    for _ in 0..600 {
+        let m = client.get(format!("{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let pending = m
+            .lines()
+            .find_map(|l| l.strip_prefix("porteiro_inbox_pending "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if pending == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     {
         let rate = (sustained / 2.0).max(5.0);
         let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
