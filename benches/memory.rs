@@ -33,6 +33,10 @@ fn command(url: &str, dir: &std::path::Path) -> Command {
         .env("RUST_LOG", "error")
         .env_remove("PORTEIRO_MASTER_KEY")
         .env_remove("PORTEIRO_JWT_KEY");
+    // The server refuses PORTEIRO_ variables it does not know, such as this bench's own.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("PORTEIRO_BENCH_")) {
+        c.env_remove(k);
+    }
     c
 }
 
@@ -40,8 +44,13 @@ fn start(url: &str, dir: &std::path::Path) -> (Server, String) {
     let mut child = command(url, dir).arg("serve").stderr(Stdio::piped()).spawn().unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let server = Server(child);
+    let mut seen = Vec::new();
     loop {
-        let line = lines.next().expect("the server printed its address").unwrap();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the server printed its address: {seen:?}"))
+            .unwrap();
+        seen.push(line.clone());
         if let Some(a) = line.strip_prefix("porteiro listening on ") {
             let addr = a.trim().to_string();
             std::thread::spawn(move || for _ in lines.by_ref() {});
@@ -139,7 +148,7 @@ async fn main() {
     println!("porteiro memory benchmark ({})", url.split(':').next().unwrap_or(""));
     println!("{:<44} {:>8.1} MiB", "idle after start", rss_mib(pid));
 
-    // The rate it sustains: 32 connections back to back for 5 s.
+    // A first estimate of the rate: 32 connections back to back for 5 s.
     let next = Arc::new(AtomicU64::new(0));
     let t = Instant::now();
     let mut tasks = Vec::new();
@@ -162,56 +171,6 @@ async fn main() {
         t.await.unwrap();
     }
     let sustained = next.load(Ordering::Relaxed) as f64 / t.elapsed().as_secs_f64();
-
-    // Latency at half that rate, open loop for 10 s, once the worker caught up with the backlog
-    // (it keeps processing alongside, as in production).
-    for _ in 0..600 {
-        let m = client.get(format!("{addr}/metrics")).send().await.unwrap().text().await.unwrap();
-        let pending = m
-            .lines()
-            .find_map(|l| l.strip_prefix("porteiro_inbox_pending "))
-            .and_then(|v| v.trim().parse::<f64>().ok());
-        if pending == Some(0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    {
-        let rate = (sustained / 2.0).max(5.0);
-        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-        let t = Instant::now();
-        let mut inflight = Vec::new();
-        while t.elapsed() < Duration::from_secs(10) {
-            tick.tick().await;
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let (client, hook, body) = (client.clone(), hook.clone(), sale(i, &base));
-            inflight.push(tokio::spawn(async move {
-                let t = Instant::now();
-                let r = client
-                    .post(&hook)
-                    .header("X-HOTMART-HOTTOK", HOTTOK)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
-                (r.map(|r| r.status().as_u16()).unwrap_or(0), t.elapsed())
-            }));
-        }
-        let mut lat = Vec::new();
-        for h in inflight {
-            let (status, took) = h.await.unwrap();
-            assert_eq!(status, 200);
-            lat.push(took);
-        }
-        lat.sort();
-        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
-        println!(
-            "{:<44} p50 {:>6.2} ms  p99 {:>6.2} ms  (10 s at {rate:.0}/s = half the {sustained:.0}/s sustained by 32 connections; goal p99 <= 25 ms)",
-            "webhook ack at half the max rate",
-            pct(0.5),
-            pct(0.99)
-        );
-    }
 
     // Open loop at twice that rate: requests start on schedule whether or not earlier ones ended.
     let rate = (sustained * 2.0).max(10.0);
@@ -255,13 +214,68 @@ async fn main() {
     stop.store(true, Ordering::Relaxed);
     let flood_peak = peak.join().unwrap();
     println!(
-        "{:<44} {:>8.1} MiB  (goal < 256; {flood_secs} s at {rate:.0}/s = 2x the {sustained:.0}/s sustained; {} stored, {} answered 503, {} other)",
+        "{:<44} {:>8.1} MiB  (goal < 256; {flood_secs} s at {rate:.0}/s = 2x the {sustained:.0}/s of 32 connections; {} stored, {} answered 503, {} other)",
         "peak during the flood",
         flood_peak,
         ok.load(Ordering::Relaxed),
         busy.load(Ordering::Relaxed),
         other.load(Ordering::Relaxed),
     );
+    // What it sustains with the worker running alongside: what the flood got stored per second.
+    let kept = ok.load(Ordering::Relaxed) as f64 / flood_secs as f64;
+    // Latency at half that rate, open loop for 10 s, once the worker caught up with the backlog
+    // (it keeps processing alongside, as in production).
+    for _ in 0..600 {
+        let m = client.get(format!("{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let pending = m
+            .lines()
+            .find_map(|l| l.strip_prefix("porteiro_inbox_pending "))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        if pending == Some(0.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    {
+        let rate = (kept / 2.0).max(5.0);
+        let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+        let t = Instant::now();
+        let mut inflight = Vec::new();
+        while t.elapsed() < Duration::from_secs(10) {
+            tick.tick().await;
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let (client, hook, body) = (client.clone(), hook.clone(), sale(i, &base));
+            inflight.push(tokio::spawn(async move {
+                let t = Instant::now();
+                let r = client
+                    .post(&hook)
+                    .header("X-HOTMART-HOTTOK", HOTTOK)
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await;
+                (r.map(|r| r.status().as_u16()).unwrap_or(0), t.elapsed())
+            }));
+        }
+        let (mut lat, mut refused) = (Vec::new(), 0);
+        for h in inflight {
+            let (status, took) = h.await.unwrap();
+            if status == 200 {
+                lat.push(took);
+            } else {
+                refused += 1;
+            }
+        }
+        lat.sort();
+        let pct = |p: f64| lat[((lat.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3;
+        println!(
+            "{:<44} p50 {:>6.2} ms  p99 {:>6.2} ms  (10 s at {rate:.0}/s = half the {kept:.0}/s stored during the flood, worker running; {refused} answered 503; goal p99 <= 25 ms)",
+            "webhook ack at half the max rate",
+            pct(0.5),
+            pct(0.99)
+        );
+    }
+
     drop(server);
 
     // One million entitlements, written straight into the database, then a restart.

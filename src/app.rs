@@ -106,6 +106,8 @@ pub struct AppState {
     pub ingest: Arc<services::inbox::Ingest>,
     /// What every webhook re-reads: the app behind a webhook key and its decrypted Hottok.
     pub hot: Arc<HotCache>,
+    /// Webhook deliveries being handled at once; past it, 503 before reading the body.
+    pub webhook_slots: Arc<tokio::sync::Semaphore>,
     /// What each buyer holds, for the read paths; forgotten after every access-changing commit.
     pub access: Arc<services::access_cache::AccessCache>,
     worker: Arc<Notify>,
@@ -138,6 +140,7 @@ impl AppState {
             ingest: Arc::new(services::inbox::Ingest::start(db.clone())),
             hot: Arc::new(HotCache::default()),
             access: Arc::new(services::access_cache::AccessCache::default()),
+            webhook_slots: Arc::new(tokio::sync::Semaphore::new(services::inbox::INGEST_QUEUE)),
             db,
             worker: Arc::new(Notify::new()),
         }

@@ -1,11 +1,6 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
-/// glibc's allocator spent a third of the server's CPU under a webhook flood and kept freed
-/// memory in per-thread arenas; mimalloc does neither.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     porteiro::install_crypto_provider();

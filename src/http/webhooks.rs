@@ -50,6 +50,15 @@ pub async fn receive_hotmart(
     body: Body,
 ) -> Response {
     let state = *state;
+    // Load shedding before the body is read: past this many deliveries in flight, each would
+    // only wait (holding a connection and its bytes) behind the others; Hotmart retries a 503.
+    let Ok(_slot) = state.webhook_slots.try_acquire() else {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "BUSY",
+            "too many deliveries in flight; deliver again later",
+        );
+    };
     let app = match apps::by_webhook_key_cached(state, &key).await {
         Ok(Some(a)) => a,
         Ok(None) => {

@@ -52,8 +52,9 @@ pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded>
     state.ingest.submit(input).await
 }
 
-/// How many deliveries may wait for the writers; past that, 503 at once rather than memory.
-pub const INGEST_QUEUE: usize = 4096;
+/// How many deliveries may wait for the writers (and be in flight over HTTP); past that, 503 at
+/// once rather than memory and ever longer waits.
+pub const INGEST_QUEUE: usize = 1024;
 /// The most deliveries committed together.
 const GROUP_MAX: usize = 256;
 /// "Last heard from Hotmart" is refreshed at most this often per app (test events always), so
