@@ -226,7 +226,14 @@ async fn main() {
     // Latency at half that rate, open loop for 10 s, once the worker caught up with the backlog
     // (it keeps processing alongside, as in production).
     for _ in 0..600 {
-        let m = client.get(format!("{addr}/metrics")).send().await.unwrap().text().await.unwrap();
+        let m = client
+            .get(format!("{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         let pending = m
             .lines()
             .find_map(|l| l.strip_prefix("porteiro_inbox_pending "))

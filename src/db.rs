@@ -102,10 +102,18 @@ impl ConnectionTrait for WriteTxn {
     }
 }
 
-type Gates = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<tokio::sync::Mutex<()>>>>;
+/// The write lock of one SQLite file in this process. Ingest goes first: a webhook waits for
+/// its commit before it is answered, while the worker's batches can always come a little later.
+#[derive(Default)]
+struct Gate {
+    lock: Arc<tokio::sync::Mutex<()>>,
+    urgent: std::sync::atomic::AtomicUsize,
+}
+
+type Gates = std::sync::Mutex<std::collections::HashMap<std::path::PathBuf, Arc<Gate>>>;
 static GATES: std::sync::LazyLock<Gates> = std::sync::LazyLock::new(Default::default);
 
-fn gate(db: &DatabaseConnection) -> Option<Arc<tokio::sync::Mutex<()>>> {
+fn gate(db: &DatabaseConnection) -> Option<Arc<Gate>> {
     if db.get_database_backend() != DbBackend::Sqlite {
         return None;
     }
@@ -122,8 +130,31 @@ fn gate(db: &DatabaseConnection) -> Option<Arc<tokio::sync::Mutex<()>>> {
 /// with SQLITE_BUSY when another writer got there first; IMMEDIATE takes the write lock up front
 /// (after the gate, so another process is the only one it can wait for). PostgreSQL ignores it.
 pub async fn write_txn(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    begin(db, false).await
+}
+
+/// [`write_txn`] for the inbox writers: ahead of every other writer waiting for the gate.
+pub async fn write_txn_urgent(db: &DatabaseConnection) -> Result<WriteTxn, DbErr> {
+    begin(db, true).await
+}
+
+async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr> {
+    use std::sync::atomic::Ordering;
     let gate = match gate(db) {
-        Some(g) => Some(g.lock_owned().await),
+        Some(g) if urgent => {
+            g.urgent.fetch_add(1, Ordering::SeqCst);
+            let guard = g.lock.clone().lock_owned().await;
+            g.urgent.fetch_sub(1, Ordering::SeqCst);
+            Some(guard)
+        }
+        Some(g) => loop {
+            let guard = g.lock.clone().lock_owned().await;
+            if g.urgent.load(Ordering::SeqCst) == 0 {
+                break Some(guard);
+            }
+            drop(guard);
+            tokio::task::yield_now().await;
+        },
         None => None,
     };
     let txn = if db.get_database_backend() == DbBackend::Sqlite {

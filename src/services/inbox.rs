@@ -177,7 +177,7 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
     for (n, i) in inputs.iter().enumerate() {
         first.entry((i.app_id, i.event_id.as_str())).or_insert(n);
     }
-    let txn = crate::db::write_txn(db).await?;
+    let txn = crate::db::write_txn_urgent(db).await?;
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
     let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
     for chunk in rows.chunks(GROUP_MAX) {

@@ -3,8 +3,7 @@
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
 use sea_orm::sea_query::{LockBehavior, LockType};

@@ -133,6 +133,22 @@ async fn batches_oversized_bodies_and_deep_queries_are_refused() {
         v.get("errors").is_some(),
         "a query deeper than the limit must fail: {v}"
     );
+
+    // Shallow but wide: 400 aliases of a list cost more than the complexity budget.
+    let wide: String = (0..400)
+        .map(|i| format!("a{i}: productPackages {{ id name }} "))
+        .collect();
+    let (_, v) = app
+        .graphql_raw(Some(&token), &json!({"query": format!("{{ {wide} }}")}))
+        .await;
+    assert!(
+        error_message(&v).to_lowercase().contains("complex"),
+        "a query over the complexity budget must fail: {v}"
+    );
+    let (_, v) = app
+        .graphql_raw(Some(&token), &json!({"query": "{ a: productPackages { id name } }"}))
+        .await;
+    assert!(v.get("errors").is_none(), "{v}");
 }
 
 #[tokio::test]
