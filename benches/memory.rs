@@ -4,7 +4,7 @@
 //!
 //! `cargo bench --bench memory`; PORTEIRO_BENCH_DATABASE_URL for PostgreSQL (an empty
 //! database), PORTEIRO_BENCH_FLOOD_SECS (default 60), PORTEIRO_BENCH_ENTITLEMENTS (default 1M).
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +30,10 @@ fn command(url: &str, dir: &std::path::Path) -> Command {
         .env("DATABASE_URL", url)
         .env("PORTEIRO_DATA_DIR", dir)
         .env("PORTEIRO_BIND", "127.0.0.1:0")
-        .env("RUST_LOG", "error")
+        .env(
+            "RUST_LOG",
+            std::env::var("PORTEIRO_BENCH_SERVER_LOG").unwrap_or_else(|_| "error".into()),
+        )
         .env_remove("PORTEIRO_MASTER_KEY")
         .env_remove("PORTEIRO_JWT_KEY");
     // The server refuses PORTEIRO_ variables it does not know, such as this bench's own.
@@ -53,7 +56,16 @@ fn start(url: &str, dir: &std::path::Path) -> (Server, String) {
         seen.push(line.clone());
         if let Some(a) = line.strip_prefix("porteiro listening on ") {
             let addr = a.trim().to_string();
-            std::thread::spawn(move || for _ in lines.by_ref() {});
+            // Its log goes to PORTEIRO_BENCH_SERVER_LOG_FILE when asked, else nowhere.
+            let mut sink: Box<dyn std::io::Write + Send> = match std::env::var("PORTEIRO_BENCH_SERVER_LOG_FILE") {
+                Ok(f) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(f).unwrap()),
+                Err(_) => Box::new(std::io::sink()),
+            };
+            std::thread::spawn(move || {
+                for l in lines.by_ref().map_while(Result::ok) {
+                    let _ = writeln!(sink, "{l}");
+                }
+            });
             return (server, addr);
         }
     }
@@ -89,6 +101,9 @@ fn sale(i: u64, base: &Value) -> String {
     v["id"] = json!(format!("mem-{i}"));
     v["data"]["purchase"]["transaction"] = json!(format!("HPM{i}"));
     v["data"]["buyer"]["email"] = json!(format!("flood{i}@example.com"));
+    // One subscription per sale: with the fixture's one code, every sale joined one history
+    // that grew by one fact per event, and each recompute read all of it.
+    v["data"]["subscription"]["subscriber"]["code"] = json!(format!("SM{i:08}"));
     v.to_string()
 }
 

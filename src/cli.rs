@@ -477,7 +477,10 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", state.settings.bind))?;
     let (tx, rx) = watch::channel(false);
-    let worker = tokio::spawn(state.clone().run_worker(rx.clone()));
+    let worker = state
+        .clone()
+        .spawn_worker_thread(rx.clone())
+        .context("cannot start the worker thread")?;
     let scheduler = tokio::spawn(state.clone().run_scheduler(rx.clone()));
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
@@ -506,7 +509,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         let _ = tx.send(true);
     });
     crate::http::serve(state, acceptor, rx).await?;
-    let _ = worker.await;
+    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     let _ = scheduler.await;
     Ok(())
 }

@@ -177,7 +177,9 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
     for (n, i) in inputs.iter().enumerate() {
         first.entry((i.app_id, i.event_id.as_str())).or_insert(n);
     }
+    let started = std::time::Instant::now();
     let txn = crate::db::write_txn_urgent(db).await?;
+    let waited = started.elapsed();
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
     let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
     for chunk in rows.chunks(GROUP_MAX) {
@@ -234,7 +236,15 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
             ids.insert((app_id, event_id), id);
         }
     }
+    let before_commit = started.elapsed();
     txn.commit().await?;
+    tracing::debug!(
+        group = inputs.len(),
+        waited_ms = waited.as_secs_f64() * 1e3,
+        wrote_ms = (before_commit - waited).as_secs_f64() * 1e3,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "inbox group committed"
+    );
     Ok(inputs
         .iter()
         .enumerate()

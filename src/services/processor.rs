@@ -373,7 +373,9 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
 }
 
 async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -> AppResult<Vec<&'static str>> {
+    let started = std::time::Instant::now();
     let txn = crate::db::write_txn(&state.db).await?;
+    let waited = started.elapsed();
     let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     let mut q = we::Entity::find()
         .select_only()
@@ -417,8 +419,16 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
         statuses.push(status);
         changed.extend(c);
     }
+    let before_commit = started.elapsed();
     txn.commit().await?;
     state.access.forget(&changed);
+    tracing::debug!(
+        batch = statuses.len(),
+        waited_ms = waited.as_secs_f64() * 1e3,
+        applied_ms = (before_commit - waited).as_secs_f64() * 1e3,
+        total_ms = started.elapsed().as_secs_f64() * 1e3,
+        "worker batch committed"
+    );
     Ok(statuses)
 }
 
