@@ -103,11 +103,16 @@ impl Access {
         if self.target_ref.0 != TargetKind::Package {
             return Ok(None);
         }
-        let (state, _) = caller(ctx)?;
-        Ok(catalog::get_package(&state.db, self.app_id, self.target_ref.1)
+        caller(ctx)?;
+        let loader = ctx.data_unchecked::<DataLoader<Loaders>>();
+        Ok(loader
+            .load_one(TargetKey(self.app_id, TargetKind::Package, self.target_ref.1))
             .await
-            .map_err(gql)?
-            .map(Into::into))
+            .map_err(gql_shared)?
+            .and_then(|t| match t {
+                TargetView::Package(p) => Some(p.into()),
+                TargetView::Plan(_) => None,
+            }))
     }
 
     /// The subscription plan, when this is access to one.
@@ -115,11 +120,16 @@ impl Access {
         if self.target_ref.0 != TargetKind::Plan {
             return Ok(None);
         }
-        let (state, _) = caller(ctx)?;
-        Ok(catalog::get_plan(&state.db, self.app_id, self.target_ref.1)
+        caller(ctx)?;
+        let loader = ctx.data_unchecked::<DataLoader<Loaders>>();
+        Ok(loader
+            .load_one(TargetKey(self.app_id, TargetKind::Plan, self.target_ref.1))
             .await
-            .map_err(gql)?
-            .map(Into::into))
+            .map_err(gql_shared)?
+            .and_then(|t| match t {
+                TargetView::Plan(p) => Some(p.into()),
+                TargetView::Package(_) => None,
+            }))
     }
 }
 
@@ -195,6 +205,40 @@ impl Loader<AccessKey> for Loaders {
                 std::sync::Arc::new(e)
             })?;
             out.extend(held.into_iter().map(|(e, h)| (AccessKey(app_id, e), h)));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey(i32, TargetKind, i32);
+
+#[derive(Clone)]
+pub enum TargetView {
+    Package(catalog::PackageView),
+    Plan(catalog::PlanView),
+}
+
+/// The packages and plans behind a page of access rows: the app's whole catalogue in four
+/// queries (it is small), not two queries per row.
+impl Loader<TargetKey> for Loaders {
+    type Value = TargetView;
+    type Error = std::sync::Arc<crate::AppError>;
+
+    async fn load(&self, keys: &[TargetKey]) -> Result<HashMap<TargetKey, Self::Value>, Self::Error> {
+        let shared = |e: crate::AppError| {
+            e.log();
+            std::sync::Arc::new(e)
+        };
+        let apps: std::collections::BTreeSet<i32> = keys.iter().map(|k| k.0).collect();
+        let mut out = HashMap::new();
+        for app_id in apps {
+            for p in catalog::list_packages(&self.0.db, app_id).await.map_err(shared)? {
+                out.insert(TargetKey(app_id, TargetKind::Package, p.row.id), TargetView::Package(p));
+            }
+            for p in catalog::list_plans(&self.0.db, app_id).await.map_err(shared)? {
+                out.insert(TargetKey(app_id, TargetKind::Plan, p.row.id), TargetView::Plan(p));
+            }
         }
         Ok(out)
     }

@@ -262,17 +262,41 @@ fn plan_json(v: &PlanView) -> serde_json::Value {
     })
 }
 
+type LinkMap = std::collections::HashMap<(String, Option<i32>, Option<i32>), Vec<String>>;
+
+/// Every product link of the app in one query: (provider, package, plan) → external ids.
+async fn all_links(db: &impl ConnectionTrait, app_id: i32) -> AppResult<LinkMap> {
+    let rows = link::Entity::find()
+        .filter(link::Column::AppId.eq(app_id))
+        .order_by_asc(link::Column::ExternalId)
+        .all(db)
+        .await?;
+    let mut out = LinkMap::new();
+    for l in rows {
+        out.entry((l.provider, l.package_id, l.plan_id))
+            .or_default()
+            .push(l.external_id);
+    }
+    Ok(out)
+}
+
+/// Two queries whatever the number of packages.
 pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
     let rows = pkg::Entity::find()
         .filter(pkg::Column::AppId.eq(app_id))
         .order_by_asc(pkg::Column::Id)
         .all(db)
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(package_view(db, r).await?);
-    }
-    Ok(out)
+    let mut links = all_links(db, app_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PackageView {
+            hotmart_product_ids: links
+                .remove(&(PROVIDER_PRODUCT.to_string(), Some(row.id), None))
+                .unwrap_or_default(),
+            row,
+        })
+        .collect())
 }
 
 pub async fn get_package(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PackageView>> {
@@ -286,17 +310,26 @@ pub async fn get_package(db: &impl ConnectionTrait, app_id: i32, id: i32) -> App
     }
 }
 
+/// Two queries whatever the number of plans.
 pub async fn list_plans(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PlanView>> {
     let rows = plan::Entity::find()
         .filter(plan::Column::AppId.eq(app_id))
         .order_by_asc(plan::Column::Id)
         .all(db)
         .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        out.push(plan_view(db, r).await?);
-    }
-    Ok(out)
+    let mut links = all_links(db, app_id).await?;
+    Ok(rows
+        .into_iter()
+        .map(|row| PlanView {
+            hotmart_product_ids: links
+                .remove(&(PROVIDER_PRODUCT.to_string(), None, Some(row.id)))
+                .unwrap_or_default(),
+            hotmart_plan_ids: links
+                .remove(&(PROVIDER_PLAN.to_string(), None, Some(row.id)))
+                .unwrap_or_default(),
+            row,
+        })
+        .collect())
 }
 
 pub async fn get_plan(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<Option<PlanView>> {
