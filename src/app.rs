@@ -19,6 +19,9 @@ pub struct HotCache {
     pub hottoks: moka::sync::Cache<i32, Option<secrecy::SecretString>>,
     /// (app, generation, Hotmart product, Hotmart plan) → the package or plan it maps to.
     pub targets: moka::sync::Cache<(i32, u64, String, String), Option<crate::domain::Target>>,
+    /// API key id → its row (`None`: no such key). Revoking drops the entry at once; another
+    /// process sharing the database sees a revocation within ten seconds.
+    pub api_keys: moka::sync::Cache<String, Option<entity::api_key::Model>>,
     /// (app, generation, event type) → the active script.
     pub scripts: moka::sync::Cache<(i32, u64, String), Option<services::rules::ActiveScript>>,
     catalog_gen: Generations,
@@ -81,6 +84,10 @@ impl Default for HotCache {
                 .build(),
             targets: moka::sync::Cache::builder()
                 .max_capacity(50_000)
+                .time_to_live(edited)
+                .build(),
+            api_keys: moka::sync::Cache::builder()
+                .max_capacity(10_000)
                 .time_to_live(edited)
                 .build(),
             scripts: moka::sync::Cache::builder()

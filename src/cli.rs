@@ -91,6 +91,28 @@ pub enum KeysAction {
         #[arg(long)]
         new_key: Option<String>,
     },
+    /// Create an API key for an app's own software; the key is printed once.
+    Create {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        name: String,
+        /// Repeat for several; `access:read` by default.
+        #[arg(long = "scope", default_value = "access:read")]
+        scopes: Vec<String>,
+    },
+    /// List an app's API keys (never their secrets).
+    List {
+        #[arg(long)]
+        app: String,
+    },
+    /// Revoke an API key by its id (from `keys list`).
+    Revoke {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        id: i32,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,8 +305,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysAction::RotateMaster { new_key },
         } => rotate_master(settings, new_key.as_deref()).await,
+        Command::Keys { action } => api_keys(settings, action).await,
         Command::Schema => unreachable!("handled above"),
     }
+}
+
+async fn api_keys(settings: Settings, action: KeysAction) -> anyhow::Result<()> {
+    let state = AppState::init(settings).await?;
+    let show = |k: &entity::api_key::Model| {
+        let used = k
+            .last_used_at
+            .map_or("never used".to_string(), |t| format!("last used {t}"));
+        let state = k.revoked_at.map_or("active".to_string(), |t| format!("revoked {t}"));
+        format!(
+            "{:>4}  pk_{}_…  {:<24} {:<14} {state}, {used}",
+            k.id, k.key_id, k.name, k.scopes
+        )
+    };
+    match action {
+        KeysAction::Create { app, name, scopes } => {
+            let who = app_principal(&state, &app).await?;
+            let (row, secret) = services::api_keys::create(&state, &who, &name, &scopes).await?;
+            eprintln!("{}", show(&row));
+            eprintln!("the key (shown once; store it in the app's configuration now):");
+            println!("{secret}");
+        }
+        KeysAction::List { app } => {
+            let who = app_principal(&state, &app).await?;
+            for k in services::api_keys::list(&state.db, who.app_id).await? {
+                println!("{}", show(&k));
+            }
+        }
+        KeysAction::Revoke { app, id } => {
+            let who = app_principal(&state, &app).await?;
+            let row = services::api_keys::revoke(&state, &who, id).await?;
+            println!("{}", show(&row));
+        }
+        KeysAction::RotateMaster { .. } => unreachable!("handled by rotate_master"),
+    }
+    Ok(())
 }
 
 /// Crash-safe order: the new key is on disk (as master.key.next, which start-up also reads)

@@ -1,6 +1,7 @@
 //! SeaORM entities: the shape of each table, nothing more. Finders live in the services.
 
 pub mod access_fact;
+pub mod api_key;
 pub mod app;
 pub mod audit_log;
 pub mod buyer;

@@ -1,5 +1,6 @@
 //! The admin API. The only module that knows async-graphql: resolvers are thin and call one
 //! service each; errors are mapped to `extensions.code` in one place.
+mod api_keys;
 mod audit;
 mod buyers;
 mod catalog;
@@ -24,6 +25,7 @@ pub struct Query(
     rules::RuleQuery,
     audit::AuditQuery,
     reconcile::ReconcileQuery,
+    api_keys::ApiKeyQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -34,6 +36,7 @@ pub struct Mutation(
     events::EventMutation,
     rules::RuleMutation,
     reconcile::ReconcileMutation,
+    api_keys::ApiKeyMutation,
 );
 
 type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;

@@ -1,5 +1,6 @@
 //! Business logic and transactions. Resolvers and handlers call one function here each.
 pub mod access_cache;
+pub mod api_keys;
 pub mod apps;
 pub mod audit;
 pub mod buyers;

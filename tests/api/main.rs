@@ -5,6 +5,7 @@ mod helpers;
 mod access;
 mod access_model;
 mod access_props;
+mod api_keys;
 mod auth;
 mod catalog;
 mod faults;

@@ -1,0 +1,219 @@
+//! App API keys: named, scoped, revocable credentials for a producer's app. A key is
+//! `pk_<key id>_<secret>`; only its SHA-256 is stored (the secret has 256 random bits, so a fast
+//! hash is enough), and it is shown once, when created. A key never opens the admin GraphQL API.
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use entity::api_key as ak;
+use rand::RngCore;
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use super::audit::{self, Entry};
+use crate::auth::Principal;
+use crate::{AppError, AppResult, AppState};
+
+/// Scopes a key can carry. Only reading access exists today; the list is the place to add more.
+pub const SCOPES: &[&str] = &["access:read"];
+pub const ACCESS_READ: &str = "access:read";
+
+const PREFIX: &str = "pk_";
+/// `last_used_at` is written at most this often per key, not on every request.
+const TOUCH_EVERY: chrono::TimeDelta = chrono::TimeDelta::seconds(60);
+
+/// What a valid key lets its caller do.
+#[derive(Debug, Clone)]
+pub struct AppKey {
+    pub id: i32,
+    pub app_id: i32,
+    pub scopes: Vec<String>,
+}
+
+impl AppKey {
+    pub fn require(&self, scope: &str) -> AppResult<()> {
+        if self.scopes.iter().any(|s| s == scope) {
+            Ok(())
+        } else {
+            Err(AppError::Forbidden(format!("this API key lacks the {scope} scope")))
+        }
+    }
+}
+
+fn hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn clean_scopes(scopes: &[String]) -> AppResult<Vec<String>> {
+    let mut out: Vec<String> = scopes.iter().map(|s| s.trim().to_lowercase()).collect();
+    out.sort();
+    out.dedup();
+    if out.is_empty() {
+        return Err(AppError::InvalidFields(vec![(
+            "scopes".into(),
+            format!("give at least one scope ({})", SCOPES.join(", ")),
+        )]));
+    }
+    if let Some(bad) = out.iter().find(|s| !SCOPES.contains(&s.as_str())) {
+        return Err(AppError::InvalidFields(vec![(
+            "scopes".into(),
+            format!("unknown scope {bad:?}; scopes are {}", SCOPES.join(", ")),
+        )]));
+    }
+    Ok(out)
+}
+
+/// Creates a key and returns it with its secret, the only time the secret is seen.
+pub async fn create(
+    state: &AppState,
+    who: &Principal,
+    name: &str,
+    scopes: &[String],
+) -> AppResult<(ak::Model, String)> {
+    who.require_admin()?;
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 100 || name.contains('\0') {
+        return Err(AppError::InvalidFields(vec![(
+            "name".into(),
+            "give the key a name of 1 to 100 characters (which app or server uses it)".into(),
+        )]));
+    }
+    let scopes = clean_scopes(scopes)?;
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut id);
+    rand::rng().fill_bytes(&mut secret);
+    let key_id = hex::encode(id);
+    let token = format!(
+        "{PREFIX}{key_id}_{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let txn = crate::db::write_txn(&state.db).await?;
+    let row = ak::ActiveModel {
+        app_id: Set(who.app_id),
+        name: Set(name.to_string()),
+        key_id: Set(key_id.clone()),
+        secret_hash: Set(hash(&token)),
+        scopes: Set(scopes.join(" ")),
+        created_by: Set(who.actor()),
+        created_at: Set(super::now()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "api_key.create",
+            target: format!("api_key:{}", row.id),
+            before: None,
+            after: Some(json!({"name": name, "keyId": key_id, "scopes": scopes})),
+            reason: "",
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    Ok((row, token))
+}
+
+pub async fn list(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<ak::Model>> {
+    Ok(ak::Entity::find()
+        .filter(ak::Column::AppId.eq(app_id))
+        .order_by_asc(ak::Column::Id)
+        .all(db)
+        .await?)
+}
+
+/// Revokes a key of the caller's app; the next request with it is refused.
+pub async fn revoke(state: &AppState, who: &Principal, id: i32) -> AppResult<ak::Model> {
+    who.require_admin()?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let Some(row) = ak::Entity::find_by_id(id)
+        .filter(ak::Column::AppId.eq(who.app_id))
+        .one(&txn)
+        .await?
+    else {
+        return Err(AppError::not_found(format!("API key {id} not found")));
+    };
+    if row.revoked_at.is_some() {
+        return Ok(row);
+    }
+    let key_id = row.key_id.clone();
+    let mut am: ak::ActiveModel = row.into();
+    am.revoked_at = Set(Some(super::now()));
+    let row = am.update(&txn).await?;
+    audit::record(
+        &txn,
+        Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "api_key.revoke",
+            target: format!("api_key:{id}"),
+            before: None,
+            after: Some(json!({"keyId": key_id})),
+            reason: "",
+        },
+    )
+    .await?;
+    txn.commit().await?;
+    state.hot.api_keys.invalidate(&key_id);
+    Ok(row)
+}
+
+/// The app and scopes behind a presented key. Unknown, malformed, wrong and revoked keys are
+/// all the same error, so a caller learns nothing about which keys exist.
+pub async fn authenticate(state: &AppState, token: &str) -> AppResult<AppKey> {
+    let refused = || AppError::Unauthenticated("invalid or revoked API key".into());
+    let key_id = token
+        .strip_prefix(PREFIX)
+        .and_then(|rest| rest.split_once('_'))
+        .map(|(id, _)| id)
+        .filter(|id| id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(refused)?;
+    let row = match state.hot.api_keys.get(key_id) {
+        Some(r) => r,
+        None => {
+            let r = ak::Entity::find()
+                .filter(ak::Column::KeyId.eq(key_id))
+                .one(&state.db)
+                .await?;
+            state.hot.api_keys.insert(key_id.to_string(), r.clone());
+            r
+        }
+    };
+    let Some(row) = row else {
+        return Err(refused());
+    };
+    let presented = hash(token);
+    let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), row.secret_hash.as_bytes()).into();
+    if !matches || row.revoked_at.is_some() {
+        return Err(refused());
+    }
+    touch(state, &row).await;
+    Ok(AppKey {
+        id: row.id,
+        app_id: row.app_id,
+        scopes: row.scopes.split_whitespace().map(str::to_string).collect(),
+    })
+}
+
+/// Records the use, at most once a minute per key; a failure to record never refuses the call.
+async fn touch(state: &AppState, row: &ak::Model) {
+    let now = super::now();
+    let due = row.last_used_at.is_none_or(|t: DateTime<Utc>| now - t >= TOUCH_EVERY);
+    if !due {
+        return;
+    }
+    let mut fresh = row.clone();
+    fresh.last_used_at = Some(now);
+    state.hot.api_keys.insert(row.key_id.clone(), Some(fresh));
+    let am = ak::ActiveModel {
+        id: sea_orm::ActiveValue::Unchanged(row.id),
+        last_used_at: Set(Some(now)),
+        ..Default::default()
+    };
+    if let Err(e) = am.update(&state.db).await {
+        AppError::from(e).log();
+    }
+}

@@ -1,0 +1,132 @@
+//! App API keys: shown once, stored as a hash, scoped, revocable at once, per app, and never a
+//! way into the admin GraphQL API.
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+use porteiro::services::api_keys;
+
+const CREATE: &str = "mutation($n: String!, $s: [String!]!) { createApiKey(name: $n, scopes: $s) { secret key { id keyId scopes name revokedAt } } }";
+
+async fn create(app: &TestApp, token: &str, name: &str) -> (String, Value) {
+    let v = app
+        .gql_as(token, CREATE, json!({"n": name, "s": ["access:read"]}))
+        .await;
+    let c = &v["data"]["createApiKey"];
+    (
+        c["secret"].as_str().unwrap_or_else(|| panic!("{v}")).to_string(),
+        c["key"].clone(),
+    )
+}
+
+/// Every stored value of the api_key table and the audit log, as text.
+async fn stored_text(app: &TestApp) -> String {
+    let rows = app
+        .state
+        .db
+        .query_all_raw(Statement::from_string(
+            app.state.db.get_database_backend(),
+            "SELECT name || ' ' || key_id || ' ' || secret_hash || ' ' || scopes AS t FROM api_key",
+        ))
+        .await
+        .unwrap();
+    let mut out: Vec<String> = rows.iter().map(|r| r.try_get::<String>("", "t").unwrap()).collect();
+    let audit = app.gql("{ auditLog { nodes { action after } } }", json!({})).await;
+    out.push(audit.to_string());
+    out.join("\n")
+}
+
+#[tokio::test]
+async fn a_key_is_shown_once_stored_as_a_hash_and_revoked_at_once() {
+    let app = TestApp::spawn().await;
+    let admin = app.admin();
+    let (secret, key) = create(&app, &admin, "members area").await;
+    assert!(
+        secret.starts_with(&format!("pk_{}_", key["keyId"].as_str().unwrap())),
+        "{secret}"
+    );
+    assert_eq!(key["scopes"], json!(["access:read"]));
+
+    // The list shows the key without its secret, and nothing stored holds it.
+    let listed = app.gql("{ apiKeys { keyId name lastUsedAt } }", json!({})).await;
+    assert!(!listed.to_string().contains(&secret));
+    let stored = stored_text(&app).await;
+    assert!(stored.contains(key["keyId"].as_str().unwrap()));
+    assert!(!stored.contains(&secret), "the key is stored in plain text");
+    // The secret part ("pk_" + 12 hex + "_" come first; base64url may itself hold '_').
+    assert!(!stored.contains(&secret[16..]));
+
+    let ok = api_keys::authenticate(&app.state, &secret).await.unwrap();
+    assert_eq!(ok.app_id, app.app("default").await.id);
+    assert!(ok.require(api_keys::ACCESS_READ).is_ok());
+    assert!(ok.require("access:write").is_err(), "scopes are enforced");
+    let used = app.gql("{ apiKeys { lastUsedAt } }", json!({})).await;
+    assert!(used["apiKeys"][0]["lastUsedAt"].is_string(), "{used}");
+
+    // A wrong secret with the right id, and a made-up key, are refused alike.
+    let forged = format!("{}x", &secret[..secret.len() - 1]);
+    for bad in [forged.as_str(), "pk_000000000000_abc", "nonsense", ""] {
+        let e = api_keys::authenticate(&app.state, bad).await.unwrap_err();
+        assert_eq!(e.code(), "UNAUTHENTICATED", "{bad}");
+    }
+
+    let v = app
+        .gql(
+            "mutation($id: ID!) { revokeApiKey(id: $id) { revokedAt } }",
+            json!({"id": key["id"]}),
+        )
+        .await;
+    assert!(v["revokeApiKey"]["revokedAt"].is_string(), "{v}");
+    let e = api_keys::authenticate(&app.state, &secret).await.unwrap_err();
+    assert_eq!(e.code(), "UNAUTHENTICATED", "revocation applies to the next request");
+}
+
+#[tokio::test]
+async fn keys_are_per_app_admin_only_and_never_open_graphql() {
+    let app = TestApp::spawn().await;
+    app.create_app("outra").await;
+    let (secret, key) = create(&app, &app.admin(), "site").await;
+
+    // Another app's admin neither sees nor revokes it.
+    let other = app.token("outra", porteiro::auth::Role::Admin);
+    let listed = app.gql_as(&other, "{ apiKeys { keyId } }", json!({})).await;
+    assert_eq!(listed["data"]["apiKeys"], json!([]));
+    let (_, v) = app
+        .graphql_raw(
+            Some(&other),
+            &json!({"query": "mutation($id: ID!) { revokeApiKey(id: $id) { id } }", "variables": {"id": key["id"]}}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{v}");
+    assert!(api_keys::authenticate(&app.state, &secret).await.is_ok());
+
+    // Viewers cannot create keys; unknown scopes and empty names are refused with the field.
+    let viewer = app.token("default", porteiro::auth::Role::Viewer);
+    let (_, v) = app
+        .graphql_raw(
+            Some(&viewer),
+            &json!({"query": CREATE, "variables": {"n": "x", "s": ["access:read"]}}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN", "{v}");
+    for (name, scopes, field) in [
+        ("x", json!(["admin"]), "scopes"),
+        ("x", json!([]), "scopes"),
+        (" ", json!(["access:read"]), "name"),
+    ] {
+        let (_, v) = app
+            .graphql_raw(
+                Some(&app.admin()),
+                &json!({"query": CREATE, "variables": {"n": name, "s": scopes}}),
+            )
+            .await;
+        assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+        assert!(v.to_string().contains(field), "{v}");
+    }
+
+    // The key is no admin token.
+    let (_, v) = app
+        .graphql_raw(Some(&secret), &json!({"query": "{ apiKeys { keyId } }"}))
+        .await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
+}
