@@ -167,6 +167,16 @@ pub async fn access(state: &AppState, app_id: i32, email: &Email) -> AppResult<V
     Ok(h.get(email.as_str()).map(|h| h.views(super::now())).unwrap_or_default())
 }
 
+/// One buyer's access as of now, straight from the database (inside a transaction, or where a
+/// fresh read matters more than speed). Someone we never saw simply has none.
+pub async fn read(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
+    let mut held = load(db, app_id, &[email.as_str().to_string()]).await?;
+    Ok(held
+        .remove(email.as_str())
+        .map(|h| h.views(super::now()))
+        .unwrap_or_default())
+}
+
 async fn load(db: &impl ConnectionTrait, app_id: i32, emails: &[String]) -> AppResult<HashMap<String, Holdings>> {
     let mut out: HashMap<String, Holdings> = HashMap::new();
     let mut buyers = Vec::new();

@@ -4,7 +4,7 @@ use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 
 use super::{Page, Paged};
-use crate::domain::{Email, EntitlementStatus, Target, TargetKind};
+use crate::domain::{Email, EntitlementStatus, Target};
 use crate::{AppError, AppResult};
 
 #[derive(Debug, Clone)]
@@ -133,32 +133,4 @@ pub async fn list(
     }
     let rows = q.order_by_asc(buyer::Column::Id).limit(page.first + 1).all(db).await?;
     Ok(Paged::from_probe(rows, page.first))
-}
-
-/// Every entitlement of a buyer. Someone we never saw simply has none: apps ask about people who
-/// never bought.
-pub async fn access(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
-    let Some(b) = find(db, app_id, email).await? else {
-        return Ok(vec![]);
-    };
-    let rows = entitlement::Entity::find()
-        .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::BuyerId.eq(b.id))
-        .order_by_asc(entitlement::Column::Id)
-        .all(db)
-        .await?;
-    let now = super::now();
-    let mut out = Vec::with_capacity(rows.len());
-    for e in rows {
-        let kind = TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package);
-        let target = super::catalog::target(db, app_id, kind, e.target_id).await?;
-        let status = EntitlementStatus::parse(&e.status).effective(e.expires_at, now);
-        out.push(AccessView {
-            active: status == EntitlementStatus::Active,
-            status,
-            target,
-            entitlement: e,
-        });
-    }
-    Ok(out)
 }

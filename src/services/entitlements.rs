@@ -446,7 +446,7 @@ pub async fn explain(
     target: (TargetKind, i32),
 ) -> AppResult<(Vec<buyers::AccessView>, Vec<ExplainStep>)> {
     let email = buyers::parse_email(email)?;
-    let access: Vec<_> = buyers::access(db, app_id, &email)
+    let access: Vec<_> = super::access_cache::read(db, app_id, &email)
         .await?
         .into_iter()
         .filter(|a| a.entitlement.target_kind == target.0.as_str() && a.entitlement.target_id == target.1)

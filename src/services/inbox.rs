@@ -2,7 +2,7 @@
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
     TryInsertResult,
 };
 use serde_json::json;
@@ -183,49 +183,15 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
     let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
     for chunk in rows.chunks(GROUP_MAX) {
-        let mut stmt = Query::insert();
-        stmt.into_table(we::Entity)
-            .columns([
-                we::Column::AppId,
-                we::Column::Provider,
-                we::Column::Origin,
-                we::Column::EventId,
-                we::Column::EventType,
-                we::Column::Format,
-                we::Column::RawBody,
-                we::Column::Headers,
-                we::Column::ReceivedAt,
-                we::Column::OccurredAt,
-                we::Column::Status,
-                we::Column::Error,
-                we::Column::IsTest,
-                we::Column::Attempts,
-            ])
+        // The same row mapping as a single insert, asked to return only what decides "new".
+        let mut stmt = we::Entity::insert_many(chunk.iter().map(|i| active_model((*i).clone())))
             .on_conflict(
                 OnConflict::columns([we::Column::AppId, we::Column::Provider, we::Column::EventId])
                     .do_nothing()
                     .to_owned(),
             )
-            .returning(Query::returning().columns([we::Column::Id, we::Column::AppId, we::Column::EventId]));
-        let now = super::now();
-        for i in chunk {
-            stmt.values_panic([
-                i.app_id.into(),
-                PROVIDER.into(),
-                i.origin.into(),
-                i.event_id.clone().into(),
-                i.event_type.clone().into(),
-                i.format.into(),
-                i.raw.clone().into(),
-                i.headers.to_string().into(),
-                now.into(),
-                i.occurred_at.into(),
-                if i.unreadable.is_some() { "failed" } else { PENDING }.into(),
-                i.unreadable.clone().into(),
-                i.is_test.into(),
-                0i32.into(),
-            ]);
-        }
+            .into_query();
+        stmt.returning(Query::returning().columns([we::Column::Id, we::Column::AppId, we::Column::EventId]));
         let backend = txn.get_database_backend();
         for r in txn.query_all_raw(backend.build(&stmt)).await? {
             let (id, app_id, event_id): (i32, i32, String) = (

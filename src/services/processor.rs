@@ -1,5 +1,5 @@
-//! The worker step: take one pending inbox row, understand it, ask the rules, apply the decision
-//! and mark the row, all in one transaction. The loop and the tests both drain with it.
+//! The worker step: take pending inbox rows, understand them, ask the rules, apply the decisions
+//! and mark the rows, a batch per transaction. The loop and the tests both drain with it.
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
 use sea_orm::{
@@ -166,25 +166,14 @@ async fn current_access(db: &impl ConnectionTrait, app_id: i32, source: &str) ->
     }))
 }
 
-/// Processes the oldest pending event. `Ok(None)` when the inbox is empty.
-pub async fn process_one(state: &AppState) -> AppResult<Option<i32>> {
-    process_next(state, None).await
-}
-
-/// Processes one given event if it is still pending (a reconciliation applying its own events;
-/// the worker may have taken it already, which is as good).
+/// Processes one given event alone if it is still pending (a reconciliation applying its own
+/// events; a failed batch retried event by event). The worker may have taken it already, which
+/// is as good.
 pub async fn process_row(state: &AppState, id: i32) -> AppResult<Option<i32>> {
-    process_next(state, Some(id)).await
-}
-
-async fn process_next(state: &AppState, only: Option<i32>) -> AppResult<Option<i32>> {
     let txn = crate::db::write_txn(&state.db).await?;
     let mut q = we::Entity::find()
         .filter(we::Column::Status.eq(inbox::PENDING))
-        .order_by_asc(we::Column::Id);
-    if let Some(id) = only {
-        q = q.filter(we::Column::Id.eq(id));
-    }
+        .filter(we::Column::Id.eq(id));
     if txn.get_database_backend() == DbBackend::Postgres {
         q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }
