@@ -74,6 +74,8 @@ pub enum Command {
     },
     /// Print the GraphQL schema (SDL).
     Schema,
+    /// Print the apps' REST API as an OpenAPI document (JSON), as served at /v1/openapi.json.
+    Openapi,
     /// Master key management.
     Keys {
         #[command(subcommand)]
@@ -229,6 +231,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", crate::graphql::sdl());
             return Ok(());
         }
+        Command::Openapi => {
+            println!("{}", crate::http::v1::spec());
+            return Ok(());
+        }
         _ => {}
     }
     let settings = Settings::load()?;
@@ -306,7 +312,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action: KeysAction::RotateMaster { new_key },
         } => rotate_master(settings, new_key.as_deref()).await,
         Command::Keys { action } => api_keys(settings, action).await,
-        Command::Schema => unreachable!("handled above"),
+        Command::Schema | Command::Openapi => unreachable!("handled above"),
     }
 }
 

@@ -2,6 +2,7 @@
 //! endpoint.
 mod graphql;
 mod health;
+pub mod v1;
 mod webhooks;
 
 use poem::listener::{Acceptor, Listener, TcpAcceptor, TcpListener};
@@ -18,6 +19,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint {
         .at("/metrics", get(health::metrics))
         .at("/graphql", get(graphql::graphiql).post(graphql::handler))
         .at("/webhooks/hotmart/:key", post(webhooks::receive_hotmart))
+        .nest("/v1", v1::routes())
         .data(state)
         .data(schema)
         .around(access_log)

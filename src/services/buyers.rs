@@ -94,6 +94,40 @@ pub async fn find_by_subscriber_code(
     Ok(buyer::Entity::find_by_id(link.buyer_id).one(db).await?)
 }
 
+/// The e-mails holding several subscriber codes now (code as given, upper-cased), in two
+/// queries per 500.
+pub async fn emails_by_subscriber_codes(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    codes: &[String],
+) -> AppResult<std::collections::HashMap<String, String>> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in codes.chunks(500) {
+        let links = subcode::Entity::find()
+            .filter(subcode::Column::AppId.eq(app_id))
+            .filter(subcode::Column::Code.is_in(chunk.to_vec()))
+            .all(db)
+            .await?;
+        if links.is_empty() {
+            continue;
+        }
+        let ids: Vec<i32> = links.iter().map(|l| l.buyer_id).collect();
+        let emails: std::collections::HashMap<i32, String> = buyer::Entity::find()
+            .filter(buyer::Column::Id.is_in(ids))
+            .all(db)
+            .await?
+            .into_iter()
+            .map(|b| (b.id, b.email))
+            .collect();
+        for l in links {
+            if let Some(e) = emails.get(&l.buyer_id) {
+                out.insert(l.code, e.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The subscriber codes of several buyers, in one query per 500.
 pub async fn subscriber_codes(
     db: &impl ConnectionTrait,

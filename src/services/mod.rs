@@ -1,6 +1,7 @@
 //! Business logic and transactions. Resolvers and handlers call one function here each.
 pub mod access_cache;
 pub mod api_keys;
+pub mod app_access;
 pub mod apps;
 pub mod audit;
 pub mod buyers;

@@ -6,6 +6,7 @@ mod access;
 mod access_model;
 mod access_props;
 mod api_keys;
+mod app_api;
 mod auth;
 mod catalog;
 mod faults;

@@ -1,0 +1,365 @@
+//! The apps' REST API (`/v1`): access reads with an app API key, described by an OpenAPI
+//! document at `/v1/openapi.json` and browsable at `/v1/docs` (assets inside the binary). Every
+//! error, the framework's own included, is `application/problem+json` (RFC 9457).
+use chrono::{DateTime, Utc};
+use poem::http::StatusCode;
+use poem::web::Data;
+use poem::{Endpoint, EndpointExt, Request, Response, Route};
+use poem_openapi::auth::Bearer;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, SecurityScheme, Tags};
+
+use crate::services::api_keys::{self, AppKey};
+use crate::services::app_access::{self, BuyerAccess, Verdict, Who};
+use crate::services::buyers::AccessView;
+use crate::{AppError, AppState};
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Tags)]
+enum Tag {
+    /// Whether a buyer may open what they bought.
+    Access,
+}
+
+/// An app API key (`pk_…`), created by an admin with `createApiKey` or `porteiro keys create`.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "pk_<id>_<secret>", checker = "check_key")]
+struct AppApiKey(AppKey);
+
+async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AppKey> {
+    let state = req
+        .data::<AppState>()
+        .ok_or_else(|| poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE))?;
+    api_keys::authenticate(state, &bearer.token)
+        .await
+        .map_err(|e| Problem::from(e).into())
+}
+
+/// A problem report (RFC 9457) with Porteiro's stable error code and, for invalid input, one
+/// message per field.
+#[derive(Object, Debug)]
+struct ProblemDetails {
+    /// Always `about:blank`: `code` is the machine-readable kind.
+    #[oai(rename = "type")]
+    kind: String,
+    title: String,
+    status: u16,
+    detail: String,
+    /// BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, UNAVAILABLE…
+    code: String,
+    #[oai(skip_serializing_if_is_empty)]
+    errors: Vec<FieldError>,
+}
+
+#[derive(Object, Debug)]
+struct FieldError {
+    field: String,
+    message: String,
+}
+
+#[derive(ApiResponse, Debug)]
+enum Problem {
+    /// The request is malformed; `errors` names each wrong field.
+    #[oai(status = 400, content_type = "application/problem+json")]
+    BadRequest(Json<ProblemDetails>),
+    /// No API key, or an unknown or revoked one.
+    #[oai(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Json<ProblemDetails>),
+    /// The key lacks the scope this call needs.
+    #[oai(status = 403, content_type = "application/problem+json")]
+    Forbidden(Json<ProblemDetails>),
+    /// The package or plan does not exist in this app.
+    #[oai(status = 404, content_type = "application/problem+json")]
+    NotFound(Json<ProblemDetails>),
+    /// The database is unreachable for now; retry.
+    #[oai(status = 503, content_type = "application/problem+json")]
+    Unavailable(Json<ProblemDetails>),
+}
+
+fn details(status: StatusCode, code: &str, detail: String, errors: Vec<FieldError>) -> ProblemDetails {
+    ProblemDetails {
+        kind: "about:blank".into(),
+        title: status.canonical_reason().unwrap_or("Error").into(),
+        status: status.as_u16(),
+        detail,
+        code: code.into(),
+        errors,
+    }
+}
+
+impl From<AppError> for Problem {
+    fn from(e: AppError) -> Self {
+        e.log();
+        let errors = match &e {
+            AppError::InvalidFields(f) => f
+                .iter()
+                .map(|(field, message)| FieldError {
+                    field: field.clone(),
+                    message: message.clone(),
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+        let body = Json(details(status, e.code(), e.public_message(), errors));
+        match e.http_status() {
+            400 => Problem::BadRequest(body),
+            401 => Problem::Unauthorized(body),
+            403 => Problem::Forbidden(body),
+            404 => Problem::NotFound(body),
+            // Everything else is on our side and temporary from the app's point of view: an
+            // app retries a 503, and no user input can produce a 500 here.
+            _ => {
+                let mut b = body.0;
+                b.status = 503;
+                b.title = "Service Unavailable".into();
+                Problem::Unavailable(Json(b))
+            }
+        }
+    }
+}
+
+type Answer<T> = Result<Json<T>, Problem>;
+
+/// One entitlement: what it opens, whether it does now, and until when.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct Entitlement {
+    /// `package` (Pacote de Produtos) or `plan` (Plano de Assinatura).
+    target_kind: String,
+    target_id: i32,
+    /// `null` if the package or plan was deleted since.
+    target_name: Option<String>,
+    /// Whether it opens the target now.
+    active: bool,
+    /// ACTIVE, SUSPENDED (a dispute or unpaid charge), EXPIRED or REVOKED.
+    status: String,
+    /// When it ends (`null`: no end date).
+    expires_at: Option<DateTime<Utc>>,
+    granted_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    /// Where it comes from: `sub:<subscriber code>`, `txn:<transaction>` or `manual:…`.
+    source: String,
+    /// The subscription behind it, when there is one.
+    subscriber_code: Option<String>,
+    /// Why it is in this state (the last event or admin decision).
+    reason: String,
+}
+
+impl From<&AccessView> for Entitlement {
+    fn from(a: &AccessView) -> Self {
+        let e = &a.entitlement;
+        Entitlement {
+            target_kind: e.target_kind.clone(),
+            target_id: e.target_id,
+            target_name: a.target.as_ref().map(|t| t.name.clone()),
+            active: a.active,
+            status: a.status.as_str().into(),
+            expires_at: e.expires_at,
+            granted_at: e.granted_at,
+            revoked_at: e.revoked_at,
+            source: e.source.clone(),
+            subscriber_code: e.source.strip_prefix("sub:").map(str::to_string),
+            reason: e.reason.clone(),
+        }
+    }
+}
+
+/// A buyer's access. A buyer never seen is `known: false` with no entitlements.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct BuyerAccessBody {
+    /// The buyer's e-mail as stored (trimmed, lower-case); `null` for a subscriber code nobody
+    /// holds.
+    email: Option<String>,
+    /// The code asked about, when the question was by subscriber code.
+    subscriber_code: Option<String>,
+    known: bool,
+    /// Whether any entitlement is active now.
+    active: bool,
+    entitlements: Vec<Entitlement>,
+}
+
+impl From<BuyerAccess> for BuyerAccessBody {
+    fn from(b: BuyerAccess) -> Self {
+        BuyerAccessBody {
+            active: b.access.iter().any(|a| a.active),
+            entitlements: b.access.iter().map(Entitlement::from).collect(),
+            email: b.email,
+            subscriber_code: b.subscriber_code,
+            known: b.known,
+        }
+    }
+}
+
+/// Whether the buyer may open one package or plan now.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct CheckBody {
+    active: bool,
+    /// ACTIVE, SUSPENDED, EXPIRED, REVOKED, or NONE when the buyer never held it.
+    status: String,
+    /// While active: when it ends (`null`: no end). Otherwise: when it ended, if it had an end.
+    expires_at: Option<DateTime<Utc>>,
+}
+
+impl From<Verdict> for CheckBody {
+    fn from(v: Verdict) -> Self {
+        CheckBody {
+            active: v.active,
+            status: v.status.into(),
+            expires_at: v.expires_at,
+        }
+    }
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct LookupRequest {
+    /// Up to 500 e-mails and subscriber codes together.
+    #[oai(default)]
+    emails: Vec<String>,
+    #[oai(default)]
+    subscriber_codes: Vec<String>,
+}
+
+#[derive(Object)]
+struct LookupBody {
+    /// One per e-mail, then one per subscriber code, in the order asked.
+    results: Vec<BuyerAccessBody>,
+}
+
+struct AccessApi;
+
+#[OpenApi(tag = "Tag::Access")]
+impl AccessApi {
+    /// A buyer's entitlements
+    ///
+    /// Every package and plan the buyer holds or held, with whether each opens now. Ask by
+    /// `email` or by `subscriberCode`. An unknown buyer is an empty list, not an error.
+    #[oai(path = "/access", method = "get")]
+    async fn access(
+        &self,
+        state: Data<&AppState>,
+        key: AppApiKey,
+        email: Query<Option<String>>,
+        #[oai(name = "subscriberCode")] subscriber_code: Query<Option<String>>,
+    ) -> Answer<BuyerAccessBody> {
+        let who = Who::from_params(email.0, subscriber_code.0)?;
+        Ok(Json(app_access::of(&state, &key.0, who).await?.into()))
+    }
+
+    /// May this buyer open this package or plan now?
+    ///
+    /// The hot path, answered from memory. Give `email` or `subscriberCode`, and `package` or
+    /// `plan` (their ids in Porteiro). A revocation is visible to the next check.
+    #[oai(path = "/access/check", method = "get")]
+    async fn check(
+        &self,
+        state: Data<&AppState>,
+        key: AppApiKey,
+        email: Query<Option<String>>,
+        #[oai(name = "subscriberCode")] subscriber_code: Query<Option<String>>,
+        package: Query<Option<i32>>,
+        plan: Query<Option<i32>>,
+    ) -> Answer<CheckBody> {
+        let who = Who::from_params(email.0, subscriber_code.0)?;
+        let target = match (package.0, plan.0) {
+            (Some(id), None) => (crate::domain::TargetKind::Package, id),
+            (None, Some(id)) => (crate::domain::TargetKind::Plan, id),
+            _ => return Err(AppError::bad("give package or plan (one of them)").into()),
+        };
+        Ok(Json(app_access::check(&state, &key.0, who, target).await?.into()))
+    }
+
+    /// Many buyers at once
+    ///
+    /// Up to 500 e-mails and subscriber codes in one call; each gets the same answer as
+    /// `GET /access`. Invalid entries are all named in one 400.
+    #[oai(path = "/access/lookup", method = "post")]
+    async fn lookup(&self, state: Data<&AppState>, key: AppApiKey, body: Json<LookupRequest>) -> Answer<LookupBody> {
+        let found = app_access::lookup(&state, &key.0, &body.0.emails, &body.0.subscriber_codes).await?;
+        Ok(Json(LookupBody {
+            results: found.into_iter().map(Into::into).collect(),
+        }))
+    }
+}
+
+fn service() -> OpenApiService<AccessApi, ()> {
+    OpenApiService::new(AccessApi, "Porteiro app API", env!("CARGO_PKG_VERSION"))
+        .description(
+            "Read a buyer's access to the app's product packages and subscription plans. \
+             Authenticate with an app API key as a bearer token.",
+        )
+        .server("/v1")
+}
+
+/// The OpenAPI document, for tests and `porteiro openapi`.
+pub fn spec() -> String {
+    service().spec()
+}
+
+/// `/v1`: the API, its document and its page. Any error becomes a problem report.
+pub fn routes() -> impl Endpoint {
+    let api = service();
+    let docs = offline(api.rapidoc_html());
+    let spec = api.spec_endpoint();
+    Route::new()
+        .at("/openapi.json", spec)
+        .at(
+            "/docs",
+            poem::endpoint::make_sync(move |_| poem::web::Html(docs.clone())),
+        )
+        .nest("/", api)
+        .catch_all_error(as_problem)
+}
+
+/// RapiDoc's page (its script is inlined by poem-openapi) without the one thing it fetches from
+/// elsewhere, Google's fonts: an offline or locked-down server must still show it.
+fn offline(html: String) -> String {
+    html.lines()
+        .filter(|l| !l.contains("fonts.googleapis.com"))
+        .collect::<Vec<_>>()
+        .join("\n")
+        .replace("regular-font=\"Open Sans\"", "regular-font=\"system-ui, sans-serif\"")
+        .replace("mono-font = \"Roboto Mono\"", "mono-font=\"ui-monospace, monospace\"")
+        .replace("<title>RapiDoc</title>", "<title>Porteiro app API</title>")
+}
+
+/// The framework's own errors (a missing key, an unparsable parameter or body, an unknown path)
+/// in the same shape as ours; ours already are problem reports and pass unchanged.
+async fn as_problem(err: poem::Error) -> Response {
+    let status = err.status();
+    let message = err.to_string();
+    let resp = err.into_response();
+    let is_problem = resp
+        .headers()
+        .get(poem::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+    if is_problem {
+        return resp;
+    }
+    let code = match status.as_u16() {
+        401 => "UNAUTHENTICATED",
+        403 => "FORBIDDEN",
+        404 | 405 => "NOT_FOUND",
+        s if s >= 500 => "UNAVAILABLE",
+        _ => "BAD_USER_INPUT",
+    };
+    let detail = if message.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_string()
+    } else {
+        message
+    };
+    let body = details(status, code, detail, Vec::new());
+    let json = serde_json::json!({
+        "type": body.kind, "title": body.title, "status": body.status,
+        "detail": body.detail, "code": body.code,
+    });
+    Response::builder()
+        .status(status)
+        .content_type(PROBLEM_JSON)
+        .body(json.to_string())
+}

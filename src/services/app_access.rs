@@ -1,0 +1,213 @@
+//! What a producer's app asks with an API key: a buyer's access, a yes/no for one target, and
+//! both for many buyers at once. Everything is read through the access cache, which every
+//! access-changing commit invalidates, so a revocation is visible to the next check.
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+
+use super::access_cache;
+use super::api_keys::{ACCESS_READ, AppKey};
+use super::buyers::{self, AccessView};
+use crate::domain::{Email, EntitlementStatus, TargetKind};
+use crate::{AppError, AppResult, AppState};
+
+/// The most buyers one lookup may name: enough for a page of members, small enough to answer
+/// in one round trip.
+pub const LOOKUP_MAX: usize = 500;
+
+/// Who the app is asking about.
+#[derive(Debug, Clone)]
+pub enum Who {
+    Email(String),
+    SubscriberCode(String),
+}
+
+impl Who {
+    /// Exactly one of the two, from an API's optional parameters.
+    pub fn from_params(email: Option<String>, subscriber_code: Option<String>) -> AppResult<Who> {
+        let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+        match (present(email), present(subscriber_code)) {
+            (Some(e), None) => Ok(Who::Email(e)),
+            (None, Some(c)) => Ok(Who::SubscriberCode(c)),
+            (None, None) => Err(AppError::bad("give email or subscriberCode")),
+            (Some(_), Some(_)) => Err(AppError::bad("give email or subscriberCode, not both")),
+        }
+    }
+}
+
+/// One buyer's access as the app sees it. `email` is `None` for a subscriber code nobody holds.
+#[derive(Debug, Clone)]
+pub struct BuyerAccess {
+    pub email: Option<String>,
+    pub subscriber_code: Option<String>,
+    pub known: bool,
+    pub access: Vec<AccessView>,
+}
+
+/// The answer to "may this buyer open this package or plan now".
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub active: bool,
+    /// ACTIVE, SUSPENDED, EXPIRED, REVOKED, or NONE when nothing was ever held.
+    pub status: &'static str,
+    /// While active, when it ends (`None`: no end); otherwise when it ended, if it had an end.
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+fn email(raw: &str) -> AppResult<Email> {
+    buyers::parse_email(raw)
+}
+
+/// A subscriber code as stored: trimmed, upper-case, printable, short.
+fn clean_code(raw: &str) -> Result<String, String> {
+    let code = raw.trim().to_ascii_uppercase();
+    if code.is_empty() || code.len() > 64 || code.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(format!("{raw:?} is not a Hotmart subscriber code"));
+    }
+    Ok(code)
+}
+
+/// The e-mail behind a subscriber code, if anyone holds it.
+async fn email_of_code(state: &AppState, app_id: i32, code: &str) -> AppResult<Option<Email>> {
+    let code = clean_code(code).map_err(|m| AppError::InvalidFields(vec![("subscriberCode".into(), m)]))?;
+    Ok(buyers::find_by_subscriber_code(&state.db, app_id, &code)
+        .await?
+        .and_then(|b| Email::parse(&b.email).ok()))
+}
+
+/// Everything the buyer holds, active or not. Someone never seen holds nothing; that is an
+/// answer, not an error.
+pub async fn of(state: &AppState, key: &AppKey, who: Who) -> AppResult<BuyerAccess> {
+    key.require(ACCESS_READ)?;
+    let (email, code) = match who {
+        Who::Email(e) => (Some(email(&e)?), None),
+        Who::SubscriberCode(c) => (
+            email_of_code(state, key.app_id, &c).await?,
+            Some(c.trim().to_ascii_uppercase()),
+        ),
+    };
+    let Some(email) = email else {
+        return Ok(BuyerAccess {
+            email: None,
+            subscriber_code: code,
+            known: false,
+            access: Vec::new(),
+        });
+    };
+    let held = access_cache::holdings(state, key.app_id, std::slice::from_ref(&email)).await?;
+    let h = held.get(email.as_str());
+    Ok(BuyerAccess {
+        email: Some(email.as_str().to_string()),
+        subscriber_code: code,
+        known: h.is_some_and(|h| h.buyer.is_some()),
+        access: h.map(|h| h.views(super::now())).unwrap_or_default(),
+    })
+}
+
+/// The verdict for one target, from every entitlement the buyer holds to it: active if any is;
+/// then the latest end among the active ones (no end wins). When none is active, the most
+/// telling status (suspended, then expired, then revoked) and when it ended.
+pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
+    let rows: Vec<&AccessView> = access
+        .iter()
+        .filter(|a| a.entitlement.target_kind == target.0.as_str() && a.entitlement.target_id == target.1)
+        .collect();
+    let active: Vec<&&AccessView> = rows.iter().filter(|a| a.active).collect();
+    if !active.is_empty() {
+        let open_ended = active.iter().any(|a| a.entitlement.expires_at.is_none());
+        return Verdict {
+            active: true,
+            status: EntitlementStatus::Active.as_str(),
+            expires_at: if open_ended {
+                None
+            } else {
+                active.iter().filter_map(|a| a.entitlement.expires_at).max()
+            },
+        };
+    }
+    let rank = |s: EntitlementStatus| match s {
+        EntitlementStatus::Suspended => 3,
+        EntitlementStatus::Expired => 2,
+        EntitlementStatus::Revoked => 1,
+        EntitlementStatus::Active => 4,
+    };
+    match rows.iter().max_by_key(|a| (rank(a.status), a.entitlement.expires_at)) {
+        Some(best) => Verdict {
+            active: false,
+            status: best.status.as_str(),
+            expires_at: best.entitlement.expires_at,
+        },
+        None => Verdict {
+            active: false,
+            status: "NONE",
+            expires_at: None,
+        },
+    }
+}
+
+/// The hot path: may the buyer open this target now.
+pub async fn check(state: &AppState, key: &AppKey, who: Who, target: (TargetKind, i32)) -> AppResult<Verdict> {
+    let held = of(state, key, who).await?;
+    Ok(verdict(&held.access, target))
+}
+
+/// Several buyers at once, by e-mail and by subscriber code, in the order asked. Invalid entries
+/// are all named in one error, so a caller fixes them in one go.
+pub async fn lookup(
+    state: &AppState,
+    key: &AppKey,
+    emails: &[String],
+    codes: &[String],
+) -> AppResult<Vec<BuyerAccess>> {
+    key.require(ACCESS_READ)?;
+    if emails.len() + codes.len() > LOOKUP_MAX {
+        return Err(AppError::bad(format!(
+            "ask about at most {LOOKUP_MAX} buyers per lookup (got {})",
+            emails.len() + codes.len()
+        )));
+    }
+    let mut bad = Vec::new();
+    let mut parsed = Vec::with_capacity(emails.len());
+    for (i, raw) in emails.iter().enumerate() {
+        match Email::parse(raw) {
+            Ok(e) => parsed.push(e),
+            Err(m) => bad.push((format!("emails[{i}]"), m)),
+        }
+    }
+    let mut clean = Vec::with_capacity(codes.len());
+    for (i, c) in codes.iter().enumerate() {
+        match clean_code(c) {
+            Ok(c) => clean.push(c),
+            Err(m) => bad.push((format!("subscriberCodes[{i}]"), m)),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(AppError::InvalidFields(bad));
+    }
+    let holders = buyers::emails_by_subscriber_codes(&state.db, key.app_id, &clean).await?;
+    let by_code: Vec<(String, Option<Email>)> = clean
+        .into_iter()
+        .map(|c| {
+            let e = holders.get(&c).and_then(|e| Email::parse(e).ok());
+            (c, e)
+        })
+        .collect();
+    let mut wanted: Vec<Email> = parsed.clone();
+    wanted.extend(by_code.iter().filter_map(|(_, e)| e.clone()));
+    wanted.sort();
+    wanted.dedup();
+    let held: HashMap<String, _> = access_cache::holdings(state, key.app_id, &wanted).await?;
+    let now = super::now();
+    let answer = |email: Option<&Email>, code: Option<String>| {
+        let h = email.and_then(|e| held.get(e.as_str()));
+        BuyerAccess {
+            email: email.map(|e| e.as_str().to_string()),
+            subscriber_code: code,
+            known: h.is_some_and(|h| h.buyer.is_some()),
+            access: h.map(|h| h.views(now)).unwrap_or_default(),
+        }
+    };
+    let mut out: Vec<BuyerAccess> = parsed.iter().map(|e| answer(Some(e), None)).collect();
+    out.extend(by_code.into_iter().map(|(c, e)| answer(e.as_ref(), Some(c))));
+    Ok(out)
+}

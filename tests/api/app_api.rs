@@ -1,0 +1,343 @@
+//! The apps' REST API: access by e-mail and subscriber code, the check, bulk lookups, problem
+//! reports for every error, keys per app, and revocations visible to the very next check.
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CREATE_KEY: &str =
+    "mutation($n: String!) { createApiKey(name: $n, scopes: [\"access:read\"]) { secret key { id } } }";
+
+async fn key_for(app: &TestApp, token: &str) -> (String, String) {
+    let v = app.gql_as(token, CREATE_KEY, json!({"n": "members area"})).await;
+    let c = &v["data"]["createApiKey"];
+    (
+        c["secret"].as_str().unwrap_or_else(|| panic!("{v}")).to_string(),
+        c["key"]["id"].as_str().unwrap().to_string(),
+    )
+}
+
+/// GET with a bearer key (or none); the status, the content type and the JSON body.
+async fn get(app: &TestApp, key: Option<&str>, path_and_query: &str) -> (u16, String, Value) {
+    let mut req = app.client.get(format!("{}{path_and_query}", app.addr));
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    answer(req.send().await.unwrap()).await
+}
+
+async fn post(app: &TestApp, key: &str, path: &str, body: &Value) -> (u16, String, Value) {
+    let res = app
+        .client
+        .post(format!("{}{path}", app.addr))
+        .bearer_auth(key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    answer(res).await
+}
+
+async fn answer(res: reqwest::Response) -> (u16, String, Value) {
+    let status = res.status().as_u16();
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let text = res.text().await.unwrap();
+    (status, ct, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+}
+
+fn assert_problem(got: &(u16, String, Value), status: u16, code: &str) {
+    assert_eq!(got.0, status, "{got:?}");
+    assert!(got.1.starts_with("application/problem+json"), "{got:?}");
+    assert_eq!(got.2["status"], status, "{got:?}");
+    assert_eq!(got.2["code"], code, "{got:?}");
+    assert!(got.2["title"].is_string() && got.2["detail"].is_string(), "{got:?}");
+}
+
+#[tokio::test]
+async fn an_app_reads_access_by_email_and_subscriber_code_and_checks_one_plan() {
+    let (app, plan) = app_with_plan().await;
+    let (key, _) = key_for(&app, &app.admin()).await;
+    assert_eq!(app.post_hotmart(&recent("purchase_approved.json", &[])).await.0, 200);
+    app.process_inbox().await;
+
+    let got = get(&app, Some(&key), "/v1/access?email=Ana.Teste@Example.com").await;
+    assert_eq!(got.0, 200, "{got:?}");
+    let body = &got.2;
+    assert_eq!(body["email"], "ana.teste@example.com");
+    assert_eq!(
+        (body["known"].as_bool(), body["active"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let e = &body["entitlements"][0];
+    assert_eq!(e["targetKind"], "plan");
+    assert_eq!(e["targetId"].to_string(), plan);
+    assert_eq!(e["targetName"], "Mensal");
+    assert_eq!(
+        (e["status"].as_str(), e["active"].as_bool()),
+        (Some("ACTIVE"), Some(true))
+    );
+    assert_eq!(e["subscriberCode"], "SBX7Q2LM");
+    assert!(ms_of(&e["expiresAt"]) > chrono::Utc::now().timestamp_millis());
+
+    let by_code = get(&app, Some(&key), "/v1/access?subscriberCode=sbx7q2lm").await;
+    assert_eq!(by_code.0, 200);
+    assert_eq!(by_code.2["email"], "ana.teste@example.com");
+    assert_eq!(by_code.2["subscriberCode"], "SBX7Q2LM");
+    assert_eq!(by_code.2["entitlements"], body["entitlements"]);
+
+    let check = get(
+        &app,
+        Some(&key),
+        &format!("/v1/access/check?email=ana.teste@example.com&plan={plan}"),
+    )
+    .await;
+    assert_eq!(check.0, 200, "{check:?}");
+    assert_eq!(check.2["active"], true);
+    assert_eq!(check.2["status"], "ACTIVE");
+    assert_eq!(check.2["expiresAt"], e["expiresAt"]);
+    let by_code = get(
+        &app,
+        Some(&key),
+        &format!("/v1/access/check?subscriberCode=SBX7Q2LM&plan={plan}"),
+    )
+    .await;
+    assert_eq!(by_code.2, check.2);
+
+    // Another plan, a package of the same id, an unknown buyer and an unknown code: all "no".
+    let other = app.create_plan("Anual", &[]).await;
+    for q in [
+        format!("email=ana.teste@example.com&plan={other}"),
+        format!("email=ana.teste@example.com&package={plan}"),
+        format!("email=nobody@example.com&plan={plan}"),
+        format!("subscriberCode=NOPE0000&plan={plan}"),
+    ] {
+        let got = get(&app, Some(&key), &format!("/v1/access/check?{q}")).await;
+        assert_eq!(got.0, 200, "{q}: {got:?}");
+        assert_eq!(
+            got.2,
+            json!({"active": false, "status": "NONE", "expiresAt": null}),
+            "{q}"
+        );
+    }
+    let nobody = get(&app, Some(&key), "/v1/access?email=nobody@example.com").await;
+    assert_eq!(nobody.0, 200);
+    assert_eq!(
+        (
+            nobody.2["known"].as_bool(),
+            nobody.2["entitlements"].as_array().map(Vec::len)
+        ),
+        (Some(false), Some(0))
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_is_visible_to_the_next_check() {
+    let (app, plan) = app_with_plan().await;
+    let (key, _) = key_for(&app, &app.admin()).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    let check = format!("/v1/access/check?email=ana.teste@example.com&plan={plan}");
+    // Warm the cache, so what follows proves the change invalidated it.
+    for _ in 0..3 {
+        assert_eq!(get(&app, Some(&key), &check).await.2["active"], true);
+    }
+
+    // A refund through the webhook and the worker.
+    assert_eq!(app.post_hotmart(&recent("purchase_refunded.json", &[])).await.0, 200);
+    app.process_inbox().await;
+    let got = get(&app, Some(&key), &check).await;
+    assert_eq!(
+        (got.2["active"].as_bool(), got.2["status"].as_str()),
+        (Some(false), Some("REVOKED")),
+        "{got:?}"
+    );
+
+    // An admin's grant and revoke.
+    let pkg = app.create_package("Bônus", &[], None).await;
+    let check_pkg = format!("/v1/access/check?email=bia@example.com&package={pkg}");
+    assert_eq!(get(&app, Some(&key), &check_pkg).await.2["status"], "NONE");
+    app.gql(
+        "mutation($id: ID!) { grantAccess(email: \"bia@example.com\", target: {kind: PACKAGE, id: $id}, reason: \"gift\") { status } }",
+        json!({"id": pkg}),
+    )
+    .await;
+    let got = get(&app, Some(&key), &check_pkg).await;
+    assert_eq!(got.2, json!({"active": true, "status": "ACTIVE", "expiresAt": null}));
+    app.gql(
+        "mutation($id: ID!) { revokeAccess(email: \"bia@example.com\", target: {kind: PACKAGE, id: $id}, reason: \"abuse\") }",
+        json!({"id": pkg}),
+    )
+    .await;
+    let got = get(&app, Some(&key), &check_pkg).await;
+    assert_eq!(
+        (got.2["active"].as_bool(), got.2["status"].as_str()),
+        (Some(false), Some("REVOKED"))
+    );
+}
+
+#[tokio::test]
+async fn lookup_answers_many_buyers_in_order_and_names_every_bad_entry() {
+    let (app, _plan) = app_with_plan().await;
+    let (key, _) = key_for(&app, &app.admin()).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+
+    let got = post(
+        &app,
+        &key,
+        "/v1/access/lookup",
+        &json!({"emails": ["nobody@example.com", "ANA.TESTE@example.com"], "subscriberCodes": ["SBX7Q2LM", "UNKNOWN1"]}),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{got:?}");
+    let r = got.2["results"].as_array().unwrap();
+    assert_eq!(r.len(), 4);
+    assert_eq!(
+        (r[0]["email"].as_str(), r[0]["known"].as_bool()),
+        (Some("nobody@example.com"), Some(false))
+    );
+    assert_eq!(
+        (r[1]["email"].as_str(), r[1]["active"].as_bool()),
+        (Some("ana.teste@example.com"), Some(true))
+    );
+    assert_eq!(r[2]["email"], "ana.teste@example.com");
+    assert_eq!(r[2]["subscriberCode"], "SBX7Q2LM");
+    assert_eq!(r[2]["entitlements"], r[1]["entitlements"]);
+    assert_eq!(
+        (r[3]["email"].clone(), r[3]["known"].as_bool()),
+        (Value::Null, Some(false))
+    );
+
+    let bad = post(
+        &app,
+        &key,
+        "/v1/access/lookup",
+        &json!({"emails": ["ok@example.com", "not-an-email", "x\u{0}@y.z"], "subscriberCodes": ["  "]}),
+    )
+    .await;
+    assert_problem(&bad, 400, "BAD_USER_INPUT");
+    let fields: Vec<&str> = bad.2["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(fields, ["emails[1]", "emails[2]", "subscriberCodes[0]"], "{bad:?}");
+
+    let many: Vec<String> = (0..501).map(|i| format!("b{i}@example.com")).collect();
+    assert_problem(
+        &post(&app, &key, "/v1/access/lookup", &json!({"emails": many})).await,
+        400,
+        "BAD_USER_INPUT",
+    );
+    let many: Vec<String> = (0..500).map(|i| format!("b{i}@example.com")).collect();
+    let got = post(&app, &key, "/v1/access/lookup", &json!({"emails": many})).await;
+    assert_eq!((got.0, got.2["results"].as_array().map(Vec::len)), (200, Some(500)));
+}
+
+#[tokio::test]
+async fn every_error_is_a_problem_report_and_nothing_is_a_500() {
+    let (app, plan) = app_with_plan().await;
+    let (key, key_id) = key_for(&app, &app.admin()).await;
+    let check = format!("/v1/access/check?email=ana@example.com&plan={plan}");
+
+    assert_problem(&get(&app, None, &check).await, 401, "UNAUTHENTICATED");
+    assert_problem(
+        &get(&app, Some("pk_000000000000_nope"), &check).await,
+        401,
+        "UNAUTHENTICATED",
+    );
+    // An admin JWT is not an API key.
+    assert_problem(&get(&app, Some(&app.admin()), &check).await, 401, "UNAUTHENTICATED");
+
+    for q in [
+        "/v1/access/check?email=ana@example.com".to_string(),
+        format!("/v1/access/check?email=ana@example.com&plan={plan}&package=1"),
+        format!("/v1/access/check?plan={plan}"),
+        format!("/v1/access/check?email=ana@example.com&subscriberCode=X&plan={plan}"),
+        format!("/v1/access/check?email=not-an-email&plan={plan}"),
+        "/v1/access/check?email=ana@example.com&plan=abc".to_string(),
+        "/v1/access/check?email=ana@example.com&plan=99999999999".to_string(),
+        "/v1/access?email=%00".to_string(),
+        "/v1/access".to_string(),
+    ] {
+        assert_problem(&get(&app, Some(&key), &q).await, 400, "BAD_USER_INPUT");
+    }
+    let res = app
+        .client
+        .post(format!("{}/v1/access/lookup", app.addr))
+        .bearer_auth(&key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(&answer(res).await, 400, "BAD_USER_INPUT");
+    assert_problem(&get(&app, Some(&key), "/v1/nothing-here").await, 404, "NOT_FOUND");
+
+    // Revoked: refused at once.
+    app.gql(
+        "mutation($id: ID!) { revokeApiKey(id: $id) { id } }",
+        json!({"id": key_id}),
+    )
+    .await;
+    assert_problem(&get(&app, Some(&key), &check).await, 401, "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn a_key_of_one_app_never_sees_another_apps_buyers() {
+    let (app, plan) = app_with_plan().await;
+    app.create_app("outra").await;
+    let (key_default, _) = key_for(&app, &app.admin()).await;
+    let (key_other, _) = key_for(&app, &app.token("outra", porteiro::auth::Role::Admin)).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+
+    let q = "/v1/access?email=ana.teste@example.com";
+    assert_eq!(get(&app, Some(&key_default), q).await.2["known"], true);
+    let other = get(&app, Some(&key_other), q).await;
+    assert_eq!((other.0, other.2["known"].as_bool()), (200, Some(false)));
+    let check = format!("/v1/access/check?email=ana.teste@example.com&plan={plan}");
+    assert_eq!(get(&app, Some(&key_other), &check).await.2["active"], false);
+    let by_code = get(&app, Some(&key_other), "/v1/access?subscriberCode=SBX7Q2LM").await;
+    assert_eq!(by_code.2["email"], Value::Null);
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_its_page_are_served_offline() {
+    let app = TestApp::spawn().await;
+    let (status, _, spec) = get(&app, None, "/v1/openapi.json").await;
+    assert_eq!(status, 200);
+    for path in ["/access", "/access/check", "/access/lookup"] {
+        assert!(spec["paths"][path].is_object(), "{path} missing from the document");
+    }
+    assert_eq!(spec["servers"][0]["url"], "/v1");
+    let problem = &spec["paths"]["/access/check"]["get"]["responses"]["401"]["content"];
+    assert!(problem["application/problem+json"].is_object(), "{problem}");
+    // The document says the same as `porteiro openapi` prints.
+    assert_eq!(
+        spec,
+        serde_json::from_str::<Value>(&porteiro::http::v1::spec()).unwrap()
+    );
+
+    let res = app.client.get(format!("{}/v1/docs", app.addr)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 200);
+    let page = res.text().await.unwrap();
+    assert!(
+        page.contains("openapi.json") || page.contains("spec-url"),
+        "the page loads our document"
+    );
+    // Offline: no script or style fetched from elsewhere.
+    for attr in [
+        "src=\"http",
+        "href=\"http",
+        "src='http",
+        "href='http",
+        "@import url(http",
+    ] {
+        assert!(!page.contains(attr), "the docs page loads {attr}…");
+    }
+}
