@@ -247,7 +247,9 @@ async fn main() {
     let (_, api_key) = services::api_keys::create(&state, &who, "bench", &["access:read".to_string()])
         .await
         .unwrap();
-    let plan_id = services::catalog::list_plans(&state.db, app.id).await.unwrap()[0].row.id;
+    let plan_id = services::catalog::list_plans(&state.db, app.id).await.unwrap()[0]
+        .row
+        .id;
     {
         let (c, a, k) = (client.clone(), addr.clone(), api_key.clone());
         let check = load(processed.max(1), move |i| {
@@ -351,7 +353,9 @@ async fn main() {
         let t = Instant::now();
         loop {
             let v: Value = client
-                .get(format!("{addr}/v1/access/check?email=buyer{id}@example.com&plan={plan_id}"))
+                .get(format!(
+                    "{addr}/v1/access/check?email=buyer{id}@example.com&plan={plan_id}"
+                ))
                 .bearer_auth(&api_key)
                 .send()
                 .await

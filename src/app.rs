@@ -117,6 +117,8 @@ pub struct AppState {
     pub webhook_slots: Arc<tokio::sync::Semaphore>,
     /// What each buyer holds, for the read paths; forgotten after every access-changing commit.
     pub access: Arc<services::access_cache::AccessCache>,
+    /// The notifications' sender.
+    pub notify: Arc<services::dispatch::Dispatcher>,
     worker: Arc<Notify>,
 }
 
@@ -142,6 +144,9 @@ impl AppState {
             secrets: SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied()),
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
+            notify: Arc::new(services::dispatch::Dispatcher::new(
+                settings.notify_allow_private_targets,
+            )),
             settings: Arc::new(settings),
             jobs: Arc::new(services::reconcile::Jobs::default()),
             ingest: Arc::new(services::inbox::Ingest::start(db.clone())),
@@ -157,6 +162,20 @@ impl AppState {
     /// delays processing).
     pub fn wake_worker(&self) {
         self.worker.notify_one();
+    }
+
+    /// After a commit that changed what these buyers hold: forget their cached access and let
+    /// the dispatcher send what the change announced.
+    pub fn access_changed(&self, changed: &services::access_cache::Changed) {
+        self.access.forget(changed);
+        if !changed.0.is_empty() {
+            self.wake_dispatcher();
+        }
+    }
+
+    /// Tells the dispatcher there may be notifications to fan out or send (it also polls).
+    pub fn wake_dispatcher(&self) {
+        self.notify.wake();
     }
 
     /// Drains the inbox whenever woken, and on a timer, until shutdown. Events stored before a

@@ -81,6 +81,28 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// Notification endpoints.
+    Notify {
+        #[command(subcommand)]
+        action: NotifyAction,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum NotifyAction {
+    /// Send a signed `porteiro.test` notification to an endpoint now and print what it answered.
+    Test {
+        #[arg(long)]
+        endpoint: i32,
+        /// The endpoint's app (the default app unless said).
+        #[arg(long)]
+        app: Option<String>,
+    },
+    /// List an app's endpoints (never their secrets).
+    List {
+        #[arg(long)]
+        app: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -312,6 +334,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             action: KeysAction::RotateMaster { new_key },
         } => rotate_master(settings, new_key.as_deref()).await,
         Command::Keys { action } => api_keys(settings, action).await,
+        Command::Notify { action } => notify(settings, action).await,
         Command::Schema | Command::Openapi => unreachable!("handled above"),
     }
 }
@@ -352,6 +375,49 @@ async fn api_keys(settings: Settings, action: KeysAction) -> anyhow::Result<()> 
     Ok(())
 }
 
+async fn notify(settings: Settings, action: NotifyAction) -> anyhow::Result<()> {
+    let default_app = settings.default_app.clone();
+    let state = AppState::init(settings).await?;
+    match action {
+        NotifyAction::Test { endpoint, app } => {
+            let who = app_principal(&state, app.as_deref().unwrap_or(&default_app)).await?;
+            let d = services::notifications::send_test(&state, who.app_id, endpoint).await?;
+            let r = &d.row;
+            println!(
+                "{} to endpoint {endpoint}: {} in {} ms{}",
+                d.notification.msg_id,
+                match r.last_status_code {
+                    Some(code) => format!("answered {code}"),
+                    None => "no answer".to_string(),
+                },
+                r.last_latency_ms.unwrap_or_default(),
+                r.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
+            );
+            if r.status != services::notifications::DELIVERED {
+                bail!("the endpoint did not accept the test notification");
+            }
+        }
+        NotifyAction::List { app } => {
+            let who = app_principal(&state, app.as_deref().unwrap_or(&default_app)).await?;
+            for e in services::notifications::list_endpoints(&state.db, who.app_id).await? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.id,
+                    e.uid,
+                    if e.enabled { "enabled" } else { "disabled" },
+                    e.url,
+                    if e.event_types.is_empty() {
+                        "all events"
+                    } else {
+                        &e.event_types
+                    }
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Crash-safe order: the new key is on disk (as master.key.next, which start-up also reads)
 /// before any value is rewritten; the rewrite is one transaction; only then is it swapped in.
 async fn rotate_master(settings: Settings, new_key: Option<&str>) -> anyhow::Result<()> {
@@ -378,7 +444,8 @@ async fn rotate_master(settings: Settings, new_key: Option<&str>) -> anyhow::Res
     let to = SecretBox::new(new);
     let db = crate::db::connect(&settings.database_url).await?;
     let txn = crate::db::write_txn(&db).await?;
-    let n = services::integration::reencrypt_all(&txn, &from, &to).await?;
+    let n = services::integration::reencrypt_all(&txn, &from, &to).await?
+        + services::notifications::reencrypt_all(&txn, &from, &to).await?;
     txn.commit().await?;
     let old_id = from.current_key_id().to_string();
     if settings.master_key_from_env {
@@ -547,6 +614,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         .spawn_worker_thread(rx.clone())
         .context("cannot start the worker thread")?;
     let scheduler = tokio::spawn(state.clone().run_scheduler(rx.clone()));
+    let dispatcher = tokio::spawn(services::dispatch::run(state.clone(), rx.clone()));
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
@@ -576,6 +644,7 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::http::serve(state, acceptor, rx).await?;
     let _ = tokio::task::spawn_blocking(move || worker.join()).await;
     let _ = scheduler.await;
+    let _ = dispatcher.await;
     Ok(())
 }
 

@@ -33,6 +33,9 @@ struct RawSettings {
     scheduler_tick_secs: u64,
     /// `full` (default) or `normal`.
     sqlite_synchronous: String,
+    /// Let notification endpoints point at loopback, private and link-local addresses.
+    notify_allow_private_targets: bool,
+    notify_retention_days: i64,
 }
 
 impl Default for RawSettings {
@@ -56,6 +59,8 @@ impl Default for RawSettings {
             hotmart_sandbox_api_url: crate::hotmart::api::ApiEndpoints::default().sandbox_base,
             hotmart_retry_base_ms: 500,
             scheduler_tick_secs: 60,
+            notify_allow_private_targets: false,
+            notify_retention_days: 30,
         }
     }
 }
@@ -82,6 +87,11 @@ pub struct Settings {
     pub scheduler_tick_secs: u64,
     /// SQLite `synchronous=FULL` (true, the default) or the `normal` opt-in.
     pub sqlite_durable: bool,
+    /// `PORTEIRO_NOTIFY_ALLOW_PRIVATE_TARGETS`: endpoints may be on loopback or private networks
+    /// (off by default: an admin could otherwise make the server probe its own network).
+    pub notify_allow_private_targets: bool,
+    /// Delivered and dead notifications older than this are deleted.
+    pub notify_retention_days: i64,
 }
 
 impl std::fmt::Debug for Settings {
@@ -131,6 +141,8 @@ impl Settings {
             data_dir: data_dir.display().to_string(),
             public_url: Some("http://porteiro.test".into()),
             worker_poll_ms: 50,
+            // Tests' receivers listen on loopback.
+            notify_allow_private_targets: true,
             ..RawSettings::default()
         };
         Self::from_raw(raw)
@@ -223,6 +235,8 @@ impl Settings {
             default_app: raw.default_app,
             hotmart,
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
+            notify_allow_private_targets: raw.notify_allow_private_targets,
+            notify_retention_days: raw.notify_retention_days.max(1),
             sqlite_durable: match raw.sqlite_synchronous.to_ascii_lowercase().as_str() {
                 "full" => true,
                 "normal" => false,

@@ -37,3 +37,13 @@ pub fn access_cache(hit: bool) {
 pub fn reconciliation(status: &'static str) {
     metrics::counter!("porteiro_reconciliations_total", "status" => status).increment(1);
 }
+
+/// One notification attempt's result: DELIVERED, PENDING (will retry) or DEAD.
+pub fn notification(status: &str) {
+    let status = match status {
+        "DELIVERED" => "delivered",
+        "DEAD" => "dead",
+        _ => "retrying",
+    };
+    metrics::counter!("porteiro_notification_attempts_total", "result" => status).increment(1);
+}

@@ -21,6 +21,10 @@ pub struct Model {
     pub reason: String,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Grows with every notified change, so a receiver can drop what is older than it has.
+    pub version: i64,
+    /// Whether the passing of `expires_at` was announced (`access.expired`).
+    pub expiry_noted: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,6 +7,7 @@ mod m20261130_000002_reconciliation;
 mod m20261201_000003_access_history;
 mod m20261201_000004_reconciliation_jobs;
 mod m20261202_000005_api_keys;
+mod m20261203_000006_notifications;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000003_access_history::Migration),
             Box::new(m20261201_000004_reconciliation_jobs::Migration),
             Box::new(m20261202_000005_api_keys::Migration),
+            Box::new(m20261203_000006_notifications::Migration),
         ]
     }
 }

@@ -6,6 +6,7 @@ mod buyers;
 mod catalog;
 mod events;
 mod integration;
+mod notifications;
 mod reconcile;
 mod rules;
 
@@ -26,6 +27,7 @@ pub struct Query(
     audit::AuditQuery,
     reconcile::ReconcileQuery,
     api_keys::ApiKeyQuery,
+    notifications::NotificationQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -37,6 +39,7 @@ pub struct Mutation(
     rules::RuleMutation,
     reconcile::ReconcileMutation,
     api_keys::ApiKeyMutation,
+    notifications::NotificationMutation,
 );
 
 type PorteiroSchema = Schema<Query, Mutation, EmptySubscription>;

@@ -3,9 +3,7 @@
 use std::collections::BTreeSet;
 
 use entity::{entitlement, external_product_link as link, product_package as pkg, subscription_plan as plan};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
 use super::audit::{self, Entry};
@@ -538,19 +536,21 @@ pub async fn delete_target(
     let Some(before) = before else {
         return Err(AppError::not_found(format!("{} {id} not found", kind.as_str())));
     };
-    let holders = entitlement::Entity::find()
+    let live = entitlement::Entity::find()
         .filter(entitlement::Column::AppId.eq(who.app_id))
         .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
         .filter(entitlement::Column::TargetId.eq(id))
         .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
-        .count(&txn)
+        .all(&txn)
         .await?;
+    let holders = live.len();
     if holders > 0 && !force {
         return Err(AppError::Conflict(format!(
             "{holders} buyer(s) hold access to this {}; delete with force: true to revoke it",
             kind.as_str()
         )));
     }
+    super::entitlements::announce_removal(&txn, &live, &who.actor(), "the package or plan was deleted").await?;
     entitlement::Entity::delete_many()
         .filter(entitlement::Column::AppId.eq(who.app_id))
         .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
@@ -589,6 +589,7 @@ pub async fn delete_target(
     txn.commit().await?;
     state.hot.forget_catalog(who.app_id);
     state.access.forget_app(who.app_id);
+    state.wake_dispatcher();
     Ok(holders as i32)
 }
 

@@ -14,6 +14,7 @@ use serde_json::json;
 use super::access_cache::Changed;
 use super::audit::{self, Entry};
 use super::buyers;
+use super::outbox;
 use crate::auth::Principal;
 use crate::domain::{Effect, EntitlementStatus, Fact, Projection, TargetKind, project};
 use crate::{AppError, AppResult, AppState};
@@ -170,19 +171,23 @@ async fn bind_subscriber(db: &impl ConnectionTrait, app_id: i32, source: &str, b
 pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, actor: &str) -> AppResult<Changed> {
     let history = facts(db, app_id, source).await?;
     let existing = row_of(db, app_id, source).await?;
+    let now = super::now();
     let mut changed = Changed::default();
-    let before = match &existing {
+    let (before, before_side) = match &existing {
         Some(e) => {
             let email = email_of(db, e.buyer_id).await?;
             changed.add(app_id, &email);
-            Some(snapshot(e, &email))
+            (Some(snapshot(e, &email)), Some(outbox::side_of(e, &email, now)))
         }
-        None => None,
+        None => (None, None),
     };
     let Some(p) = project(&history) else {
         // Nothing in the history gives or takes access any more (a replay changed its decision).
-        if let Some(e) = existing {
+        if let Some(mut e) = existing {
             let id = e.id;
+            let news = outbox::transitions(before_side.as_ref(), None);
+            e.version += news.len() as i64;
+            outbox::announce(db, &e, &news, &outbox::cause(&history, 0, actor)).await?;
             entitlement::Entity::delete_by_id(id).exec(db).await?;
             audit::record(
                 db,
@@ -214,7 +219,23 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
     };
     changed.add(app_id, &holder.email);
     bind_subscriber(db, app_id, source, holder.id).await?;
-    let saved = write_row(db, app_id, source, &p, holder.id, existing).await?;
+    let after_side = outbox::Side {
+        email: holder.email.clone(),
+        target: p.target,
+        status: p.status.effective(p.expires_at, now),
+        expires_at: p.expires_at,
+    };
+    let news = outbox::transitions(before_side.as_ref(), Some(&after_side));
+    let notes = Notes {
+        version: existing.as_ref().map_or(0, |e| e.version) + news.len() as i64,
+        // A live row's end is announced by the timer when it passes; any other has nothing left
+        // to announce.
+        expiry_noted: !after_side.live(),
+    };
+    let saved = write_row(db, app_id, source, &p, holder.id, existing, notes).await?;
+    if !news.is_empty() {
+        outbox::announce(db, &saved, &news, &outbox::cause(&history, p.last_event_row, actor)).await?;
+    }
     let after = snapshot(&saved, &holder.email);
     if before.as_ref() != Some(&after) {
         let moved = before.as_ref().is_some_and(|b| b["holder"] != after["holder"]);
@@ -236,6 +257,32 @@ pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, act
     Ok(changed)
 }
 
+/// Announces the end of rows about to be deleted with their target (in the caller's
+/// transaction, before the delete).
+pub async fn announce_removal(
+    db: &impl ConnectionTrait,
+    rows: &[entitlement::Model],
+    actor: &str,
+    reason: &str,
+) -> AppResult<()> {
+    let now = super::now();
+    let cause = json!({"kind": "admin", "eventType": "TARGET_DELETED", "actor": actor, "reason": reason});
+    for r in rows {
+        let email = email_of(db, r.buyer_id).await?;
+        let news = outbox::transitions(Some(&outbox::side_of(r, &email, now)), None);
+        let mut r = r.clone();
+        r.version += news.len() as i64;
+        outbox::announce(db, &r, &news, &cause).await?;
+    }
+    Ok(())
+}
+
+/// What notifications keep on the row.
+struct Notes {
+    version: i64,
+    expiry_noted: bool,
+}
+
 async fn write_row(
     db: &impl ConnectionTrait,
     app_id: i32,
@@ -243,6 +290,7 @@ async fn write_row(
     p: &Projection,
     buyer_id: i32,
     existing: Option<entitlement::Model>,
+    notes: Notes,
 ) -> AppResult<entitlement::Model> {
     let now = super::now();
     let mut am: entitlement::ActiveModel = match existing {
@@ -265,6 +313,8 @@ async fn write_row(
     am.rule_version = Set(p.rule_version);
     am.reason = Set(p.reason.clone());
     am.updated_at = Set(now);
+    am.version = Set(notes.version);
+    am.expiry_noted = Set(notes.expiry_noted);
     am.save(db).await?.try_into().map_err(AppError::internal)
 }
 
@@ -357,7 +407,7 @@ pub async fn grant_manual(
     let f = admin_fact(Effect::AdminGrant, target, expires_at, Some(email.as_str()), &reason);
     let changed = add_admin_fact(&txn, who.app_id, &manual_source(target, buyer.id), &f, &who.actor()).await?;
     txn.commit().await?;
-    state.access.forget(&changed);
+    state.access_changed(&changed);
     Ok(())
 }
 
@@ -392,7 +442,7 @@ pub async fn revoke_manual(
         changed.extend(c);
     }
     txn.commit().await?;
-    state.access.forget(&changed);
+    state.access_changed(&changed);
     Ok(n)
 }
 

@@ -94,7 +94,7 @@ pub async fn cancel(
         (0, Default::default())
     };
     txn.commit().await?;
-    state.access.forget(&changed);
+    state.access_changed(&changed);
     Ok(SubscriptionAction {
         subscriber_code: code,
         status,

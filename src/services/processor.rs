@@ -186,7 +186,7 @@ pub async fn process_row(state: &AppState, id: i32) -> AppResult<Option<i32>> {
     match apply_row(state, &txn, row).await {
         Ok((status, changed)) => {
             txn.commit().await?;
-            state.access.forget(&changed);
+            state.access_changed(&changed);
             crate::telemetry::event_processed(status, started.elapsed().as_secs_f64());
             Ok(Some(id))
         }
@@ -410,7 +410,7 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     }
     let before_commit = started.elapsed();
     txn.commit().await?;
-    state.access.forget(&changed);
+    state.access_changed(&changed);
     tracing::debug!(
         batch = statuses.len(),
         waited_ms = waited.as_secs_f64() * 1e3,

@@ -15,7 +15,7 @@ const ROUNDS: usize = 20;
 const FLOODERS: usize = 8;
 
 /// The server process; killed (SIGKILL) when dropped, whatever happened.
-struct Server(Child);
+pub(crate) struct Server(Child);
 
 impl Drop for Server {
     fn drop(&mut self) {
@@ -24,7 +24,7 @@ impl Drop for Server {
     }
 }
 
-fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
+pub(crate) fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_porteiro"))
         .arg("serve")
         .current_dir(data_dir)
@@ -32,6 +32,7 @@ fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
         .env("PORTEIRO_DATA_DIR", data_dir)
         .env("PORTEIRO_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
+        .env("PORTEIRO_NOTIFY_ALLOW_PRIVATE_TARGETS", "true")
         .env_remove("PORTEIRO_MASTER_KEY")
         .env_remove("PORTEIRO_JWT_KEY")
         .stderr(Stdio::piped())

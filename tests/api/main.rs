@@ -14,6 +14,7 @@ mod fuzz;
 mod hotmart_api;
 mod integration;
 mod migrations;
+mod notifications;
 mod pipeline;
 mod rules;
 mod schema;

@@ -18,6 +18,12 @@ async fn migrations_go_up_down_and_up_again() {
     // One step down removes only the latest migration.
     Migrator::down(db, Some(1)).await.expect("one step down");
     assert!(
+        entity::notification_endpoint::Entity::find().all(db).await.is_err(),
+        "notification tables are gone"
+    );
+    assert!(entity::api_key::Entity::find().all(db).await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("then api keys");
+    assert!(
         entity::api_key::Entity::find().all(db).await.is_err(),
         "api keys are gone"
     );
@@ -50,18 +56,25 @@ async fn the_access_history_migration_recomputes_existing_data() {
     let db = &app.state.db;
 
     // Back to the old schema, and data as the old code wrote it.
-    Migrator::down(db, Some(3))
+    Migrator::down(db, Some(4))
         .await
         .expect("back to before the access history");
-    let ana = entity::entitlement::Entity::find().one(db).await.unwrap().unwrap();
-    let mut am: entity::entitlement::ActiveModel = ana.clone().into();
-    am.status = Set("REVOKED".into());
-    am.reason = Set("manual revoke: fraud".into());
-    am.revoked_at = Set(Some(chrono::Utc::now()));
-    am.update(db).await.unwrap();
+    // The old schema, written as the old code wrote it (raw SQL: today's entities have columns
+    // that did not exist then).
+    let ana = exec(db, "SELECT id, app_id FROM entitlement", vec![]).await;
+    let (ana_id, app_id): (i32, i32) = (
+        ana[0].try_get("", "id").unwrap(),
+        ana[0].try_get("", "app_id").unwrap(),
+    );
     let now = chrono::Utc::now();
+    exec(
+        db,
+        "UPDATE entitlement SET status = ?, reason = ?, revoked_at = ? WHERE id = ?",
+        vec!["REVOKED".into(), "manual revoke: fraud".into(), now.into(), ana_id.into()],
+    )
+    .await;
     let bia = entity::buyer::ActiveModel {
-        app_id: Set(ana.app_id),
+        app_id: Set(app_id),
         email: Set("bia@example.com".into()),
         name: Set(String::new()),
         created_at: Set(now),
@@ -71,22 +84,23 @@ async fn the_access_history_migration_recomputes_existing_data() {
     .insert(db)
     .await
     .unwrap();
-    entity::entitlement::ActiveModel {
-        app_id: Set(ana.app_id),
-        buyer_id: Set(bia.id),
-        target_kind: Set("plan".into()),
-        target_id: Set(plan),
-        source: Set("manual".into()),
-        status: Set("ACTIVE".into()),
-        granted_at: Set(Some(now)),
-        reason: Set("manual grant: partner".into()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(db)
-    .await
-    .unwrap();
+    exec(
+        db,
+        "INSERT INTO entitlement (app_id, buyer_id, target_kind, target_id, source, status, granted_at, reason, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            app_id.into(),
+            bia.id.into(),
+            "plan".into(),
+            plan.into(),
+            "manual".into(),
+            "ACTIVE".into(),
+            now.into(),
+            "manual grant: partner".into(),
+            now.into(),
+            now.into(),
+        ],
+    )
+    .await;
 
     Migrator::up(db, None).await.expect("up");
     let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
@@ -125,4 +139,27 @@ async fn bia_id(app: &TestApp) -> i32 {
         .unwrap()
         .unwrap()
         .id
+}
+
+/// Raw SQL with `?` placeholders on either backend.
+async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<sea_orm::QueryResult> {
+    let backend = db.get_database_backend();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        let mut n = 0;
+        sql.chars()
+            .map(|c| {
+                if c == '?' {
+                    n += 1;
+                    format!("${n}")
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        sql.to_string()
+    };
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
+        .await
+        .unwrap()
 }

@@ -1,0 +1,593 @@
+//! Delivers the outbox: fans each notification out to the app's endpoints, sends due deliveries
+//! signed per Standard Webhooks, retries with backoff and jitter for about a day, then gives up
+//! (DEAD, re-sendable). Also the timer that announces ends as they pass (`access.expired`).
+//!
+//! At-least-once: a delivery is leased (its next attempt pushed past the send's timeout) before
+//! it is sent, so a crash mid-send only means it is sent again after the lease.
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use entity::{
+    entitlement, notification as note, notification_attempt as attempt_row, notification_delivery as delivery,
+    notification_endpoint as ep,
+};
+use rand::Rng;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+};
+use serde_json::json;
+
+use super::notifications::{DEAD, DELIVERED, PENDING};
+use super::outbox;
+use crate::{AppError, AppResult, AppState};
+
+/// Waits after the 1st, 2nd… failed attempt: 8 attempts over about 27 hours, as Standard
+/// Webhooks senders do.
+const SCHEDULE: &[Duration] = &[
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+/// The most of a receiver's answer that is read (and kept, for the attempt log).
+const READ_LIMIT: usize = 2048;
+const CLAIM: u64 = 200;
+
+/// Addresses a notification may go to when private targets are not allowed.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1]))
+                || (o[0] == 198 && (18..20).contains(&o[1]))
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] == 0x2001 && s[1] == 0x0db8))
+        }
+    }
+}
+
+/// Resolves names and keeps only public addresses: the check happens on the very addresses the
+/// connection uses, so a name cannot resolve to a public address when checked and a private one
+/// when connected.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let all: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = all.into_iter().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} resolves only to loopback, private or link-local addresses").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// The dispatcher's HTTP client and what it is sending right now.
+pub struct Dispatcher {
+    http: reqwest::Client,
+    allow_private: bool,
+    in_flight: Mutex<HashMap<i32, usize>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Dispatcher {
+    pub fn new(allow_private: bool) -> Self {
+        let mut b = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("porteiro-notifications/", env!("CARGO_PKG_VERSION")));
+        if !allow_private {
+            b = b.dns_resolver(Arc::new(PublicOnly));
+        }
+        Dispatcher {
+            http: b.build().unwrap_or_default(),
+            allow_private,
+            in_flight: Mutex::new(HashMap::new()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Releases an endpoint's slot when a send ends, however it ends.
+struct Slot(Arc<Dispatcher>, i32);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some(n) = self.0.slots().get_mut(&self.1) {
+            *n = n.saturating_sub(1);
+        }
+    }
+}
+
+/// Creates the deliveries of new notifications, one per enabled endpoint whose filter takes it.
+pub async fn fan_out(state: &AppState) -> AppResult<usize> {
+    let fresh = note::Entity::find()
+        .filter(note::Column::FannedOut.eq(false))
+        .order_by_asc(note::Column::Id)
+        .limit(500)
+        .all(&state.db)
+        .await?;
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let mut apps: Vec<i32> = fresh.iter().map(|n| n.app_id).collect();
+    apps.sort();
+    apps.dedup();
+    let txn = crate::db::write_txn(&state.db).await?;
+    let endpoints = ep::Entity::find()
+        .filter(ep::Column::AppId.is_in(apps))
+        .filter(ep::Column::Enabled.eq(true))
+        .all(&txn)
+        .await?;
+    let now = super::now();
+    let mut rows = Vec::new();
+    for n in &fresh {
+        for e in endpoints.iter().filter(|e| e.app_id == n.app_id) {
+            let takes = e.event_types.is_empty() || e.event_types.split_whitespace().any(|t| t == n.event_type);
+            if takes {
+                rows.push(delivery::ActiveModel {
+                    app_id: Set(n.app_id),
+                    notification_id: Set(n.id),
+                    endpoint_id: Set(e.id),
+                    status: Set(PENDING.into()),
+                    attempts: Set(0),
+                    next_attempt_at: Set(Some(now)),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    for chunk in rows.chunks(200) {
+        delivery::Entity::insert_many(chunk.to_vec()).exec(&txn).await?;
+    }
+    // Only rows still unmarked: another process may have fanned some out meanwhile.
+    let ids: Vec<i32> = fresh.iter().map(|n| n.id).collect();
+    let marked = note::Entity::update_many()
+        .col_expr(note::Column::FannedOut, true.into())
+        .filter(note::Column::Id.is_in(ids))
+        .filter(note::Column::FannedOut.eq(false))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    if marked as usize != fresh.len() {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    txn.commit().await?;
+    Ok(fresh.len())
+}
+
+/// Claims the deliveries due at `now` that their endpoints have room for, and sends each on its
+/// own task. The handles are returned so a caller (a test, a command) can wait for them.
+pub async fn deliver_due(state: &AppState, now: DateTime<Utc>) -> AppResult<Vec<tokio::task::JoinHandle<()>>> {
+    let txn = crate::db::write_txn(&state.db).await?;
+    let mut q = delivery::Entity::find()
+        .filter(delivery::Column::Status.eq(PENDING))
+        .filter(delivery::Column::NextAttemptAt.lte(now))
+        .order_by_asc(delivery::Column::NextAttemptAt)
+        .limit(CLAIM);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        q = q.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        );
+    }
+    let due = q.all(&txn).await?;
+    if due.is_empty() {
+        txn.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<i32> = due.iter().map(|d| d.endpoint_id).collect();
+    ids.sort();
+    ids.dedup();
+    let endpoints: HashMap<i32, ep::Model> = ep::Entity::find()
+        .filter(ep::Column::Id.is_in(ids))
+        .filter(ep::Column::Enabled.eq(true))
+        .all(&txn)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e))
+        .collect();
+    let mut taken = Vec::new();
+    {
+        let mut slots = state.notify.slots();
+        for d in due {
+            let Some(e) = endpoints.get(&d.endpoint_id) else {
+                continue;
+            };
+            let used = slots.entry(e.id).or_insert(0);
+            if *used >= e.max_in_flight.max(1) as usize {
+                continue;
+            }
+            *used += 1;
+            taken.push((Slot(state.notify.clone(), e.id), e.clone(), d));
+        }
+    }
+    let real_now = super::now();
+    for (_, e, d) in &taken {
+        // The lease: nobody else takes it until the send had time to end.
+        let lease = real_now + chrono::TimeDelta::milliseconds(e.timeout_ms as i64 + 30_000);
+        delivery::Entity::update_many()
+            .col_expr(delivery::Column::NextAttemptAt, Some(lease).into())
+            .filter(delivery::Column::Id.eq(d.id))
+            .exec(&txn)
+            .await?;
+    }
+    txn.commit().await?;
+    let mut notes: HashMap<i32, note::Model> = HashMap::new();
+    let wanted: Vec<i32> = taken.iter().map(|(_, _, d)| d.notification_id).collect();
+    for chunk in wanted.chunks(500) {
+        for n in note::Entity::find()
+            .filter(note::Column::Id.is_in(chunk.to_vec()))
+            .all(&state.db)
+            .await?
+        {
+            notes.insert(n.id, n);
+        }
+    }
+    let mut handles = Vec::new();
+    for (slot, e, d) in taken {
+        let Some(n) = notes.get(&d.notification_id).cloned() else {
+            continue;
+        };
+        let state = state.clone();
+        handles.push(tokio::spawn(async move {
+            let _slot = slot;
+            if let Err(err) = attempt(&state, &e, &n, d).await {
+                err.log();
+            }
+        }));
+    }
+    Ok(handles)
+}
+
+/// What one send came to.
+struct Outcome {
+    status: Option<u16>,
+    error: Option<String>,
+    excerpt: Option<String>,
+    latency_ms: i32,
+}
+
+/// Headers of one signed send: `webhook-id`, `webhook-timestamp`, and one `v1,` signature per
+/// signing secret (two during a rotation's overlap).
+pub fn sign(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> AppResult<Vec<(&'static str, String)>> {
+    let mut sigs = Vec::new();
+    for s in secrets {
+        let wh = standardwebhooks::Webhook::new(s).map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?;
+        sigs.push(
+            wh.sign(msg_id, timestamp, body.as_bytes())
+                .map_err(|e| AppError::internal(anyhow::anyhow!("{e}")))?,
+        );
+    }
+    Ok(vec![
+        ("webhook-id", msg_id.to_string()),
+        ("webhook-timestamp", timestamp.to_string()),
+        ("webhook-signature", sigs.join(" ")),
+    ])
+}
+
+async fn send(state: &AppState, e: &ep::Model, n: &note::Model) -> AppResult<Outcome> {
+    let now = super::now();
+    let secrets = super::notifications::signing_secrets(state, e, now)?;
+    let headers = sign(&secrets, &n.msg_id, now.timestamp(), &n.payload)?;
+    let started = Instant::now();
+    let elapsed = |t: Instant| t.elapsed().as_millis().min(i32::MAX as u128) as i32;
+    // Literal addresses never reach the resolver: checked here.
+    if !state.notify.allow_private
+        && let Err(m) = super::notifications::check_url(&e.url, false)
+    {
+        return Ok(Outcome {
+            status: None,
+            error: Some(m),
+            excerpt: None,
+            latency_ms: 0,
+        });
+    }
+    let mut req = state
+        .notify
+        .http
+        .post(&e.url)
+        .timeout(Duration::from_millis(e.timeout_ms.max(1) as u64))
+        .header("content-type", "application/json")
+        .body(n.payload.clone());
+    for (k, v) in headers {
+        req = req.header(k, v);
+    }
+    let mut res = match req.send().await {
+        Ok(r) => r,
+        Err(err) => {
+            return Ok(Outcome {
+                status: None,
+                error: Some(describe(&err)),
+                excerpt: None,
+                latency_ms: elapsed(started),
+            });
+        }
+    };
+    let status = res.status().as_u16();
+    let mut body = Vec::new();
+    // Bounded: a receiver answering gigabytes costs us 2 KiB.
+    while body.len() < READ_LIMIT {
+        match res.chunk().await {
+            Ok(Some(c)) => body.extend_from_slice(&c[..c.len().min(READ_LIMIT - body.len())]),
+            _ => break,
+        }
+    }
+    let excerpt = String::from_utf8_lossy(&body).replace('\0', "").to_string();
+    Ok(Outcome {
+        status: Some(status),
+        error: None,
+        excerpt: (!excerpt.is_empty()).then_some(excerpt),
+        latency_ms: elapsed(started),
+    })
+}
+
+fn describe(err: &reqwest::Error) -> String {
+    let mut text = if err.is_timeout() {
+        "timed out".to_string()
+    } else if err.is_connect() {
+        "could not connect".to_string()
+    } else {
+        "request failed".to_string()
+    };
+    let mut source: Option<&dyn std::error::Error> = std::error::Error::source(err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text.chars().take(500).collect()
+}
+
+/// The wait before the next attempt after `attempts` failed ones, with ±20% jitter, or `None`
+/// when the schedule is over.
+pub fn next_wait(attempts: i32) -> Option<Duration> {
+    let base = SCHEDULE.get(usize::try_from(attempts).ok()?.checked_sub(1)?)?;
+    let jitter = rand::rng().random_range(0.8..1.2);
+    Some(base.mul_f64(jitter))
+}
+
+/// Sends one delivery now and records the attempt and its consequence.
+pub async fn attempt(
+    state: &AppState,
+    e: &ep::Model,
+    n: &note::Model,
+    d: delivery::Model,
+) -> AppResult<delivery::Model> {
+    let out = send(state, e, n).await?;
+    let now = super::now();
+    let attempts = d.attempts + 1;
+    let txn = crate::db::write_txn(&state.db).await?;
+    attempt_row::ActiveModel {
+        delivery_id: Set(d.id),
+        attempted_at: Set(now),
+        status_code: Set(out.status.map(i32::from)),
+        error: Set(out.error.clone()),
+        latency_ms: Set(out.latency_ms),
+        response_excerpt: Set(out.excerpt.clone()),
+        ..Default::default()
+    }
+    .insert(&txn)
+    .await?;
+    let mut am: delivery::ActiveModel = d.into();
+    am.attempts = Set(attempts);
+    am.last_status_code = Set(out.status.map(i32::from));
+    am.last_latency_ms = Set(Some(out.latency_ms));
+    am.updated_at = Set(now);
+    match out.status {
+        Some(s) if (200..300).contains(&s) => {
+            am.status = Set(DELIVERED.into());
+            am.delivered_at = Set(Some(now));
+            am.next_attempt_at = Set(None);
+            am.last_error = Set(None);
+        }
+        Some(410) => {
+            am.status = Set(DEAD.into());
+            am.next_attempt_at = Set(None);
+            am.last_error = Set(Some("410 Gone: the endpoint was disabled".into()));
+            ep::Entity::update_many()
+                .col_expr(ep::Column::Enabled, false.into())
+                .col_expr(
+                    ep::Column::DisabledReason,
+                    Some(format!("answered 410 Gone at {}", now.to_rfc3339())).into(),
+                )
+                .col_expr(ep::Column::UpdatedAt, now.into())
+                .filter(ep::Column::Id.eq(e.id))
+                .exec(&txn)
+                .await?;
+            tracing::warn!(endpoint = %e.uid, "notification endpoint answered 410 Gone; disabled");
+        }
+        other => {
+            am.last_error = Set(Some(
+                out.error
+                    .unwrap_or_else(|| format!("answered {}", other.unwrap_or_default())),
+            ));
+            match next_wait(attempts) {
+                Some(wait) => {
+                    am.next_attempt_at = Set(Some(now + chrono::TimeDelta::from_std(wait).unwrap_or_default()));
+                }
+                None => {
+                    am.status = Set(DEAD.into());
+                    am.next_attempt_at = Set(None);
+                }
+            }
+        }
+    }
+    let row = am.update(&txn).await?;
+    txn.commit().await?;
+    crate::telemetry::notification(&row.status);
+    Ok(row)
+}
+
+/// Announces the ends that passed (`access.expired`) and were not announced yet.
+pub async fn sweep_expiries(state: &AppState, now: DateTime<Utc>) -> AppResult<usize> {
+    let due = entitlement::Entity::find()
+        .filter(entitlement::Column::ExpiryNoted.eq(false))
+        .filter(entitlement::Column::ExpiresAt.lte(now))
+        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .order_by_asc(entitlement::Column::ExpiresAt)
+        .limit(500)
+        .all(&state.db)
+        .await?;
+    let mut n = 0;
+    for row in due {
+        let txn = crate::db::write_txn(&state.db).await?;
+        super::entitlements::lock_source(&txn, row.app_id, &row.source).await?;
+        // Read again under the lock: a recompute may have moved the end or announced it.
+        let Some(row) = entitlement::Entity::find_by_id(row.id).one(&txn).await? else {
+            continue;
+        };
+        let due = !row.expiry_noted && row.expires_at.is_some_and(|t| t <= now);
+        if !due {
+            continue;
+        }
+        let email = entity::buyer::Entity::find_by_id(row.buyer_id)
+            .one(&txn)
+            .await?
+            .map(|b| b.email)
+            .unwrap_or_default();
+        let before = outbox::side_of(&row, &email, now);
+        let mut after = before.clone();
+        after.status = crate::domain::EntitlementStatus::Expired;
+        let news = outbox::transitions(Some(&before), Some(&after));
+        let mut am: entitlement::ActiveModel = row.clone().into();
+        am.expiry_noted = Set(true);
+        am.version = Set(row.version + news.len() as i64);
+        let row = am.update(&txn).await?;
+        let cause = json!({"kind": "timer", "actor": "timer", "reason": "the paid-through date passed"});
+        outbox::announce(&txn, &row, &news, &cause).await?;
+        txn.commit().await?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Fans out, announces passed ends and sends what is due, until shutdown. Woken after access
+/// changes; otherwise every second.
+pub async fn run(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut last_sweep = Instant::now() - Duration::from_secs(60);
+    let mut last_prune = Instant::now();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        if let Err(e) = fan_out(&state).await {
+            e.log();
+        }
+        if last_sweep.elapsed() >= Duration::from_secs(5) {
+            last_sweep = Instant::now();
+            match sweep_expiries(&state, super::now()).await {
+                Ok(n) if n > 0 => {
+                    let _ = fan_out(&state).await;
+                }
+                Ok(_) => {}
+                Err(e) => e.log(),
+            }
+        }
+        if last_prune.elapsed() >= Duration::from_secs(3600) {
+            last_prune = Instant::now();
+            if let Err(e) = super::notifications::prune(&state, state.settings.notify_retention_days).await {
+                e.log();
+            }
+        }
+        if let Err(e) = deliver_due(&state, super::now()).await {
+            e.log();
+        }
+        tokio::select! {
+            _ = state.notify.wake.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::dns::Resolve;
+
+    #[test]
+    fn only_public_addresses_are_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.0.0.1",
+            "172.16.5.4",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111", "::ffff:8.8.8.8"] {
+            assert!(is_public(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_that_resolve_to_loopback_are_refused_at_connection_time() {
+        let name: reqwest::dns::Name = "localhost".parse().unwrap();
+        let err = match PublicOnly.resolve(name).await {
+            Ok(_) => panic!("localhost resolved to a public address"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains("private"), "{err}");
+    }
+
+    #[test]
+    fn retries_spread_over_about_a_day_then_stop() {
+        let total: Duration = (1..=7).map(|n| next_wait(n).unwrap()).sum();
+        assert!(
+            total > Duration::from_secs(20 * 3600) && total < Duration::from_secs(34 * 3600),
+            "{total:?}"
+        );
+        assert!(next_wait(8).is_none());
+        assert!(next_wait(0).is_none());
+    }
+}

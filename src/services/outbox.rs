@@ -1,0 +1,306 @@
+//! The transactional outbox: what an access change announces to the app, written in the
+//! change's own transaction (so a crash can neither lose a notification nor announce a change that
+//! did not commit). The dispatcher ([`super::dispatch`]) fans each row out to the app's endpoints.
+use chrono::{DateTime, Utc};
+use entity::{entitlement, notification};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+use serde_json::{Value, json};
+
+use crate::domain::{EntitlementStatus, Fact, TargetKind};
+use crate::{AppError, AppResult};
+
+/// Every event type an endpoint can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "access.granted",
+    "access.revoked",
+    "access.suspended",
+    "access.expired",
+    "access.changed",
+];
+/// Sent only by `sendTestNotification` / `porteiro notify test`, to every endpoint asked.
+pub const TEST_EVENT: &str = "porteiro.test";
+
+/// What a source gives one holder, as notifications compare it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Side {
+    pub email: String,
+    pub target: (TargetKind, i32),
+    /// As of now: an end date that passed reads EXPIRED.
+    pub status: EntitlementStatus,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Side {
+    pub fn live(&self) -> bool {
+        matches!(self.status, EntitlementStatus::Active | EntitlementStatus::Suspended)
+    }
+}
+
+/// A stored row as notifications compare it. An end that passed but was not announced yet still
+/// reads as the stored status, so whichever comes first (the timer or a later recompute)
+/// announces it.
+pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side {
+    let stored = EntitlementStatus::parse(&e.status);
+    Side {
+        email: email.to_string(),
+        target: (
+            TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Plan),
+            e.target_id,
+        ),
+        status: if e.expiry_noted {
+            stored.effective(e.expires_at, now)
+        } else {
+            stored
+        },
+        expires_at: e.expires_at,
+    }
+}
+
+/// Writes the announcements of one change of `row` (its version already counts them: the last
+/// one carries `row.version`).
+pub async fn announce(
+    db: &impl ConnectionTrait,
+    row: &entitlement::Model,
+    news: &[Announcement],
+    cause: &Value,
+) -> AppResult<()> {
+    let now = super::now();
+    let mut names: Vec<((TargetKind, i32), Option<String>)> = Vec::new();
+    for (i, a) in news.iter().enumerate() {
+        let name = match names.iter().find(|(t, _)| *t == a.side.target) {
+            Some((_, n)) => n.clone(),
+            None => {
+                let n = super::catalog::target(db, row.app_id, a.side.target.0, a.side.target.1)
+                    .await?
+                    .map(|t| t.name);
+                names.push((a.side.target, n.clone()));
+                n
+            }
+        };
+        let version = row.version - (news.len() - 1 - i) as i64;
+        let body = payload(
+            &Body {
+                announcement: a,
+                entitlement: row,
+                target_name: name.as_deref(),
+                version,
+                cause: cause.clone(),
+            },
+            now,
+        );
+        write(db, row.app_id, a.event_type, Some(row.id), version, &body).await?;
+    }
+    Ok(())
+}
+
+/// One announcement: its type and the side it is about.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Announcement {
+    pub event_type: &'static str,
+    pub side: Side,
+    pub previous: Option<Side>,
+}
+
+/// The announcements a change from `before` to `after` makes. A move to another holder or
+/// another target is the old one's loss and the new one's gain.
+pub fn transitions(before: Option<&Side>, after: Option<&Side>) -> Vec<Announcement> {
+    let mut out = Vec::new();
+    let same_holding = |b: &Side, a: &Side| b.email == a.email && b.target == a.target;
+    let (before, moved_from) = match (before, after) {
+        (Some(b), Some(a)) if !same_holding(b, a) => (None, Some(b)),
+        (b, _) => (b, None),
+    };
+    if let Some(b) = moved_from.filter(|b| b.live()) {
+        let mut gone = b.clone();
+        gone.status = EntitlementStatus::Revoked;
+        out.push(Announcement {
+            event_type: "access.revoked",
+            side: gone,
+            previous: Some(b.clone()),
+        });
+    }
+    let Some(a) = after else {
+        if let Some(b) = before.filter(|b| b.live()) {
+            let mut gone = b.clone();
+            gone.status = EntitlementStatus::Revoked;
+            out.push(Announcement {
+                event_type: "access.revoked",
+                side: gone,
+                previous: Some(b.clone()),
+            });
+        }
+        return out;
+    };
+    use EntitlementStatus::*;
+    let was = before.map(|b| b.status);
+    let kind = match (was, a.status) {
+        (Some(Active), Active) | (Some(Suspended), Suspended) => {
+            (before.map(|b| b.expires_at) != Some(a.expires_at)).then_some("access.changed")
+        }
+        (Some(Suspended), Active) | (None | Some(Revoked | Expired), Active) => Some("access.granted"),
+        (Some(Active), Suspended) => Some("access.suspended"),
+        (Some(Active | Suspended), Revoked) => Some("access.revoked"),
+        (Some(Active | Suspended), Expired) => Some("access.expired"),
+        _ => None,
+    };
+    if let Some(event_type) = kind {
+        out.push(Announcement {
+            event_type,
+            side: a.clone(),
+            previous: before.cloned(),
+        });
+    }
+    out
+}
+
+/// Why the change happened, for the payload: the Hotmart event or admin action that decided it.
+pub fn cause(history: &[Fact], last_event_row: i32, actor: &str) -> Value {
+    let decisive = if last_event_row > 0 {
+        history.iter().find(|f| f.event_row == last_event_row)
+    } else {
+        crate::domain::sorted(history).into_iter().rfind(|f| f.event_row == 0)
+    };
+    match decisive {
+        Some(f) => json!({
+            "kind": if f.event_row > 0 { "hotmart" } else { "admin" },
+            "eventType": f.event_type,
+            "hotmartEventId": (f.event_row > 0).then(|| f.key.clone()),
+            "transaction": f.transaction,
+            "actor": actor,
+            "reason": f.reason,
+        }),
+        None => json!({"kind": "system", "actor": actor}),
+    }
+}
+
+fn side_json(s: &Side) -> Value {
+    json!({
+        "active": s.status == EntitlementStatus::Active,
+        "status": s.status.as_str(),
+        "expiresAt": s.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    })
+}
+
+/// The JSON body receivers get (Standard Webhooks' `type` / `timestamp` / `data` envelope).
+pub struct Body<'a> {
+    pub announcement: &'a Announcement,
+    pub entitlement: &'a entitlement::Model,
+    pub target_name: Option<&'a str>,
+    pub version: i64,
+    pub cause: Value,
+}
+
+pub fn payload(b: &Body<'_>, now: DateTime<Utc>) -> Value {
+    let a = b.announcement;
+    json!({
+        "type": a.event_type,
+        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "data": {
+            "buyer": {
+                "email": a.side.email,
+                "subscriberCode": b.entitlement.source.strip_prefix("sub:"),
+            },
+            "target": {"kind": a.side.target.0.as_str(), "id": a.side.target.1, "name": b.target_name},
+            "entitlement": {"id": b.entitlement.id, "source": b.entitlement.source, "version": b.version},
+            "access": side_json(&a.side),
+            "previous": a.previous.as_ref().map(side_json),
+            "cause": b.cause,
+        }
+    })
+}
+
+/// Writes one outbox row in the caller's transaction.
+pub async fn write(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_type: &str,
+    entitlement_id: Option<i32>,
+    version: i64,
+    payload: &Value,
+) -> AppResult<notification::Model> {
+    Ok(notification::ActiveModel {
+        app_id: Set(app_id),
+        msg_id: Set(format!("msg_{}", uuid::Uuid::new_v4().simple())),
+        event_type: Set(event_type.to_string()),
+        entitlement_id: Set(entitlement_id),
+        version: Set(version),
+        payload: Set(serde_json::to_string(payload).map_err(AppError::internal)?),
+        fanned_out: Set(false),
+        created_at: Set(super::now()),
+        ..Default::default()
+    }
+    .insert(db)
+    .await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use EntitlementStatus::*;
+
+    fn side(email: &str, id: i32, status: EntitlementStatus, days: Option<i64>) -> Side {
+        Side {
+            email: email.into(),
+            target: (TargetKind::Plan, id),
+            status,
+            expires_at: days.map(|d| DateTime::from_timestamp(1_800_000_000 + d * 86_400, 0).unwrap()),
+        }
+    }
+
+    fn types(b: Option<&Side>, a: Option<&Side>) -> Vec<&'static str> {
+        transitions(b, a).into_iter().map(|x| x.event_type).collect()
+    }
+
+    #[test]
+    fn each_change_is_announced_once_with_its_own_type() {
+        let active = side("a@x.io", 1, Active, Some(30));
+        assert_eq!(types(None, Some(&active)), ["access.granted"]);
+        assert_eq!(types(Some(&active), Some(&active)), Vec::<&str>::new());
+        assert_eq!(
+            types(Some(&active), Some(&side("a@x.io", 1, Active, Some(60)))),
+            ["access.changed"]
+        );
+        assert_eq!(
+            types(Some(&active), Some(&side("a@x.io", 1, Suspended, Some(30)))),
+            ["access.suspended"]
+        );
+        assert_eq!(
+            types(Some(&side("a@x.io", 1, Suspended, Some(30))), Some(&active)),
+            ["access.granted"]
+        );
+        assert_eq!(
+            types(Some(&active), Some(&side("a@x.io", 1, Revoked, Some(30)))),
+            ["access.revoked"]
+        );
+        assert_eq!(
+            types(Some(&active), Some(&side("a@x.io", 1, Expired, Some(30)))),
+            ["access.expired"]
+        );
+        assert_eq!(types(Some(&active), None), ["access.revoked"]);
+        // Nothing to say between two states that give nothing.
+        let revoked = side("a@x.io", 1, Revoked, None);
+        assert!(types(Some(&revoked), Some(&side("a@x.io", 1, Expired, Some(1)))).is_empty());
+        assert!(types(None, Some(&revoked)).is_empty());
+        assert!(types(Some(&revoked), None).is_empty());
+    }
+
+    #[test]
+    fn a_move_is_a_loss_for_the_old_holder_and_a_gain_for_the_new_one() {
+        let ana = side("ana@x.io", 1, Active, Some(30));
+        let bia = side("bia@x.io", 1, Active, Some(30));
+        let t = transitions(Some(&ana), Some(&bia));
+        assert_eq!(
+            t.iter()
+                .map(|x| (x.event_type, x.side.email.as_str()))
+                .collect::<Vec<_>>(),
+            [("access.revoked", "ana@x.io"), ("access.granted", "bia@x.io")]
+        );
+        // A plan switch within one subscription: the old plan ends, the new one starts.
+        let other_plan = side("ana@x.io", 2, Active, Some(30));
+        let t = transitions(Some(&ana), Some(&other_plan));
+        assert_eq!(
+            t.iter().map(|x| (x.event_type, x.side.target.1)).collect::<Vec<_>>(),
+            [("access.revoked", 1), ("access.granted", 2)]
+        );
+    }
+}
