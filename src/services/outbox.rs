@@ -132,16 +132,16 @@ pub fn transitions(before: Option<&Side>, after: Option<&Side>) -> Vec<Announcem
         return out;
     };
     use EntitlementStatus::*;
-    let was = before.map(|b| b.status);
-    let kind = match (was, a.status) {
-        (Some(Active), Active) | (Some(Suspended), Suspended) => {
-            (before.map(|b| b.expires_at) != Some(a.expires_at)).then_some("access.changed")
-        }
-        (Some(Suspended), Active) | (None | Some(Revoked | Expired), Active) => Some("access.granted"),
-        (Some(Active), Suspended) => Some("access.suspended"),
-        (Some(Active | Suspended), Revoked) => Some("access.revoked"),
-        (Some(Active | Suspended), Expired) => Some("access.expired"),
-        _ => None,
+    // Every change of status is news once the app heard of the holding (so its last word is
+    // always the current status); a holding that starts without access is not.
+    let kind = match (before, a.status) {
+        (None, Active) => Some("access.granted"),
+        (None, _) => None,
+        (Some(b), s) if b.status == s => (b.live() && b.expires_at != a.expires_at).then_some("access.changed"),
+        (Some(_), Active) => Some("access.granted"),
+        (Some(_), Suspended) => Some("access.suspended"),
+        (Some(_), Revoked) => Some("access.revoked"),
+        (Some(_), Expired) => Some("access.expired"),
     };
     if let Some(event_type) = kind {
         out.push(Announcement {
@@ -277,10 +277,19 @@ mod tests {
             ["access.expired"]
         );
         assert_eq!(types(Some(&active), None), ["access.revoked"]);
-        // Nothing to say between two states that give nothing.
+        // A change between two states without access is still news (the app's last word is the
+        // current status); a holding that starts without access, or one without access that
+        // disappears, is not.
         let revoked = side("a@x.io", 1, Revoked, None);
-        assert!(types(Some(&revoked), Some(&side("a@x.io", 1, Expired, Some(1)))).is_empty());
+        let expired = side("a@x.io", 1, Expired, Some(1));
+        assert_eq!(types(Some(&expired), Some(&revoked)), ["access.revoked"]);
+        assert_eq!(
+            types(Some(&expired), Some(&side("a@x.io", 1, Suspended, None))),
+            ["access.suspended"]
+        );
+        assert!(types(Some(&revoked), Some(&revoked)).is_empty());
         assert!(types(None, Some(&revoked)).is_empty());
+        assert!(types(None, Some(&side("a@x.io", 1, Suspended, None))).is_empty());
         assert!(types(Some(&revoked), None).is_empty());
     }
 

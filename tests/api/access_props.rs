@@ -549,5 +549,69 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
             }
         }
         assert_eq!(got, want, "case {case}: lifecycle {l:?}, arrival {order:?}");
+        notifications_tell_the_same_story(&app, &code, &format!("case {case}: {l:?}, {order:?}")).await;
+    }
+}
+
+/// What a receiver hears about the subscription ends in the state the API reports: versions run
+/// 1, 2, 3… with no gap or repeat, the last one says the final status (and the end date while
+/// access is live; ends that passed included once the timer ran),
+/// and active access is never left unannounced.
+async fn notifications_tell_the_same_story(app: &TestApp, code: &str, context: &str) {
+    use porteiro::services::{dispatch, outbox};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let now = Utc::now();
+    dispatch::sweep_expiries(&app.state, now).await.unwrap();
+    let db = &app.state.db;
+    let Some(row) = entity::entitlement::Entity::find()
+        .filter(entity::entitlement::Column::Source.eq(format!("sub:{code}")))
+        .one(db)
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let notes = entity::notification::Entity::find()
+        .filter(entity::notification::Column::EntitlementId.eq(row.id))
+        .order_by_asc(entity::notification::Column::Id)
+        .all(db)
+        .await
+        .unwrap();
+    let versions: Vec<i64> = notes.iter().map(|n| n.version).collect();
+    assert_eq!(versions, (1..=row.version).collect::<Vec<_>>(), "{context}");
+    let holder = entity::buyer::Entity::find_by_id(row.buyer_id)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .email;
+    let last_said = outbox::side_of(&row, &holder, now);
+    match notes.last() {
+        Some(n) => {
+            let body: serde_json::Value = serde_json::from_str(&n.payload).unwrap();
+            let said = &body["data"]["access"];
+            let same_holding = body["data"]["buyer"]["email"] == holder.as_str()
+                && body["data"]["target"]["kind"] == row.target_kind.as_str()
+                && body["data"]["target"]["id"] == row.target_id;
+            if last_said.live() || same_holding {
+                assert!(same_holding, "{context}: held by {holder}, last said {body}");
+                assert_eq!(said["status"], last_said.status.as_str(), "{context}: {body}");
+            } else {
+                // It moved to another e-mail or plan while giving no access: the new holder
+                // never had any, so the last word is about the old one, and says "no access".
+                assert_eq!(said["active"], false, "{context}: {body}");
+            }
+            if last_said.live() {
+                let end = last_said
+                    .expires_at
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+                assert_eq!(said["expiresAt"], json!(end), "{context}: {body}");
+            }
+        }
+        // Held on hold from its first fact (a dispute before any approval) is no access either.
+        None => assert!(
+            last_said.status != porteiro::domain::EntitlementStatus::Active,
+            "active access never announced: {context}"
+        ),
     }
 }

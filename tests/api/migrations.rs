@@ -62,15 +62,17 @@ async fn the_access_history_migration_recomputes_existing_data() {
     // The old schema, written as the old code wrote it (raw SQL: today's entities have columns
     // that did not exist then).
     let ana = exec(db, "SELECT id, app_id FROM entitlement", vec![]).await;
-    let (ana_id, app_id): (i32, i32) = (
-        ana[0].try_get("", "id").unwrap(),
-        ana[0].try_get("", "app_id").unwrap(),
-    );
+    let (ana_id, app_id): (i32, i32) = (ana[0].try_get("", "id").unwrap(), ana[0].try_get("", "app_id").unwrap());
     let now = chrono::Utc::now();
     exec(
         db,
         "UPDATE entitlement SET status = ?, reason = ?, revoked_at = ? WHERE id = ?",
-        vec!["REVOKED".into(), "manual revoke: fraud".into(), now.into(), ana_id.into()],
+        vec![
+            "REVOKED".into(),
+            "manual revoke: fraud".into(),
+            now.into(),
+            ana_id.into(),
+        ],
     )
     .await;
     let bia = entity::buyer::ActiveModel {

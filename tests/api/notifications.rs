@@ -589,3 +589,48 @@ async fn a_notification_survives_a_kill_9_between_the_change_and_its_delivery() 
     verify(&secret, &delivered[0]).unwrap();
     assert_eq!(body(&delivered[0])["type"], "access.granted");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn porteiro_notify_test_sends_a_signed_test_and_says_what_came_back() {
+    let app = TestApp::spawn().await;
+    let rx = Receiver::start(&[Reply::Status(200)]).await;
+    let (ep, secret) = endpoint(&app, &rx.url, &[]).await;
+    let run = |endpoint: String| {
+        let (url, dir) = (
+            app.state.settings.database_url.clone(),
+            app.state.settings.data_dir.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+                .args(["notify", "test", "--endpoint", &endpoint])
+                .current_dir(&dir)
+                .env("DATABASE_URL", url)
+                .env("PORTEIRO_DATA_DIR", &dir)
+                .env("PORTEIRO_NOTIFY_ALLOW_PRIVATE_TARGETS", "true")
+                .env_remove("PORTEIRO_MASTER_KEY")
+                .env_remove("PORTEIRO_JWT_KEY")
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(ep.clone()).await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("answered 200"), "{stdout}");
+    let got = rx.got();
+    assert_eq!(got.len(), 1);
+    verify(&secret, &got[0]).unwrap();
+    assert_eq!(body(&got[0])["type"], "porteiro.test");
+
+    rx.answer(&[Reply::Status(500)]);
+    let out = run(ep).await.unwrap();
+    assert!(!out.status.success(), "a failed test exits non-zero");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("answered 500"));
+    let out = run("9999".into()).await.unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
