@@ -275,6 +275,9 @@ pub async fn deliver_due(state: &AppState, now: DateTime<Utc>) -> AppResult<Vec<
             if let Err(err) = attempt(&state, &e, &n, d).await {
                 err.log();
             }
+            // A slot is free: the next due delivery of this endpoint need not wait for the tick.
+            drop(_slot);
+            state.wake_dispatcher();
         }));
     }
     Ok(handles)

@@ -634,3 +634,46 @@ async fn porteiro_notify_test_sends_a_signed_test_and_says_what_came_back() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
 }
+
+/// The dispatcher as the server runs it: one delivery at a time to a slow-ish receiver, and
+/// still every change arrives, each slot freed by the send before it rather than by a timer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_running_dispatcher_sends_a_burst_through_one_slot() {
+    let app = TestApp::spawn().await;
+    let pkg = app.create_package("Bônus", &[], None).await;
+    let rx = Receiver::start(&[Reply::Status(200)]).await;
+    let (ep, _) = endpoint(&app, &rx.url, &[]).await;
+    app.gql(
+        "mutation($id: ID!) { updateNotificationEndpoint(id: $id, input: {maxInFlight: 1}) { maxInFlight } }",
+        json!({"id": ep}),
+    )
+    .await;
+    const N: usize = 40;
+    for i in 0..N {
+        app.gql(
+            "mutation($e: String!, $id: ID!) { grantAccess(email: $e, target: {kind: PACKAGE, id: $id}, reason: \"burst\") { status } }",
+            json!({"e": format!("b{i}@example.com"), "id": pkg}),
+        )
+        .await;
+    }
+    // Started after the burst, so no grant's own wake-up helps it along.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let dispatcher = tokio::spawn(dispatch::run(app.state.clone(), stopped));
+    // Generous: at one send per one-second tick this would take 40 s.
+    for _ in 0..200 {
+        if rx.got().len() >= N {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.send(true).unwrap();
+    dispatcher.await.unwrap();
+    let mut emails: Vec<String> = rx
+        .got()
+        .iter()
+        .map(|g| body(g)["data"]["buyer"]["email"].as_str().unwrap().to_string())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    assert_eq!(emails.len(), N, "every grant was delivered once the burst was through");
+}
