@@ -3,8 +3,12 @@
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
-use super::buyers::PageInfo;
-use super::{GqlResult, caller, gql, parse_id};
+use std::collections::HashMap;
+
+use async_graphql::dataloader::{DataLoader, Loader};
+
+use super::buyers::{Loaders, PageInfo};
+use super::{GqlResult, caller, gql, gql_shared, parse_id};
 use crate::services::Page;
 use crate::services::notifications::{self as svc, DeliveryFilter, DeliveryView, EndpointInput};
 use crate::services::outbox::EVENT_TYPES;
@@ -146,11 +150,12 @@ pub struct NotificationAttempt {
 impl NotificationDelivery {
     /// Every attempt, oldest first.
     async fn attempts(&self, ctx: &Context<'_>) -> GqlResult<Vec<NotificationAttempt>> {
-        let (state, _) = caller(ctx)?;
-        let id = parse_id(&self.id)?;
-        let mut all = svc::attempts(&state.db, &[id]).await.map_err(gql)?;
-        Ok(all
-            .remove(&id)
+        caller(ctx)?;
+        let loader = ctx.data_unchecked::<DataLoader<Loaders>>();
+        Ok(loader
+            .load_one(AttemptsKey(parse_id(&self.id)?))
+            .await
+            .map_err(gql_shared)?
             .unwrap_or_default()
             .into_iter()
             .map(|a| NotificationAttempt {
@@ -161,6 +166,24 @@ impl NotificationDelivery {
                 response_excerpt: a.response_excerpt,
             })
             .collect())
+    }
+}
+
+/// The attempts of every delivery on a page, in one query.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AttemptsKey(i32);
+
+impl Loader<AttemptsKey> for Loaders {
+    type Value = Vec<entity::notification_attempt::Model>;
+    type Error = std::sync::Arc<crate::AppError>;
+
+    async fn load(&self, keys: &[AttemptsKey]) -> Result<HashMap<AttemptsKey, Self::Value>, Self::Error> {
+        let ids: Vec<i32> = keys.iter().map(|k| k.0).collect();
+        let all = svc::attempts(&self.0.db, &ids).await.map_err(|e| {
+            e.log();
+            std::sync::Arc::new(e)
+        })?;
+        Ok(all.into_iter().map(|(id, a)| (AttemptsKey(id), a)).collect())
     }
 }
 
