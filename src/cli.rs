@@ -39,6 +39,16 @@ pub enum Command {
         #[arg(long, default_value = "cli")]
         subject: String,
     },
+    /// Print a one-time link (valid 15 minutes) that signs this browser in to the console.
+    Login {
+        #[arg(long)]
+        app: String,
+        #[arg(long, default_value = "admin")]
+        role: Role,
+        /// Who is signing in, for the audit log.
+        #[arg(long, default_value = "cli")]
+        subject: String,
+    },
     /// Manage apps (stores).
     Apps {
         #[command(subcommand)]
@@ -269,6 +279,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 MigrateAction::Down { all } => Migrator::down(&db, if all { None } else { Some(1) }).await?,
                 MigrateAction::Status => Migrator::status(&db).await?,
             }
+            Ok(())
+        }
+        Command::Login { app, role, subject } => {
+            let state = AppState::init(settings).await?;
+            let token = services::console::issue_login(&state, &app, role, &subject).await?;
+            eprintln!("open this link in your browser within 15 minutes (it works once):");
+            println!("{}/console/login?token={token}", state.settings.public_url);
             Ok(())
         }
         Command::Token {

@@ -6,6 +6,7 @@ pub mod app;
 pub mod audit_log;
 pub mod buyer;
 pub mod buyer_subscriber_code;
+pub mod console_token;
 pub mod entitlement;
 pub mod external_product_link;
 pub mod hotmart_integration;

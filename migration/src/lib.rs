@@ -8,6 +8,7 @@ mod m20261201_000003_access_history;
 mod m20261201_000004_reconciliation_jobs;
 mod m20261202_000005_api_keys;
 mod m20261203_000006_notifications;
+mod m20261204_000007_console_sessions;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261201_000004_reconciliation_jobs::Migration),
             Box::new(m20261202_000005_api_keys::Migration),
             Box::new(m20261203_000006_notifications::Migration),
+            Box::new(m20261204_000007_console_sessions::Migration),
         ]
     }
 }

@@ -92,12 +92,16 @@ pub struct EventQuery;
 
 #[Object]
 impl EventQuery {
+    // One argument per filter is the GraphQL API's shape.
+    #[allow(clippy::too_many_arguments)]
     async fn webhook_events(
         &self,
         ctx: &Context<'_>,
         status: Option<String>,
         event_type: Option<String>,
         email: Option<String>,
+        #[graphql(desc = "received at or after")] since: Option<DateTime<Utc>>,
+        #[graphql(desc = "received before")] until: Option<DateTime<Utc>>,
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<WebhookEventConnection> {
@@ -107,6 +111,8 @@ impl EventQuery {
             status,
             event_type,
             email,
+            since,
+            until,
         };
         let rows = inbox::list(&state.db, who.app_id, filter, page).await.map_err(gql)?;
         let end_cursor = rows.items.last().map(|r| r.id.to_string());

@@ -4,6 +4,7 @@ mod api_keys;
 mod audit;
 mod buyers;
 mod catalog;
+mod console;
 mod events;
 mod integration;
 mod notifications;
@@ -28,6 +29,7 @@ pub struct Query(
     reconcile::ReconcileQuery,
     api_keys::ApiKeyQuery,
     notifications::NotificationQuery,
+    console::ConsoleQuery,
 );
 
 #[derive(MergedObject, Default)]
@@ -111,18 +113,27 @@ pub fn sdl() -> String {
     builder().finish().sdl()
 }
 
-pub fn graphiql_html() -> String {
-    async_graphql::http::GraphiQLSource::build()
-        .endpoint("/graphql")
-        .finish()
-}
-
 pub fn error_body(code: &str, message: &str) -> String {
     json!({"errors": [{"message": message, "extensions": {"code": code}}]}).to_string()
 }
 
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy)]
+pub enum Credential<'a> {
+    None,
+    /// An admin JWT (`Authorization: Bearer`).
+    Bearer(&'a str),
+    /// The browser console's session cookie (sent with its CSRF header).
+    Session(&'a str),
+}
+
 /// Runs one operation. Returns whether the request itself was well-formed, and the JSON body.
-pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str>, body: &[u8]) -> (bool, String) {
+pub async fn execute(
+    schemas: &ApiSchemas,
+    state: &AppState,
+    credential: Credential<'_>,
+    body: &[u8],
+) -> (bool, String) {
     let value: serde_json::Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -158,9 +169,13 @@ pub async fn execute(schemas: &ApiSchemas, state: &AppState, bearer: Option<&str
             );
         }
     };
-    let principal = match bearer {
-        None | Some("") => None,
-        Some(token) => match authenticate(state, token).await {
+    let principal = match credential {
+        Credential::None | Credential::Bearer("") | Credential::Session("") => None,
+        Credential::Bearer(token) => match authenticate(state, token).await {
+            Ok(p) => Some(p),
+            Err(e) => return (true, error_body(e.code(), &e.public_message())),
+        },
+        Credential::Session(token) => match crate::services::console::authenticate(state, token).await {
             Ok(p) => Some(p),
             Err(e) => return (true, error_body(e.code(), &e.public_message())),
         },

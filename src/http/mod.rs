@@ -1,5 +1,6 @@
 //! The only module that knows poem: routes, the webhook handler, health checks and the GraphQL
 //! endpoint.
+mod console;
 mod graphql;
 mod health;
 pub mod v1;
@@ -14,10 +15,13 @@ use crate::AppState;
 pub fn routes(state: AppState) -> impl poem::Endpoint {
     let schema = crate::graphql::schema(state.clone());
     Route::new()
+        .at("/", get(console::to_console))
+        .nest("/console", console::routes())
         .at("/healthz", get(health::healthz))
         .at("/readyz", get(health::readyz))
         .at("/metrics", get(health::metrics))
         .at("/graphql", get(graphql::graphiql).post(graphql::handler))
+        .at("/graphql/assets/:name", get(graphql::graphiql_asset))
         .at("/webhooks/hotmart/:key", post(webhooks::receive_hotmart))
         .nest("/v1", v1::routes())
         .data(state)

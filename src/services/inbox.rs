@@ -286,6 +286,10 @@ pub struct EventFilter {
     pub status: Option<String>,
     pub event_type: Option<String>,
     pub email: Option<String>,
+    /// Received at or after.
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Received before.
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Newest first.
@@ -299,6 +303,12 @@ pub async fn list(db: &impl ConnectionTrait, app_id: i32, f: EventFilter, page: 
     }
     if let Some(e) = f.email {
         q = q.filter(we::Column::Email.eq(e.trim().to_lowercase()));
+    }
+    if let Some(t) = f.since {
+        q = q.filter(we::Column::ReceivedAt.gte(t));
+    }
+    if let Some(t) = f.until {
+        q = q.filter(we::Column::ReceivedAt.lt(t));
     }
     if let Some(after) = page.after {
         q = q.filter(we::Column::Id.lt(after));

@@ -1,0 +1,729 @@
+// Porteiro's admin console. Plain modules, no build step: everything goes through the public
+// GraphQL API (the same one any other admin panel would use), with the session cookie and the
+// CSRF header the server requires for it.
+
+// ---------------------------------------------------------------- i18n
+const TEXT = {
+  "pt-BR": {
+    lang: "Idioma", signout: "Sair", overview: "Visão geral", integration: "Integração Hotmart",
+    catalog: "Pacotes e planos", buyers: "Compradores", events: "Eventos", rules: "Regras",
+    reconcile: "Reconciliação", notifications: "Notificações", audit: "Auditoria",
+    signin_title: "Entre no console", signin_how: "Peça um link de acesso no servidor e abra-o neste navegador:",
+    save: "Salvar", saved: "Salvo", cancel: "Cancelar", create: "Criar", edit: "Editar", delete: "Excluir",
+    webhook_url: "URL do webhook (cole na Hotmart)", copy: "Copiar", copied: "Copiado",
+    waiting_test: "Aguardando o evento de teste da Hotmart…", test_received: "Evento de teste recebido às",
+    last_webhook: "Último webhook", never: "nunca", hottok: "Hottok (Chave Hotmart)", basic: "Basic",
+    client_id: "Client ID", client_secret: "Client Secret", environment: "Ambiente",
+    reconcile_every: "Reconciliar a cada (minutos)", stored_ends: "guardado, termina em", not_set: "não definido",
+    test_api: "Testar a conexão com a API", packages: "Pacotes de Produtos", plans: "Planos de Assinatura",
+    name: "Nome", description: "Descrição", product_ids: "IDs de produto Hotmart", plan_ids: "IDs de plano Hotmart",
+    access_days: "Dias de acesso (vazio: vitalício)", period_days: "Dias por cobrança", grace_days: "Dias de tolerância",
+    add_id: "digite um ID e Enter", new_package: "Novo pacote", new_plan: "Novo plano", lifetime: "vitalício",
+    days: "dias", confirm_force: "compradores têm acesso. Excluir mesmo assim e revogar esse acesso?",
+    search: "Buscar por e-mail ou código de assinante", status: "Status", end: "Termina", source: "Origem",
+    explain: "Por quê?", grant: "Conceder acesso", revoke: "Revogar", reason: "Motivo", until: "Até (opcional)",
+    target: "Pacote ou plano", no_access: "Sem acesso", type: "Tipo", email: "E-mail", since: "Desde", to: "Até",
+    received: "Recebido", decision: "Decisão", rule_version: "Versão da regra", replay: "Reprocessar",
+    replay_unmapped: "Reprocessar todos os não mapeados", replay_failed: "Reprocessar todos com falha",
+    payload: "Conteúdo recebido", filter: "Filtrar", all: "todos", error: "Erro", queued: "na fila",
+    event_type: "Tipo de evento", versions: "Versões", active: "ativa", activate: "Ativar (voltar a esta)",
+    simulate: "Simular", simulate_help: "Escolha um evento guardado ou cole um payload: a decisão aparece sem efeito.",
+    pick_event: "Evento guardado", paste_payload: "Ou cole um payload", diff: "Diferença para a ativa",
+    default_script: "padrão", dry_run: "Simular (sem aplicar)", apply: "Aplicar", progress: "Progresso",
+    drift: "Diferenças", endpoints: "Endpoints", deliveries: "Entregas", url: "URL", secret_once: "Segredo de assinatura (mostrado só agora):",
+    send_test: "Enviar teste", resend: "Reenviar", attempts: "Tentativas", next_try: "Próxima tentativa",
+    code: "Código", latency: "Latência", actor: "Quem", action: "Ação", when: "Quando",
+    backlog: "Na fila", failed: "Com falha", unmapped: "Não mapeados", events_hour: "Eventos por hora (24 h)",
+    changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
+    viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
+  },
+  en: {
+    lang: "Language", signout: "Sign out", overview: "Overview", integration: "Hotmart integration",
+    catalog: "Packages and plans", buyers: "Buyers", events: "Events", rules: "Rules",
+    reconcile: "Reconciliation", notifications: "Notifications", audit: "Audit log",
+    signin_title: "Sign in to the console", signin_how: "Ask the server for a sign-in link and open it in this browser:",
+    save: "Save", saved: "Saved", cancel: "Cancel", create: "Create", edit: "Edit", delete: "Delete",
+    webhook_url: "Webhook URL (paste it into Hotmart)", copy: "Copy", copied: "Copied",
+    waiting_test: "Waiting for Hotmart's test event…", test_received: "Test event received at",
+    last_webhook: "Last webhook", never: "never", hottok: "Hottok (Hotmart key)", basic: "Basic",
+    client_id: "Client ID", client_secret: "Client Secret", environment: "Environment",
+    reconcile_every: "Reconcile every (minutes)", stored_ends: "stored, ends in", not_set: "not set",
+    test_api: "Test the API connection", packages: "Product packages", plans: "Subscription plans",
+    name: "Name", description: "Description", product_ids: "Hotmart product IDs", plan_ids: "Hotmart plan IDs",
+    access_days: "Access days (empty: lifetime)", period_days: "Days per charge", grace_days: "Grace days",
+    add_id: "type an ID and press Enter", new_package: "New package", new_plan: "New plan", lifetime: "lifetime",
+    days: "days", confirm_force: "buyers hold access. Delete anyway and revoke that access?",
+    search: "Search by e-mail or subscriber code", status: "Status", end: "Ends", source: "Source",
+    explain: "Why?", grant: "Grant access", revoke: "Revoke", reason: "Reason", until: "Until (optional)",
+    target: "Package or plan", no_access: "No access", type: "Type", email: "E-mail", since: "Since", to: "Until",
+    received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
+    replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
+    payload: "Stored payload", filter: "Filter", all: "all", error: "Error", queued: "queued",
+    event_type: "Event type", versions: "Versions", active: "active", activate: "Activate (roll back)",
+    simulate: "Simulate", simulate_help: "Pick a stored event or paste a payload: see the decision, without effect.",
+    pick_event: "Stored event", paste_payload: "Or paste a payload", diff: "Difference from the active one",
+    default_script: "default", dry_run: "Dry run", apply: "Apply", progress: "Progress",
+    drift: "Drift", endpoints: "Endpoints", deliveries: "Deliveries", url: "URL", secret_once: "Signing secret (shown only now):",
+    send_test: "Send test", resend: "Re-send", attempts: "Attempts", next_try: "Next try",
+    code: "Code", latency: "Latency", actor: "Who", action: "Action", when: "When",
+    backlog: "Backlog", failed: "Failed", unmapped: "Unmapped", events_hour: "Events per hour (24 h)",
+    changes_day: "Access per day (14 days)", granted: "granted", revoked: "revoked", expired: "expired",
+    viewer_only: "You signed in as a viewer: only admins change things.", more: "More",
+  },
+};
+let lang = localStorage.getItem("porteiro.lang") || "pt-BR";
+const t = (k) => (TEXT[lang] && TEXT[lang][k]) || TEXT.en[k] || k;
+
+// ---------------------------------------------------------------- DOM helpers
+function h(tag, attrs, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    // Through the CSSOM: the page's CSP forbids inline style attributes.
+    else if (k === "style") el.style.cssText = v;
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const kid of kids.flat()) {
+    if (kid === null || kid === undefined || kid === false) continue;
+    el.append(kid instanceof Node ? kid : document.createTextNode(String(kid)));
+  }
+  return el;
+}
+const $ = (sel, root = document) => root.querySelector(sel);
+function toast(msg) {
+  const d = h("div", {}, msg);
+  $("#toast").append(d);
+  setTimeout(() => d.remove(), 4000);
+}
+const fmt = (iso) => (iso ? new Date(iso).toLocaleString(lang) : "—");
+const hhmm = (iso) => new Date(iso).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
+const badge = (s) => h("span", { class: `badge ${s}` }, s);
+
+// ---------------------------------------------------------------- GraphQL
+class GqlError extends Error {
+  constructor(errors) {
+    super(errors.map((e) => e.message).join("; "));
+    this.errors = errors;
+    this.code = errors[0]?.extensions?.code;
+    this.fields = errors.flatMap((e) => e.extensions?.fields || []);
+  }
+}
+async function gql(query, variables = {}) {
+  const res = await fetch("/graphql", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "content-type": "application/json", "x-porteiro-console": "1" },
+    body: JSON.stringify({ query, variables }),
+  });
+  const body = await res.json().catch(() => ({ errors: [{ message: `HTTP ${res.status}` }] }));
+  if (body.errors && body.errors.length) throw new GqlError(body.errors);
+  return body.data;
+}
+/// Shows an error under the form fields it names, or as a toast.
+function showErrors(form, err) {
+  form.querySelectorAll(".error").forEach((e) => e.remove());
+  form.querySelectorAll("[aria-invalid]").forEach((e) => e.removeAttribute("aria-invalid"));
+  let placed = false;
+  for (const f of err.fields || []) {
+    const input = form.querySelector(`[name="${f.field}"]`);
+    if (input) {
+      input.setAttribute("aria-invalid", "true");
+      const msg = h("div", { class: "error", id: `err-${f.field}`, role: "alert" }, f.message);
+      input.after(msg);
+      input.setAttribute("aria-describedby", msg.id);
+      placed = true;
+    }
+  }
+  if (!placed) {
+    const box = h("div", { class: "error", role: "alert" }, err.message);
+    form.append(box);
+  }
+}
+
+let me = null;
+const isAdmin = () => me && me.role === "admin";
+
+// ---------------------------------------------------------------- pages
+const PAGES = ["overview", "integration", "catalog", "buyers", "events", "rules", "reconcile", "notifications", "audit"];
+const RENDER = {};
+let timers = [];
+
+function nav(current) {
+  const n = $("#nav");
+  n.replaceChildren(
+    ...PAGES.map((p) => h("a", { href: `#/${p}`, id: `nav-${p}`, "aria-current": p === current ? "page" : null }, t(p))),
+  );
+}
+
+async function route() {
+  timers.forEach(clearInterval);
+  timers = [];
+  const page = (location.hash.replace(/^#\//, "").split("?")[0] || "overview");
+  const name = PAGES.includes(page) ? page : "overview";
+  nav(name);
+  const main = $("#main");
+  main.replaceChildren(h("h1", { id: "title" }, t(name)));
+  if (me && !isAdmin()) main.append(h("p", { class: "muted" }, t("viewer_only")));
+  try {
+    await RENDER[name](main);
+  } catch (e) {
+    main.append(h("p", { class: "error", role: "alert" }, e.message));
+  }
+}
+
+// ---- overview
+function bars(buckets, keys, colors, slots) {
+  const W = 720, H = 160, pad = 18;
+  const totals = slots.map((s) => keys.reduce((n, k) => n + (buckets.find((b) => b.at === s && b.kind === k)?.count || 0), 0));
+  const max = Math.max(1, ...totals);
+  const w = (W - pad) / slots.length;
+  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 14}`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("role", "img");
+  slots.forEach((s, i) => {
+    let y = H;
+    keys.forEach((k, j) => {
+      const c = buckets.find((b) => b.at === s && b.kind === k)?.count || 0;
+      if (!c) return;
+      const hgt = (c / max) * (H - 10);
+      y -= hgt;
+      const r = document.createElementNS(svg.namespaceURI, "rect");
+      Object.entries({ x: pad + i * w + 1, y, width: Math.max(1, w - 2), height: hgt, fill: colors[j] }).forEach(([a, v]) => r.setAttribute(a, v));
+      const title = document.createElementNS(svg.namespaceURI, "title");
+      title.textContent = `${s} ${k}: ${c}`;
+      r.append(title);
+      svg.append(r);
+    });
+    if (i % Math.ceil(slots.length / 8) === 0) {
+      const tx = document.createElementNS(svg.namespaceURI, "text");
+      tx.setAttribute("x", pad + i * w);
+      tx.setAttribute("y", H + 12);
+      tx.textContent = s.slice(5).replace("T", " ") + (s.length > 10 ? "h" : "");
+      svg.append(tx);
+    }
+  });
+  svg.setAttribute("aria-label", slots.map((s, i) => `${s}: ${totals[i]}`).join(", "));
+  return svg;
+}
+const legend = (keys, colors, labels) =>
+  h("div", { class: "legend" }, keys.map((k, i) => h("span", {}, h("i", { style: `background:${colors[i]}` }), labels ? labels[i] : k)));
+
+RENDER.overview = async (main) => {
+  const d = (await gql(`{ overview { backlog failed unmapped lastWebhookAt generatedAt
+      eventsPerHour { at kind count } changesPerDay { at kind count } } }`)).overview;
+  main.append(
+    h("div", { class: "stats" },
+      h("div", { class: "card stat" }, t("backlog"), h("b", { id: "stat-backlog" }, d.backlog)),
+      h("div", { class: "card stat" }, h("a", { href: "#/events?status=failed" }, t("failed")), h("b", { id: "stat-failed", class: d.failed ? "warn" : "" }, d.failed)),
+      h("div", { class: "card stat" }, h("a", { href: "#/events?status=unmapped" }, t("unmapped")), h("b", {}, d.unmapped)),
+      h("div", { class: "card stat" }, t("last_webhook"), h("b", { style: "font-size:16px" }, d.lastWebhookAt ? fmt(d.lastWebhookAt) : t("never")))),
+  );
+  const now = new Date(d.generatedAt);
+  const hours = [...Array(24)].map((_, i) => new Date(now - (23 - i) * 3600e3).toISOString().slice(0, 13));
+  const days = [...Array(14)].map((_, i) => new Date(now - (13 - i) * 86400e3).toISOString().slice(0, 10));
+  const ek = ["processed", "ignored", "test", "unmapped", "failed", "pending"];
+  const ec = ["#16a34a", "#94a3b8", "#60a5fa", "#eab308", "#dc2626", "#f97316"];
+  const ck = ["access.granted", "access.revoked", "access.expired"];
+  const cc = ["#16a34a", "#dc2626", "#94a3b8"];
+  main.append(
+    h("section", { class: "card" }, h("h2", {}, t("events_hour")), bars(d.eventsPerHour, ek, ec, hours), legend(ek, ec)),
+    h("section", { class: "card" }, h("h2", {}, t("changes_day")), bars(d.changesPerDay, ck, cc, days),
+      legend(ck, cc, [t("granted"), t("revoked"), t("expired")])),
+  );
+};
+
+// ---- integration
+RENDER.integration = async (main) => {
+  const q = `{ hotmartIntegration { webhookUrl environment lastWebhookAt lastTestEventAt reconcileEveryMinutes
+      hottok { set last4 } basic { set last4 } clientId { set last4 } clientSecret { set last4 } } }`;
+  const d = (await gql(q)).hotmartIntegration;
+  const url = h("input", { type: "text", id: "webhook-url", readonly: true, value: d.webhookUrl, "aria-label": t("webhook_url") });
+  const copy = h("button", { type: "button", id: "copy-webhook", class: "shrink", onclick: async () => {
+    try { await navigator.clipboard.writeText(url.value); } catch { url.select(); document.execCommand("copy"); }
+    copy.textContent = t("copied");
+  } }, t("copy"));
+  const live = h("p", { id: "test-status", role: "status" });
+  const showLive = (at) => {
+    live.replaceChildren(at ? h("span", { class: "ok" }, `${t("test_received")} ${hhmm(at)}`) : h("span", { class: "muted" }, t("waiting_test")));
+  };
+  showLive(d.lastTestEventAt);
+  const started = d.lastTestEventAt;
+  timers.push(setInterval(async () => {
+    const x = (await gql("{ hotmartIntegration { lastTestEventAt } }")).hotmartIntegration.lastTestEventAt;
+    if (x !== started) showLive(x);
+  }, 3000));
+  main.append(h("section", { class: "card" },
+    h("label", { for: "webhook-url" }, t("webhook_url")), h("div", { class: "row" }, url, copy), live));
+
+  const secret = (name, label, s) =>
+    h("div", {}, h("label", { for: `f-${name}` }, label),
+      h("input", { type: "password", id: `f-${name}`, name, autocomplete: "off",
+        placeholder: s.set ? `${t("stored_ends")} ${s.last4}` : t("not_set") }));
+  const env = h("select", { id: "f-environment", name: "environment" },
+    ["PRODUCTION", "SANDBOX"].map((e) => h("option", { value: e, selected: d.environment === e }, e)));
+  const every = h("input", { type: "number", id: "f-reconcile", name: "reconcileEveryMinutes", min: 0, value: d.reconcileEveryMinutes ?? "" });
+  const form = h("form", { id: "integration-form", class: "card", novalidate: true },
+    secret("hottok", t("hottok"), d.hottok), secret("basic", t("basic"), d.basic),
+    secret("clientId", t("client_id"), d.clientId), secret("clientSecret", t("client_secret"), d.clientSecret),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "f-environment" }, t("environment")), env),
+      h("div", {}, h("label", { for: "f-reconcile" }, t("reconcile_every")), every)),
+    h("p", {}, h("button", { type: "submit", class: "primary", id: "save-integration", disabled: !isAdmin() }, t("save")), " ",
+      h("button", { type: "button", id: "test-api", disabled: !isAdmin(), onclick: async (ev) => {
+        ev.target.disabled = true;
+        try {
+          const r = (await gql("mutation { testHotmartConnection { ok environment message } }")).testHotmartConnection;
+          toast(`${r.ok ? "✓" : "✗"} ${r.environment}: ${r.message}`);
+        } catch (e) { toast(e.message); } finally { ev.target.disabled = false; }
+      } }, t("test_api"))),
+  );
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = {};
+    for (const k of ["hottok", "basic", "clientId", "clientSecret"]) {
+      const v = form.elements[k].value.trim();
+      if (v) input[k] = v;
+    }
+    input.environment = env.value;
+    if (every.value !== "") input.reconcileEveryMinutes = Number(every.value);
+    try {
+      await gql(`mutation($i: SaveHotmartIntegrationInput!) { saveHotmartIntegration(input: $i) { webhookUrl } }`, { i: input });
+      toast(t("saved"));
+      route();
+    } catch (e) { showErrors(form, e); }
+  });
+  main.append(form);
+};
+
+// ---- catalog
+function chipsInput(name, values) {
+  const list = [...values];
+  const box = h("div", { class: "chips", "data-name": name });
+  const input = h("input", { type: "text", name, "aria-label": t(name === "planIds" ? "plan_ids" : "product_ids"), placeholder: t("add_id") });
+  const draw = () => {
+    box.querySelectorAll(".chip").forEach((c) => c.remove());
+    list.forEach((v, i) => box.insertBefore(h("span", { class: "chip", "data-id": v }, v,
+      h("button", { type: "button", "aria-label": `remove ${v}`, onclick: () => { list.splice(i, 1); draw(); } }, "×")), input));
+  };
+  const add = () => {
+    for (const v of input.value.split(/[\s,]+/).map((x) => x.trim()).filter(Boolean)) if (!list.includes(v)) list.push(v);
+    input.value = "";
+    draw();
+  };
+  input.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === ",") { e.preventDefault(); add(); } });
+  input.addEventListener("blur", add);
+  box.append(input);
+  draw();
+  box.values = () => { add(); return list; };
+  return box;
+}
+/// A CONFLICT names the ID that is taken and who holds it: mark that chip.
+function markConflict(form, err) {
+  const m = /Hotmart (?:product|plan) (\S+) is already linked to (.+?);/.exec(err.message);
+  if (!m) return false;
+  const chip = form.querySelector(`.chip[data-id="${CSS.escape(m[1])}"]`);
+  if (!chip) return false;
+  chip.classList.add("bad");
+  chip.setAttribute("title", err.message);
+  chip.parentElement.after(h("div", { class: "error", role: "alert", id: "conflict" }, `${m[1]}: ${m[2]}`));
+  return true;
+}
+function targetForm(kind, row, done) {
+  const isPlan = kind === "plan";
+  const name = h("input", { type: "text", name: "name", id: `${kind}-name`, value: row?.name || "" });
+  const desc = h("input", { type: "text", name: "description", value: row?.description || "" });
+  const ids = chipsInput("hotmartProductIds", row?.hotmartProductIds || []);
+  const planIds = isPlan ? chipsInput("planIds", row?.hotmartPlanIds || []) : null;
+  const days = isPlan
+    ? h("div", { class: "row" },
+      h("div", {}, h("label", {}, t("period_days")), h("input", { type: "number", name: "periodDays", value: row?.periodDays ?? 30 })),
+      h("div", {}, h("label", {}, t("grace_days")), h("input", { type: "number", name: "graceDays", value: row?.graceDays ?? 3 })))
+    : h("div", {}, h("label", {}, t("access_days")), h("input", { type: "number", name: "accessDays", value: row?.accessDays ?? "" }));
+  const form = h("form", { class: "card", id: `${kind}-form` },
+    h("label", { for: `${kind}-name` }, t("name")), name, h("label", {}, t("description")), desc,
+    h("label", {}, t("product_ids")), ids, isPlan ? [h("label", {}, t("plan_ids")), planIds] : null, days,
+    h("p", {}, h("button", { type: "submit", class: "primary", id: `${kind}-save` }, row ? t("save") : t("create")), " ",
+      h("button", { type: "button", onclick: () => form.remove() }, t("cancel"))));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    form.querySelectorAll(".error").forEach((e) => e.remove());
+    const input = { name: name.value, description: desc.value, hotmartProductIds: ids.values() };
+    const num = (n) => (form.elements[n].value === "" ? null : Number(form.elements[n].value));
+    if (isPlan) Object.assign(input, { hotmartPlanIds: planIds.values(), periodDays: num("periodDays"), graceDays: num("graceDays") });
+    else input.accessDays = num("accessDays");
+    const T = isPlan ? "SubscriptionPlan" : "ProductPackage";
+    try {
+      if (row) await gql(`mutation($id: ID!, $i: Update${T}Input!) { update${T}(id: $id, input: $i) { id } }`, { id: row.id, i: input });
+      else await gql(`mutation($i: Create${T}Input!) { create${T}(input: $i) { id } }`, { i: input });
+      toast(t("saved"));
+      done();
+    } catch (e) {
+      if (!(e.code === "CONFLICT" && markConflict(form, e))) showErrors(form, e);
+    }
+  });
+  return form;
+}
+async function deleteTarget(kind, row) {
+  const T = kind === "plan" ? "SubscriptionPlan" : "ProductPackage";
+  const m = `mutation($id: ID!, $f: Boolean!) { delete${T}(id: $id, force: $f) { deleted revokedAccess } }`;
+  try {
+    await gql(m, { id: row.id, f: false });
+  } catch (e) {
+    const n = /^(\d+) buyer/.exec(e.message);
+    if (e.code !== "CONFLICT" || !n) throw e;
+    if (!confirm(`${row.name}: ${n[1]} ${t("confirm_force")}`)) return;
+    await gql(m, { id: row.id, f: true });
+  }
+  toast(t("saved"));
+  route();
+}
+RENDER.catalog = async (main) => {
+  const d = await gql(`{ productPackages { id name description accessDays lifetime hotmartProductIds }
+    subscriptionPlans { id name description periodDays graceDays hotmartProductIds hotmartPlanIds } }`);
+  for (const [kind, rows, title, add] of [["package", d.productPackages, "packages", "new_package"], ["plan", d.subscriptionPlans, "plans", "new_plan"]]) {
+    const sec = h("section", { class: "card", id: `${kind}s` }, h("h2", {}, t(title)));
+    const table = h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("name")), h("th", {}, t("product_ids")), h("th", {}, kind === "plan" ? t("period_days") : t("access_days")), h("th", {}))),
+      h("tbody", {}, rows.map((r) => h("tr", { "data-name": r.name },
+        h("td", {}, r.name), h("td", {}, h("div", {}, [...r.hotmartProductIds, ...(r.hotmartPlanIds || [])].map((id) => h("span", { class: "chip" }, id)))),
+        h("td", {}, kind === "plan" ? `${r.periodDays} ${t("days")}` : r.lifetime ? t("lifetime") : `${r.accessDays} ${t("days")}`),
+        h("td", {}, isAdmin() ? [h("button", { type: "button", onclick: (ev) => ev.target.closest("tr").after(h("tr", {}, h("td", { colspan: 4 }, targetForm(kind, r, route)))) }, t("edit")), " ",
+          h("button", { type: "button", class: "danger", onclick: () => deleteTarget(kind, r).catch((e) => toast(e.message)) }, t("delete"))] : null)))));
+    sec.append(table);
+    if (isAdmin()) sec.append(h("p", {}, h("button", { type: "button", id: `new-${kind}`, onclick: (ev) => ev.target.parentElement.after(targetForm(kind, null, route)) }, t(add))));
+    main.append(sec);
+  }
+};
+
+// ---- buyers
+const ACCESS = "id status active expiresAt source reason target { kind id name }";
+async function buyerDetail(box, email) {
+  const d = await gql(`query($e: String!) { buyer(email: $e) { email name subscriberCodes access { ${ACCESS} } }
+    productPackages { id name } subscriptionPlans { id name } }`, { e: email });
+  const b = d.buyer;
+  box.replaceChildren(h("h2", { id: "buyer-email" }, b ? `${b.email} ${b.name ? `(${b.name})` : ""}` : email));
+  if (b && b.subscriberCodes.length) box.append(h("p", { class: "muted" }, b.subscriberCodes.join(", ")));
+  const rows = b ? b.access : [];
+  const explain = h("div", { id: "explain" });
+  box.append(rows.length ? h("table", { id: "access-table" },
+    h("thead", {}, h("tr", {}, h("th", {}, t("target")), h("th", {}, t("status")), h("th", {}, t("end")), h("th", {}, t("source")), h("th", {}))),
+    h("tbody", {}, rows.map((a) => h("tr", {},
+      h("td", {}, a.target ? `${a.target.name} (${a.target.kind.toLowerCase()})` : "—"), h("td", {}, badge(a.status)),
+      h("td", {}, fmt(a.expiresAt)), h("td", { class: "code" }, a.source),
+      h("td", {}, a.target ? [h("button", { type: "button", onclick: () => explainAccess(explain, email, a.target) }, t("explain")), " ",
+        isAdmin() && a.active ? h("button", { type: "button", class: "danger", onclick: async () => {
+          const reason = prompt(t("reason"));
+          if (!reason) return;
+          try {
+            await gql(`mutation($e: String!, $t: TargetInput!, $r: String!) { revokeAccess(email: $e, target: $t, reason: $r) }`,
+              { e: email, t: { kind: a.target.kind, id: a.target.id }, r: reason });
+            buyerDetail(box, email);
+          } catch (e) { toast(e.message); }
+        } }, t("revoke")) : null] : null))))) : h("p", { class: "muted" }, t("no_access")), explain);
+  if (!isAdmin()) return;
+  const opts = [...d.productPackages.map((p) => ["PACKAGE", p]), ...d.subscriptionPlans.map((p) => ["PLAN", p])];
+  const sel = h("select", { name: "target", id: "grant-target" }, opts.map(([k, p]) => h("option", { value: `${k}:${p.id}` }, `${p.name} (${k.toLowerCase()})`)));
+  const until = h("input", { type: "datetime-local", name: "expiresAt" });
+  const reason = h("input", { type: "text", name: "reason", id: "grant-reason" });
+  const form = h("form", { id: "grant-form" }, h("h2", {}, t("grant")),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "grant-target" }, t("target")), sel),
+      h("div", {}, h("label", {}, t("until")), until), h("div", {}, h("label", { for: "grant-reason" }, t("reason")), reason),
+      h("button", { type: "submit", class: "primary shrink" }, t("grant"))));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const [kind, id] = sel.value.split(":");
+    try {
+      await gql(`mutation($e: String!, $t: TargetInput!, $x: DateTime, $r: String!) { grantAccess(email: $e, target: $t, expiresAt: $x, reason: $r) { status } }`,
+        { e: email, t: { kind, id }, x: until.value ? new Date(until.value).toISOString() : null, r: reason.value });
+      buyerDetail(box, email);
+    } catch (e) { showErrors(form, e); }
+  });
+  box.append(form);
+}
+async function explainAccess(box, email, target) {
+  const d = await gql(`query($e: String!, $t: TargetInput!) { explainAccess(email: $e, target: $t) {
+      steps { source eventId eventType occurredAt effect until decision ruleVersion } } }`, { e: email, t: { kind: target.kind, id: target.id } });
+  box.replaceChildren(h("h2", {}, `${t("explain")} ${target.name}`), h("ol", { id: "explain-steps" },
+    d.explainAccess.steps.map((s) => h("li", {}, h("b", {}, s.eventType), ` ${fmt(s.occurredAt)} → ${s.effect}`,
+      s.until ? ` (${t("end")}: ${fmt(s.until)})` : "", ` — ${s.decision}`, s.ruleVersion !== null ? ` [v${s.ruleVersion}]` : ""))));
+}
+RENDER.buyers = async (main) => {
+  const q = h("input", { type: "search", id: "buyer-search", name: "search", placeholder: t("search"), "aria-label": t("search") });
+  const list = h("div", { id: "buyer-list" });
+  const detail = h("section", { class: "card", id: "buyer-detail", hidden: true });
+  const search = async () => {
+    const v = q.value.trim();
+    detail.hidden = true;
+    if (v && !v.includes("@") && /^[A-Za-z0-9]{4,}$/.test(v)) {
+      const d = await gql(`query($c: String!) { buyer(subscriberCode: $c) { email } }`, { c: v });
+      if (d.buyer) { detail.hidden = false; return buyerDetail(detail, d.buyer.email); }
+    }
+    const d = await gql(`query($s: String) { buyers(search: $s, first: 50) { nodes { email name access { status } } } }`, { s: v || null });
+    list.replaceChildren(h("table", {}, h("tbody", {}, d.buyers.nodes.map((b) => h("tr", { class: "click", tabindex: 0, "data-email": b.email,
+      onclick: () => { detail.hidden = false; buyerDetail(detail, b.email); },
+      onkeydown: (e) => { if (e.key === "Enter") { detail.hidden = false; buyerDetail(detail, b.email); } } },
+      h("td", {}, b.email), h("td", {}, b.name), h("td", {}, b.access.map((a) => badge(a.status))))))));
+  };
+  const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); search().catch((x) => toast(x.message)); } }, q,
+    h("button", { type: "submit", class: "shrink" }, t("filter")));
+  main.append(h("section", { class: "card" }, form, list), detail);
+  const pre = new URLSearchParams(location.hash.split("?")[1] || "").get("email");
+  if (pre) { q.value = pre; }
+  await search();
+};
+
+// ---- events
+RENDER.events = async (main) => {
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const status = h("select", { name: "status", id: "ev-status" }, ["", "pending", "processed", "ignored", "unmapped", "failed", "test"].map((s) =>
+    h("option", { value: s, selected: params.get("status") === s }, s || t("all"))));
+  const type = h("input", { type: "text", name: "eventType", id: "ev-type", placeholder: "PURCHASE_APPROVED" });
+  const email = h("input", { type: "text", name: "email", id: "ev-email" });
+  const since = h("input", { type: "date", name: "since", id: "ev-since" });
+  const until = h("input", { type: "date", name: "until", id: "ev-until" });
+  const table = h("div", { id: "events-table" });
+  const detail = h("section", { class: "card", id: "event-detail", hidden: true });
+  const load = async () => {
+    const v = { s: status.value || null, t: type.value.trim() || null, e: email.value.trim() || null,
+      a: since.value ? new Date(since.value).toISOString() : null, b: until.value ? new Date(new Date(until.value).getTime() + 86400e3).toISOString() : null };
+    const d = await gql(`query($s: String, $t: String, $e: String, $a: DateTime, $b: DateTime) { webhookEvents(status: $s, eventType: $t, email: $e, since: $a, until: $b, first: 100) {
+      nodes { id eventId eventType status email receivedAt decision ruleVersion error } } }`, v);
+    table.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, [t("received"), t("type"), t("status"), t("email"), t("decision")].map((x) => h("th", {}, x)))),
+      h("tbody", {}, d.webhookEvents.nodes.map((e) => h("tr", { class: "click", tabindex: 0, "data-event": e.eventId, onclick: () => showEvent(detail, e.id, load) },
+        h("td", {}, fmt(e.receivedAt)), h("td", {}, e.eventType), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision || e.error || "—"))))));
+  };
+  const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); load(); } },
+    h("div", {}, h("label", { for: "ev-status" }, t("status")), status), h("div", {}, h("label", { for: "ev-type" }, t("type")), type),
+    h("div", {}, h("label", { for: "ev-email" }, t("email")), email), h("div", {}, h("label", { for: "ev-since" }, t("since")), since),
+    h("div", {}, h("label", { for: "ev-until" }, t("to")), until), h("button", { type: "submit", class: "shrink", id: "ev-filter" }, t("filter")));
+  const replayAll = (s) => async () => {
+    try { const n = (await gql(`mutation($s: String!) { replayWebhookEvents(status: $s) }`, { s })).replayWebhookEvents; toast(`${n} ${t("queued")}`); load(); } catch (e) { toast(e.message); }
+  };
+  main.append(h("section", { class: "card" }, form,
+    isAdmin() ? h("p", {}, h("button", { type: "button", onclick: replayAll("unmapped") }, t("replay_unmapped")), " ", h("button", { type: "button", onclick: replayAll("failed") }, t("replay_failed"))) : null,
+    table), detail);
+  await load();
+  timers.push(setInterval(() => { if (detail.hidden) load().catch(() => {}); }, 5000));
+};
+async function showEvent(box, id, reload) {
+  const e = (await gql(`query($id: ID!) { webhookEvent(id: $id) { id eventId eventType status format email transaction source receivedAt occurredAt processedAt decision ruleVersion error attempts rawPayload } }`, { id })).webhookEvent;
+  let pretty = e.rawPayload;
+  try { pretty = JSON.stringify(JSON.parse(e.rawPayload), null, 2); } catch { /* a form post stays as it came */ }
+  box.hidden = false;
+  box.replaceChildren(h("h2", {}, `${e.eventType} · ${e.eventId}`),
+    h("p", {}, badge(e.status), ` ${t("decision")}: ${e.decision || "—"} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, e.error) : null),
+    h("p", { class: "muted" }, `${t("received")} ${fmt(e.receivedAt)} · ${e.email || ""} ${e.transaction || ""} ${e.source || ""}`),
+    isAdmin() ? h("p", {}, h("button", { type: "button", id: "replay-one", onclick: async () => {
+      try { await gql(`mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }`, { id }); toast(t("queued")); reload(); } catch (x) { toast(x.message); }
+    } }, t("replay"))) : null,
+    h("h2", {}, t("payload")), h("pre", { id: "event-payload" }, pretty));
+  box.scrollIntoView({ block: "nearest" });
+}
+
+// ---- rules
+const KEYWORDS = /\b(let|const|if|else|fn|return|true|false|while|loop|for|in|break|continue|switch|throw|try|catch|import|export|as|private|this|is_def_var)\b/g;
+function highlight(src, badLine) {
+  const esc = (s) => s.replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
+  return src.split("\n").map((line, i) => {
+    let out = "";
+    const re = /(\/\/.*$)|("(?:[^"\\]|\\.)*"|`(?:[^`\\]|\\.)*`)|(\b\d+(?:\.\d+)?\b)|([^"`/\d]+|.)/g;
+    let m;
+    while ((m = re.exec(line))) {
+      if (m[1]) out += `<span class="tok-c">${esc(m[1])}</span>`;
+      else if (m[2]) out += `<span class="tok-s">${esc(m[2])}</span>`;
+      else if (m[3]) out += `<span class="tok-n">${m[3]}</span>`;
+      else out += esc(m[4]).replace(KEYWORDS, '<span class="tok-k">$1</span>');
+    }
+    return i + 1 === badLine ? `<span class="line-bad">${out || " "}</span>` : out;
+  }).join("\n") + "\n";
+}
+function editor(source) {
+  const pre = h("pre", { "aria-hidden": "true" });
+  const area = h("textarea", { id: "rule-source", spellcheck: "false", "aria-label": "script", name: "source" });
+  area.value = source;
+  let bad = null;
+  const draw = () => { pre.innerHTML = highlight(area.value, bad); pre.scrollTop = area.scrollTop; pre.scrollLeft = area.scrollLeft; };
+  area.addEventListener("input", () => { bad = null; draw(); });
+  area.addEventListener("scroll", draw);
+  area.addEventListener("keydown", (e) => {
+    if (e.key === "Tab") { e.preventDefault(); area.setRangeText("    ", area.selectionStart, area.selectionEnd, "end"); draw(); }
+  });
+  const box = h("div", { class: "editor" }, pre, area);
+  box.markLine = (n) => { bad = n; draw(); };
+  draw();
+  return box;
+}
+function lineDiff(a, b) {
+  const x = a.split("\n"), y = b.split("\n");
+  const L = x.map(() => new Array(y.length + 1).fill(0));
+  L.push(new Array(y.length + 1).fill(0));
+  for (let i = x.length - 1; i >= 0; i--) for (let j = y.length - 1; j >= 0; j--) L[i][j] = x[i] === y[j] ? L[i + 1][j + 1] + 1 : Math.max(L[i + 1][j], L[i][j + 1]);
+  const out = [];
+  let i = 0, j = 0;
+  while (i < x.length || j < y.length) {
+    if (i < x.length && j < y.length && x[i] === y[j]) { out.push(h("div", {}, `  ${x[i]}`)); i++; j++; }
+    else if (j < y.length && (i >= x.length || L[i][j + 1] >= L[i + 1][j])) { out.push(h("div", { class: "add" }, `+ ${y[j]}`)); j++; }
+    else { out.push(h("div", { class: "del" }, `- ${x[i]}`)); i++; }
+  }
+  return h("pre", { class: "diff" }, out);
+}
+RENDER.rules = async (main) => {
+  const all = (await gql(`{ rules { eventType activeVersion isDefault } }`)).rules;
+  const params = new URLSearchParams(location.hash.split("?")[1] || "");
+  const pick = h("select", { id: "rule-type", "aria-label": t("event_type") }, all.map((r) => h("option", { value: r.eventType, selected: params.get("type") === r.eventType }, r.eventType)));
+  const body = h("div", {});
+  pick.addEventListener("change", () => { location.hash = `#/rules?type=${pick.value}`; });
+  main.append(h("section", { class: "card" }, h("label", { for: "rule-type" }, t("event_type")), pick), body);
+  const type = pick.value;
+  const r = (await gql(`query($t: String) { rules(eventType: $t) { eventType activeVersion source isDefault defaultSource versions { version active source createdBy createdAt } } }`, { t: type })).rules[0];
+  const ed = editor(r.source);
+  const status = h("div", { id: "rule-status", role: "status" });
+  const save = h("button", { type: "button", class: "primary", id: "rule-save", disabled: !isAdmin(), onclick: async () => {
+    status.replaceChildren();
+    try {
+      const v = (await gql(`mutation($t: String!, $s: String!) { saveRule(eventType: $t, source: $s) { version } }`, { t: type, s: $("#rule-source").value })).saveRule;
+      toast(`${t("saved")}: v${v.version}`);
+      route();
+    } catch (e) {
+      const m = /line (\d+)(?:, column (\d+))?/.exec(e.message);
+      if (m) ed.markLine(Number(m[1]));
+      status.append(h("p", { class: "error", role: "alert", id: "rule-error" }, e.message));
+    }
+  } }, t("save"));
+  body.append(h("section", { class: "card" }, h("h2", {}, `${type} · v${r.activeVersion}${r.isDefault ? ` (${t("default_script")})` : ""}`), ed, status, h("p", {}, save)));
+
+  // Simulate: a stored event of this type, or a pasted payload.
+  const evs = (await gql(`query($t: String) { webhookEvents(eventType: $t, first: 20) { nodes { id eventId receivedAt } } }`, { t: type })).webhookEvents.nodes;
+  const stored = h("select", { id: "sim-event" }, h("option", { value: "" }, "—"), evs.map((e) => h("option", { value: e.id }, `${e.eventId} · ${fmt(e.receivedAt)}`)));
+  const pasted = h("textarea", { id: "sim-payload", rows: 5, class: "code" });
+  const out = h("pre", { id: "sim-result", hidden: true });
+  const run = h("button", { type: "button", id: "sim-run", onclick: async () => {
+    try {
+      let payload = pasted.value.trim();
+      if (!payload && stored.value) payload = (await gql(`query($id: ID!) { webhookEvent(id: $id) { rawPayload } }`, { id: stored.value })).webhookEvent.rawPayload;
+      const s = (await gql(`mutation($p: String!) { simulateWebhook(payload: $p) { status eventType email decision ruleVersion error target { kind name } } }`, { p: payload })).simulateWebhook;
+      out.hidden = false;
+      out.textContent = JSON.stringify(s, null, 2);
+    } catch (e) { out.hidden = false; out.textContent = e.message; }
+  } }, t("simulate"));
+  body.append(h("section", { class: "card" }, h("h2", {}, t("simulate")), h("p", { class: "muted" }, t("simulate_help")),
+    h("label", { for: "sim-event" }, t("pick_event")), stored, h("label", { for: "sim-payload" }, t("paste_payload")), pasted, h("p", {}, run), out));
+
+  // Versions: a diff against the active one, and rollback.
+  const active = r.source;
+  const diffBox = h("div", { id: "rule-diff" });
+  const versions = [{ version: 0, active: r.activeVersion === 0, source: r.defaultSource, createdBy: "porteiro", createdAt: null }, ...r.versions];
+  body.append(h("section", { class: "card" }, h("h2", {}, t("versions")), h("table", { id: "rule-versions" }, h("tbody", {}, versions.slice().reverse().map((v) => h("tr", { "data-version": v.version },
+    h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null), h("td", {}, v.createdBy), h("td", {}, v.createdAt ? fmt(v.createdAt) : t("default_script")),
+    h("td", {}, h("button", { type: "button", onclick: () => diffBox.replaceChildren(h("p", { class: "muted" }, t("diff")), lineDiff(active, v.source)) }, t("diff")), " ",
+      !v.active && isAdmin() ? h("button", { type: "button", class: "activate", onclick: async () => {
+        try { await gql(`mutation($t: String!, $v: Int!) { activateRuleVersion(eventType: $t, version: $v) }`, { t: type, v: v.version }); toast(`v${v.version} ${t("active")}`); route(); } catch (e) { toast(e.message); }
+      } }, t("activate")) : null))))), diffBox));
+};
+
+// ---- reconciliation
+RENDER.reconcile = async (main) => {
+  const day = (d) => new Date(Date.now() - d * 86400e3).toISOString().slice(0, 10);
+  const since = h("input", { type: "date", id: "rc-since", value: day(30) });
+  const until = h("input", { type: "date", id: "rc-until", value: day(0) });
+  const runs = h("div", { id: "rc-runs" });
+  const start = (dry) => async () => {
+    try {
+      await gql(`mutation($s: DateTime!, $u: DateTime, $d: Boolean!) { reconcile(since: $s, until: $u, dryRun: $d) { id } }`,
+        { s: new Date(since.value).toISOString(), u: new Date(new Date(until.value).getTime() + 86400e3).toISOString(), d: dry });
+      load();
+    } catch (e) { toast(e.message); }
+  };
+  const load = async () => {
+    const d = (await gql(`{ reconciliationRuns(first: 10) { id status dryRun stage progress error startedAt finishedAt
+      report { salesSeen subscriptionsSeen eventsNew eventsKnown unmappedProducts applied drift { kind email target beforeStatus afterStatus afterExpiresAt } } } }`)).reconciliationRuns;
+    runs.replaceChildren(...d.map((r) => h("div", { class: "card" },
+      h("p", {}, badge(r.status), ` ${r.dryRun ? t("dry_run") : t("apply")} · ${fmt(r.startedAt)} · ${t("progress")}: ${r.stage || ""} ${r.progress}`, r.error ? h("span", { class: "error" }, ` ${r.error}`) : null),
+      r.report ? h("p", { class: "muted" }, `sales ${r.report.salesSeen} · subscriptions ${r.report.subscriptionsSeen} · new ${r.report.eventsNew} · known ${r.report.eventsKnown}`) : null,
+      r.report && r.report.drift.length ? h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("drift")), h("th", {}, t("email")), h("th", {}, t("target")), h("th", {}, t("status")))),
+        h("tbody", {}, r.report.drift.map((x) => h("tr", {}, h("td", {}, x.kind), h("td", {}, x.email), h("td", {}, x.target), h("td", {}, `${x.beforeStatus || "—"} → ${x.afterStatus}`))))) : null)));
+  };
+  main.append(h("section", { class: "card" }, h("div", { class: "row" }, h("div", {}, h("label", { for: "rc-since" }, t("since")), since),
+    h("div", {}, h("label", { for: "rc-until" }, t("to")), until),
+    h("button", { type: "button", class: "shrink", disabled: !isAdmin(), onclick: start(true) }, t("dry_run")),
+    h("button", { type: "button", class: "shrink primary", disabled: !isAdmin(), onclick: start(false) }, t("apply")))), runs);
+  await load();
+  timers.push(setInterval(() => load().catch(() => {}), 2000));
+};
+
+// ---- notifications
+RENDER.notifications = async (main) => {
+  const d = await gql(`{ notificationEventTypes notificationEndpoints { id uid url description eventTypes enabled disabledReason }
+    notificationDeliveries(first: 50) { nodes { id endpointId status eventType attemptCount lastStatusCode lastLatencyMs lastError nextAttemptAt createdAt } } }`);
+  const eps = h("section", { class: "card", id: "endpoints" }, h("h2", {}, t("endpoints")), h("table", {}, h("tbody", {}, d.notificationEndpoints.map((e) => h("tr", {},
+    h("td", { class: "code" }, e.url), h("td", {}, e.eventTypes.join(", ") || t("all")), h("td", {}, e.enabled ? badge("ACTIVE") : h("span", {}, badge("DEAD"), " ", e.disabledReason || "")),
+    h("td", {}, isAdmin() ? [h("button", { type: "button", onclick: async () => {
+      try { const r = (await gql(`mutation($e: ID!) { sendTestNotification(endpointId: $e) { status lastStatusCode lastError } }`, { e: e.id })).sendTestNotification; toast(`${r.status} ${r.lastStatusCode ?? ""} ${r.lastError ?? ""}`); route(); } catch (x) { toast(x.message); }
+    } }, t("send_test")), " ", h("button", { type: "button", onclick: async () => {
+      try { await gql(`mutation($e: ID!, $on: Boolean) { updateNotificationEndpoint(id: $e, input: {enabled: $on}) { id } }`, { e: e.id, on: !e.enabled }); route(); } catch (x) { toast(x.message); }
+    } }, e.enabled ? "⏸" : "▶"), " ", h("button", { type: "button", class: "danger", onclick: async () => {
+      if (!confirm(e.url)) return;
+      try { await gql(`mutation($e: ID!) { deleteNotificationEndpoint(id: $e) }`, { e: e.id }); route(); } catch (x) { toast(x.message); }
+    } }, t("delete"))] : null))))));
+  if (isAdmin()) {
+    const url = h("input", { type: "url", name: "url", id: "ep-url", placeholder: "https://" });
+    const desc = h("input", { type: "text", name: "description" });
+    const types = d.notificationEventTypes.map((x) => h("label", { style: "display:inline;font-weight:400;margin-right:10px" }, h("input", { type: "checkbox", value: x }), ` ${x}`));
+    const form = h("form", { id: "endpoint-form" }, h("h2", {}, t("create")), h("label", { for: "ep-url" }, t("url")), url, h("label", {}, t("description")), desc,
+      h("p", {}, types), h("button", { type: "submit", class: "primary" }, t("create")));
+    form.addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      try {
+        const r = (await gql(`mutation($i: NotificationEndpointInput!) { createNotificationEndpoint(input: $i) { secret } }`,
+          { i: { url: url.value, description: desc.value, eventTypes: types.map((l) => l.querySelector("input")).filter((c) => c.checked).map((c) => c.value) } })).createNotificationEndpoint;
+        form.replaceChildren(h("p", {}, t("secret_once")), h("pre", { id: "endpoint-secret" }, r.secret), h("button", { type: "button", onclick: route }, "OK"));
+      } catch (e) { showErrors(form, e); }
+    });
+    eps.append(form);
+  }
+  const dl = h("section", { class: "card", id: "deliveries" }, h("h2", {}, t("deliveries")), h("table", {},
+    h("thead", {}, h("tr", {}, [t("when"), t("type"), t("status"), t("attempts"), t("code"), t("latency"), t("next_try"), ""].map((x) => h("th", {}, x)))),
+    h("tbody", {}, d.notificationDeliveries.nodes.map((x) => h("tr", {}, h("td", {}, fmt(x.createdAt)), h("td", {}, x.eventType), h("td", {}, badge(x.status)),
+      h("td", {}, x.attemptCount), h("td", {}, x.lastStatusCode ?? (x.lastError || "—")), h("td", {}, x.lastLatencyMs !== null ? `${x.lastLatencyMs} ms` : "—"), h("td", {}, fmt(x.nextAttemptAt)),
+      h("td", {}, isAdmin() && x.status !== "PENDING" ? h("button", { type: "button", onclick: async () => {
+        try { await gql(`mutation($d: ID!) { resendNotification(deliveryId: $d) }`, { d: x.id }); route(); } catch (e) { toast(e.message); }
+      } }, t("resend")) : null))))));
+  main.append(eps, dl);
+};
+
+// ---- audit
+RENDER.audit = async (main) => {
+  const d = (await gql(`{ auditLog(first: 100) { nodes { actor action target reason createdAt before after } } }`)).auditLog.nodes;
+  main.append(h("section", { class: "card" }, h("table", { id: "audit-table" }, h("thead", {}, h("tr", {}, [t("when"), t("actor"), t("action"), t("target"), t("reason")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, d.map((a) => h("tr", { title: JSON.stringify({ before: a.before, after: a.after }) }, h("td", {}, fmt(a.createdAt)), h("td", {}, a.actor), h("td", {}, a.action), h("td", { class: "code" }, a.target), h("td", {}, a.reason)))))));
+};
+
+// ---------------------------------------------------------------- start
+function applyLang() {
+  document.documentElement.lang = lang;
+  $("#lang").value = lang;
+  $("#lang-label").textContent = t("lang");
+  $("#signout").textContent = t("signout");
+}
+async function start() {
+  applyLang();
+  $("#lang").addEventListener("change", (e) => { lang = e.target.value; localStorage.setItem("porteiro.lang", lang); applyLang(); route(); });
+  $("#signout").addEventListener("click", async () => {
+    await fetch("/console/logout", { method: "POST", credentials: "same-origin", headers: { "x-porteiro-console": "1" } });
+    location.reload();
+  });
+  try {
+    me = (await gql("{ me { app role subject } }")).me;
+  } catch (e) {
+    $("#nav").replaceChildren();
+    $("#main").replaceChildren(h("section", { class: "card", id: "signin" }, h("h1", {}, t("signin_title")), h("p", {}, t("signin_how")),
+      h("pre", {}, "porteiro login --app default"), e.code === "UNAUTHENTICATED" ? null : h("p", { class: "error" }, e.message)));
+    return;
+  }
+  $("#who").textContent = `${me.app} · ${me.role}`;
+  $("#signout").hidden = false;
+  window.addEventListener("hashchange", route);
+  await route();
+}
+start();

@@ -1,0 +1,110 @@
+//! The console's first screen: what arrived lately and what it did, counted in the database.
+use chrono::{DateTime, TimeDelta, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+use crate::AppResult;
+
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    /// `YYYY-MM-DDTHH` (UTC) for hours, `YYYY-MM-DD` for days.
+    pub at: String,
+    pub kind: String,
+    pub count: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Overview {
+    /// Webhook events of the last 24 hours, by hour received and status.
+    pub events_per_hour: Vec<Bucket>,
+    /// Access granted, revoked and expired per day over the last 14 days.
+    pub changes_per_day: Vec<Bucket>,
+    pub backlog: i64,
+    pub failed: i64,
+    pub unmapped: i64,
+}
+
+/// `YYYY-MM-DDTHH` or `YYYY-MM-DD` of a timestamp column, the same on both databases (SQLite
+/// keeps `YYYY-MM-DD HH:MM:SS…`, always UTC here).
+fn truncated(backend: DbBackend, column: &str, hours: bool) -> String {
+    match (backend, hours) {
+        (DbBackend::Postgres, true) => format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"),
+        (DbBackend::Postgres, false) => format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
+        (_, true) => format!("replace(substr({column}, 1, 13), ' ', 'T')"),
+        (_, false) => format!("substr({column}, 1, 10)"),
+    }
+}
+
+fn placeholders(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_string();
+    }
+    let mut n = 0;
+    let mut out = String::with_capacity(sql.len());
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: DateTime<Utc>) -> AppResult<Vec<Bucket>> {
+    let backend = db.get_database_backend();
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(backend, sql),
+            [app_id.into(), since.into()],
+        ))
+        .await?;
+    let mut out = Vec::new();
+    for r in rows {
+        out.push(Bucket {
+            at: r.try_get("", "at")?,
+            kind: r.try_get("", "kind")?,
+            count: r.try_get("", "n")?,
+        });
+    }
+    out.sort_by(|a, b| (&a.at, &a.kind).cmp(&(&b.at, &b.kind)));
+    Ok(out)
+}
+
+async fn count(db: &impl ConnectionTrait, app_id: i32, status: &str) -> AppResult<i64> {
+    let backend = db.get_database_backend();
+    let row = db
+        .query_one_raw(Statement::from_sql_and_values(
+            backend,
+            placeholders(
+                backend,
+                "SELECT COUNT(*) AS n FROM webhook_event WHERE app_id = ? AND status = ?",
+            ),
+            [app_id.into(), status.into()],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
+}
+
+pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> AppResult<Overview> {
+    let backend = db.get_database_backend();
+    let hour = truncated(backend, "received_at", true);
+    let events = format!(
+        "SELECT {hour} AS at, status AS kind, COUNT(*) AS n FROM webhook_event \
+         WHERE app_id = ? AND received_at >= ? GROUP BY {hour}, status"
+    );
+    let day = truncated(backend, "created_at", false);
+    let changes = format!(
+        "SELECT {day} AS at, event_type AS kind, COUNT(*) AS n FROM notification \
+         WHERE app_id = ? AND created_at >= ? AND event_type IN ('access.granted', 'access.revoked', 'access.expired') \
+         GROUP BY {day}, event_type"
+    );
+    Ok(Overview {
+        events_per_hour: buckets(db, &events, app_id, now - TimeDelta::hours(24)).await?,
+        changes_per_day: buckets(db, &changes, app_id, now - TimeDelta::days(14)).await?,
+        backlog: count(db, app_id, "pending").await?,
+        failed: count(db, app_id, "failed").await?,
+        unmapped: count(db, app_id, "unmapped").await?,
+    })
+}

@@ -1,0 +1,473 @@
+//! The admin console in a real headless Chromium, driven through WebDriver (chromedriver): the
+//! whole first day of an admin, from the sign-in link to a rule rollback. A screenshot of every
+//! page is kept in `target/browser-artifacts/` (CI prints where when the test fails).
+//!
+//! The WebDriver client is the few calls below over reqwest: fantoccini's TLS features pull a C
+//! build (aws-lc) for a connection that is plain HTTP to a local chromedriver.
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+const WAIT: Duration = Duration::from_secs(10);
+
+struct Driver(Child);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    _driver: Driver,
+    artifacts: std::path::PathBuf,
+}
+
+type Step<T> = Result<T, String>;
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium, or says why it cannot.
+    async fn start() -> Result<Browser, String> {
+        porteiro::install_crypto_provider();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("chromedriver: {e}"))?;
+        let driver = Driver(child);
+        let http = reqwest::Client::new();
+        let base = format!("http://127.0.0.1:{port}");
+        let started = Instant::now();
+        while http.get(format!("{base}/status")).send().await.is_err() {
+            if started.elapsed() > WAIT {
+                return Err("chromedriver did not start".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                // The flags this closed network needs (no background connections to Google).
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-quic", "--no-first-run", "--disable-background-networking",
+                         "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
+                         "--lang=pt-BR"]
+            }
+        }}});
+        let v: Value = http
+            .post(format!("{base}/session"))
+            .json(&caps)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let id = v["value"]["sessionId"]
+            .as_str()
+            .ok_or_else(|| format!("no session: {v}"))?
+            .to_string();
+        let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
+        std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
+        Ok(Browser {
+            http,
+            base: format!("{base}/session/{id}"),
+            _driver: driver,
+            artifacts,
+        })
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Step<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let v: Value = req
+            .send()
+            .await
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        if v["value"]["error"].is_string() {
+            return Err(format!("{path}: {}", v["value"]["message"]));
+        }
+        Ok(v["value"].clone())
+    }
+
+    async fn goto(&self, url: &str) -> Step<()> {
+        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await
+            .map(|_| ())
+    }
+
+    async fn find_now(&self, css: &str) -> Step<String> {
+        let v = self
+            .call(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await?;
+        v[ELEMENT]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("{css}: {v}"))
+    }
+
+    /// The element, once it is there.
+    async fn find(&self, css: &str) -> Step<String> {
+        let started = Instant::now();
+        loop {
+            match self.find_now(css).await {
+                Ok(e) => return Ok(e),
+                Err(e) if started.elapsed() > WAIT => return Err(format!("never appeared: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Retries while the page re-renders under us (a stale or not yet clickable element).
+    async fn retrying<F, Fut>(&self, what: &str, op: F) -> Step<()>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Step<()>>,
+    {
+        let started = Instant::now();
+        loop {
+            match op().await {
+                Ok(()) => return Ok(()),
+                Err(e) if started.elapsed() > WAIT => return Err(format!("{what}: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    async fn click(&self, css: &str) -> Step<()> {
+        self.retrying(css, || async {
+            let e = self.find(css).await?;
+            self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({})))
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+
+    async fn type_into(&self, css: &str, text: &str) -> Step<()> {
+        self.retrying(css, || async {
+            let e = self.find(css).await?;
+            self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), Some(json!({})))
+                .await?;
+            self.call(
+                reqwest::Method::POST,
+                &format!("/element/{e}/value"),
+                Some(json!({"text": text})),
+            )
+            .await
+            .map(|_| ())
+        })
+        .await
+    }
+
+    async fn text(&self, css: &str) -> Step<String> {
+        let out = std::sync::Mutex::new(String::new());
+        self.retrying(css, || async {
+            let e = self.find(css).await?;
+            let v = self
+                .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
+                .await?;
+            *out.lock().unwrap() = v.as_str().unwrap_or_default().to_string();
+            Ok(())
+        })
+        .await?;
+        Ok(out.into_inner().unwrap())
+    }
+
+    /// Waits until the element's text contains `want`.
+    async fn wait_text(&self, css: &str, want: &str) -> Step<String> {
+        let started = Instant::now();
+        loop {
+            let got = self.text(css).await.unwrap_or_default();
+            if got.contains(want) {
+                return Ok(got);
+            }
+            if started.elapsed() > WAIT {
+                return Err(format!("{css} never said {want:?}; it says {got:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn js(&self, script: &str, args: Value) -> Step<Value> {
+        self.call(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": args})),
+        )
+        .await
+    }
+
+    async fn accept_dialog(&self) -> Step<()> {
+        let started = Instant::now();
+        loop {
+            if self
+                .call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > WAIT {
+                return Err("no dialog to accept".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn screenshot(&self, name: &str) {
+        if let Ok(v) = self.call(reqwest::Method::GET, "/screenshot", None).await
+            && let Some(b64) = v.as_str()
+            && let Ok(png) = base64::engine::general_purpose::STANDARD.decode(b64)
+        {
+            let _ = std::fs::write(self.artifacts.join(format!("{name}.png")), png);
+        }
+    }
+
+    async fn close(&self) {
+        let _ = self.http.delete(&self.base).send().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_first_day_in_the_console() {
+    if pg_base().is_some() {
+        // The console only talks GraphQL, which both backends already pass; once is enough.
+        return;
+    }
+    let browser = match Browser::start().await {
+        Ok(b) => b,
+        Err(why) if std::env::var("PORTEIRO_REQUIRE_BROWSER").is_ok() => panic!("no browser: {why}"),
+        Err(why) => {
+            eprintln!("skipped: no headless Chromium here ({why}); .ci/run installs it");
+            return;
+        }
+    };
+    let app = TestApp::spawn().await;
+    let result = first_day(&browser, &app).await;
+    if let Err(e) = &result {
+        browser.screenshot("failure").await;
+        let src = browser.call(reqwest::Method::GET, "/source", None).await;
+        let _ = std::fs::write(
+            browser.artifacts.join("failure.html"),
+            src.map(|v| v.as_str().unwrap_or_default().to_string())
+                .unwrap_or_default(),
+        );
+        browser.close().await;
+        panic!("{e} (screenshots in {})", browser.artifacts.display());
+    }
+    browser.close().await;
+}
+
+async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
+    // Not signed in: the console says how to.
+    b.goto(&format!("{}/", app.addr)).await?;
+    b.wait_text("#signin", "porteiro login").await?;
+
+    // Sign in with a one-time link, as `porteiro login` prints it.
+    let token = porteiro::services::console::issue_login(&app.state, "default", porteiro::auth::Role::Admin, "ana")
+        .await
+        .map_err(|e| e.to_string())?;
+    let link = format!("{}/console/login?token={token}", app.addr);
+    b.goto(&link).await?;
+    b.click("#signin").await?;
+    b.wait_text("#who", "default · admin").await?;
+    b.screenshot("overview").await;
+    // The link worked once.
+    b.goto(&link).await?;
+    b.click("#signin").await?;
+    b.wait_text("main", "porteiro login").await?;
+    b.goto(&format!("{}/console/", app.addr)).await?;
+    b.wait_text("#who", "default · admin").await?;
+
+    // Hotmart integration: a wrong Client ID first, shown on its field.
+    b.click("#nav-integration").await?;
+    b.find("#webhook-url").await?;
+    let url = b
+        .js("return document.querySelector('#webhook-url').value", json!([]))
+        .await?;
+    if url.as_str()
+        != Some(
+            app.webhook_url("default")
+                .await
+                .replace(&app.addr, "http://porteiro.test")
+                .as_str(),
+        )
+    {
+        return Err(format!("webhook URL shown: {url}"));
+    }
+    b.click("#copy-webhook").await?;
+    b.wait_text("#copy-webhook", "Copiado").await?;
+    b.wait_text("#test-status", "Aguardando").await?;
+    b.type_into("#f-clientId", "not-a-uuid").await?;
+    b.click("#save-integration").await?;
+    b.wait_text("#err-clientId", "Client ID").await?;
+    b.screenshot("integration-error").await;
+    let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    b.type_into("#f-hottok", HOTTOK).await?;
+    b.type_into("#f-basic", &basic).await?;
+    b.type_into("#f-clientId", CLIENT_ID).await?;
+    b.type_into("#f-clientSecret", CLIENT_SECRET).await?;
+    b.click("#save-integration").await?;
+    let last4: String = HOTTOK
+        .chars()
+        .rev()
+        .take(4)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let started = Instant::now();
+    loop {
+        let p = b
+            .js(
+                "return document.querySelector('#f-hottok')?.placeholder || ''",
+                json!([]),
+            )
+            .await?;
+        if p.as_str().is_some_and(|p| p.contains(&last4)) {
+            break;
+        }
+        if started.elapsed() > WAIT {
+            return Err(format!("the Hottok was not saved: placeholder {p}"));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let page = b.text("main").await?;
+    if page.contains(HOTTOK) || page.contains(CLIENT_SECRET) {
+        return Err("a stored secret is shown in the page".into());
+    }
+    b.screenshot("integration").await;
+
+    // A package with a product ID; a second one with the same ID names the first.
+    b.click("#nav-catalog").await?;
+    b.click("#new-package").await?;
+    b.type_into("#package-name", "Curso de Fotografia").await?;
+    b.type_into("#package-form input[name=hotmartProductIds]", "4100001\u{E007}")
+        .await?;
+    b.click("#package-save").await?;
+    b.wait_text("#packages", "Curso de Fotografia").await?;
+    b.click("#new-package").await?;
+    b.type_into("#package-name", "Outro curso").await?;
+    b.type_into("#package-form input[name=hotmartProductIds]", "4100001\u{E007}")
+        .await?;
+    b.click("#package-save").await?;
+    b.wait_text("#conflict", "Curso de Fotografia").await?;
+    b.find(".chip.bad[data-id='4100001']").await?;
+    b.screenshot("catalog-conflict").await;
+
+    // A webhook arrives: it shows in Events, and the buyer's access under Buyers.
+    let sale = fixture("purchase_approved_single.json");
+    let (status, _) = app.post_hotmart(&sale).await;
+    if status != 200 {
+        return Err(format!("webhook answered {status}"));
+    }
+    app.process_inbox().await;
+    let v: Value = serde_json::from_str(&sale).unwrap();
+    let event_id = v["id"].as_str().unwrap().to_string();
+    let email = v["data"]["buyer"]["email"].as_str().unwrap().to_lowercase();
+    b.click("#nav-events").await?;
+    b.click(&format!("tr[data-event='{event_id}']")).await?;
+    b.wait_text("#event-payload", v["data"]["purchase"]["transaction"].as_str().unwrap())
+        .await?;
+    b.screenshot("events").await;
+    b.click("#nav-buyers").await?;
+    b.type_into("#buyer-search", &format!("{email}\u{E007}")).await?;
+    b.click(&format!("tr[data-email='{email}']")).await?;
+    b.wait_text("#access-table", "Curso de Fotografia").await?;
+    b.wait_text("#access-table", "ACTIVE").await?;
+    b.screenshot("buyers").await;
+
+    // A rule with a syntax error says where; a good one saves; rollback returns to the default.
+    b.goto(&format!("{}/console/#/rules?type=PURCHASE_APPROVED", app.addr))
+        .await?;
+    b.wait_text("main h2", "PURCHASE_APPROVED").await?;
+    let set_source = "const a = document.querySelector('#rule-source'); a.value = arguments[0]; a.dispatchEvent(new Event('input'));";
+    b.js(set_source, json!(["let x = ;\nx"])).await?;
+    b.click("#rule-save").await?;
+    let err = b.wait_text("#rule-error", "line").await?;
+    if !err.contains("column") {
+        return Err(format!("no column in {err:?}"));
+    }
+    b.find(".line-bad").await?;
+    b.screenshot("rules-error").await;
+    let default = porteiro::rules::default_script("PURCHASE_APPROVED").unwrap();
+    b.js(set_source, json!([format!("// edited in the console\n{default}")]))
+        .await?;
+    b.click("#rule-save").await?;
+    b.wait_text("main h2", "v1").await?;
+    b.click("#rule-versions tr[data-version='0'] .activate").await?;
+    b.wait_text("main h2", "v0").await?;
+    b.screenshot("rules").await;
+
+    // Deleting the package its buyer holds asks first, then revokes.
+    b.click("#nav-catalog").await?;
+    b.click("#packages tr[data-name='Curso de Fotografia'] .danger").await?;
+    b.accept_dialog().await?;
+    let started = Instant::now();
+    while b.text("#packages").await?.contains("Curso de Fotografia") {
+        if started.elapsed() > WAIT {
+            return Err("the package was not deleted".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // The other pages render, in English too.
+    for page in ["overview", "reconcile", "notifications", "audit"] {
+        b.click(&format!("#nav-{page}")).await?;
+        b.find(&format!("#nav-{page}[aria-current=page]")).await?;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        if b.find_now("main .error").await.is_ok() {
+            return Err(format!("{page}: {}", b.text("main .error").await?));
+        }
+        b.screenshot(page).await;
+    }
+    b.js(
+        "const s = document.querySelector('#lang'); s.value = 'en'; s.dispatchEvent(new Event('change'));",
+        json!([]),
+    )
+    .await?;
+    b.wait_text("#nav-audit", "Audit log").await?;
+
+    // Nothing the page loaded came from anywhere but this server.
+    let loaded = b
+        .js(
+            "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])",
+            json!([]),
+        )
+        .await?;
+    for url in loaded.as_array().cloned().unwrap_or_default() {
+        let url = url.as_str().unwrap_or_default();
+        if !url.starts_with(&app.addr) {
+            return Err(format!("the console fetched {url}"));
+        }
+    }
+
+    // Signing out ends the session.
+    b.click("#signout").await?;
+    b.wait_text("#signin", "porteiro login").await?;
+    Ok(())
+}
