@@ -110,25 +110,21 @@ pub fn transitions(before: Option<&Side>, after: Option<&Side>) -> Vec<Announcem
         (Some(b), Some(a)) if !same_holding(b, a) => (None, Some(b)),
         (b, _) => (b, None),
     };
-    if let Some(b) = moved_from.filter(|b| b.live()) {
+    // A live holding that ends without a successor state: its holder lost it.
+    let lost = |b: &Side| {
         let mut gone = b.clone();
         gone.status = EntitlementStatus::Revoked;
-        out.push(Announcement {
+        Announcement {
             event_type: "access.revoked",
             side: gone,
             previous: Some(b.clone()),
-        });
+        }
+    };
+    if let Some(b) = moved_from.filter(|b| b.live()) {
+        out.push(lost(b));
     }
     let Some(a) = after else {
-        if let Some(b) = before.filter(|b| b.live()) {
-            let mut gone = b.clone();
-            gone.status = EntitlementStatus::Revoked;
-            out.push(Announcement {
-                event_type: "access.revoked",
-                side: gone,
-                previous: Some(b.clone()),
-            });
-        }
+        out.extend(before.filter(|b| b.live()).map(lost));
         return out;
     };
     use EntitlementStatus::*;

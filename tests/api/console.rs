@@ -26,13 +26,7 @@ async fn sign_in(app: &TestApp, role: Role) -> (String, String) {
     assert_eq!(page.status(), 200);
     let html = page.text().await.unwrap();
     assert!(html.contains("method=\"post\"") && html.contains(&token), "{html}");
-    let res = http
-        .post(format!("{}/console/login", app.addr))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", token.as_str())]).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let res = redeem(&http, app, &token).await;
     assert_eq!(res.status(), 303);
     assert_eq!(res.headers()["location"], "/console/");
     let cookie = res.headers()["set-cookie"].to_str().unwrap().to_string();
@@ -44,6 +38,16 @@ async fn sign_in(app: &TestApp, role: Role) -> (String, String) {
         .unwrap()
         .to_string();
     (value, cookie)
+}
+
+/// Posts the sign-in form with a link's token.
+async fn redeem(http: &reqwest::Client, app: &TestApp, token: &str) -> reqwest::Response {
+    http.post(format!("{}/console/login", app.addr))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(serde_urlencoded::to_string([("token", token)]).unwrap())
+        .send()
+        .await
+        .unwrap()
 }
 
 async fn gql_cookie(app: &TestApp, session: &str, csrf: bool, query: &str) -> Value {
@@ -123,30 +127,12 @@ async fn links_work_once_sessions_expire_and_viewers_stay_viewers() {
         .await
         .unwrap();
     let http = no_redirects();
-    let first = http
-        .post(format!("{}/console/login", app.addr))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", token.as_str())]).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let first = redeem(&http, &app, &token).await;
     assert_eq!(first.status(), 303);
-    let again = http
-        .post(format!("{}/console/login", app.addr))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", token.as_str())]).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let again = redeem(&http, &app, &token).await;
     assert_eq!(again.status(), 401);
     assert!(again.text().await.unwrap().contains("porteiro login"));
-    let bad = http
-        .post(format!("{}/console/login", app.addr))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", "made-up")]).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let bad = redeem(&http, &app, "made-up").await;
     assert_eq!(bad.status(), 401);
 
     let (session, _) = sign_in(&app, Role::Viewer).await;
@@ -177,13 +163,7 @@ async fn links_work_once_sessions_expire_and_viewers_stay_viewers() {
         .execute_raw(Statement::from_sql_and_values(backend, sql, [past.into()]))
         .await
         .unwrap();
-    let late = http
-        .post(format!("{}/console/login", app.addr))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(serde_urlencoded::to_string([("token", old.as_str())]).unwrap())
-        .send()
-        .await
-        .unwrap();
+    let late = redeem(&http, &app, &old).await;
     assert_eq!(late.status(), 401);
     let v = gql_cookie(&app, &session, true, "{ me { role } }").await;
     assert_eq!(error_code(&v), "UNAUTHENTICATED");
