@@ -260,7 +260,7 @@ async fn an_admins_first_day_in_the_console() {
     }
     let browser = match Browser::start().await {
         Ok(b) => b,
-        Err(why) if std::env::var("PORTEIRO_REQUIRE_BROWSER").is_ok() => panic!("no browser: {why}"),
+        Err(why) if std::env::var("CI_REQUIRE_BROWSER").is_ok() => panic!("no browser: {why}"),
         Err(why) => {
             eprintln!("skipped: no headless Chromium here ({why}); .ci/run installs it");
             return;
