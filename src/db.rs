@@ -71,11 +71,20 @@ pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
 pub struct WriteTxn {
     txn: DatabaseTransaction,
     _gate: Option<tokio::sync::OwnedMutexGuard<()>>,
+    gate: Option<Arc<Gate>>,
 }
 
 impl WriteTxn {
     pub async fn commit(self) -> Result<(), DbErr> {
         self.txn.commit().await
+    }
+
+    /// Whether an inbox writer is waiting for this transaction's gate (SQLite): a long
+    /// transaction should end soon, since a webhook is answered only after its commit.
+    pub fn ingest_waiting(&self) -> bool {
+        self.gate
+            .as_ref()
+            .is_some_and(|g| g.urgent.load(std::sync::atomic::Ordering::SeqCst) > 0)
     }
 
     pub async fn rollback(self) -> Result<(), DbErr> {
@@ -140,7 +149,8 @@ pub async fn write_txn_urgent(db: &DatabaseConnection) -> Result<WriteTxn, DbErr
 
 async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr> {
     use std::sync::atomic::Ordering;
-    let gate = match gate(db) {
+    let shared = gate(db);
+    let gate = match shared.clone() {
         Some(g) if urgent => {
             g.urgent.fetch_add(1, Ordering::SeqCst);
             let guard = g.lock.clone().lock_owned().await;
@@ -166,7 +176,11 @@ async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr>
     } else {
         db.begin().await?
     };
-    Ok(WriteTxn { txn, _gate: gate })
+    Ok(WriteTxn {
+        txn,
+        _gate: gate,
+        gate: shared,
+    })
 }
 
 pub fn is_unique_violation(e: &DbErr) -> bool {

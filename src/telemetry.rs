@@ -47,3 +47,8 @@ pub fn notification(status: &str) {
     };
     metrics::counter!("porteiro_notification_attempts_total", "result" => status).increment(1);
 }
+
+/// A worker batch committed early to let waiting webhooks in (SQLite).
+pub fn worker_yield() {
+    metrics::counter!("porteiro_worker_yields_total").increment(1);
+}
