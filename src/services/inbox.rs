@@ -41,15 +41,18 @@ pub enum Recorded {
 /// Stores a delivery (through the group-committing writer) and answers once it is on disk. A
 /// known event id changes nothing, however many copies race in.
 pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
-    // Redeliveries are common (retry storms): answer them from a read, without queueing for the
-    // writer. A copy racing past this check still meets the unique index.
-    if !known_ids(&state.db, input.app_id, std::slice::from_ref(&input.event_id))
-        .await?
-        .is_empty()
-    {
+    // Redeliveries are common (retry storms, Hotmart resending what timed out): one stored in
+    // the last hour is answered from memory, without touching the database. Any other copy goes
+    // to the writer, whose insert decides against the unique index (so a new event costs no
+    // read before its write, and copies racing in on several writers cannot both be new).
+    let key = (input.app_id, input.event_id.clone());
+    if state.ingest.recent.contains_key(&key) {
         return Ok(Recorded::Duplicate);
     }
-    state.ingest.submit(input).await
+    let r = state.ingest.submit(input).await?;
+    // Only once it is on disk: a hit must never answer for an event that is not stored.
+    state.ingest.recent.insert(key, ());
+    Ok(r)
 }
 
 /// How many deliveries may wait for the writers (and be in flight over HTTP); past that, 503 at
@@ -77,6 +80,8 @@ struct Job {
 /// one's commit and then skip, so exactly one group ever gets the row back.
 pub struct Ingest {
     tx: flume::Sender<Job>,
+    /// (app, event id) of deliveries stored in the last hour (in this process).
+    recent: moka::sync::Cache<(i32, String), ()>,
 }
 
 impl Ingest {
@@ -90,7 +95,13 @@ impl Ingest {
         for _ in 0..writers {
             tokio::spawn(writer(db.clone(), rx.clone(), touched.clone()));
         }
-        Ingest { tx }
+        Ingest {
+            tx,
+            recent: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(std::time::Duration::from_secs(3600))
+                .build(),
+        }
     }
 
     pub async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
