@@ -257,6 +257,18 @@ impl TestApp {
         d["access"].as_array().unwrap().clone()
     }
 
+    /// The Prometheus text the server exposes.
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(format!("{}/metrics", self.addr))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub async fn events(&self) -> Vec<Value> {
         let d = self
             .gql("{ webhookEvents(first: 200) { nodes { id eventId eventType status decision error ruleVersion isTest } } }", json!({}))

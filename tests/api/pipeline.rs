@@ -362,16 +362,9 @@ async fn a_worker_batch_that_yields_to_ingest_applies_every_event_once() {
         assert_eq!(app.post_hotmart(&body).await.0, 200);
     }
     let yields = || async {
-        let m = app
-            .client
-            .get(format!("{}/metrics", app.addr))
-            .send()
+        app.metrics()
             .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        m.lines()
+            .lines()
             .find_map(|l| l.strip_prefix("porteiro_worker_yields_total "))
             .and_then(|v| v.trim().parse::<f64>().ok())
             .unwrap_or(0.0)

@@ -389,15 +389,7 @@ async fn operators_can_scrape_metrics() {
     app.post_hotmart(&fixture("purchase_approved.json")).await;
     app.post_hotmart(&fixture("purchase_approved.json")).await;
     app.post_hotmart_with("{", Some(HOTTOK), "application/json").await;
-    let text = app
-        .client
-        .get(format!("{}/metrics", app.addr))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     for needle in [
         "porteiro_webhooks_total{outcome=\"accepted\"}",
         "porteiro_webhooks_total{outcome=\"duplicate\"}",
