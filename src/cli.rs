@@ -635,7 +635,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
+    eprintln!(
+        "  admin console: http://{addr}/console/ (sign in: cargo run --release -- login --app {})",
+        default_app.slug
+    );
     eprintln!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql");
+    eprintln!("  apps' access API: http://{addr}/v1/docs");
     // The webhook key is a credential: the start-up banner (which ends up in logs) masks it.
     eprintln!(
         "  Hotmart webhook URL of app '{}': {}{} (the whole URL: `porteiro apps list` or hotmartIntegration {{ webhookUrl }})",
