@@ -16,6 +16,15 @@ pub enum Role {
     Viewer,
 }
 
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Viewer => "viewer",
+        }
+    }
+}
+
 pub fn parse_role(s: &str) -> Result<Role, String> {
     match s {
         "admin" => Ok(Role::Admin),
@@ -46,14 +55,7 @@ pub struct Principal {
 
 impl Principal {
     pub fn actor(&self) -> String {
-        format!("{}:{}", self.role_name(), self.subject)
-    }
-
-    fn role_name(&self) -> &'static str {
-        match self.role {
-            Role::Admin => "admin",
-            Role::Viewer => "viewer",
-        }
+        format!("{}:{}", self.role.as_str(), self.subject)
     }
 
     pub fn require_admin(&self) -> Result<(), AppError> {

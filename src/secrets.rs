@@ -168,6 +168,12 @@ impl SecretBox {
 }
 
 /// The last four characters of a secret: enough for an admin to recognise it, useless to an attacker.
+/// How a bearer secret with 256 random bits (an API key, a console token) is stored: its
+/// SHA-256, hex. A fast hash is enough at that entropy; the secret itself is never kept.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
 pub fn last4(s: &str) -> String {
     let chars: Vec<char> = s.chars().collect();
     chars[chars.len().saturating_sub(4)..].iter().collect()

@@ -3,7 +3,6 @@ use async_graphql::{Context, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql};
-use crate::auth::Role;
 use crate::services::overview;
 
 #[derive(SimpleObject)]
@@ -59,11 +58,7 @@ impl ConsoleQuery {
         let (_, who) = caller(ctx)?;
         Ok(Me {
             app: who.app_slug.clone(),
-            role: match who.role {
-                Role::Admin => "admin",
-                Role::Viewer => "viewer",
-            }
-            .into(),
+            role: who.role.as_str().into(),
             subject: who.subject.clone(),
         })
     }

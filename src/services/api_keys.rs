@@ -7,10 +7,10 @@ use entity::api_key as ak;
 use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use super::audit::{self, Entry};
 use crate::auth::Principal;
+use crate::secrets::token_hash as hash;
 use crate::{AppError, AppResult, AppState};
 
 /// Scopes a key can carry. Only reading access exists today; the list is the place to add more.
@@ -37,10 +37,6 @@ impl AppKey {
             Err(AppError::Forbidden(format!("this API key lacks the {scope} scope")))
         }
     }
-}
-
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn clean_scopes(scopes: &[String]) -> AppResult<Vec<String>> {

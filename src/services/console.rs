@@ -6,9 +6,9 @@ use chrono::{DateTime, TimeDelta, Utc};
 use entity::console_token as ct;
 use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
-use sha2::{Digest, Sha256};
 
 use crate::auth::{Principal, Role};
+use crate::secrets::token_hash as hash;
 use crate::{AppError, AppResult, AppState};
 
 const LOGIN: &str = "login";
@@ -16,21 +16,10 @@ const SESSION: &str = "session";
 pub const LOGIN_TTL: TimeDelta = TimeDelta::minutes(15);
 pub const SESSION_TTL: TimeDelta = TimeDelta::hours(12);
 
-fn hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
-}
-
 fn new_token() -> String {
     let mut b = [0u8; 32];
     rand::rng().fill_bytes(&mut b);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
-}
-
-fn role_name(r: Role) -> &'static str {
-    match r {
-        Role::Admin => "admin",
-        Role::Viewer => "viewer",
-    }
 }
 
 /// A one-time sign-in link's token for the app's console.
@@ -45,7 +34,7 @@ pub async fn issue_login(state: &AppState, app_slug: &str, role: Role, subject: 
         kind: Set(LOGIN.into()),
         token_hash: Set(hash(&token)),
         app_id: Set(app.id),
-        role: Set(role_name(role).into()),
+        role: Set(role.as_str().into()),
         subject: Set(subject.into()),
         created_at: Set(now),
         expires_at: Set(now + LOGIN_TTL),

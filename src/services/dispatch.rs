@@ -11,17 +11,15 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use entity::{
-    entitlement, notification as note, notification_attempt as attempt_row, notification_delivery as delivery,
+    notification as note, notification_attempt as attempt_row, notification_delivery as delivery,
     notification_endpoint as ep,
 };
 use rand::Rng;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
-use serde_json::json;
 
 use super::notifications::{DEAD, DELIVERED, PENDING};
-use super::outbox;
 use crate::{AppError, AppResult, AppState};
 
 /// Waits after the 1st, 2nd… failed attempt: 8 attempts over about 27 hours, as Standard
@@ -462,49 +460,6 @@ pub async fn attempt(
     Ok(row)
 }
 
-/// Announces the ends that passed (`access.expired`) and were not announced yet.
-pub async fn sweep_expiries(state: &AppState, now: DateTime<Utc>) -> AppResult<usize> {
-    let due = entitlement::Entity::find()
-        .filter(entitlement::Column::ExpiryNoted.eq(false))
-        .filter(entitlement::Column::ExpiresAt.lte(now))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
-        .order_by_asc(entitlement::Column::ExpiresAt)
-        .limit(500)
-        .all(&state.db)
-        .await?;
-    let mut n = 0;
-    for row in due {
-        let txn = crate::db::write_txn(&state.db).await?;
-        super::entitlements::lock_source(&txn, row.app_id, &row.source).await?;
-        // Read again under the lock: a recompute may have moved the end or announced it.
-        let Some(row) = entitlement::Entity::find_by_id(row.id).one(&txn).await? else {
-            continue;
-        };
-        let due = !row.expiry_noted && row.expires_at.is_some_and(|t| t <= now);
-        if !due {
-            continue;
-        }
-        let email = entity::buyer::Entity::find_by_id(row.buyer_id)
-            .one(&txn)
-            .await?
-            .map(|b| b.email)
-            .unwrap_or_default();
-        let before = outbox::side_of(&row, &email, now);
-        let mut after = before.clone();
-        after.status = crate::domain::EntitlementStatus::Expired;
-        let news = outbox::transitions(Some(&before), Some(&after));
-        let mut am: entitlement::ActiveModel = row.clone().into();
-        am.expiry_noted = Set(true);
-        am.version = Set(row.version + news.len() as i64);
-        let row = am.update(&txn).await?;
-        let cause = json!({"kind": "timer", "actor": "timer", "reason": "the paid-through date passed"});
-        outbox::announce(&txn, &row, &news, &cause).await?;
-        txn.commit().await?;
-        n += 1;
-    }
-    Ok(n)
-}
-
 /// Fans out, announces passed ends and sends what is due, until shutdown. Woken after access
 /// changes; otherwise every second.
 pub async fn run(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
@@ -519,7 +474,7 @@ pub async fn run(state: AppState, mut shutdown: tokio::sync::watch::Receiver<boo
         }
         if last_sweep.elapsed() >= Duration::from_secs(5) {
             last_sweep = Instant::now();
-            match sweep_expiries(&state, super::now()).await {
+            match super::entitlements::announce_expiries(&state, super::now()).await {
                 Ok(n) if n > 0 => {
                     let _ = fan_out(&state).await;
                 }

@@ -7,7 +7,8 @@ use std::collections::BTreeSet;
 use chrono::{DateTime, Utc};
 use entity::{access_fact as af, buyer, buyer_subscriber_code as subcode, entitlement};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, Set, Statement,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
+    Statement,
 };
 use serde_json::json;
 
@@ -275,6 +276,46 @@ pub async fn announce_removal(
         outbox::announce(db, &r, &news, &cause).await?;
     }
     Ok(())
+}
+
+/// Announces the ends that passed (`access.expired`) and were not announced yet: the
+/// notifications' timer (a read needs none: expiry is evaluated when read).
+pub async fn announce_expiries(state: &AppState, now: DateTime<Utc>) -> AppResult<usize> {
+    let due = entitlement::Entity::find()
+        .filter(entitlement::Column::ExpiryNoted.eq(false))
+        .filter(entitlement::Column::ExpiresAt.lte(now))
+        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .order_by_asc(entitlement::Column::ExpiresAt)
+        .limit(500)
+        .all(&state.db)
+        .await?;
+    let mut n = 0;
+    for row in due {
+        let txn = crate::db::write_txn(&state.db).await?;
+        lock_source(&txn, row.app_id, &row.source).await?;
+        // Read again under the lock: a recompute may have moved the end or announced it.
+        let Some(row) = entitlement::Entity::find_by_id(row.id).one(&txn).await? else {
+            continue;
+        };
+        let due = !row.expiry_noted && row.expires_at.is_some_and(|t| t <= now);
+        if !due {
+            continue;
+        }
+        let email = email_of(&txn, row.buyer_id).await?;
+        let before = outbox::side_of(&row, &email, now);
+        let mut after = before.clone();
+        after.status = EntitlementStatus::Expired;
+        let news = outbox::transitions(Some(&before), Some(&after));
+        let mut am: entitlement::ActiveModel = row.clone().into();
+        am.expiry_noted = Set(true);
+        am.version = Set(row.version + news.len() as i64);
+        let row = am.update(&txn).await?;
+        let cause = json!({"kind": "timer", "actor": "timer", "reason": "the paid-through date passed"});
+        outbox::announce(&txn, &row, &news, &cause).await?;
+        txn.commit().await?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 /// What notifications keep on the row.

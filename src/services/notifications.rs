@@ -542,10 +542,7 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
         "data": {"message": "A test from Porteiro: if the signature verifies, this endpoint is ready.", "endpoint": e.uid},
     });
     let txn = crate::db::write_txn(&state.db).await?;
-    let mut n = super::outbox::write(&txn, app_id, TEST_EVENT, None, 0, &payload).await?;
-    let mut am: note::ActiveModel = n.clone().into();
-    am.fanned_out = Set(true);
-    n = am.update(&txn).await?;
+    let n = super::outbox::write_addressed(&txn, app_id, TEST_EVENT, &payload).await?;
     let d = delivery::ActiveModel {
         app_id: Set(app_id),
         notification_id: Set(n.id),

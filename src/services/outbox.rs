@@ -205,7 +205,7 @@ pub fn payload(b: &Body<'_>, now: DateTime<Utc>) -> Value {
     })
 }
 
-/// Writes one outbox row in the caller's transaction.
+/// Writes one outbox row in the caller's transaction, for the dispatcher to fan out.
 pub async fn write(
     db: &impl ConnectionTrait,
     app_id: i32,
@@ -214,6 +214,28 @@ pub async fn write(
     version: i64,
     payload: &Value,
 ) -> AppResult<notification::Model> {
+    insert(db, app_id, event_type, entitlement_id, version, payload, false).await
+}
+
+/// A notification addressed by its sender to one endpoint (a test): never fanned out.
+pub async fn write_addressed(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_type: &str,
+    payload: &Value,
+) -> AppResult<notification::Model> {
+    insert(db, app_id, event_type, None, 0, payload, true).await
+}
+
+async fn insert(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_type: &str,
+    entitlement_id: Option<i32>,
+    version: i64,
+    payload: &Value,
+    fanned_out: bool,
+) -> AppResult<notification::Model> {
     Ok(notification::ActiveModel {
         app_id: Set(app_id),
         msg_id: Set(format!("msg_{}", uuid::Uuid::new_v4().simple())),
@@ -221,7 +243,7 @@ pub async fn write(
         entitlement_id: Set(entitlement_id),
         version: Set(version),
         payload: Set(serde_json::to_string(payload).map_err(AppError::internal)?),
-        fanned_out: Set(false),
+        fanned_out: Set(fanned_out),
         created_at: Set(super::now()),
         ..Default::default()
     }

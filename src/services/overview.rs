@@ -1,6 +1,6 @@
 //! The console's first screen: what arrived lately and what it did, counted in the database.
 use chrono::{DateTime, TimeDelta, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, Statement};
+use sea_orm::{ConnectionTrait, DbBackend};
 
 use crate::AppResult;
 
@@ -34,31 +34,10 @@ fn truncated(backend: DbBackend, column: &str, hours: bool) -> String {
     }
 }
 
-fn placeholders(backend: DbBackend, sql: &str) -> String {
-    if backend != DbBackend::Postgres {
-        return sql.to_string();
-    }
-    let mut n = 0;
-    let mut out = String::with_capacity(sql.len());
-    for c in sql.chars() {
-        if c == '?' {
-            n += 1;
-            out.push_str(&format!("${n}"));
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
 async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: DateTime<Utc>) -> AppResult<Vec<Bucket>> {
     let backend = db.get_database_backend();
     let rows = db
-        .query_all_raw(Statement::from_sql_and_values(
-            backend,
-            placeholders(backend, sql),
-            [app_id.into(), since.into()],
-        ))
+        .query_all_raw(crate::db::statement(backend, sql, vec![app_id.into(), since.into()]))
         .await?;
     let mut out = Vec::new();
     for r in rows {
@@ -75,13 +54,10 @@ async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: DateT
 async fn count(db: &impl ConnectionTrait, app_id: i32, status: &str) -> AppResult<i64> {
     let backend = db.get_database_backend();
     let row = db
-        .query_one_raw(Statement::from_sql_and_values(
+        .query_one_raw(crate::db::statement(
             backend,
-            placeholders(
-                backend,
-                "SELECT COUNT(*) AS n FROM webhook_event WHERE app_id = ? AND status = ?",
-            ),
-            [app_id.into(), status.into()],
+            "SELECT COUNT(*) AS n FROM webhook_event WHERE app_id = ? AND status = ?",
+            vec![app_id.into(), status.into()],
         ))
         .await?;
     Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))

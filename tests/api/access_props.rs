@@ -558,10 +558,10 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
 /// access is live; ends that passed included once the timer ran),
 /// and active access is never left unannounced.
 async fn notifications_tell_the_same_story(app: &TestApp, code: &str, context: &str) {
-    use porteiro::services::{dispatch, outbox};
+    use porteiro::services::{entitlements, outbox};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let now = Utc::now();
-    dispatch::sweep_expiries(&app.state, now).await.unwrap();
+    entitlements::announce_expiries(&app.state, now).await.unwrap();
     let db = &app.state.db;
     let Some(row) = entity::entitlement::Entity::find()
         .filter(entity::entitlement::Column::Source.eq(format!("sub:{code}")))

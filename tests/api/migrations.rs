@@ -151,23 +151,7 @@ async fn bia_id(app: &TestApp) -> i32 {
 
 /// Raw SQL with `?` placeholders on either backend.
 async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<sea_orm::QueryResult> {
-    let backend = db.get_database_backend();
-    let sql = if backend == sea_orm::DbBackend::Postgres {
-        let mut n = 0;
-        sql.chars()
-            .map(|c| {
-                if c == '?' {
-                    n += 1;
-                    format!("${n}")
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        sql.to_string()
-    };
-    db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
+    db.query_all_raw(porteiro::db::statement(db.get_database_backend(), sql, values))
         .await
         .unwrap()
 }

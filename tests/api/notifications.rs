@@ -241,8 +241,8 @@ async fn admin_actions_and_the_expiry_timer_are_announced_once() {
 
     // Three days later, the timer says it ended, once.
     let later = chrono::Utc::now() + chrono::TimeDelta::days(4);
-    assert_eq!(dispatch::sweep_expiries(&app.state, later).await.unwrap(), 1);
-    assert_eq!(dispatch::sweep_expiries(&app.state, later).await.unwrap(), 0);
+    assert_eq!(entitlements::announce_expiries(&app.state, later).await.unwrap(), 1);
+    assert_eq!(entitlements::announce_expiries(&app.state, later).await.unwrap(), 0);
     now_pump(&app).await;
     let got = rx.got();
     assert_eq!(got.len(), 2);
