@@ -18,6 +18,12 @@ pub struct Entry<'a> {
 }
 
 pub async fn record(db: &impl ConnectionTrait, e: Entry<'_>) -> AppResult<()> {
+    model(e).insert(db).await?;
+    Ok(())
+}
+
+/// The row an entry becomes (for writers that insert many at once).
+pub fn model(e: Entry<'_>) -> audit_log::ActiveModel {
     audit_log::ActiveModel {
         app_id: Set(e.app_id),
         actor: Set(e.actor.to_string()),
@@ -29,9 +35,6 @@ pub async fn record(db: &impl ConnectionTrait, e: Entry<'_>) -> AppResult<()> {
         created_at: Set(super::now()),
         ..Default::default()
     }
-    .insert(db)
-    .await?;
-    Ok(())
 }
 
 /// Newest first.

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use entity::{access_fact as af, buyer, buyer_subscriber_code as subcode, entitlement};
+use entity::{buyer, entitlement};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
     Statement,
@@ -13,11 +13,11 @@ use sea_orm::{
 use serde_json::json;
 
 use super::access_cache::Changed;
-use super::audit::{self, Entry};
 use super::buyers;
+use super::ledger::Ledger;
 use super::outbox;
 use crate::auth::Principal;
-use crate::domain::{Effect, EntitlementStatus, Fact, Projection, TargetKind, project};
+use crate::domain::{Effect, EntitlementStatus, Fact, TargetKind};
 use crate::{AppError, AppResult, AppState};
 
 /// The source of an admin's grant of one target to one buyer.
@@ -39,94 +39,6 @@ pub async fn lock_source(db: &impl ConnectionTrait, app_id: i32, source: &str) -
     Ok(())
 }
 
-fn to_fact(r: af::Model) -> Option<Fact> {
-    Some(Fact {
-        effect: Effect::parse(&r.effect)?,
-        occurred_at: r.occurred_at,
-        key: r.fact_key,
-        event_type: r.event_type,
-        transaction: r.transaction,
-        until: r.until,
-        email: r.email,
-        target: (TargetKind::parse(&r.target_kind)?, r.target_id),
-        event_row: r.webhook_event_id.unwrap_or(0),
-        rule_version: r.rule_version,
-        reason: r.reason,
-    })
-}
-
-/// A source's whole history, as the projection needs it (small rows; no payloads).
-pub async fn facts(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Vec<Fact>> {
-    let rows = af::Entity::find()
-        .filter(af::Column::AppId.eq(app_id))
-        .filter(af::Column::Source.eq(source))
-        .order_by_asc(af::Column::Id)
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().filter_map(to_fact).collect())
-}
-
-async fn insert_fact(db: &impl ConnectionTrait, app_id: i32, source: &str, f: &Fact, actor: &str) -> AppResult<()> {
-    af::ActiveModel {
-        app_id: Set(app_id),
-        source: Set(source.to_string()),
-        effect: Set(f.effect.as_str().to_string()),
-        event_type: Set(f.event_type.clone()),
-        fact_key: Set(f.key.clone()),
-        transaction: Set(f.transaction.clone()),
-        occurred_at: Set(f.occurred_at),
-        until: Set(f.until),
-        email: Set(f.email.clone()),
-        target_kind: Set(f.target.0.as_str().to_string()),
-        target_id: Set(f.target.1),
-        webhook_event_id: Set((f.event_row > 0).then_some(f.event_row)),
-        rule_version: Set(f.rule_version),
-        actor: Set(actor.to_string()),
-        reason: Set(f.reason.clone()),
-        created_at: Set(super::now()),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?;
-    Ok(())
-}
-
-/// Replaces what one inbox event contributes to the histories (nothing, when `fact` is `None`)
-/// and returns every source it touched, before or now, so the caller recomputes them all.
-pub async fn set_event_fact(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    event_row: i32,
-    new: Option<(&str, &Fact)>,
-) -> AppResult<BTreeSet<String>> {
-    let old = af::Entity::find()
-        .filter(af::Column::WebhookEventId.eq(event_row))
-        .all(db)
-        .await?;
-    let mut touched: BTreeSet<String> = old.iter().map(|r| r.source.clone()).collect();
-    if !old.is_empty() {
-        af::Entity::delete_many()
-            .filter(af::Column::WebhookEventId.eq(event_row))
-            .exec(db)
-            .await?;
-    }
-    if let Some((source, f)) = new {
-        insert_fact(db, app_id, source, f, "rules").await?;
-        touched.insert(source.to_string());
-    }
-    Ok(touched)
-}
-
-fn snapshot(e: &entitlement::Model, email: &str) -> serde_json::Value {
-    json!({
-        "status": e.status,
-        "target": format!("{}:{}", e.target_kind, e.target_id),
-        "source": e.source,
-        "holder": email,
-        "expiresAt": e.expires_at.map(|t| t.to_rfc3339()),
-    })
-}
-
 async fn email_of(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<String> {
     Ok(buyer::Entity::find_by_id(buyer_id)
         .one(db)
@@ -144,118 +56,29 @@ pub async fn row_of(db: &impl ConnectionTrait, app_id: i32, source: &str) -> App
         .await?)
 }
 
-/// A subscription's code follows its holder: whoever holds the subscription is found by it.
-async fn bind_subscriber(db: &impl ConnectionTrait, app_id: i32, source: &str, buyer_id: i32) -> AppResult<()> {
-    let Some(code) = source.strip_prefix("sub:") else {
-        return Ok(());
-    };
-    match subcode::Entity::find()
-        .filter(subcode::Column::AppId.eq(app_id))
-        .filter(subcode::Column::Code.eq(code))
-        .one(db)
-        .await?
-    {
-        Some(link) if link.buyer_id == buyer_id => {}
-        Some(link) => {
-            let mut am: subcode::ActiveModel = link.into();
-            am.buyer_id = Set(buyer_id);
-            am.update(db).await?;
-        }
-        None => buyers::link_subscriber(db, app_id, buyer_id, code).await?,
+/// The entitlements of many sources, one query per app (and per few hundred sources).
+pub async fn rows_of(
+    db: &impl ConnectionTrait,
+    keys: &BTreeSet<(i32, String)>,
+) -> AppResult<std::collections::HashMap<(i32, String), entitlement::Model>> {
+    let mut by_app: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
+    for (app, s) in keys {
+        by_app.entry(*app).or_default().push(s.clone());
     }
-    Ok(())
-}
-
-/// Recomputes one source's entitlement from its whole history and writes it (moving it to the
-/// current holder when the e-mail changed), with an audit row for every change. The caller holds
-/// the transaction and, on PostgreSQL, the source's lock.
-pub async fn recompute(db: &impl ConnectionTrait, app_id: i32, source: &str, actor: &str) -> AppResult<Changed> {
-    let history = facts(db, app_id, source).await?;
-    let existing = row_of(db, app_id, source).await?;
-    let now = super::now();
-    let mut changed = Changed::default();
-    let (before, before_side) = match &existing {
-        Some(e) => {
-            let email = email_of(db, e.buyer_id).await?;
-            changed.add(app_id, &email);
-            (Some(snapshot(e, &email)), Some(outbox::side_of(e, &email, now)))
+    let mut out = std::collections::HashMap::new();
+    for (app_id, list) in by_app {
+        for chunk in list.chunks(200) {
+            for e in entitlement::Entity::find()
+                .filter(entitlement::Column::AppId.eq(app_id))
+                .filter(entitlement::Column::Source.is_in(chunk.to_vec()))
+                .all(db)
+                .await?
+            {
+                out.insert((app_id, e.source.clone()), e);
+            }
         }
-        None => (None, None),
-    };
-    let Some(p) = project(&history) else {
-        // Nothing in the history gives or takes access any more (a replay changed its decision).
-        if let Some(mut e) = existing {
-            let id = e.id;
-            let news = outbox::transitions(before_side.as_ref(), None);
-            e.version += news.len() as i64;
-            outbox::announce(db, &e, &news, &outbox::cause(&history, 0, actor)).await?;
-            entitlement::Entity::delete_by_id(id).exec(db).await?;
-            audit::record(
-                db,
-                Entry {
-                    app_id,
-                    actor,
-                    action: "access.change",
-                    target: format!("entitlement:{id}"),
-                    before,
-                    after: None,
-                    reason: "no fact of this source gives access",
-                },
-            )
-            .await?;
-        }
-        return Ok(changed);
-    };
-    let holder = match (&p.holder, &existing) {
-        (Some(email), _) => {
-            let email = buyers::parse_email(email)?;
-            buyers::upsert(db, app_id, &email, None).await?
-        }
-        (None, Some(e)) => match buyer::Entity::find_by_id(e.buyer_id).one(db).await? {
-            Some(b) => b,
-            None => return Ok(changed),
-        },
-        // No fact names anyone: nobody to give a row to.
-        (None, None) => return Ok(changed),
-    };
-    changed.add(app_id, &holder.email);
-    bind_subscriber(db, app_id, source, holder.id).await?;
-    let after_side = outbox::Side {
-        email: holder.email.clone(),
-        target: p.target,
-        status: p.status.effective(p.expires_at, now),
-        expires_at: p.expires_at,
-    };
-    let news = outbox::transitions(before_side.as_ref(), Some(&after_side));
-    let notes = Notes {
-        version: existing.as_ref().map_or(0, |e| e.version) + news.len() as i64,
-        // A live row's end is announced by the timer when it passes; any other has nothing left
-        // to announce.
-        expiry_noted: !after_side.live(),
-    };
-    let saved = write_row(db, app_id, source, &p, holder.id, existing, notes).await?;
-    if !news.is_empty() {
-        outbox::announce(db, &saved, &news, &outbox::cause(&history, p.last_event_row, actor)).await?;
     }
-    let after = snapshot(&saved, &holder.email);
-    if before.as_ref() != Some(&after) {
-        let moved = before.as_ref().is_some_and(|b| b["holder"] != after["holder"]);
-        let action = if moved { "access.move" } else { "access.change" };
-        audit::record(
-            db,
-            Entry {
-                app_id,
-                actor,
-                action,
-                target: format!("entitlement:{}", saved.id),
-                before,
-                after: Some(after),
-                reason: &p.reason,
-            },
-        )
-        .await?;
-    }
-    Ok(changed)
+    Ok(out)
 }
 
 /// Announces the end of rows about to be deleted with their target (in the caller's
@@ -318,47 +141,6 @@ pub async fn announce_expiries(state: &AppState, now: DateTime<Utc>) -> AppResul
     Ok(n)
 }
 
-/// What notifications keep on the row.
-struct Notes {
-    version: i64,
-    expiry_noted: bool,
-}
-
-async fn write_row(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    source: &str,
-    p: &Projection,
-    buyer_id: i32,
-    existing: Option<entitlement::Model>,
-    notes: Notes,
-) -> AppResult<entitlement::Model> {
-    let now = super::now();
-    let mut am: entitlement::ActiveModel = match existing {
-        Some(e) => e.into(),
-        None => entitlement::ActiveModel {
-            app_id: Set(app_id),
-            source: Set(source.into()),
-            created_at: Set(now),
-            ..Default::default()
-        },
-    };
-    am.buyer_id = Set(buyer_id);
-    am.target_kind = Set(p.target.0.as_str().into());
-    am.target_id = Set(p.target.1);
-    am.status = Set(p.status.as_str().into());
-    am.granted_at = Set(p.granted_at);
-    am.revoked_at = Set(p.revoked_at);
-    am.expires_at = Set(p.expires_at);
-    am.last_event_id = Set((p.last_event_row > 0).then_some(p.last_event_row));
-    am.rule_version = Set(p.rule_version);
-    am.reason = Set(p.reason.clone());
-    am.updated_at = Set(now);
-    am.version = Set(notes.version);
-    am.expiry_noted = Set(notes.expiry_noted);
-    am.save(db).await?.try_into().map_err(AppError::internal)
-}
-
 fn admin_fact(
     effect: Effect,
     target: (TargetKind, i32),
@@ -399,8 +181,11 @@ async fn add_admin_fact(
     actor: &str,
 ) -> AppResult<Changed> {
     lock_source(db, app_id, source).await?;
-    insert_fact(db, app_id, source, f, actor).await?;
-    recompute(db, app_id, source, actor).await
+    let mut ledger = Ledger::default();
+    ledger.add_fact(db, app_id, source, f, actor).await?;
+    let changed = ledger.recompute(db, app_id, source, actor).await?;
+    ledger.flush(db).await?;
+    Ok(changed)
 }
 
 fn require_reason(reason: &str) -> AppResult<String> {
@@ -544,7 +329,7 @@ pub async fn explain(
         .collect();
     let mut steps = Vec::new();
     for a in &access {
-        let history = facts(db, app_id, &a.entitlement.source).await?;
+        let history = super::ledger::facts(db, app_id, &a.entitlement.source).await?;
         steps.extend(crate::domain::sorted(&history).into_iter().map(|f| ExplainStep {
             source: a.entitlement.source.clone(),
             fact: f.clone(),

@@ -12,6 +12,7 @@ pub mod entitlements;
 pub mod hotmart_account;
 pub mod inbox;
 pub mod integration;
+pub mod ledger;
 pub mod notifications;
 pub mod outbox;
 pub mod overview;

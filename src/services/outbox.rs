@@ -1,9 +1,11 @@
 //! The transactional outbox: what an access change announces to the app, written in the
 //! change's own transaction (so a crash can neither lose a notification nor announce a change that
 //! did not commit). The dispatcher ([`super::dispatch`]) fans each row out to the app's endpoints.
+use std::collections::HashMap;
+
 use chrono::{DateTime, Utc};
 use entity::{entitlement, notification};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, Set};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
 use serde_json::{Value, json};
 
 use crate::domain::{EntitlementStatus, Fact, TargetKind};
@@ -64,33 +66,49 @@ pub async fn announce(
     news: &[Announcement],
     cause: &Value,
 ) -> AppResult<()> {
-    let now = super::now();
-    let mut names: Vec<((TargetKind, i32), Option<String>)> = Vec::new();
-    for (i, a) in news.iter().enumerate() {
-        let name = match names.iter().find(|(t, _)| *t == a.side.target) {
-            Some((_, n)) => n.clone(),
-            None => {
-                let n = super::catalog::target(db, row.app_id, a.side.target.0, a.side.target.1)
-                    .await?
-                    .map(|t| t.name);
-                names.push((a.side.target, n.clone()));
-                n
-            }
-        };
-        let version = row.version - (news.len() - 1 - i) as i64;
-        let body = payload(
-            &Body {
-                announcement: a,
-                entitlement: row,
-                target_name: name.as_deref(),
-                version,
-                cause: cause.clone(),
-            },
-            now,
-        );
-        write(db, row.app_id, a.event_type, Some(row.id), version, &body).await?;
+    let mut names = HashMap::new();
+    for a in news {
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.side.target) {
+            let n = super::catalog::target(db, row.app_id, a.side.target.0, a.side.target.1)
+                .await?
+                .map(|t| t.name);
+            slot.insert(n);
+        }
+    }
+    let rows = models(row, news, cause, &names)?;
+    if !rows.is_empty() {
+        notification::Entity::insert_many(rows)
+            .exec_without_returning(db)
+            .await?;
     }
     Ok(())
+}
+
+/// The outbox rows of one change of `row`, given the names of the targets it is about.
+pub fn models(
+    row: &entitlement::Model,
+    news: &[Announcement],
+    cause: &Value,
+    names: &HashMap<(TargetKind, i32), Option<String>>,
+) -> AppResult<Vec<notification::ActiveModel>> {
+    let now = super::now();
+    news.iter()
+        .enumerate()
+        .map(|(i, a)| {
+            let version = row.version - (news.len() - 1 - i) as i64;
+            let body = payload(
+                &Body {
+                    announcement: a,
+                    entitlement: row,
+                    target_name: names.get(&a.side.target).and_then(|n| n.as_deref()),
+                    version,
+                    cause: cause.clone(),
+                },
+                now,
+            );
+            model(row.app_id, a.event_type, Some(row.id), version, &body, false)
+        })
+        .collect()
 }
 
 /// One announcement: its type and the side it is about.
@@ -236,6 +254,19 @@ async fn insert(
     payload: &Value,
     fanned_out: bool,
 ) -> AppResult<notification::Model> {
+    Ok(model(app_id, event_type, entitlement_id, version, payload, fanned_out)?
+        .insert(db)
+        .await?)
+}
+
+fn model(
+    app_id: i32,
+    event_type: &str,
+    entitlement_id: Option<i32>,
+    version: i64,
+    payload: &Value,
+    fanned_out: bool,
+) -> AppResult<notification::ActiveModel> {
     Ok(notification::ActiveModel {
         app_id: Set(app_id),
         msg_id: Set(format!("msg_{}", uuid::Uuid::new_v4().simple())),
@@ -246,9 +277,7 @@ async fn insert(
         fanned_out: Set(fanned_out),
         created_at: Set(super::now()),
         ..Default::default()
-    }
-    .insert(db)
-    .await?)
+    })
 }
 
 #[cfg(test)]

@@ -9,7 +9,10 @@ use sea_orm::{
 use sea_orm::sea_query::{LockBehavior, LockType};
 
 use super::access_cache::Changed;
-use super::{buyers, catalog, entitlements, inbox};
+use std::collections::BTreeSet;
+
+use super::ledger::{Ledger, Outcome};
+use super::{catalog, entitlements, inbox};
 use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target};
 use crate::hotmart::{self, Format};
 use crate::rules::CurrentAccess;
@@ -55,23 +58,29 @@ pub async fn evaluate(
 ) -> AppResult<Evaluation> {
     match hotmart::parse_event(format, raw, received_at) {
         Ok(ev) => evaluate_event(state, db, app_id, ev).await,
-        Err(e) => Ok(Evaluation::stop(
-            None,
-            "failed",
-            format!("cannot read the payload: {e}"),
-        )),
+        Err(e) => Ok(unreadable(e)),
     }
 }
 
-/// Maps an understood event and runs the rules on it. Reads only.
-pub async fn evaluate_event(
-    state: &AppState,
-    db: &impl ConnectionTrait,
-    app_id: i32,
+/// An understood, mapped event with its script: all the rules need but the source's access.
+struct Ready {
     ev: PaymentEvent,
-) -> AppResult<Evaluation> {
+    target: Target,
+    script: super::rules::ActiveScript,
+    source: String,
+}
+
+enum Stage {
+    /// Settled without asking the rules (a test event, an unmapped product…).
+    Done(Evaluation),
+    Ready(Ready),
+}
+
+/// Checks and maps an understood event and finds its script. Reads only (cached).
+async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: PaymentEvent) -> AppResult<Stage> {
+    let done = |e| Ok(Stage::Done(e));
     if ev.is_test {
-        return Ok(Evaluation::stop(
+        return done(Evaluation::stop(
             Some(ev),
             "test",
             "Hotmart test event: recorded, never grants access",
@@ -79,7 +88,7 @@ pub async fn evaluate_event(
     }
     if !ev.kind.concerns_access() {
         let why = format!("{} does not change access", ev.kind.as_str());
-        return Ok(Evaluation::stop(Some(ev), "ignored", why));
+        return done(Evaluation::stop(Some(ev), "ignored", why));
     }
     let Some(_) = ev
         .buyer_email
@@ -87,16 +96,16 @@ pub async fn evaluate_event(
         .and_then(|e| crate::domain::Email::parse(e).ok())
     else {
         let why = format!("{} carries no valid buyer e-mail", ev.kind.as_str());
-        return Ok(Evaluation::stop(Some(ev), "failed", why));
+        return done(Evaluation::stop(Some(ev), "failed", why));
     };
     // A purchase event is about one transaction; without a readable one it could grant
     // without ever counting as a copy. Fail closed, with the reason.
     if ev.kind.as_str().starts_with("PURCHASE_") && ev.transaction.is_none() {
         let why = format!("{} carries no readable transaction", ev.kind.as_str());
-        return Ok(Evaluation::stop(Some(ev), "failed", why));
+        return done(Evaluation::stop(Some(ev), "failed", why));
     }
     let Some(source) = ev.source_key() else {
-        return Ok(Evaluation::stop(
+        return done(Evaluation::stop(
             Some(ev),
             "failed",
             "event has neither a transaction nor a subscriber code",
@@ -109,22 +118,24 @@ pub async fn evaluate_event(
             "Hotmart product {} is not linked to any package or plan; link it, then replay this event",
             ev.product_id.as_deref().unwrap_or("(none)")
         );
-        return Ok(Evaluation::stop(Some(ev), "unmapped", why));
+        return done(Evaluation::stop(Some(ev), "unmapped", why));
     };
     let Some(script) = super::rules::active_cached(state, db, app_id, ev.kind.as_str()).await? else {
         let why = format!("no rule for {}", ev.kind.as_str());
-        return Ok(Evaluation::stop(Some(ev), "ignored", why));
+        return done(Evaluation::stop(Some(ev), "ignored", why));
     };
-    let current = current_access(db, app_id, &source).await?;
-    // Scripts are CPU work with a time budget: off the async threads that serve requests.
-    let (rules, ev, target, cur) = (state.rules.clone(), ev, target, current.clone());
-    let (decided, ev, target) = tokio::task::spawn_blocking(move || {
-        let d = rules.decide(&script.source, &ev, &target, cur.as_ref());
-        (d, ev, target)
-    })
-    .await
-    .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))?;
-    match decided {
+    Ok(Stage::Ready(Ready {
+        ev,
+        target,
+        script,
+        source,
+    }))
+}
+
+/// Runs the script (CPU work with a time budget: callers keep it off the request threads).
+fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAccess>) -> Evaluation {
+    let Ready { ev, target, script, .. } = r;
+    match rules.decide(&script.source, &ev, &target, current.as_ref()) {
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
                 "ignored"
@@ -135,7 +146,7 @@ pub async fn evaluate_event(
                 Decision::Ignore { reason } => Some(reason.clone()),
                 _ => None,
             };
-            Ok(Evaluation {
+            Evaluation {
                 event: Some(ev),
                 target: Some(target),
                 decision: Some(decision),
@@ -143,9 +154,9 @@ pub async fn evaluate_event(
                 status,
                 error,
                 seen: Some(current),
-            })
+            }
         }
-        Err(e) => Ok(Evaluation {
+        Err(e) => Evaluation {
             error: Some(format!("rule {} v{} failed: {e}", ev.kind.as_str(), script.version)),
             event: Some(ev),
             target: Some(target),
@@ -153,17 +164,65 @@ pub async fn evaluate_event(
             rule_version: Some(script.version),
             status: "failed",
             seen: Some(current),
-        }),
+        },
     }
 }
 
-/// What the event's source gives now (whoever holds it), as the rule script sees it.
-async fn current_access(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<CurrentAccess>> {
-    let row = entitlements::row_of(db, app_id, source).await?;
-    Ok(row.map(|r| CurrentAccess {
+async fn decide_blocking(state: &AppState, r: Ready, current: Option<CurrentAccess>) -> AppResult<Evaluation> {
+    let rules = state.rules.clone();
+    tokio::task::spawn_blocking(move || decide(&rules, r, current))
+        .await
+        .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))
+}
+
+/// Maps an understood event and runs the rules on it. Reads only.
+pub async fn evaluate_event(
+    state: &AppState,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    ev: PaymentEvent,
+) -> AppResult<Evaluation> {
+    match prepare(state, db, app_id, ev).await? {
+        Stage::Done(e) => Ok(e),
+        Stage::Ready(r) => {
+            let current = entitlements::row_of(db, app_id, &r.source)
+                .await?
+                .map(|e| access_of(&e));
+            decide_blocking(state, r, current).await
+        }
+    }
+}
+
+/// What an entitlement gives now, as a rule script sees it.
+fn access_of(r: &entity::entitlement::Model) -> CurrentAccess {
+    CurrentAccess {
         status: EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
         expires_at: r.expires_at,
-    }))
+    }
+}
+
+/// Evaluates a claimed row again inside the batch's transaction, against the ledger's view.
+async fn reevaluate(
+    state: &AppState,
+    txn: &crate::db::WriteTxn,
+    ledger: &mut Ledger,
+    row: &we::Model,
+) -> AppResult<Evaluation> {
+    let ev = match hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at) {
+        Ok(ev) => ev,
+        Err(e) => return Ok(unreadable(e)),
+    };
+    match prepare(state, txn, row.app_id, ev).await? {
+        Stage::Done(e) => Ok(e),
+        Stage::Ready(r) => {
+            let current = ledger.current_access(txn, row.app_id, &r.source).await?;
+            decide_blocking(state, r, current).await
+        }
+    }
+}
+
+fn unreadable(e: impl std::fmt::Display) -> Evaluation {
+    Evaluation::stop(None, "failed", format!("cannot read the payload: {e}"))
 }
 
 /// Processes one given event alone if it is still pending (a reconciliation applying its own
@@ -232,13 +291,17 @@ async fn apply_row(state: &AppState, txn: &crate::db::WriteTxn, row: we::Model) 
         row.received_at,
     )
     .await?;
-    write_outcome(txn, row, eval).await
+    let mut ledger = Ledger::default();
+    let out = write_outcome(txn, &mut ledger, row, eval).await?;
+    ledger.flush(txn).await?;
+    Ok(out)
 }
 
 /// Writes what an evaluation concluded: the inbox row, the event's fact, and every source it
 /// touches recomputed.
 async fn write_outcome(
     txn: &crate::db::WriteTxn,
+    ledger: &mut Ledger,
     row: we::Model,
     eval: Evaluation,
 ) -> AppResult<(&'static str, Changed)> {
@@ -254,46 +317,43 @@ async fn write_outcome(
         .and_then(|e| e.buyer_email.as_deref())
         .and_then(|e| crate::domain::Email::parse(e).ok());
     let (app_id, row_id) = (row.app_id, row.id);
-    let attempts = row.attempts + 1;
-    // Only what changed is written (never the stored body again).
-    let mut am = we::ActiveModel {
-        id: sea_orm::ActiveValue::Unchanged(row_id),
-        ..Default::default()
-    };
-    am.status = Set(eval.status.into());
-    am.error = Set(eval.error.clone());
-    am.decision = Set(eval
-        .decision
-        .as_ref()
-        .map(|d| serde_json::to_string(d).unwrap_or_default()));
-    am.rule_version = Set(eval.rule_version);
-    am.email = Set(email.as_ref().map(|e| e.as_str().to_string()));
-    am.source_key = Set(source.clone());
-    am.target_kind = Set(eval.target.as_ref().map(|t| t.kind.as_str().to_string()));
-    am.target_id = Set(eval.target.as_ref().map(|t| t.id));
-    am.transaction = Set(ev.and_then(|e| e.transaction.clone()));
-    if let Some(e) = ev {
-        am.occurred_at = Set(Some(e.occurred_at));
+    ledger.outcome(Outcome {
+        id: row_id,
+        status: eval.status,
+        error: eval.error.clone(),
+        decision: eval
+            .decision
+            .as_ref()
+            .map(|d| serde_json::to_string(d).unwrap_or_default()),
+        rule_version: eval.rule_version,
+        email: email.as_ref().map(|e| e.as_str().to_string()),
+        source_key: source.clone(),
+        target_kind: eval.target.as_ref().map(|t| t.kind.as_str().to_string()),
+        target_id: eval.target.as_ref().map(|t| t.id),
+        transaction: ev.and_then(|e| e.transaction.clone()),
+        occurred_at: ev.map(|e| e.occurred_at),
         // A delivery stored unreadable and read after an upgrade gets its real type.
-        am.event_type = Set(e.kind.as_str().to_string());
-    }
-    am.attempts = Set(attempts);
-    am.processed_at = Set(Some(super::now()));
-    am.update(txn).await?;
+        event_type: ev.map(|e| e.kind.as_str().to_string()),
+        attempts: row.attempts + 1,
+        processed_at: super::now(),
+    });
 
     if let (Some(email), Some(_)) = (&email, &fact) {
-        buyers::upsert(txn, app_id, email, ev.and_then(|e| e.buyer_name.as_deref())).await?;
+        ledger
+            .upsert_buyer(txn, app_id, email, ev.and_then(|e| e.buyer_name.as_deref()))
+            .await?;
     }
     // Whatever the old or the new outcome, every source this event touches is recomputed (a
     // replay that turns a decision into `ignore` must undo what it did).
-    let touched =
-        entitlements::set_event_fact(txn, app_id, row_id, fact.as_ref().map(|(s, f)| (s.as_str(), f))).await?;
-    for s in &touched {
-        entitlements::lock_source(txn, app_id, s).await?;
-    }
+    let touched = ledger
+        .set_event_fact(txn, app_id, row_id, fact.as_ref().map(|(s, f)| (s.as_str(), f)))
+        .await?;
+    ledger
+        .lock(txn, touched.iter().map(|s| (app_id, s.clone())).collect())
+        .await?;
     let mut changed = Changed::default();
     for s in &touched {
-        changed.extend(entitlements::recompute(txn, app_id, s, "rules").await?);
+        changed.extend(ledger.recompute(txn, app_id, s, "rules").await?);
     }
     Ok((eval.status, changed))
 }
@@ -321,19 +381,42 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
     if rows.is_empty() {
         return Ok(0);
     }
-    let mut prepared = Vec::with_capacity(rows.len());
+    let mut staged = Vec::with_capacity(rows.len());
     for row in rows {
-        let eval = evaluate(
-            state,
-            &state.db,
-            row.app_id,
-            Format::parse(&row.format),
-            &row.raw_body,
-            row.received_at,
-        )
-        .await?;
-        prepared.push((row, eval));
+        let stage = match hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at) {
+            Ok(ev) => prepare(state, &state.db, row.app_id, ev).await?,
+            Err(e) => Stage::Done(unreadable(e)),
+        };
+        staged.push((row, stage));
     }
+    // What every source the rules are about to be shown gives now: one query per app.
+    let sources: BTreeSet<(i32, String)> = staged
+        .iter()
+        .filter_map(|(row, s)| match s {
+            Stage::Ready(r) => Some((row.app_id, r.source.clone())),
+            Stage::Done(_) => None,
+        })
+        .collect();
+    let current = entitlements::rows_of(&state.db, &sources).await?;
+    // Every decision of the batch in one trip to a blocking thread.
+    let rules = state.rules.clone();
+    let prepared = tokio::task::spawn_blocking(move || {
+        staged
+            .into_iter()
+            .map(|(row, stage)| {
+                let eval = match stage {
+                    Stage::Done(e) => e,
+                    Stage::Ready(r) => {
+                        let cur = current.get(&(row.app_id, r.source.clone())).map(access_of);
+                        decide(&rules, r, cur)
+                    }
+                };
+                (row, eval)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))?;
     let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     let started = std::time::Instant::now();
     match apply_batch(state, prepared).await {
@@ -380,14 +463,22 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     let claimed: std::collections::HashSet<i32> = q.into_tuple::<i32>().all(&txn).await?.into_iter().collect();
     let prepared: Vec<_> = prepared.into_iter().filter(|(r, _)| claimed.contains(&r.id)).collect();
     // Every source of the batch locked up front in one order, so two processes' batches that
-    // share sources cannot deadlock (the per-row locks below are then re-entrant no-ops).
-    let sources: std::collections::BTreeSet<(i32, String)> = prepared
+    // share sources cannot deadlock; then everything the batch reads, in a few queries.
+    let sources: BTreeSet<(i32, String)> = prepared
         .iter()
         .filter_map(|(r, e)| Some((r.app_id, e.event.as_ref()?.source_key()?)))
         .collect();
-    for (app_id, s) in &sources {
-        entitlements::lock_source(&txn, *app_id, s).await?;
-    }
+    let emails: BTreeSet<(i32, String)> = prepared
+        .iter()
+        .filter_map(|(r, e)| {
+            let email = crate::domain::Email::parse(e.event.as_ref()?.buyer_email.as_deref()?).ok()?;
+            Some((r.app_id, email.as_str().to_string()))
+        })
+        .collect();
+    let mut ledger = Ledger::default();
+    ledger.lock(&txn, sources.clone()).await?;
+    let rows: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
+    ledger.preload(&txn, &sources, &emails, &rows).await?;
     let mut statuses = Vec::with_capacity(prepared.len());
     let mut changed = Changed::default();
     let applying = std::time::Instant::now();
@@ -400,24 +491,17 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
         }
         let source = eval.event.as_ref().and_then(PaymentEvent::source_key);
         let stale = match (&eval.seen, source) {
-            (Some(seen), Some(source)) => current_access(&txn, row.app_id, &source).await? != *seen,
+            (Some(seen), Some(source)) => ledger.current_access(&txn, row.app_id, &source).await? != *seen,
             _ => false,
         };
         if stale {
-            eval = evaluate(
-                state,
-                &txn,
-                row.app_id,
-                Format::parse(&row.format),
-                &row.raw_body,
-                row.received_at,
-            )
-            .await?;
+            eval = reevaluate(state, &txn, &mut ledger, &row).await?;
         }
-        let (status, c) = write_outcome(&txn, row, eval).await?;
+        let (status, c) = write_outcome(&txn, &mut ledger, row, eval).await?;
         statuses.push(status);
         changed.extend(c);
     }
+    ledger.flush(&txn).await?;
     let before_commit = started.elapsed();
     txn.commit().await?;
     state.access_changed(&changed);

@@ -517,7 +517,7 @@ async fn execute(
     report.unmapped_products = unmapped.into_iter().collect();
     let now = super::now();
     for (source, new_facts) in by_source {
-        let mut all = entitlements::facts(&state.db, app_id, &source).await?;
+        let mut all = super::ledger::facts(&state.db, app_id, &source).await?;
         all.extend(new_facts);
         let Some(after) = project(&all) else { continue };
         let before = entitlements::row_of(&state.db, app_id, &source).await?;
