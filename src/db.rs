@@ -183,6 +183,36 @@ async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr>
     })
 }
 
+/// The most bound data one multi-row statement carries. sqlx leaves Nagle's algorithm on for
+/// PostgreSQL over TCP, and a message past its 8 KiB write buffer sends its tail only after the
+/// server's delayed ACK, 40 ms later: measured, a 64-row outbox insert took 47 ms, 2 ms of it in
+/// the server. SQLite runs in process: no limit.
+pub fn statement_bytes(backend: DbBackend) -> usize {
+    match backend {
+        DbBackend::Postgres => 8 * 1024,
+        _ => usize::MAX,
+    }
+}
+
+/// Splits rows into runs of at most `max_rows` whose sizes add up to at most `max_bytes` (a
+/// single larger row is a run of its own).
+pub fn runs<T>(rows: &[T], max_rows: usize, max_bytes: usize, size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, r) in rows.iter().enumerate() {
+        let n = size(r);
+        if i > start && (i - start >= max_rows || bytes.saturating_add(n) > max_bytes) {
+            out.push(&rows[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(n);
+    }
+    if start < rows.len() {
+        out.push(&rows[start..]);
+    }
+    out
+}
+
 /// A raw statement written with `?` placeholders, numbered `$1, $2…` for PostgreSQL: one SQL
 /// text for both databases.
 pub fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
@@ -206,4 +236,22 @@ pub fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> 
 
 pub fn is_unique_violation(e: &DbErr) -> bool {
     matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_respect_both_the_row_and_the_byte_limit() {
+        let rows: Vec<usize> = vec![10_000; 10];
+        let r = runs(&rows, 100, 32_000, |n| *n);
+        assert_eq!(r.iter().map(|r| r.len()).collect::<Vec<_>>(), [3, 3, 3, 1]);
+        let r = runs(&rows, 2, usize::MAX, |n| *n);
+        assert_eq!(r.len(), 5);
+        // A row larger than the limit still goes, alone.
+        let r = runs(&[1, 64_000, 1], 100, 32_000, |n| *n);
+        assert_eq!(r.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1, 1]);
+        assert!(runs(&Vec::<usize>::new(), 10, 1, |n| *n).is_empty());
+    }
 }

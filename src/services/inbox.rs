@@ -193,7 +193,12 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
     let waited = started.elapsed();
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
     let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
-    for chunk in rows.chunks(GROUP_MAX) {
+    for chunk in crate::db::runs(
+        &rows,
+        GROUP_MAX,
+        crate::db::statement_bytes(txn.get_database_backend()),
+        |i| i.raw.len() + i.event_id.len() + 200,
+    ) {
         // The same row mapping as a single insert, asked to return only what decides "new".
         let mut stmt = we::Entity::insert_many(chunk.iter().map(|i| active_model((*i).clone())))
             .on_conflict(

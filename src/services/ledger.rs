@@ -16,6 +16,7 @@ use super::access_cache::Changed;
 use super::audit;
 use super::outbox::{self, Announcement};
 use crate::AppResult;
+use crate::db::runs;
 use crate::domain::{Email, EntitlementStatus, Fact, Projection, TargetKind, project};
 use crate::rules::CurrentAccess;
 
@@ -688,6 +689,7 @@ impl Ledger {
     /// rows), in the caller's transaction.
     pub async fn flush(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
         let backend = db.get_database_backend();
+        let max = crate::db::statement_bytes(backend);
         for chunk in std::mem::take(&mut self.dropped).chunks(CHUNK) {
             af::Entity::delete_many()
                 .filter(af::Column::WebhookEventId.is_in(chunk.to_vec()))
@@ -697,7 +699,7 @@ impl Ledger {
 
         // Buyers first: rows and links name them.
         let new_buyers: Vec<buyer::Model> = self.buyers.values().flatten().filter(|b| b.id < 0).cloned().collect();
-        for chunk in new_buyers.chunks(CHUNK) {
+        for chunk in runs(&new_buyers, CHUNK, max, |b| b.email.len() + b.name.len() + 64) {
             let mut stmt = buyer::Entity::insert_many(chunk.iter().map(|b| buyer::ActiveModel {
                 app_id: Set(b.app_id),
                 email: Set(b.email.clone()),
@@ -736,7 +738,7 @@ impl Ledger {
             .iter()
             .filter_map(|k| self.rows.get(k).cloned().flatten())
             .collect();
-        for chunk in rows.chunks(CHUNK) {
+        for chunk in runs(&rows, CHUNK, max, |r| r.source.len() + r.reason.len() + 160) {
             let models = chunk.iter().map(|r| entitlement::ActiveModel {
                 app_id: Set(r.app_id),
                 buyer_id: Set(self.resolve(r.buyer_id)),
@@ -797,7 +799,9 @@ impl Ledger {
         }
 
         let facts = std::mem::take(&mut self.new_facts);
-        for chunk in facts.chunks(CHUNK) {
+        for chunk in runs(&facts, CHUNK, max, |(k, f, _)| {
+            k.1.len() + f.key.len() + f.reason.len() + 200
+        }) {
             let now = super::now();
             af::Entity::insert_many(chunk.iter().map(|((app_id, source), f, actor)| af::ActiveModel {
                 app_id: Set(*app_id),
@@ -848,7 +852,7 @@ impl Ledger {
                 .await?;
             }
         }
-        for chunk in new_codes.chunks(CHUNK) {
+        for chunk in runs(&new_codes, CHUNK, max, |_| 100) {
             subcode::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(db)
                 .await?;
@@ -869,7 +873,7 @@ impl Ledger {
             }
             out.extend(outbox::models(&row, &note.news, &note.cause, &names)?);
         }
-        for chunk in out.chunks(CHUNK) {
+        for chunk in runs(&out, CHUNK, max, |n| n.payload.as_ref().len() + 100) {
             notification::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(db)
                 .await?;
@@ -889,12 +893,18 @@ impl Ledger {
                 })
             })
             .collect();
-        for chunk in audits.chunks(CHUNK) {
+        for chunk in runs(&audits, CHUNK, max, |a| {
+            let len = |v: &sea_orm::ActiveValue<Option<String>>| v.as_ref().as_ref().map_or(0, String::len);
+            len(&a.before) + len(&a.after) + a.reason.as_ref().len() + 100
+        }) {
             audit_log::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(db)
                 .await?;
         }
-        for chunk in std::mem::take(&mut self.outcomes).chunks(CHUNK) {
+        let outcomes = std::mem::take(&mut self.outcomes);
+        for chunk in runs(&outcomes, CHUNK, max, |o| {
+            o.error.as_ref().map_or(0, String::len) + o.decision.as_ref().map_or(0, String::len) + 200
+        }) {
             write_outcomes(db, chunk).await?;
         }
         Ok(())
