@@ -401,3 +401,129 @@ async fn a_worker_batch_that_yields_to_ingest_applies_every_event_once() {
         .unwrap();
     assert_eq!(unprocessed, 0);
 }
+
+/// Deliveries for eight subscriptions: a sale, a renewal (some paid by another e-mail, which
+/// moves the subscription), and for some a refund of the renewal.
+fn mixed_deliveries() -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        let sub = format!("SBBATCH{i}");
+        let email = format!("batch{i}@example.com");
+        let renewal_email = if i % 4 == 1 {
+            format!("moved{i}@example.com")
+        } else {
+            email.clone()
+        };
+        let edits = |id: &str, tx: String, email: &str| {
+            vec![
+                ("id", json!(format!("{id}-{i}"))),
+                ("data.purchase.transaction", json!(tx)),
+                ("data.subscription.subscriber.code", json!(sub.clone())),
+                ("data.buyer.email", json!(email)),
+            ]
+        };
+        out.push(recent(
+            "purchase_approved.json",
+            &edits("sale", format!("HPB{i}A"), &email),
+        ));
+        out.push(recent(
+            "purchase_approved_renewal.json",
+            &edits("renewal", format!("HPB{i}B"), &renewal_email),
+        ));
+        if i % 3 == 0 {
+            out.push(recent(
+                "purchase_refunded.json",
+                &edits("refund", format!("HPB{i}B"), &renewal_email),
+            ));
+        }
+    }
+    out
+}
+
+/// Every buyer's access (status, active, end) as the API reports it.
+async fn all_access(app: &TestApp) -> Vec<(String, String, bool, Value)> {
+    let mut out = Vec::new();
+    for i in 0..8 {
+        for email in [format!("batch{i}@example.com"), format!("moved{i}@example.com")] {
+            for a in app.access(&email).await {
+                out.push((
+                    email.clone(),
+                    a["status"].as_str().unwrap().to_string(),
+                    a["active"].as_bool().unwrap(),
+                    a["expiresAt"].clone(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// A batch's changes are made in memory and written at its end, new rows under placeholder ids
+/// until then: the result must be exactly that of one event at a time, and nothing written may
+/// point at a placeholder.
+#[tokio::test]
+async fn a_batch_ends_where_one_event_at_a_time_ends_and_writes_only_real_ids() {
+    use sea_orm::EntityTrait;
+    let bodies = mixed_deliveries();
+    assert!(bodies.len() < porteiro::services::processor::BATCH as usize);
+
+    let (one_by_one, _) = app_with_plan().await;
+    deliver(&one_by_one, &bodies).await;
+    let (batched, _) = app_with_plan().await;
+    for b in &bodies {
+        assert_eq!(batched.post_hotmart(b).await.0, 200);
+    }
+    assert_eq!(batched.process_inbox().await, bodies.len());
+
+    let want = all_access(&one_by_one).await;
+    assert_eq!(want.iter().filter(|a| a.2).count(), 5, "{want:?}");
+    assert_eq!(all_access(&batched).await, want);
+
+    let db = &batched.state.db;
+    let rows = entity::entitlement::Entity::find().all(db).await.unwrap();
+    let buyers = entity::buyer::Entity::find().all(db).await.unwrap();
+    let ids: std::collections::HashSet<i32> = rows.iter().map(|r| r.id).collect();
+    assert_eq!(rows.len(), 8);
+    for r in &rows {
+        assert!(buyers.iter().any(|b| b.id == r.buyer_id), "{r:?}");
+        // The subscription's code follows its holder.
+        let code = r.source.strip_prefix("sub:").unwrap();
+        let links = entity::buyer_subscriber_code::Entity::find().all(db).await.unwrap();
+        let link = links.iter().find(|l| l.code == code).unwrap();
+        assert_eq!(link.buyer_id, r.buyer_id, "{r:?}");
+    }
+    let notes = entity::notification::Entity::find().all(db).await.unwrap();
+    for r in &rows {
+        let mut versions: Vec<i64> = notes
+            .iter()
+            .filter(|n| n.entitlement_id == Some(r.id))
+            .map(|n| n.version)
+            .collect();
+        versions.sort();
+        assert_eq!(versions, (1..=r.version).collect::<Vec<_>>(), "{r:?}");
+    }
+    assert!(
+        notes
+            .iter()
+            .all(|n| n.entitlement_id.is_some_and(|id| ids.contains(&id)))
+    );
+    for n in &notes {
+        let body: Value = serde_json::from_str(&n.payload).unwrap();
+        assert_eq!(
+            body["data"]["entitlement"]["id"],
+            json!(n.entitlement_id.unwrap()),
+            "{body}"
+        );
+    }
+    let audit = entity::audit_log::Entity::find().all(db).await.unwrap();
+    let targets: Vec<&str> = audit
+        .iter()
+        .filter_map(|a| a.target.strip_prefix("entitlement:"))
+        .collect();
+    assert!(!targets.is_empty());
+    for t in targets {
+        assert!(ids.contains(&t.parse::<i32>().unwrap()), "audit names entitlement {t}");
+    }
+    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
+    assert_eq!(facts.len(), bodies.len());
+}
