@@ -1,7 +1,7 @@
 //! Buyers (the app's end users) and what they can access.
 use entity::{buyer, buyer_subscriber_code as subcode, entitlement};
 use sea_orm::sea_query::ExprTrait;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Page, Paged};
 use crate::domain::{Email, EntitlementStatus, Target};
@@ -25,56 +25,6 @@ pub async fn find(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppR
         .filter(buyer::Column::Email.eq(email.as_str()))
         .one(db)
         .await?)
-}
-
-/// Creates the buyer on first sight; keeps the name fresh when a later event knows it.
-pub async fn upsert(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    email: &Email,
-    name: Option<&str>,
-) -> AppResult<buyer::Model> {
-    let name = name.map(str::trim).filter(|n| !n.is_empty());
-    if let Some(b) = find(db, app_id, email).await? {
-        if let Some(n) = name.filter(|n| *n != b.name) {
-            let mut am: buyer::ActiveModel = b.into();
-            am.name = Set(n.to_string());
-            am.updated_at = Set(super::now());
-            return Ok(am.update(db).await?);
-        }
-        return Ok(b);
-    }
-    let now = super::now();
-    Ok(buyer::ActiveModel {
-        app_id: Set(app_id),
-        email: Set(email.as_str().to_string()),
-        name: Set(name.unwrap_or_default().to_string()),
-        created_at: Set(now),
-        updated_at: Set(now),
-        ..Default::default()
-    }
-    .insert(db)
-    .await?)
-}
-
-pub async fn link_subscriber(db: &impl ConnectionTrait, app_id: i32, buyer_id: i32, code: &str) -> AppResult<()> {
-    let exists = subcode::Entity::find()
-        .filter(subcode::Column::AppId.eq(app_id))
-        .filter(subcode::Column::Code.eq(code))
-        .one(db)
-        .await?;
-    if exists.is_none() {
-        subcode::ActiveModel {
-            app_id: Set(app_id),
-            buyer_id: Set(buyer_id),
-            code: Set(code.to_string()),
-            created_at: Set(super::now()),
-            ..Default::default()
-        }
-        .insert(db)
-        .await?;
-    }
-    Ok(())
 }
 
 /// The buyer who holds a subscription now (the code follows the holder when the e-mail changes).

@@ -175,13 +175,13 @@ fn admin_fact(
 /// Adds an admin fact to a source and recomputes it.
 async fn add_admin_fact(
     db: &impl ConnectionTrait,
+    ledger: &mut Ledger,
     app_id: i32,
     source: &str,
     f: &Fact,
     actor: &str,
 ) -> AppResult<Changed> {
     lock_source(db, app_id, source).await?;
-    let mut ledger = Ledger::default();
     ledger.add_fact(db, app_id, source, f, actor).await?;
     let changed = ledger.recompute(db, app_id, source, actor).await?;
     ledger.flush(db).await?;
@@ -229,9 +229,14 @@ pub async fn grant_manual(
             target.1
         )));
     }
-    let buyer = buyers::upsert(&txn, who.app_id, &email, None).await?;
+    // The source is named after the buyer's id: a new buyer is written first.
+    let mut ledger = Ledger::default();
+    ledger.upsert_buyer(&txn, who.app_id, &email, None).await?;
+    ledger.flush(&txn).await?;
+    let buyer = ledger.upsert_buyer(&txn, who.app_id, &email, None).await?;
     let f = admin_fact(Effect::AdminGrant, target, expires_at, Some(email.as_str()), &reason);
-    let changed = add_admin_fact(&txn, who.app_id, &manual_source(target, buyer.id), &f, &who.actor()).await?;
+    let source = manual_source(target, buyer.id);
+    let changed = add_admin_fact(&txn, &mut ledger, who.app_id, &source, &f, &who.actor()).await?;
     txn.commit().await?;
     state.access_changed(&changed);
     Ok(())
@@ -288,7 +293,7 @@ async fn revoke_row(
         r.target_id,
     );
     let f = admin_fact(Effect::AdminRevoke, target, None, None, reason);
-    let changed = add_admin_fact(db, app_id, &r.source, &f, actor).await?;
+    let changed = add_admin_fact(db, &mut Ledger::default(), app_id, &r.source, &f, actor).await?;
     Ok((i32::from(was_live), changed))
 }
 

@@ -328,18 +328,6 @@ impl Ledger {
         }))
     }
 
-    /// The entitlement a source gives now, in this transaction's view.
-    pub async fn row(
-        &mut self,
-        db: &impl ConnectionTrait,
-        app_id: i32,
-        source: &str,
-    ) -> AppResult<Option<entitlement::Model>> {
-        let key = (app_id, source.to_string());
-        self.load_source(db, &key).await?;
-        Ok(self.rows[&key].clone())
-    }
-
     async fn buyer_by_email(
         &mut self,
         db: &impl ConnectionTrait,

@@ -223,18 +223,6 @@ pub fn payload(b: &Body<'_>, now: DateTime<Utc>) -> Value {
     })
 }
 
-/// Writes one outbox row in the caller's transaction, for the dispatcher to fan out.
-pub async fn write(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    event_type: &str,
-    entitlement_id: Option<i32>,
-    version: i64,
-    payload: &Value,
-) -> AppResult<notification::Model> {
-    insert(db, app_id, event_type, entitlement_id, version, payload, false).await
-}
-
 /// A notification addressed by its sender to one endpoint (a test): never fanned out.
 pub async fn write_addressed(
     db: &impl ConnectionTrait,
@@ -242,23 +230,10 @@ pub async fn write_addressed(
     event_type: &str,
     payload: &Value,
 ) -> AppResult<notification::Model> {
-    insert(db, app_id, event_type, None, 0, payload, true).await
+    Ok(model(app_id, event_type, None, 0, payload, true)?.insert(db).await?)
 }
 
-async fn insert(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    event_type: &str,
-    entitlement_id: Option<i32>,
-    version: i64,
-    payload: &Value,
-    fanned_out: bool,
-) -> AppResult<notification::Model> {
-    Ok(model(app_id, event_type, entitlement_id, version, payload, fanned_out)?
-        .insert(db)
-        .await?)
-}
-
+/// One outbox row; the dispatcher fans out those not `fanned_out` yet.
 fn model(
     app_id: i32,
     event_type: &str,
