@@ -177,8 +177,9 @@ impl Ledger {
         Ok(())
     }
 
-    /// Reads, in a few queries, everything the given sources, buyers and inbox rows will need.
-    /// Only a shortcut: whatever is not read here is read when first needed.
+    /// Locks the given sources and those the inbox rows' earlier facts belong to (a replay),
+    /// then reads, in a few queries, everything they, the buyers and the rows will need. The
+    /// reads are only a shortcut: whatever is not read here is read when first needed.
     pub async fn preload(
         &mut self,
         db: &impl ConnectionTrait,
@@ -204,6 +205,8 @@ impl Ledger {
                 sources.insert(key);
             }
         }
+        // Locked before anything of theirs is read, replayed rows' earlier sources included.
+        self.lock(db, sources.clone()).await?;
         let mut by_app: BTreeMap<i32, Vec<String>> = BTreeMap::new();
         for (app, s) in sources.iter().filter(|k| !self.rows.contains_key(*k)) {
             by_app.entry(*app).or_default().push(s.clone());

@@ -463,7 +463,7 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     let claimed: std::collections::HashSet<i32> = q.into_tuple::<i32>().all(&txn).await?.into_iter().collect();
     let prepared: Vec<_> = prepared.into_iter().filter(|(r, _)| claimed.contains(&r.id)).collect();
     // Every source of the batch locked up front in one order, so two processes' batches that
-    // share sources cannot deadlock; then everything the batch reads, in a few queries.
+    // share sources cannot deadlock, then everything the batch reads, in a few queries.
     let sources: BTreeSet<(i32, String)> = prepared
         .iter()
         .filter_map(|(r, e)| Some((r.app_id, e.event.as_ref()?.source_key()?)))
@@ -476,7 +476,6 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
         })
         .collect();
     let mut ledger = Ledger::default();
-    ledger.lock(&txn, sources.clone()).await?;
     let rows: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     ledger.preload(&txn, &sources, &emails, &rows).await?;
     let mut statuses = Vec::with_capacity(prepared.len());
