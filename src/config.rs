@@ -25,6 +25,7 @@ struct RawSettings {
     graphql_body_limit: usize,
     rule_timeout_ms: u64,
     worker_poll_ms: u64,
+    worker_yield_ms: u64,
     default_app: String,
     hotmart_token_url: String,
     hotmart_api_url: String,
@@ -53,6 +54,7 @@ impl Default for RawSettings {
             rule_timeout_ms: 250,
             sqlite_synchronous: "full".into(),
             worker_poll_ms: 500,
+            worker_yield_ms: 5,
             default_app: "default".into(),
             hotmart_token_url: crate::hotmart::api::ApiEndpoints::default().token_url,
             hotmart_api_url: crate::hotmart::api::ApiEndpoints::default().production_base,
@@ -82,6 +84,9 @@ pub struct Settings {
     pub graphql_body_limit: usize,
     pub rule_timeout_ms: u64,
     pub worker_poll_ms: u64,
+    /// How long a worker batch may hold SQLite's write lock while a webhook waits for it, before
+    /// it commits what it applied and leaves the rest for the next batch.
+    pub worker_yield_ms: u64,
     pub default_app: String,
     pub hotmart: crate::hotmart::api::ApiEndpoints,
     pub scheduler_tick_secs: u64,
@@ -232,6 +237,7 @@ impl Settings {
             graphql_body_limit: raw.graphql_body_limit,
             rule_timeout_ms: raw.rule_timeout_ms.max(1),
             worker_poll_ms: raw.worker_poll_ms.max(10),
+            worker_yield_ms: raw.worker_yield_ms,
             default_app: raw.default_app,
             hotmart,
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),

@@ -444,9 +444,6 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
     }
 }
 
-/// How long a worker batch may hold SQLite's write gate while webhooks wait for it.
-const YIELD_AFTER: std::time::Duration = std::time::Duration::from_millis(5);
-
 async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -> AppResult<Vec<&'static str>> {
     let started = std::time::Instant::now();
     let txn = crate::db::write_txn(&state.db).await?;
@@ -480,11 +477,12 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     ledger.preload(&txn, &sources, &emails, &rows).await?;
     let mut statuses = Vec::with_capacity(prepared.len());
     let mut changed = Changed::default();
-    let applying = std::time::Instant::now();
+    let yield_after = std::time::Duration::from_millis(state.settings.worker_yield_ms);
     for (row, mut eval) in prepared {
         // Webhooks wait for the gate this batch holds, and are answered only after their commit:
-        // past a few milliseconds, let them in. The rest stays pending for the next batch.
-        if !statuses.is_empty() && applying.elapsed() > YIELD_AFTER && txn.ingest_waiting() {
+        // past a few milliseconds of holding it, let them in. The rest stays pending for the next
+        // batch.
+        if !statuses.is_empty() && started.elapsed() - waited >= yield_after && txn.ingest_waiting() {
             crate::telemetry::worker_yield();
             break;
         }

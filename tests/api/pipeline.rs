@@ -346,7 +346,9 @@ async fn a_worker_batch_that_yields_to_ingest_applies_every_event_once() {
     if pg_base().is_some() {
         return; // PostgreSQL has no write gate to yield.
     }
-    let app = TestApp::spawn().await;
+    // A batch applies in memory and writes at its end: it holds the lock for far less than the
+    // default 5 ms, so this test yields as soon as an event is applied and ingest waits.
+    let app = TestApp::spawn_with(|s| s.worker_yield_ms = 0).await;
     app.configure_hotmart().await;
     app.create_package("Curso", &["4100001"], None).await;
     const N: usize = 150;
