@@ -183,20 +183,14 @@ impl AppState {
     pub async fn run_worker(self, mut shutdown: watch::Receiver<bool>) {
         let poll = Duration::from_millis(self.settings.worker_poll_ms);
         loop {
-            // One batch per step, so a shutdown waits for at most the batch in hand.
-            loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                match services::processor::process_batch(&self).await {
-                    Ok(0) => break,
-                    Ok(_) => continue,
-                    Err(e) => {
-                        e.log();
-                        tracing::warn!("inbox processing paused after an error; retrying");
-                        break;
-                    }
-                }
+            // The shutdown is checked between batches, so it waits for at most the batch in hand.
+            let go = || !*shutdown.borrow();
+            if !go() {
+                return;
+            }
+            if let Err(e) = services::processor::drain_while(&self, go).await {
+                e.log();
+                tracing::warn!("inbox processing paused after an error; retrying");
             }
             tokio::select! {
                 _ = self.worker.notified() => {}

@@ -82,7 +82,16 @@ pub struct Ingest {
     tx: flume::Sender<Job>,
     /// (app, event id) of deliveries stored in the last hour (in this process).
     recent: moka::sync::Cache<(i32, String), ()>,
+    /// Dropped with the writers' side: the WAL checkpointer stops with it.
+    _checkpoints: flume::Sender<()>,
+    /// When the last delivery came in, in milliseconds since [`EPOCH`].
+    last_delivery: std::sync::atomic::AtomicU64,
 }
+
+static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
+
+/// How long after a delivery ingest counts as busy (see [`Ingest::busy`]).
+const BUSY_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Ingest {
     pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
@@ -95,7 +104,11 @@ impl Ingest {
         for _ in 0..writers {
             tokio::spawn(writer(db.clone(), rx.clone(), touched.clone()));
         }
+        let (checkpoints, stop) = flume::bounded(1);
+        crate::db::spawn_checkpointer(db, stop);
         Ingest {
+            _checkpoints: checkpoints,
+            last_delivery: Default::default(),
             tx,
             recent: moka::sync::Cache::builder()
                 .max_capacity(200_000)
@@ -105,6 +118,8 @@ impl Ingest {
     }
 
     pub async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
+        let now = EPOCH.elapsed().as_millis() as u64;
+        self.last_delivery.store(now, std::sync::atomic::Ordering::Relaxed);
         let unavailable = |why: &str| AppError::Unavailable(sea_orm::DbErr::Custom(why.to_string()));
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.tx.try_send(Job { input, reply }).map_err(|e| match e {
@@ -116,6 +131,16 @@ impl Ingest {
             Ok(Err(why)) => Err(unavailable(&why)),
             Err(_) => Err(unavailable("the ingest writer stopped")),
         }
+    }
+}
+
+impl Ingest {
+    /// Whether webhooks came in during the last [`BUSY_FOR`]: the worker then keeps to small
+    /// batches, one at a time, since every webhook is answered only after its commit and waits
+    /// for the write lock (SQLite) and the CPU (two cores) the worker holds.
+    pub fn busy(&self) -> bool {
+        let last = self.last_delivery.load(std::sync::atomic::Ordering::Relaxed);
+        last != 0 && EPOCH.elapsed().as_millis() as u64 - last < BUSY_FOR.as_millis() as u64
     }
 }
 

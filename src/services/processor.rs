@@ -170,9 +170,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
 
 async fn decide_blocking(state: &AppState, r: Ready, current: Option<CurrentAccess>) -> AppResult<Evaluation> {
     let rules = state.rules.clone();
-    tokio::task::spawn_blocking(move || decide(&rules, r, current))
-        .await
-        .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))
+    blocking(move || decide(&rules, r, current)).await
 }
 
 /// Maps an understood event and runs the rules on it. Reads only.
@@ -361,29 +359,39 @@ async fn write_outcome(
 /// Events claimed and applied together, in one transaction.
 pub const BATCH: u64 = 64;
 
-/// Processes up to [`BATCH`] of the oldest pending events. Returns how many were handled (0
-/// when the inbox is empty).
-///
-/// Parsing, mapping and the rules run first, outside the write lock, against what each source
-/// holds at that moment. Then one transaction claims the rows still pending and, per row in
-/// inbox order, re-reads its source: when that is no longer what the rules were shown (an
-/// earlier event of the batch, or another worker, changed it), the row is evaluated again
-/// inside the transaction. Per-source order and the rules' view are exactly those of one event
-/// at a time. If the batch fails, its rows are retried one at a time, so one bad row is set
-/// aside alone.
-pub async fn process_batch(state: &AppState) -> AppResult<usize> {
-    let rows = we::Entity::find()
-        .filter(we::Column::Status.eq(inbox::PENDING))
+/// A batch of claimed-to-be rows with what the rules concluded for each, in inbox order.
+type Prepared = Vec<(we::Model, Evaluation)>;
+
+/// Reads up to [`BATCH`] of the oldest pending events but those in `skip` (the batch being
+/// applied meanwhile), and parses, maps and decides them, outside the write lock, against what
+/// each source holds at that moment. The CPU work (parsing, the rules) runs on a blocking
+/// thread, so a batch applying concurrently on the same runtime is not held up by it.
+async fn prepare_batch(state: &AppState, skip: &[i32], limit: usize) -> AppResult<Prepared> {
+    let mut q = we::Entity::find().filter(we::Column::Status.eq(inbox::PENDING));
+    if !skip.is_empty() {
+        q = q.filter(we::Column::Id.is_not_in(skip.to_vec()));
+    }
+    let rows = q
         .order_by_asc(we::Column::Id)
-        .limit(BATCH)
+        .limit(limit as u64)
         .all(&state.db)
         .await?;
     if rows.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
-    let mut staged = Vec::with_capacity(rows.len());
-    for row in rows {
-        let stage = match hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at) {
+    let parsed = blocking(move || {
+        rows.into_iter()
+            .map(|row| {
+                let ev = hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at)
+                    .map_err(|e| e.to_string());
+                (row, ev)
+            })
+            .collect::<Vec<_>>()
+    })
+    .await?;
+    let mut staged = Vec::with_capacity(parsed.len());
+    for (row, ev) in parsed {
+        let stage = match ev {
             Ok(ev) => prepare(state, &state.db, row.app_id, ev).await?,
             Err(e) => Stage::Done(unreadable(e)),
         };
@@ -400,7 +408,7 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
     let current = entitlements::rows_of(&state.db, &sources).await?;
     // Every decision of the batch in one trip to a blocking thread.
     let rules = state.rules.clone();
-    let prepared = tokio::task::spawn_blocking(move || {
+    blocking(move || {
         staged
             .into_iter()
             .map(|(row, stage)| {
@@ -413,19 +421,39 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
                 };
                 (row, eval)
             })
-            .collect::<Vec<_>>()
+            .collect()
     })
     .await
-    .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("rule evaluation panicked: {e}")))?;
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> AppResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::AppError::Internal(anyhow::anyhow!("event evaluation panicked: {e}")))
+}
+
+/// What applying a batch did: how many events it settled, and those it left for the next batch
+/// (it yielded to waiting webhooks), with their evaluations.
+struct Applied {
+    settled: usize,
+    left: Prepared,
+}
+
+/// Applies a prepared batch in one transaction. If the batch fails, its rows are retried one at
+/// a time, so one bad row is set aside alone.
+async fn apply_prepared(state: &AppState, prepared: Prepared) -> AppResult<Applied> {
     let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     let started = std::time::Instant::now();
     match apply_batch(state, prepared).await {
-        Ok(statuses) => {
+        Ok((statuses, left)) => {
             let per_event = started.elapsed().as_secs_f64() / statuses.len().max(1) as f64;
             for status in &statuses {
                 crate::telemetry::event_processed(status, per_event);
             }
-            Ok(statuses.len())
+            Ok(Applied {
+                settled: statuses.len(),
+                left,
+            })
         }
         Err(e) => {
             e.log();
@@ -433,18 +461,96 @@ pub async fn process_batch(state: &AppState) -> AppResult<usize> {
                 events = ids.len(),
                 "a batch failed; processing its events one at a time"
             );
-            let mut n = 0;
+            let mut settled = 0;
             for id in ids {
                 if process_row(state, id).await?.is_some() {
-                    n += 1;
+                    settled += 1;
                 }
             }
-            Ok(n)
+            Ok(Applied {
+                settled,
+                left: Vec::new(),
+            })
         }
     }
 }
 
-async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -> AppResult<Vec<&'static str>> {
+/// Processes up to [`BATCH`] of the oldest pending events. Returns how many were handled (0
+/// when the inbox is empty).
+pub async fn process_batch(state: &AppState) -> AppResult<usize> {
+    let prepared = prepare_batch(state, &[], BATCH as usize).await?;
+    if prepared.is_empty() {
+        return Ok(0);
+    }
+    Ok(apply_prepared(state, prepared).await?.settled)
+}
+
+/// Processes until the inbox is empty or `go` says stop (checked between batches). Returns how
+/// many events were handled.
+///
+/// A pipeline of two: while one batch is applied under the write lock, the next one (the oldest
+/// pending events but those being applied) is read, parsed and decided beside it, on the other
+/// core. Its decisions may then be stale: inside the transaction each row's source is re-read,
+/// and a row whose source is no longer what the rules were shown (the batch before it, an
+/// earlier event of its own batch, or another worker changed it) is evaluated again there. So
+/// per-source order and the rules' view are exactly those of one event at a time.
+pub async fn drain_while(state: &AppState, go: impl Fn() -> bool) -> AppResult<usize> {
+    let mut n = 0;
+    let mut batch = prepare_batch(state, &[], batch_size(state)).await?;
+    while !batch.is_empty() {
+        let ids: Vec<i32> = batch.iter().map(|(r, _)| r.id).collect();
+        // While webhooks come in, no second batch is prepared beside the first: ingest gets the
+        // other core.
+        let lean = state.ingest.busy();
+        let (applied, next) = tokio::join!(apply_prepared(state, batch), async {
+            if go() && !lean {
+                prepare_batch(state, &ids, BATCH as usize).await
+            } else {
+                Ok(Vec::new())
+            }
+        });
+        let Applied { settled, mut left } = applied?;
+        n += settled;
+        if !go() {
+            break;
+        }
+        // What a yielding batch left is applied next, decided already, in inbox order with
+        // the rest.
+        left.extend(next?);
+        let size = batch_size(state);
+        if lean && left.len() < size {
+            let held: Vec<i32> = left.iter().map(|(r, _)| r.id).collect();
+            left.extend(prepare_batch(state, &held, size - left.len()).await?);
+        }
+        left.sort_by_key(|(r, _)| r.id);
+        left.truncate(size.max(BATCH as usize));
+        batch = left;
+    }
+    Ok(n)
+}
+
+/// Events per batch while webhooks come in, on SQLite: a batch holds the write lock every
+/// waiting webhook needs until it commits, and most of that time is its final flush, which the
+/// yield cannot cut short.
+const BATCH_WHILE_BUSY: usize = 16;
+
+fn batch_size(state: &AppState) -> usize {
+    if state.db.get_database_backend() == DbBackend::Sqlite && state.ingest.busy() {
+        BATCH_WHILE_BUSY
+    } else {
+        BATCH as usize
+    }
+}
+
+/// Processes until the inbox is empty. Returns how many events were handled.
+pub async fn drain(state: &AppState) -> AppResult<usize> {
+    drain_while(state, || true).await
+}
+
+/// Applies a batch: claims the rows still pending, then per row in inbox order re-reads its
+/// source and, when that is not what the rules were shown, evaluates it again. Returns each
+/// applied row's status, and the rows left for the next batch when it yielded to ingest.
+async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'static str>, Prepared)> {
     let started = std::time::Instant::now();
     let txn = crate::db::write_txn(&state.db).await?;
     let waited = started.elapsed();
@@ -478,12 +584,15 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     let mut statuses = Vec::with_capacity(prepared.len());
     let mut changed = Changed::default();
     let yield_after = std::time::Duration::from_millis(state.settings.worker_yield_ms);
-    for (row, mut eval) in prepared {
+    let mut rest = prepared.into_iter();
+    let mut left = Vec::new();
+    while let Some((row, mut eval)) = rest.next() {
         // Webhooks wait for the gate this batch holds, and are answered only after their commit:
-        // past a few milliseconds of holding it, let them in. The rest stays pending for the next
-        // batch.
+        // past a few milliseconds of holding it, let them in. The rest goes to the next batch.
         if !statuses.is_empty() && started.elapsed() - waited >= yield_after && txn.ingest_waiting() {
             crate::telemetry::worker_yield();
+            left.push((row, eval));
+            left.extend(rest);
             break;
         }
         let source = eval.event.as_ref().and_then(PaymentEvent::source_key);
@@ -504,21 +613,11 @@ async fn apply_batch(state: &AppState, prepared: Vec<(we::Model, Evaluation)>) -
     state.access_changed(&changed);
     tracing::debug!(
         batch = statuses.len(),
+        left = left.len(),
         waited_ms = waited.as_secs_f64() * 1e3,
         applied_ms = (before_commit - waited).as_secs_f64() * 1e3,
         total_ms = started.elapsed().as_secs_f64() * 1e3,
         "worker batch committed"
     );
-    Ok(statuses)
-}
-
-/// Processes until the inbox is empty. Returns how many events were handled.
-pub async fn drain(state: &AppState) -> AppResult<usize> {
-    let mut n = 0;
-    loop {
-        match process_batch(state).await? {
-            0 => return Ok(n),
-            k => n += k,
-        }
-    }
+    Ok((statuses, left))
 }

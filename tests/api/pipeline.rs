@@ -529,3 +529,45 @@ async fn a_batch_ends_where_one_event_at_a_time_ends_and_writes_only_real_ids() 
     let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
     assert_eq!(facts.len(), bodies.len());
 }
+
+/// A source's history longer than a few batches. The worker decides the next batch while it
+/// applies the one before, so the decisions of a later batch were made before the earlier
+/// batch committed: each must be made again once its source changed. A rule that grants only
+/// to a source that gives nothing yet tells: exactly one grant, every other copy ignored.
+#[tokio::test]
+async fn a_batch_decided_before_the_one_ahead_committed_is_decided_again() {
+    use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
+    const RULE: &str = "fn decide(e, t, a) { if a == () { grant_until(e.occurred_at + days(30)) } else { ignore(\"holds it already\") } }";
+    let n = 3 * porteiro::services::processor::BATCH as usize + 5;
+    let (app, _) = app_with_plan().await;
+    let saved = app
+        .gql(
+            "mutation($s: String!) { saveRule(eventType: \"PURCHASE_APPROVED\", source: $s) { version } }",
+            json!({"s": RULE}),
+        )
+        .await;
+    assert_eq!(saved["saveRule"]["version"], 1, "{saved}");
+    for k in 0..n {
+        let body = recent(
+            "purchase_approved.json",
+            &[
+                ("id", json!(format!("once-{k}"))),
+                ("data.purchase.transaction", json!(format!("HPONCE{k}"))),
+                ("data.subscription.subscriber.code", json!("SBONCE")),
+                ("data.buyer.email", json!("once@example.com")),
+            ],
+        );
+        assert_eq!(app.post_hotmart(&body).await.0, 200);
+    }
+    // Past the time ingest counts as busy, so the worker runs its two-batch pipeline.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert_eq!(app.process_inbox().await, n);
+    let count = |status: &'static str| {
+        entity::webhook_event::Entity::find()
+            .filter(entity::webhook_event::Column::Status.eq(status))
+            .count(&app.state.db)
+    };
+    assert_eq!(count("processed").await.unwrap(), 1);
+    assert_eq!(count("ignored").await.unwrap(), n as u64 - 1);
+    assert!(app.access("once@example.com").await[0]["active"].as_bool().unwrap());
+}
