@@ -84,7 +84,7 @@ pub struct Ingest {
     recent: moka::sync::Cache<(i32, String), ()>,
     /// Dropped with the writers' side: the WAL checkpointer stops with it.
     _checkpoints: flume::Sender<()>,
-    /// When the last delivery came in, in milliseconds since [`EPOCH`].
+    /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
 }
 
@@ -118,7 +118,7 @@ impl Ingest {
     }
 
     pub async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
-        let now = EPOCH.elapsed().as_millis() as u64;
+        let now = EPOCH.elapsed().as_millis() as u64 + 1;
         self.last_delivery.store(now, std::sync::atomic::Ordering::Relaxed);
         let unavailable = |why: &str| AppError::Unavailable(sea_orm::DbErr::Custom(why.to_string()));
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -132,15 +132,14 @@ impl Ingest {
             Err(_) => Err(unavailable("the ingest writer stopped")),
         }
     }
-}
 
-impl Ingest {
     /// Whether webhooks came in during the last [`BUSY_FOR`]: the worker then keeps to small
     /// batches, one at a time, since every webhook is answered only after its commit and waits
     /// for the write lock (SQLite) and the CPU (two cores) the worker holds.
     pub fn busy(&self) -> bool {
         let last = self.last_delivery.load(std::sync::atomic::Ordering::Relaxed);
-        last != 0 && EPOCH.elapsed().as_millis() as u64 - last < BUSY_FOR.as_millis() as u64
+        let now = EPOCH.elapsed().as_millis() as u64 + 1;
+        last != 0 && now.saturating_sub(last) < BUSY_FOR.as_millis() as u64
     }
 }
 

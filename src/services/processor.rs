@@ -359,11 +359,11 @@ async fn write_outcome(
 /// Events claimed and applied together, in one transaction.
 pub const BATCH: u64 = 64;
 
-/// A batch of claimed-to-be rows with what the rules concluded for each, in inbox order.
+/// Pending rows with what the rules concluded for each, in inbox order, not yet claimed.
 type Prepared = Vec<(we::Model, Evaluation)>;
 
-/// Reads up to [`BATCH`] of the oldest pending events but those in `skip` (the batch being
-/// applied meanwhile), and parses, maps and decides them, outside the write lock, against what
+/// Reads up to `limit` of the oldest pending events but those in `skip` (the batch being
+/// applied meanwhile, or rows already decided), and parses, maps and decides them, outside the write lock, against what
 /// each source holds at that moment. The CPU work (parsing, the rules) runs on a blocking
 /// thread, so a batch applying concurrently on the same runtime is not held up by it.
 async fn prepare_batch(state: &AppState, skip: &[i32], limit: usize) -> AppResult<Prepared> {
@@ -475,16 +475,6 @@ async fn apply_prepared(state: &AppState, prepared: Prepared) -> AppResult<Appli
     }
 }
 
-/// Processes up to [`BATCH`] of the oldest pending events. Returns how many were handled (0
-/// when the inbox is empty).
-pub async fn process_batch(state: &AppState) -> AppResult<usize> {
-    let prepared = prepare_batch(state, &[], BATCH as usize).await?;
-    if prepared.is_empty() {
-        return Ok(0);
-    }
-    Ok(apply_prepared(state, prepared).await?.settled)
-}
-
 /// Processes until the inbox is empty or `go` says stop (checked between batches). Returns how
 /// many events were handled.
 ///
@@ -522,8 +512,9 @@ pub async fn drain_while(state: &AppState, go: impl Fn() -> bool) -> AppResult<u
             let held: Vec<i32> = left.iter().map(|(r, _)| r.id).collect();
             left.extend(prepare_batch(state, &held, size - left.len()).await?);
         }
+        // Rows cut off here are still pending: a later batch reads them again.
         left.sort_by_key(|(r, _)| r.id);
-        left.truncate(size.max(BATCH as usize));
+        left.truncate(BATCH as usize);
         batch = left;
     }
     Ok(n)
