@@ -29,18 +29,25 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
         // lock (with BEGIN IMMEDIATE below) instead of failing with SQLITE_BUSY.
         // A connection whose transaction outlived an error (SQLITE_FULL, an I/O error, a lock
         // timeout) must never be reused: the next request's writes would go into that dead
-        // transaction, be acknowledged, and never reach the disk. Before every reuse, a
-        // ROLLBACK that succeeds means such a transaction was open: the connection is closed.
-        opts.map_sqlx_sqlite_before_acquire(|conn, _meta| {
-            Box::pin(async move {
-                use sea_orm::sqlx::Executor;
-                match conn.execute("ROLLBACK").await {
-                    Ok(_) => {
-                        tracing::warn!("discarded a SQLite connection left inside a failed transaction");
-                        Ok(false)
+        // transaction, be acknowledged, and never reach the disk. When a connection comes back
+        // to the pool, a ROLLBACK that succeeds means such a transaction was open: it is closed.
+        // This runs on release (in the task that returns the connection, which every reuse
+        // waits for) rather than on acquire, where it was one more trip to the connection's
+        // thread on every query's critical path; the ping sqlx adds on acquire is off for the
+        // same reason (the database is in process: there is no server or network to lose).
+        opts.test_before_acquire(false);
+        opts.map_sqlx_sqlite_pool_opts(|o| {
+            o.after_release(|conn, _meta| {
+                Box::pin(async move {
+                    use sea_orm::sqlx::Executor;
+                    match conn.execute("ROLLBACK").await {
+                        Ok(_) => {
+                            tracing::warn!("discarded a SQLite connection left inside a failed transaction");
+                            Ok(false)
+                        }
+                        Err(_) => Ok(true),
                     }
-                    Err(_) => Ok(true),
-                }
+                })
             })
         });
         opts.max_connections(8)
@@ -59,7 +66,14 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
                     .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
             });
     } else {
-        opts.max_connections(16).min_connections(1);
+        // sqlx pings a connection on every acquire by default: a network round trip before
+        // every query and transaction. Only a connection idle long enough for the server, a
+        // proxy or a firewall to have dropped it is pinged; a connection that broke anyway
+        // fails its statement, which answers 503 (ingest) or is retried (worker), and is not
+        // returned to the pool.
+        opts.max_connections(16)
+            .min_connections(1)
+            .test_before_acquire_if_idle_for(Duration::from_secs(30));
     }
     Database::connect(opts).await
 }
@@ -180,24 +194,36 @@ pub async fn write_txn_urgent(db: &DatabaseConnection) -> Result<WriteTxn, DbErr
     begin(db, true).await
 }
 
-async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr> {
+/// The write gate alone, for the inbox writers, ahead of every other writer: for a write that
+/// is one statement, committed by itself (no BEGIN and COMMIT, two fewer trips to the
+/// database). `None` on PostgreSQL, which needs no gate.
+pub async fn urgent_gate(db: &DatabaseConnection) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+    let g = gate(db)?;
+    Some(take_gate(&g, true).await)
+}
+
+async fn take_gate(g: &Arc<Gate>, urgent: bool) -> tokio::sync::OwnedMutexGuard<()> {
     use std::sync::atomic::Ordering;
-    let shared = gate(db);
-    let gate = match shared.clone() {
-        Some(g) if urgent => {
-            g.urgent.fetch_add(1, Ordering::SeqCst);
-            let guard = g.lock.clone().lock_owned().await;
-            g.urgent.fetch_sub(1, Ordering::SeqCst);
-            Some(guard)
+    if urgent {
+        g.urgent.fetch_add(1, Ordering::SeqCst);
+        let guard = g.lock.clone().lock_owned().await;
+        g.urgent.fetch_sub(1, Ordering::SeqCst);
+        return guard;
+    }
+    loop {
+        let guard = g.lock.clone().lock_owned().await;
+        if g.urgent.load(Ordering::SeqCst) == 0 {
+            return guard;
         }
-        Some(g) => loop {
-            let guard = g.lock.clone().lock_owned().await;
-            if g.urgent.load(Ordering::SeqCst) == 0 {
-                break Some(guard);
-            }
-            drop(guard);
-            tokio::task::yield_now().await;
-        },
+        drop(guard);
+        tokio::task::yield_now().await;
+    }
+}
+
+async fn begin(db: &DatabaseConnection, urgent: bool) -> Result<WriteTxn, DbErr> {
+    let shared = gate(db);
+    let gate = match &shared {
+        Some(g) => Some(take_gate(g, urgent).await),
         None => None,
     };
     let txn = if db.get_database_backend() == DbBackend::Sqlite {
@@ -275,6 +301,41 @@ pub fn is_unique_violation(e: &DbErr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A connection given back inside an open transaction (what an error mid-transaction can
+    /// leave) is never handed out again: its writes would join that transaction and be lost.
+    #[tokio::test]
+    async fn a_connection_returned_inside_a_transaction_is_not_reused() {
+        use sea_orm::sqlx::Executor;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display());
+        let db = connect(&url).await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x INTEGER)").await.unwrap();
+        let pool = db.get_sqlite_connection_pool();
+        {
+            let mut conn = pool.acquire().await.unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            conn.execute("INSERT INTO t VALUES (1)").await.unwrap();
+        }
+        // The connection goes back to the pool in a task of its own.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // Every connection the pool can hand out at once must be outside any transaction.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let mut conn = pool.acquire().await.unwrap();
+            conn.execute("BEGIN")
+                .await
+                .expect("a pooled connection was inside a transaction");
+            conn.execute("ROLLBACK").await.unwrap();
+            held.push(conn);
+        }
+        drop(held);
+        let n: i64 = sea_orm::sqlx::query_scalar("SELECT count(*) FROM t")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "the abandoned transaction's write must not be committed");
+    }
 
     #[test]
     fn runs_respect_both_the_row_and_the_byte_limit() {

@@ -201,7 +201,8 @@ async fn touch(db: &sea_orm::DatabaseConnection, touched: &Touched, inputs: &[&R
     }
 }
 
-/// One transaction and one insert for a group, whatever its size. Rows go in sorted by key, so
+/// One transaction for a group, whatever its size: a single insert committed by itself, or (on
+/// PostgreSQL, past [`crate::db::statement_bytes`]) several in one transaction. Rows go in sorted by key, so
 /// two PostgreSQL writers inserting overlapping groups wait on each other in the same order
 /// instead of deadlocking.
 async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) -> AppResult<Vec<Recorded>> {
@@ -212,42 +213,55 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
     for (n, i) in inputs.iter().enumerate() {
         first.entry((i.app_id, i.event_id.as_str())).or_insert(n);
     }
-    let started = std::time::Instant::now();
-    let txn = crate::db::write_txn_urgent(db).await?;
-    let waited = started.elapsed();
-    let mut ids: HashMap<(i32, String), i32> = HashMap::new();
+    let backend = db.get_database_backend();
     let rows: Vec<&RecordInput> = first.values().map(|n| inputs[*n]).collect();
-    for chunk in crate::db::runs(
-        &rows,
-        GROUP_MAX,
-        crate::db::statement_bytes(txn.get_database_backend()),
-        |i| i.raw.len() + i.event_id.len() + 200,
-    ) {
-        // The same row mapping as a single insert, asked to return only what decides "new".
-        let mut stmt = we::Entity::insert_many(chunk.iter().map(|i| active_model((*i).clone())))
-            .on_conflict(
-                OnConflict::columns([we::Column::AppId, we::Column::Provider, we::Column::EventId])
-                    .do_nothing()
-                    .to_owned(),
-            )
-            .into_query();
-        stmt.returning(Query::returning().columns([we::Column::Id, we::Column::AppId, we::Column::EventId]));
-        let backend = txn.get_database_backend();
-        for r in txn.query_all_raw(backend.build(&stmt)).await? {
-            let (id, app_id, event_id): (i32, i32, String) = (
-                r.try_get("", "id")?,
-                r.try_get("", "app_id")?,
-                r.try_get("", "event_id")?,
-            );
-            ids.insert((app_id, event_id), id);
+    // The same row mapping as a single insert, asked to return only what decides "new".
+    let statements: Vec<sea_orm::Statement> =
+        crate::db::runs(&rows, GROUP_MAX, crate::db::statement_bytes(backend), |i| {
+            i.raw.len() + i.event_id.len() + 200
+        })
+        .into_iter()
+        .map(|chunk| {
+            let mut stmt = we::Entity::insert_many(chunk.iter().map(|i| active_model((*i).clone())))
+                .on_conflict(
+                    OnConflict::columns([we::Column::AppId, we::Column::Provider, we::Column::EventId])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .into_query();
+            stmt.returning(Query::returning().columns([we::Column::Id, we::Column::AppId, we::Column::EventId]));
+            backend.build(&stmt)
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let returned = match <[sea_orm::Statement; 1]>::try_from(statements) {
+        // One statement is its own transaction: durable when it returns, all or nothing, and
+        // one trip to the database instead of three (BEGIN, INSERT, COMMIT).
+        Ok([only]) => {
+            let _gate = crate::db::urgent_gate(db).await;
+            db.query_all_raw(only).await?
         }
+        Err(statements) => {
+            let txn = crate::db::write_txn_urgent(db).await?;
+            let mut returned = Vec::new();
+            for stmt in statements {
+                returned.extend(txn.query_all_raw(stmt).await?);
+            }
+            txn.commit().await?;
+            returned
+        }
+    };
+    let mut ids: HashMap<(i32, String), i32> = HashMap::new();
+    for r in returned {
+        let (id, app_id, event_id): (i32, i32, String) = (
+            r.try_get("", "id")?,
+            r.try_get("", "app_id")?,
+            r.try_get("", "event_id")?,
+        );
+        ids.insert((app_id, event_id), id);
     }
-    let before_commit = started.elapsed();
-    txn.commit().await?;
     tracing::debug!(
         group = inputs.len(),
-        waited_ms = waited.as_secs_f64() * 1e3,
-        wrote_ms = (before_commit - waited).as_secs_f64() * 1e3,
         total_ms = started.elapsed().as_secs_f64() * 1e3,
         "inbox group committed"
     );
