@@ -9,6 +9,7 @@ mod m20261201_000004_reconciliation_jobs;
 mod m20261202_000005_api_keys;
 mod m20261203_000006_notifications;
 mod m20261204_000007_console_sessions;
+mod m20261205_000008_inbox_pending_order;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000005_api_keys::Migration),
             Box::new(m20261203_000006_notifications::Migration),
             Box::new(m20261204_000007_console_sessions::Migration),
+            Box::new(m20261205_000008_inbox_pending_order::Migration),
         ]
     }
 }
