@@ -512,9 +512,11 @@ pub async fn drain_while(state: &AppState, go: impl Fn() -> bool) -> AppResult<u
             let held: Vec<i32> = left.iter().map(|(r, _)| r.id).collect();
             left.extend(prepare_batch(state, &held, size - left.len()).await?);
         }
-        // Rows cut off here are still pending: a later batch reads them again.
+        // At most the batch size wanted now (16 if webhooks just started coming in, though a
+        // batch prepared before may carry more). Rows cut off are still pending: a later batch
+        // reads them again.
         left.sort_by_key(|(r, _)| r.id);
-        left.truncate(BATCH as usize);
+        left.truncate(size);
         batch = left;
     }
     Ok(n)
