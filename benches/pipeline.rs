@@ -261,21 +261,26 @@ async fn main() {
         })
         .await;
         row("GET /healthz (baseline, again)", &again, &again);
-        let (c, a, k) = (client.clone(), addr.clone(), api_key.clone());
-        let check = load(n * 5, move |i| {
-            let (c, a, k) = (c.clone(), a.clone(), k.clone());
-            let i = i % m;
-            async move {
-                c.get(format!("{a}/v1/access/check?email=buyer{i}@example.com&plan={plan_id}"))
-                    .bearer_auth(k)
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }
-        })
-        .await;
+        let check = |count: usize| {
+            let (c, a, k) = (client.clone(), addr.clone(), api_key.clone());
+            load(count, move |i| {
+                let (c, a, k) = (c.clone(), a.clone(), k.clone());
+                let i = i % m;
+                async move {
+                    c.get(format!("{a}/v1/access/check?email=buyer{i}@example.com&plan={plan_id}"))
+                        .bearer_auth(k)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status()
+                        .as_u16()
+                }
+            })
+        };
+        // Every buyer asked once, not counted: the access cache keeps an answer 5 s, and on
+        // PostgreSQL the phases before this one outlast that, so the row measured misses too.
+        check(m).await;
+        let check = check(n * 5).await;
         row("GET /v1/access/check, cache hit", &check, &again);
     }
 
