@@ -46,12 +46,12 @@ pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded>
     // to the writer, whose insert decides against the unique index (so a new event costs no
     // read before its write, and copies racing in on several writers cannot both be new).
     let key = (input.app_id, input.event_id.clone());
-    if state.ingest.recent.contains_key(&key) {
+    if state.ingest.recent.contains(&key) {
         return Ok(Recorded::Duplicate);
     }
     let r = state.ingest.submit(input).await?;
     // Only once it is on disk: a hit must never answer for an event that is not stored.
-    state.ingest.recent.insert(key, ());
+    state.ingest.recent.insert(key);
     Ok(r)
 }
 
@@ -80,12 +80,119 @@ struct Job {
 /// one's commit and then skip, so exactly one group ever gets the row back.
 pub struct Ingest {
     tx: flume::Sender<Job>,
-    /// (app, event id) of deliveries stored in the last hour (in this process).
-    recent: moka::sync::Cache<(i32, String), ()>,
+    /// (app, event id) of deliveries stored lately (in this process).
+    recent: Recent,
     /// Dropped with the writers' side: the WAL checkpointer stops with it.
     _checkpoints: flume::Sender<()>,
     /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
+}
+
+/// Event ids remembered for the redelivery shortcut, and for how long: from half of each (one
+/// generation) to all of it (two).
+const RECENT_IDS: usize = 200_000;
+const RECENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The event ids stored lately, exactly, in two generations: new ids go into the current one,
+/// which becomes the previous one (the previous one is forgotten) once it holds half the ids or
+/// is half the time old. Every id held is an event on disk, so a hit is always a right answer;
+/// the limits only bound the memory.
+///
+/// A moka cache did this before, at about 650 bytes an id: under a flood of new ids its 200,000
+/// entries took 127 MiB of the server's memory (measured: RSS peak 313 MiB with it, 186 MiB
+/// with 1,000 entries). A plain set holds the key and little more.
+struct Recent {
+    generations: std::sync::Mutex<Generations>,
+    per_generation: usize,
+    every: std::time::Duration,
+}
+
+struct Generations {
+    current: std::collections::HashSet<(i32, Box<str>)>,
+    previous: std::collections::HashSet<(i32, Box<str>)>,
+    since: std::time::Instant,
+}
+
+impl Recent {
+    fn new(ids: usize, remembered_for: std::time::Duration) -> Recent {
+        Recent {
+            generations: std::sync::Mutex::new(Generations {
+                current: Default::default(),
+                previous: Default::default(),
+                since: std::time::Instant::now(),
+            }),
+            per_generation: (ids / 2).max(1),
+            every: remembered_for / 2,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
+        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn contains(&self, key: &(i32, String)) -> bool {
+        let k = (key.0, Box::<str>::from(key.1.as_str()));
+        let g = self.lock();
+        g.current.contains(&k) || g.previous.contains(&k)
+    }
+
+    fn insert(&self, key: (i32, String)) {
+        let mut g = self.lock();
+        let age = g.since.elapsed();
+        if g.current.len() >= self.per_generation || age >= self.every {
+            let old = std::mem::take(&mut g.current);
+            // Quiet for a whole period: what the current generation holds is as old as the limit.
+            g.previous = if age >= self.every * 2 { Default::default() } else { old };
+            g.since = std::time::Instant::now();
+        }
+        g.current.insert((key.0, key.1.into_boxed_str()));
+    }
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::Recent;
+    use std::time::Duration;
+
+    #[test]
+    fn an_id_is_remembered_for_a_generation_at_least_and_two_at_most() {
+        let r = Recent::new(4, Duration::from_secs(3600));
+        let id = |n: usize| (1, format!("ev-{n}"));
+        r.insert(id(0));
+        assert!(r.contains(&id(0)));
+        assert!(!r.contains(&(2, "ev-0".into())), "the app is part of the key");
+        assert!(!r.contains(&id(1)));
+        // Two per generation: ev-0 and ev-1 fill the first, ev-2 and ev-3 the second.
+        for n in 1..4 {
+            r.insert(id(n));
+        }
+        assert!((0..4).all(|n| r.contains(&id(n))), "two generations are held");
+        r.insert(id(4));
+        assert!(
+            !r.contains(&id(0)) && !r.contains(&id(1)),
+            "the oldest generation is forgotten"
+        );
+        assert!((2..5).all(|n| r.contains(&id(n))));
+    }
+
+    #[test]
+    fn ids_are_forgotten_with_time() {
+        // Wide margins: a loaded machine only makes the sleeps longer, and the first must stay
+        // under the limit.
+        let r = Recent::new(1000, Duration::from_secs(2));
+        r.insert((1, "old".into()));
+        std::thread::sleep(Duration::from_millis(1100));
+        r.insert((1, "newer".into()));
+        assert!(
+            r.contains(&(1, "old".into())),
+            "half the time old: moved to the previous generation"
+        );
+        std::thread::sleep(Duration::from_millis(2100));
+        r.insert((1, "new".into()));
+        assert!(!r.contains(&(1, "old".into())), "older than the limit");
+        assert!(!r.contains(&(1, "newer".into())), "a whole quiet period: forgotten too");
+        assert!(r.contains(&(1, "new".into())));
+    }
 }
 
 static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
@@ -110,10 +217,7 @@ impl Ingest {
             _checkpoints: checkpoints,
             last_delivery: Default::default(),
             tx,
-            recent: moka::sync::Cache::builder()
-                .max_capacity(200_000)
-                .time_to_live(std::time::Duration::from_secs(3600))
-                .build(),
+            recent: Recent::new(RECENT_IDS, RECENT_FOR),
         }
     }
 
