@@ -16,6 +16,9 @@ use crate::services;
 /// edit soon), and a change made through this process applies to the next delivery at once.
 pub struct HotCache {
     pub apps_by_key: moka::sync::Cache<String, entity::app::Model>,
+    /// Slug → app, for the admin token of every GraphQL request (an app's slug never changes,
+    /// and apps are never deleted).
+    pub apps_by_slug: moka::sync::Cache<String, entity::app::Model>,
     pub hottoks: moka::sync::Cache<i32, Option<secrecy::SecretString>>,
     /// (app, generation, Hotmart product, Hotmart plan) → the package or plan it maps to.
     pub targets: moka::sync::Cache<(i32, u64, String, String), Option<crate::domain::Target>>,
@@ -75,6 +78,10 @@ impl Default for HotCache {
         let edited = Duration::from_secs(10);
         HotCache {
             apps_by_key: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(ttl)
+                .build(),
+            apps_by_slug: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(ttl)
                 .build(),

@@ -208,7 +208,8 @@ fn has_nul(v: &serde_json::Value) -> bool {
 
 async fn authenticate(state: &AppState, token: &str) -> Result<Principal, AppError> {
     let claims = auth::verify(state.settings.jwt_secret(), token)?;
-    let app = crate::services::apps::by_slug(&state.db, &claims.app)
+    // Every request carries the token: its app comes from memory, not a database read.
+    let app = crate::services::apps::by_slug_cached(state, &claims.app)
         .await?
         .ok_or_else(|| AppError::Unauthenticated(format!("the token's app {:?} does not exist", claims.app)))?;
     Ok(Principal {

@@ -61,6 +61,18 @@ pub async fn by_slug(db: &impl ConnectionTrait, slug: &str) -> AppResult<Option<
     Ok(app::Entity::find().filter(app::Column::Slug.eq(slug)).one(db).await?)
 }
 
+/// The app of a slug, from a cache (a slug never changes its app). Only found apps are kept.
+pub async fn by_slug_cached(state: &crate::AppState, slug: &str) -> AppResult<Option<app::Model>> {
+    if let Some(a) = state.hot.apps_by_slug.get(slug) {
+        return Ok(Some(a));
+    }
+    let found = by_slug(&state.db, slug).await?;
+    if let Some(a) = &found {
+        state.hot.apps_by_slug.insert(slug.to_string(), a.clone());
+    }
+    Ok(found)
+}
+
 /// The app behind a webhook key, from the webhook path's cache (a key never changes its app).
 pub async fn by_webhook_key_cached(state: &crate::AppState, key: &str) -> AppResult<Option<app::Model>> {
     if let Some(a) = state.hot.apps_by_key.get(key) {

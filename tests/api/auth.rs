@@ -60,6 +60,22 @@ async fn viewers_read_but_do_not_write() {
     assert_eq!(error_code(&v), "FORBIDDEN");
 }
 
+/// The token's app is remembered once found (every request carries the token), never while it
+/// is missing: an app created after a refusal is served at once.
+#[tokio::test]
+async fn a_token_for_an_app_created_after_a_refusal_is_accepted() {
+    let app = TestApp::spawn().await;
+    let q = json!({"query": "{ productPackages { id } }"});
+    let later = app.token("later", Role::Admin);
+    let (_, v) = app.graphql_raw(Some(&later), &q).await;
+    assert_eq!(error_code(&v), "UNAUTHENTICATED");
+    app.create_app("later").await;
+    for _ in 0..2 {
+        let (_, v) = app.graphql_raw(Some(&later), &q).await;
+        assert_eq!(v["data"]["productPackages"], json!([]), "{v}");
+    }
+}
+
 #[tokio::test]
 async fn a_token_for_one_app_never_sees_another_apps_data() {
     let app = TestApp::spawn().await;
