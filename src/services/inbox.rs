@@ -45,13 +45,13 @@ pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded>
     // the last hour is answered from memory, without touching the database. Any other copy goes
     // to the writer, whose insert decides against the unique index (so a new event costs no
     // read before its write, and copies racing in on several writers cannot both be new).
-    let key = (input.app_id, input.event_id.clone());
-    if state.ingest.recent.contains(&key) {
+    if state.ingest.recent.contains(input.app_id, &input.event_id) {
         return Ok(Recorded::Duplicate);
     }
+    let (app_id, event_id) = (input.app_id, input.event_id.clone());
     let r = state.ingest.submit(input).await?;
     // Only once it is on disk: a hit must never answer for an event that is not stored.
-    state.ingest.recent.insert(key);
+    state.ingest.recent.insert(app_id, &event_id);
     Ok(r)
 }
 
@@ -107,9 +107,15 @@ struct Recent {
     every: std::time::Duration,
 }
 
+/// Per app, the event ids of one generation (by app first, so a lookup borrows the id instead
+/// of building a key on the ack path).
+type Ids = std::collections::HashMap<i32, std::collections::HashSet<Box<str>>>;
+
 struct Generations {
-    current: std::collections::HashSet<(i32, Box<str>)>,
-    previous: std::collections::HashSet<(i32, Box<str>)>,
+    current: Ids,
+    /// How many ids `current` holds, over all apps.
+    held: usize,
+    previous: Ids,
     since: std::time::Instant,
 }
 
@@ -118,6 +124,7 @@ impl Recent {
         Recent {
             generations: std::sync::Mutex::new(Generations {
                 current: Default::default(),
+                held: 0,
                 previous: Default::default(),
                 since: std::time::Instant::now(),
             }),
@@ -130,22 +137,26 @@ impl Recent {
         self.generations.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn contains(&self, key: &(i32, String)) -> bool {
-        let k = (key.0, Box::<str>::from(key.1.as_str()));
+    fn contains(&self, app_id: i32, id: &str) -> bool {
         let g = self.lock();
-        g.current.contains(&k) || g.previous.contains(&k)
+        [&g.current, &g.previous]
+            .iter()
+            .any(|ids| ids.get(&app_id).is_some_and(|s| s.contains(id)))
     }
 
-    fn insert(&self, key: (i32, String)) {
+    fn insert(&self, app_id: i32, id: &str) {
         let mut g = self.lock();
         let age = g.since.elapsed();
-        if g.current.len() >= self.per_generation || age >= self.every {
+        if g.held >= self.per_generation || age >= self.every {
             let old = std::mem::take(&mut g.current);
             // Quiet for a whole period: what the current generation holds is as old as the limit.
             g.previous = if age >= self.every * 2 { Default::default() } else { old };
+            g.held = 0;
             g.since = std::time::Instant::now();
         }
-        g.current.insert((key.0, key.1.into_boxed_str()));
+        if g.current.entry(app_id).or_default().insert(id.into()) {
+            g.held += 1;
+        }
     }
 }
 
@@ -157,22 +168,39 @@ mod recent_tests {
     #[test]
     fn an_id_is_remembered_for_a_generation_at_least_and_two_at_most() {
         let r = Recent::new(4, Duration::from_secs(3600));
-        let id = |n: usize| (1, format!("ev-{n}"));
-        r.insert(id(0));
-        assert!(r.contains(&id(0)));
-        assert!(!r.contains(&(2, "ev-0".into())), "the app is part of the key");
-        assert!(!r.contains(&id(1)));
+        let id = |n: usize| format!("ev-{n}");
+        r.insert(1, &id(0));
+        assert!(r.contains(1, &id(0)));
+        assert!(!r.contains(2, "ev-0"), "the app is part of the key");
+        assert!(!r.contains(1, &id(1)));
         // Two per generation: ev-0 and ev-1 fill the first, ev-2 and ev-3 the second.
         for n in 1..4 {
-            r.insert(id(n));
+            r.insert(1, &id(n));
         }
-        assert!((0..4).all(|n| r.contains(&id(n))), "two generations are held");
-        r.insert(id(4));
+        assert!((0..4).all(|n| r.contains(1, &id(n))), "two generations are held");
+        r.insert(1, &id(4));
         assert!(
-            !r.contains(&id(0)) && !r.contains(&id(1)),
+            !r.contains(1, &id(0)) && !r.contains(1, &id(1)),
             "the oldest generation is forgotten"
         );
-        assert!((2..5).all(|n| r.contains(&id(n))));
+        assert!((2..5).all(|n| r.contains(1, &id(n))));
+    }
+
+    #[test]
+    fn a_generation_is_full_with_the_ids_of_all_apps() {
+        let r = Recent::new(4, Duration::from_secs(3600));
+        r.insert(1, "a");
+        r.insert(1, "a"); // a copy takes no room
+        r.insert(2, "b");
+        r.insert(1, "c");
+        r.insert(2, "d");
+        assert!(r.contains(1, "a") && r.contains(2, "b") && r.contains(1, "c") && r.contains(2, "d"));
+        r.insert(3, "e");
+        assert!(
+            !r.contains(1, "a") && !r.contains(2, "b"),
+            "the first generation held two ids"
+        );
+        assert!(r.contains(1, "c") && r.contains(2, "d") && r.contains(3, "e"));
     }
 
     #[test]
@@ -180,18 +208,18 @@ mod recent_tests {
         // Wide margins: a loaded machine only makes the sleeps longer, and the first must stay
         // under the limit.
         let r = Recent::new(1000, Duration::from_secs(2));
-        r.insert((1, "old".into()));
+        r.insert(1, "old");
         std::thread::sleep(Duration::from_millis(1100));
-        r.insert((1, "newer".into()));
+        r.insert(1, "newer");
         assert!(
-            r.contains(&(1, "old".into())),
+            r.contains(1, "old"),
             "half the time old: moved to the previous generation"
         );
         std::thread::sleep(Duration::from_millis(2100));
-        r.insert((1, "new".into()));
-        assert!(!r.contains(&(1, "old".into())), "older than the limit");
-        assert!(!r.contains(&(1, "newer".into())), "a whole quiet period: forgotten too");
-        assert!(r.contains(&(1, "new".into())));
+        r.insert(1, "new");
+        assert!(!r.contains(1, "old"), "older than the limit");
+        assert!(!r.contains(1, "newer"), "a whole quiet period: forgotten too");
+        assert!(r.contains(1, "new"));
     }
 }
 
