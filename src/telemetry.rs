@@ -52,3 +52,11 @@ pub fn notification(status: &str) {
 pub fn worker_yield() {
     metrics::counter!("porteiro_worker_yields_total").increment(1);
 }
+
+/// One ingest commit: how many deliveries it stored together, and how long it took. The mean
+/// group size (`_sum / _count`) tells how well commits are shared under the current load.
+pub fn ingest_group(deliveries: usize, seconds: f64) {
+    metrics::counter!("porteiro_ingest_groups_total").increment(1);
+    metrics::counter!("porteiro_ingest_group_deliveries_total").increment(deliveries as u64);
+    metrics::histogram!("porteiro_ingest_commit_seconds").record(seconds);
+}

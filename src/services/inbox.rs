@@ -392,11 +392,9 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
         );
         ids.insert((app_id, event_id), id);
     }
-    tracing::debug!(
-        group = inputs.len(),
-        total_ms = started.elapsed().as_secs_f64() * 1e3,
-        "inbox group committed"
-    );
+    let took = started.elapsed().as_secs_f64();
+    crate::telemetry::ingest_group(inputs.len(), took);
+    tracing::debug!(group = inputs.len(), total_ms = took * 1e3, "inbox group committed");
     Ok(inputs
         .iter()
         .enumerate()
