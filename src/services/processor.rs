@@ -600,6 +600,13 @@ async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'s
         statuses.push(status);
         changed.extend(c);
     }
+    // Connections re-plan every statement (`force_custom_plan`, for the batch's `IN (…)` reads,
+    // whose generic plans were chosen against stale statistics). The writes are keyed inserts
+    // and updates, and their foreign-key checks, that one generic plan serves as well: re-planning
+    // them was a tenth of the server's time (measured: the worker 0.24-0.26x raw -> 0.31-0.34x).
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_unprepared("SET LOCAL plan_cache_mode = auto").await?;
+    }
     ledger.flush(&txn).await?;
     let before_commit = started.elapsed();
     txn.commit().await?;
