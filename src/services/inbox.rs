@@ -147,16 +147,27 @@ impl Recent {
     fn insert(&self, app_id: i32, id: &str) {
         let mut g = self.lock();
         let age = g.since.elapsed();
+        let mut forgotten = Vec::new();
         if g.held >= self.per_generation || age >= self.every {
             let old = std::mem::take(&mut g.current);
             // Quiet for a whole period: what the current generation holds is as old as the limit.
-            g.previous = if age >= self.every * 2 { Default::default() } else { old };
+            let (keep, also_forgotten) = if age >= self.every * 2 {
+                (Ids::default(), Some(old))
+            } else {
+                (old, None)
+            };
+            forgotten.push(std::mem::replace(&mut g.previous, keep));
+            forgotten.extend(also_forgotten);
             g.held = 0;
             g.since = std::time::Instant::now();
         }
         if g.current.entry(app_id).or_default().insert(id.into()) {
             g.held += 1;
         }
+        // Freeing up to 100,000 ids takes milliseconds: not while every webhook's ack waits
+        // for this lock.
+        drop(g);
+        drop(forgotten);
     }
 }
 
