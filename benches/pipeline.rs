@@ -191,6 +191,7 @@ async fn main() {
 
     // The database's own ceiling for what ingest does: one durable single-row insert per
     // commit, a webhook-sized body, same concurrency, same database and settings.
+    let mut raw_best = 0.0f64;
     {
         use sea_orm::ConnectionTrait;
         state
@@ -219,8 +220,45 @@ async fn main() {
         })
         .await;
         row("raw insert, one commit each", &raw, &baseline);
-        RAW.set(raw.per_sec).ok();
+        raw_best = raw_best.max(raw.per_sec);
     }
+    // On SQLite the row above is not SQLite at its best: 16 writers on a pool collide (the
+    // busy handler sleeps up to 100 ms a try), and the WAL of a server's database is
+    // checkpointed the server's way. One connection of its own, the 16 tasks taking turns, on a
+    // file of its own with SQLite's default checkpoints, is what a plain loop gets (Python's
+    // sqlite3 gave the same). Ratios are taken against the faster of the two rows.
+    if !url.starts_with("postgres") {
+        use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqliteSynchronous};
+        use sea_orm::sqlx::{Connection, Executor};
+        let opts = SqliteConnectOptions::new()
+            .filename(dir.path().join("raw.db"))
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full);
+        let mut conn = SqliteConnection::connect_with(&opts).await.unwrap();
+        conn.execute("CREATE TABLE bench_raw (id TEXT PRIMARY KEY, body TEXT NOT NULL)")
+            .await
+            .unwrap();
+        let conn = std::sync::Arc::new(tokio::sync::Mutex::new(conn));
+        let body = std::sync::Arc::new(sale(0, &base));
+        let raw = load(n, move |i| {
+            let (conn, body) = (conn.clone(), body.clone());
+            async move {
+                let mut c = conn.lock().await;
+                sea_orm::sqlx::query("INSERT INTO bench_raw (id, body) VALUES (?, ?)")
+                    .bind(format!("raw-{i}"))
+                    .bind(body.as_str())
+                    .execute(&mut *c)
+                    .await
+                    .unwrap();
+                200
+            }
+        })
+        .await;
+        row("raw insert, one connection in turn", &raw, &baseline);
+        raw_best = raw_best.max(raw.per_sec);
+    }
+    RAW.set(raw_best).ok();
 
     let (groups0, stored0) = ingest_groups();
     let ack = post_load(n, &client, &hook, &base, |i| i).await;
@@ -233,7 +271,7 @@ async fn main() {
         groups - groups0
     );
     println!(
-        "{:<34} {:.2}x raw one-commit-each inserts",
+        "{:<34} {:.2}x raw one-commit-each inserts (the faster raw row)",
         "  ingest vs raw",
         ack.per_sec / RAW.get().copied().unwrap_or(f64::NAN)
     );
@@ -245,7 +283,7 @@ async fn main() {
     let processed = services::processor::drain(&state).await.unwrap();
     let drain = t.elapsed();
     println!(
-        "{:<34} {:>9.0}/s  ({processed} events in {:.2} s; {:.2}x raw one-commit-each inserts)",
+        "{:<34} {:>9.0}/s  ({processed} events in {:.2} s; {:.2}x the faster raw row)",
         "worker: rules + apply",
         processed as f64 / drain.as_secs_f64(),
         drain.as_secs_f64(),
