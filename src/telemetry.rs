@@ -54,7 +54,8 @@ pub fn worker_yield() {
 }
 
 /// One ingest commit: how many deliveries it stored together, and how long it took. The mean
-/// group size (`_sum / _count`) tells how well commits are shared under the current load.
+/// group size (`porteiro_ingest_group_deliveries_total / porteiro_ingest_groups_total`) tells
+/// how well commits are shared under the current load.
 pub fn ingest_group(deliveries: usize, seconds: f64) {
     metrics::counter!("porteiro_ingest_groups_total").increment(1);
     metrics::counter!("porteiro_ingest_group_deliveries_total").increment(deliveries as u64);
