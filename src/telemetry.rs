@@ -53,11 +53,13 @@ pub fn worker_yield() {
     metrics::counter!("porteiro_worker_yields_total").increment(1);
 }
 
-/// One ingest commit: how many deliveries it stored together, and how long it took. The mean
-/// group size (`porteiro_ingest_group_deliveries_total / porteiro_ingest_groups_total`) tells
-/// how well commits are shared under the current load.
-pub fn ingest_group(deliveries: usize, seconds: f64) {
+/// One ingest commit: how many deliveries it stored together, how long it waited for the write
+/// gate (SQLite; zero on PostgreSQL, whose waits are inside the commit), and how long its write
+/// and commit took. The mean group size (`porteiro_ingest_group_deliveries_total /
+/// porteiro_ingest_groups_total`) tells how well commits are shared under the current load.
+pub fn ingest_group(deliveries: usize, waited: f64, commit: f64) {
     metrics::counter!("porteiro_ingest_groups_total").increment(1);
     metrics::counter!("porteiro_ingest_group_deliveries_total").increment(deliveries as u64);
-    metrics::histogram!("porteiro_ingest_commit_seconds").record(seconds);
+    metrics::histogram!("porteiro_ingest_gate_wait_seconds").record(waited);
+    metrics::histogram!("porteiro_ingest_commit_seconds").record(commit);
 }

@@ -377,21 +377,25 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
         })
         .collect();
     let started = std::time::Instant::now();
-    let returned = match <[sea_orm::Statement; 1]>::try_from(statements) {
+    // How long the group waited for SQLite's write gate (another group, or a worker batch),
+    // apart from its own write: under load the wait is most of an ack's time.
+    let (returned, waited) = match <[sea_orm::Statement; 1]>::try_from(statements) {
         // One statement is its own transaction: durable when it returns, all or nothing, and
         // one trip to the database instead of three (BEGIN, INSERT, COMMIT).
         Ok([only]) => {
             let _gate = crate::db::urgent_gate(db).await;
-            db.query_all_raw(only).await?
+            let waited = started.elapsed();
+            (db.query_all_raw(only).await?, waited)
         }
         Err(statements) => {
             let txn = crate::db::write_txn_urgent(db).await?;
+            let waited = started.elapsed();
             let mut returned = Vec::new();
             for stmt in statements {
                 returned.extend(txn.query_all_raw(stmt).await?);
             }
             txn.commit().await?;
-            returned
+            (returned, waited)
         }
     };
     let mut ids: HashMap<(i32, String), i32> = HashMap::new();
@@ -403,9 +407,14 @@ async fn write_group(db: &sea_orm::DatabaseConnection, inputs: &[&RecordInput]) 
         );
         ids.insert((app_id, event_id), id);
     }
-    let took = started.elapsed().as_secs_f64();
-    crate::telemetry::ingest_group(inputs.len(), took);
-    tracing::debug!(group = inputs.len(), total_ms = took * 1e3, "inbox group committed");
+    let took = started.elapsed();
+    crate::telemetry::ingest_group(inputs.len(), waited.as_secs_f64(), (took - waited).as_secs_f64());
+    tracing::debug!(
+        group = inputs.len(),
+        waited_ms = waited.as_secs_f64() * 1e3,
+        total_ms = took.as_secs_f64() * 1e3,
+        "inbox group committed"
+    );
     Ok(inputs
         .iter()
         .enumerate()

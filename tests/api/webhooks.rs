@@ -395,6 +395,9 @@ async fn operators_can_scrape_metrics() {
         "porteiro_webhooks_total{outcome=\"duplicate\"}",
         "porteiro_webhooks_total{outcome=\"malformed\"}",
         "porteiro_inbox_pending 1",
+        // The wait for SQLite's write gate apart from the write itself.
+        "porteiro_ingest_gate_wait_seconds_count",
+        "porteiro_ingest_commit_seconds_count",
     ] {
         assert!(text.contains(needle), "{needle} missing from:\n{text}");
     }
