@@ -60,9 +60,8 @@ v["data"]["buyer"]["email"] = "buyerIDX@example.com"
 open(sys.argv[2], "w").write(json.dumps(v))
 PY
 
-metric() { curl -sf "$addr/metrics" | awk -v m="$1" '$1 ~ "^"m"([{]|$)" { s += $2 } END { printf "%d\n", s }'; }
-# Summed over a metric's series, as a decimal (a histogram's _sum).
-metric_sum() { curl -sf "$addr/metrics" | awk -v m="$1" '$1 ~ "^"m"([{]|$)" { s += $2 } END { printf "%.6f\n", s }'; }
+# A metric summed over its series: a whole number, or in the printf format $2 (a histogram's _sum).
+metric() { curl -sf "$addr/metrics" | awk -v m="$1" -v f="${2:-%d}" '$1 ~ "^"m"([{]|$)" { s += $2 } END { printf f "\n", s }'; }
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$pid/stat"; }
 # The whole machine's busy ticks (wrk and PostgreSQL included), and all its ticks.
 machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8, $2 + $3 + $4 + $5 + $6 + $7 + $8 }' /proc/stat; }
@@ -111,22 +110,30 @@ printf '%-44s %9.0f/s\n' "$raw_label" "$raw"
 started=$(date +%s.%N)
 for c in 16 64; do
   groups0=$(metric porteiro_ingest_groups_total); stored0=$(metric porteiro_ingest_group_deliveries_total)
-  wait0=$(metric_sum porteiro_ingest_gate_wait_seconds_sum); commit0=$(metric_sum porteiro_ingest_commit_seconds_sum)
+  wait0=$(metric porteiro_ingest_gate_wait_seconds_sum %.6f); commit0=$(metric porteiro_ingest_commit_seconds_sum %.6f)
   ticks0=$(cpu_ticks); read -r busy0 all0 < <(machine_ticks); t0=$(date +%s.%N)
   read -r rate p50 p99 bad < <(RUN="c$c" SALE_TEMPLATE="$dir/sale.json" HOTTOK=$hottok \
     wrk_row -t2 -c"$c" -d"${secs}s" -s "$here/sale.lua" "$addr/webhooks/$hook")
   cores=$(echo "($(cpu_ticks) - $ticks0) / $hz / ($(date +%s.%N) - $t0)" | bc -l)
   read -r busy all < <(machine_ticks); machine=$(echo "100 * ($busy - $busy0) / ($all - $all0)" | bc -l)
   groups=$(( $(metric porteiro_ingest_groups_total) - groups0 )); stored=$(( $(metric porteiro_ingest_group_deliveries_total) - stored0 ))
-  waited=$(echo "1000 * ($(metric_sum porteiro_ingest_gate_wait_seconds_sum) - $wait0) / ($groups + 0.000001)" | bc -l)
-  committing=$(echo "1000 * ($(metric_sum porteiro_ingest_commit_seconds_sum) - $commit0) / ($groups + 0.000001)" | bc -l)
+  per=$(( groups > 0 ? groups : 1 ))
+  waited=$(echo "1000 * ($(metric porteiro_ingest_gate_wait_seconds_sum %.6f) - $wait0) / $per" | bc -l)
+  committing=$(echo "1000 * ($(metric porteiro_ingest_commit_seconds_sum %.6f) - $commit0) / $per" | bc -l)
   printf '%-44s %9.0f/s  p50 %6.2f ms  p99 %6.2f ms  %.2fx raw  (%s not 2xx; %.1f a commit, which waited %.2f ms for the write gate and took %.2f ms; server %.2f cores, machine %.0f%% busy)\n' \
     "webhook ack, new sales, $c connections" "$rate" "$p50" "$p99" "$(echo "$rate / $raw" | bc -l)" "$bad" \
-    "$(echo "$stored / ($groups + 0.000001)" | bc -l)" "$waited" "$committing" "$cores" "$machine"
+    "$(echo "$stored / $per" | bc -l)" "$waited" "$committing" "$cores" "$machine"
 done
 # End to end: from the first sale until the worker has settled every stored one.
 stored=$(metric porteiro_ingest_group_deliveries_total)
-while [ "$(metric porteiro_events_processed_total)" -lt "$stored" ]; do sleep 0.05; done
+# Bounded: an event the worker could not settle must not hang the run.
+until [ "$(metric porteiro_events_processed_total)" -ge "$stored" ]; do
+  if (( $(echo "$(date +%s.%N) - $started > 600" | bc) )); then
+    echo "the worker settled $(metric porteiro_events_processed_total) of $stored in 600 s; giving up" >&2
+    exit 1
+  fi
+  sleep 0.05
+done
 took=$(echo "$(date +%s.%N) - $started" | bc -l)
 printf '%-44s %9.0f/s  %.2fx raw  (%d events in %.1f s)\n' "end to end: acked, ruled, granted" \
   "$(echo "$stored / $took" | bc -l)" "$(echo "$stored / $took / $raw" | bc -l)" "$stored" "$took"
