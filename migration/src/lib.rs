@@ -11,6 +11,7 @@ mod m20261203_000006_notifications;
 mod m20261204_000007_console_sessions;
 mod m20261205_000008_inbox_pending_order;
 mod m20261206_000009_logs_without_app_lock;
+mod m20261207_000010_inbox_pending_partial;
 
 pub struct Migrator;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261204_000007_console_sessions::Migration),
             Box::new(m20261205_000008_inbox_pending_order::Migration),
             Box::new(m20261206_000009_logs_without_app_lock::Migration),
+            Box::new(m20261207_000010_inbox_pending_partial::Migration),
         ]
     }
 }
