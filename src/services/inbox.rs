@@ -82,8 +82,8 @@ pub struct Ingest {
     tx: flume::Sender<Job>,
     /// (app, event id) of deliveries stored lately (in this process).
     recent: Recent,
-    /// Dropped with the writers' side: the WAL checkpointer stops with it.
-    _checkpoints: flume::Sender<()>,
+    /// Dropped with the writers' side: the database maintenance (`db::spawn_maintenance`) stops with it.
+    _maintenance: flume::Sender<()>,
     /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
 }
@@ -250,10 +250,10 @@ impl Ingest {
         for _ in 0..writers {
             tokio::spawn(writer(db.clone(), rx.clone(), touched.clone()));
         }
-        let (checkpoints, stop) = flume::bounded(1);
-        crate::db::spawn_checkpointer(db, stop);
+        let (maintenance, stop) = flume::bounded(1);
+        crate::db::spawn_maintenance(db, stop);
         Ingest {
-            _checkpoints: checkpoints,
+            _maintenance: maintenance,
             last_delivery: Default::default(),
             tx,
             recent: Recent::new(RECENT_IDS, RECENT_FOR),
