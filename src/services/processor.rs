@@ -558,6 +558,7 @@ async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'s
     }
     let claimed: std::collections::HashSet<i32> = q.into_tuple::<i32>().all(&txn).await?.into_iter().collect();
     let prepared: Vec<_> = prepared.into_iter().filter(|(r, _)| claimed.contains(&r.id)).collect();
+    let claimed_at = started.elapsed();
     // Every source of the batch locked up front in one order, so two processes' batches that
     // share sources cannot deadlock, then everything the batch reads, in a few queries.
     let sources: BTreeSet<(i32, String)> = prepared
@@ -574,6 +575,7 @@ async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'s
     let mut ledger = Ledger::default();
     let rows: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     ledger.preload(&txn, &sources, &emails, &rows).await?;
+    let preloaded_at = started.elapsed();
     let mut statuses = Vec::with_capacity(prepared.len());
     let mut changed = Changed::default();
     let yield_after = std::time::Duration::from_millis(state.settings.worker_yield_ms);
@@ -604,6 +606,7 @@ async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'s
     // whose generic plans were chosen against stale statistics). The writes are keyed inserts
     // and updates, and their foreign-key checks, that one generic plan serves as well: re-planning
     // them was a tenth of the server's time (measured: the worker 0.24-0.26x raw -> 0.31-0.34x).
+    let looped_at = started.elapsed();
     if txn.get_database_backend() == DbBackend::Postgres {
         txn.execute_unprepared("SET LOCAL plan_cache_mode = auto").await?;
     }
@@ -616,6 +619,10 @@ async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'s
         left = left.len(),
         waited_ms = waited.as_secs_f64() * 1e3,
         applied_ms = (before_commit - waited).as_secs_f64() * 1e3,
+        claim_ms = (claimed_at - waited).as_secs_f64() * 1e3,
+        preload_ms = (preloaded_at - claimed_at).as_secs_f64() * 1e3,
+        loop_ms = (looped_at - preloaded_at).as_secs_f64() * 1e3,
+        flush_ms = (before_commit - looped_at).as_secs_f64() * 1e3,
         total_ms = started.elapsed().as_secs_f64() * 1e3,
         "worker batch committed"
     );
