@@ -501,9 +501,20 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         let n = l.steps.len();
         (Just(l), arrivals(n), 1usize..4)
     });
-    let mut runner = TestRunner::new(Config::default());
+    // Each run draws new cases; the seed comes with every failure, and ACCESS_PROPS_SEED=<it>
+    // draws the same ones again (the histories are relative to now, so they replay any day).
+    let seed: u64 = std::env::var("ACCESS_PROPS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let rng = proptest::test_runner::TestRng::from_seed(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+        &[seed.to_le_bytes(); 4].concat(),
+    );
+    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     for case in 0..cases {
         let (l, order, batch) = strategy.new_tree(&mut runner).unwrap().current();
+        let ctx = format!("ACCESS_PROPS_SEED={seed}, case {case}, processed every {batch}: {l:?}, arrival {order:?}");
         let code = format!("PROP{case:04}");
         let emails: Vec<String> = EMAILS
             .iter()
@@ -535,9 +546,12 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         let mut got = None;
         for (i, e) in emails.iter().enumerate() {
             let access = app.access(e).await;
-            assert!(access.len() <= 1, "one subscription, one entitlement: {access:?}");
+            assert!(
+                access.len() <= 1,
+                "one subscription, one entitlement: {access:?} ({ctx})"
+            );
             if let Some(a) = access.first() {
-                assert!(got.is_none(), "two holders for one subscription (case {case}: {l:?})");
+                assert!(got.is_none(), "two holders for one subscription ({ctx})");
                 let end = (!a["expiresAt"].is_null()).then(|| ms_of(&a["expiresAt"]));
                 let status = match a["status"].as_str().unwrap() {
                     "ACTIVE" => "ACTIVE",
@@ -548,8 +562,8 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
                 got = Some((i, status, end));
             }
         }
-        assert_eq!(got, want, "case {case}: lifecycle {l:?}, arrival {order:?}");
-        notifications_tell_the_same_story(&app, &code, &format!("case {case}: {l:?}, {order:?}")).await;
+        assert_eq!(got, want, "{ctx}");
+        notifications_tell_the_same_story(&app, &code, &ctx).await;
     }
 }
 
