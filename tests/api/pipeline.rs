@@ -609,8 +609,8 @@ async fn postgres_tables_that_doubled_are_analysed_at_once() {
         porteiro::db::analyze_grown(db).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
-    // Analysed now: not again until it doubles once more; the untouched inbox never was.
+    // Analysed now: not again until it doubles once more; the untouched entitlements never were.
     let again = porteiro::db::analyze_grown(db).await.unwrap();
     assert!(!again.contains(&"buyer".to_string()), "{again:?}");
-    assert!(!analysed("webhook_event").await);
+    assert!(!analysed("entitlement").await);
 }
