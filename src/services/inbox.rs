@@ -82,7 +82,8 @@ pub struct Ingest {
     tx: flume::Sender<Job>,
     /// (app, event id) of deliveries stored lately (in this process).
     recent: Recent,
-    /// Dropped with the writers' side: the database maintenance (`db::spawn_maintenance`) stops with it.
+    /// Dropped with the writers' side: the database maintenance (`db::spawn_maintenance`) stops
+    /// with it.
     _maintenance: flume::Sender<()>,
     /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
