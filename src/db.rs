@@ -101,23 +101,24 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 /// as the ack p99). A PASSIVE checkpoint on another connection needs no write lock, so writers
 /// go on committing beside it.
 pub fn spawn_maintenance(db: DatabaseConnection, stop: flume::Receiver<()>) {
-    let every = match db.get_database_backend() {
-        DbBackend::Sqlite => CHECKPOINT_EVERY,
-        DbBackend::Postgres => ANALYZE_EVERY,
+    let sqlite = match db.get_database_backend() {
+        DbBackend::Sqlite => true,
+        DbBackend::Postgres => false,
         _ => return,
     };
+    let every = if sqlite { CHECKPOINT_EVERY } else { ANALYZE_EVERY };
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
                 _ = stop.recv_async() => return,
             }
-            let done = match db.get_database_backend() {
-                DbBackend::Sqlite => db
-                    .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            let done = if sqlite {
+                db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
                     .await
-                    .map(|_| ()),
-                _ => analyze_grown(&db).await.map(|_| ()),
+                    .map(|_| ())
+            } else {
+                analyze_grown(&db).await.map(|_| ())
             };
             if let Err(e) = done {
                 tracing::warn!(error = %e, "database maintenance failed; the next round retries");
