@@ -853,8 +853,14 @@ impl Ledger {
             self.codes.remove(&k);
         }
 
+        let notes = std::mem::take(&mut self.notes);
+        let listening = outbox::listening(db, notes.iter().map(|n| n.row.app_id)).await?;
+        let counted: Vec<(i32, &'static str)> = notes
+            .iter()
+            .flat_map(|n| n.news.iter().map(|a| (n.row.app_id, a.event_type)))
+            .collect();
         let mut out: Vec<notification::ActiveModel> = Vec::new();
-        for note in std::mem::take(&mut self.notes) {
+        for note in notes.into_iter().filter(|n| listening.contains(&n.row.app_id)) {
             let mut row = note.row;
             row.id = self.resolve(row.id);
             let mut names = HashMap::new();
@@ -898,6 +904,9 @@ impl Ledger {
         }) {
             write_outcomes(db, chunk).await?;
         }
+        // Last: on PostgreSQL its rows are shared by every batch of the day, and their locks are
+        // held from here to the commit.
+        outbox::tally(db, counted).await?;
         Ok(())
     }
 }

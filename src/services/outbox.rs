@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{entitlement, notification};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set};
+use entity::{entitlement, notification, notification_endpoint};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::{Value, json};
 
 use crate::domain::{EntitlementStatus, Fact, TargetKind};
@@ -58,14 +58,73 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
     }
 }
 
+/// The apps among `apps` that have a notification endpoint (enabled or paused). Only they get
+/// outbox rows: the dispatcher fans a row out to the endpoints that exist when it runs, so a row
+/// written for an app without any would reach nobody, ever. Read in the change's transaction, so
+/// an endpoint that committed first hears of every change that commits after it.
+pub async fn listening(
+    db: &impl ConnectionTrait,
+    apps: impl IntoIterator<Item = i32>,
+) -> AppResult<std::collections::HashSet<i32>> {
+    let mut apps: Vec<i32> = apps.into_iter().collect();
+    apps.sort_unstable();
+    apps.dedup();
+    if apps.is_empty() {
+        return Ok(Default::default());
+    }
+    let found: Vec<i32> = notification_endpoint::Entity::find()
+        .select_only()
+        .column(notification_endpoint::Column::AppId)
+        .filter(notification_endpoint::Column::AppId.is_in(apps))
+        .distinct()
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(found.into_iter().collect())
+}
+
+/// Counts announcements by app, day and type for the console's overview, in the change's
+/// transaction: one upsert whatever their number. Every transaction upserts once, its keys in
+/// one order, so two on PostgreSQL never wait for each other's rows crosswise.
+pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) -> AppResult<()> {
+    let mut counts: std::collections::BTreeMap<(i32, &str), i64> = Default::default();
+    for key in news {
+        *counts.entry(key).or_default() += 1;
+    }
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let day = super::now().format("%Y-%m-%d").to_string();
+    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(counts.len() * 4);
+    for ((app_id, kind), n) in &counts {
+        values.extend([(*app_id).into(), day.clone().into(), (*kind).into(), (*n).into()]);
+    }
+    let sql = format!(
+        "INSERT INTO access_change_tally (app_id, day, kind, n) VALUES {} \
+         ON CONFLICT (app_id, day, kind) DO UPDATE SET n = access_change_tally.n + excluded.n",
+        vec!["(?, ?, ?, ?)"; counts.len()].join(", ")
+    );
+    db.execute_raw(crate::db::statement(db.get_database_backend(), &sql, values))
+        .await?;
+    Ok(())
+}
+
 /// Writes the announcements of one change of `row` (its version already counts them: the last
-/// one carries `row.version`).
+/// one carries `row.version`): counted always, written to the outbox when the app has an
+/// endpoint to hear them.
 pub async fn announce(
     db: &impl ConnectionTrait,
     row: &entitlement::Model,
     news: &[Announcement],
     cause: &Value,
 ) -> AppResult<()> {
+    if news.is_empty() {
+        return Ok(());
+    }
+    tally(db, news.iter().map(|a| (row.app_id, a.event_type)).collect()).await?;
+    if listening(db, [row.app_id]).await?.is_empty() {
+        return Ok(());
+    }
     let mut names = HashMap::new();
     for a in news {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.side.target) {

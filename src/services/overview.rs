@@ -16,28 +16,26 @@ pub struct Bucket {
 pub struct Overview {
     /// Webhook events of the last 24 hours, by hour received and status.
     pub events_per_hour: Vec<Bucket>,
-    /// Access granted, revoked and expired per day over the last 14 days.
+    /// Access granted, revoked and expired per day (UTC) over the last 14 days and today.
     pub changes_per_day: Vec<Bucket>,
     pub backlog: i64,
     pub failed: i64,
     pub unmapped: i64,
 }
 
-/// `YYYY-MM-DDTHH` or `YYYY-MM-DD` of a timestamp column, the same on both databases (SQLite
-/// keeps `YYYY-MM-DD HH:MM:SS…`, always UTC here).
-fn truncated(backend: DbBackend, column: &str, hours: bool) -> String {
-    match (backend, hours) {
-        (DbBackend::Postgres, true) => format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"),
-        (DbBackend::Postgres, false) => format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD')"),
-        (_, true) => format!("replace(substr({column}, 1, 13), ' ', 'T')"),
-        (_, false) => format!("substr({column}, 1, 10)"),
+/// `YYYY-MM-DDTHH` of a timestamp column, the same on both databases (SQLite keeps
+/// `YYYY-MM-DD HH:MM:SS…`, always UTC here).
+fn hour_of(backend: DbBackend, column: &str) -> String {
+    match backend {
+        DbBackend::Postgres => format!("to_char({column} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')"),
+        _ => format!("replace(substr({column}, 1, 13), ' ', 'T')"),
     }
 }
 
-async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: DateTime<Utc>) -> AppResult<Vec<Bucket>> {
+async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: sea_orm::Value) -> AppResult<Vec<Bucket>> {
     let backend = db.get_database_backend();
     let rows = db
-        .query_all_raw(crate::db::statement(backend, sql, vec![app_id.into(), since.into()]))
+        .query_all_raw(crate::db::statement(backend, sql, vec![app_id.into(), since]))
         .await?;
     let mut out = Vec::new();
     for r in rows {
@@ -65,20 +63,17 @@ async fn count(db: &impl ConnectionTrait, app_id: i32, status: &str) -> AppResul
 
 pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> AppResult<Overview> {
     let backend = db.get_database_backend();
-    let hour = truncated(backend, "received_at", true);
+    let hour = hour_of(backend, "received_at");
     let events = format!(
         "SELECT {hour} AS at, status AS kind, COUNT(*) AS n FROM webhook_event \
          WHERE app_id = ? AND received_at >= ? GROUP BY {hour}, status"
     );
-    let day = truncated(backend, "created_at", false);
-    let changes = format!(
-        "SELECT {day} AS at, event_type AS kind, COUNT(*) AS n FROM notification \
-         WHERE app_id = ? AND created_at >= ? AND event_type IN ('access.granted', 'access.revoked', 'access.expired') \
-         GROUP BY {day}, event_type"
-    );
+    let changes = "SELECT day AS at, kind, n FROM access_change_tally \
+         WHERE app_id = ? AND day >= ? AND kind IN ('access.granted', 'access.revoked', 'access.expired')";
+    let first_day = (now - TimeDelta::days(14)).format("%Y-%m-%d").to_string();
     Ok(Overview {
-        events_per_hour: buckets(db, &events, app_id, now - TimeDelta::hours(24)).await?,
-        changes_per_day: buckets(db, &changes, app_id, now - TimeDelta::days(14)).await?,
+        events_per_hour: buckets(db, &events, app_id, (now - TimeDelta::hours(24)).into()).await?,
+        changes_per_day: buckets(db, changes, app_id, first_day.into()).await?,
         backlog: count(db, app_id, "pending").await?,
         failed: count(db, app_id, "failed").await?,
         unmapped: count(db, app_id, "unmapped").await?,

@@ -492,6 +492,7 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
     let cases = if pg_base().is_some() { 30 } else { 60 };
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
+    app.paused_endpoint().await;
     let q = "mutation($n: String!, $p: [String!], $h: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }";
     let a = app.gql(q, json!({"n": "A", "p": ["4100001"], "h": ["900101"]})).await;
     app.gql(q, json!({"n": "B", "p": [], "h": ["900102"]})).await;

@@ -247,6 +247,18 @@ impl TestApp {
         d["createProductPackage"]["id"].as_str().unwrap().to_string()
     }
 
+    /// Gives the default app a paused notification endpoint: its access changes are then
+    /// written to the outbox (an app without any endpoint writes none), and nothing is sent.
+    pub async fn paused_endpoint(&self) {
+        let d = self
+            .gql(
+                "mutation { createNotificationEndpoint(input: {url: \"https://receiver.example/hooks\", enabled: false}) { endpoint { id } } }",
+                json!({}),
+            )
+            .await;
+        assert!(d["createNotificationEndpoint"]["endpoint"]["id"].is_string(), "{d}");
+    }
+
     pub async fn access(&self, email: &str) -> Vec<Value> {
         let d = self
             .gql(

@@ -32,7 +32,12 @@ async fn migrations_go_up_down_and_up_again() {
     };
     let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the index of pending inbox rows, on PostgreSQL only.
+    // The latest: the counts of access changes.
+    let tally = || db.execute_unprepared("SELECT COUNT(*) FROM access_change_tally");
+    assert!(tally().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the access change tally");
+    assert!(tally().await.is_err(), "the tally is gone");
+    // Then the index of pending inbox rows, on PostgreSQL only.
     let pending_index = || async {
         let rows = exec(
             db,
@@ -177,6 +182,80 @@ async fn the_access_history_migration_recomputes_existing_data() {
     assert_eq!(
         bia[0]["source"],
         json!(format!("manual:plan:{plan}:{}", bia_id(&app).await))
+    );
+}
+
+/// The overview's counts of access changes moved from the outbox to a tally of their own: the
+/// outbox's rows (not the test sends) are counted in, so the console's history carries over.
+#[tokio::test]
+async fn the_tally_migration_counts_the_outbox_in() {
+    use chrono::{TimeDelta, Utc};
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    Migrator::down(db, Some(1)).await.expect("before the tally");
+    let app_id = app.app("default").await.id;
+    let today = Utc::now();
+    let yesterday = today - TimeDelta::days(1);
+    let rows = [
+        (today, "access.granted", Some(1)),
+        (today, "access.granted", Some(2)),
+        (today, "access.changed", Some(2)),
+        (yesterday, "access.revoked", Some(1)),
+        (today, "porteiro.test", None),
+    ];
+    for (i, (at, kind, entitlement)) in rows.into_iter().enumerate() {
+        entity::notification::ActiveModel {
+            app_id: Set(app_id),
+            msg_id: Set(format!("msg_{i}")),
+            event_type: Set(kind.into()),
+            entitlement_id: Set(entitlement),
+            version: Set(1),
+            payload: Set("{}".into()),
+            fanned_out: Set(true),
+            created_at: Set(at),
+            ..Default::default()
+        }
+        .insert(db)
+        .await
+        .unwrap();
+    }
+    Migrator::up(db, None).await.expect("the tally");
+    let counted: Vec<(String, String, i64)> = exec(
+        db,
+        "SELECT day, kind, n FROM access_change_tally WHERE app_id = ? ORDER BY day, kind",
+        vec![app_id.into()],
+    )
+    .await
+    .iter()
+    .map(|r| {
+        (
+            r.try_get("", "day").unwrap(),
+            r.try_get("", "kind").unwrap(),
+            r.try_get("", "n").unwrap(),
+        )
+    })
+    .collect();
+    let (d0, d1) = (
+        yesterday.format("%Y-%m-%d").to_string(),
+        today.format("%Y-%m-%d").to_string(),
+    );
+    assert_eq!(
+        counted,
+        [
+            (d0.clone(), "access.revoked".into(), 1),
+            (d1.clone(), "access.changed".into(), 1),
+            (d1.clone(), "access.granted".into(), 2),
+        ]
+    );
+    let o = app
+        .gql("{ overview { changesPerDay { at kind count } } }", json!({}))
+        .await;
+    assert_eq!(
+        o["overview"]["changesPerDay"],
+        json!([
+            {"at": d0, "kind": "access.revoked", "count": 1},
+            {"at": d1, "kind": "access.granted", "count": 2},
+        ])
     );
 }
 

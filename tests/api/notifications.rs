@@ -221,6 +221,34 @@ async fn access_changes_are_delivered_signed_with_versions_that_only_grow() {
     }
 }
 
+/// An app without any endpoint writes nothing to the outbox (nobody could ever receive it); an
+/// endpoint created later hears every change from then on, its versions still counting the
+/// changes before it.
+#[tokio::test]
+async fn no_outbox_rows_without_an_endpoint_and_a_new_one_hears_what_follows() {
+    use sea_orm::{EntityTrait, PaginatorTrait};
+    let (app, _) = app_with_plan().await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    assert_eq!(app.process_inbox().await, 1);
+    let notes = || entity::notification::Entity::find().count(&app.state.db);
+    assert_eq!(notes().await.unwrap(), 0);
+    assert_eq!(dispatch::fan_out(&app.state).await.unwrap(), 0);
+    assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
+
+    let rx = Receiver::start(&[Reply::Status(204)]).await;
+    endpoint(&app, &rx.url, &[]).await;
+    app.post_hotmart(&recent("purchase_refunded.json", &[])).await;
+    app.process_inbox().await;
+    now_pump(&app).await;
+    let got = rx.got();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let b = body(&got[0]);
+    assert_eq!(b["type"], "access.revoked");
+    assert_eq!(b["data"]["previous"]["status"], "ACTIVE");
+    assert_eq!(b["data"]["entitlement"]["version"], 2);
+    assert_eq!(notes().await.unwrap(), 1);
+}
+
 #[tokio::test]
 async fn admin_actions_and_the_expiry_timer_are_announced_once() {
     let app = TestApp::spawn().await;

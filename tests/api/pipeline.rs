@@ -472,6 +472,7 @@ async fn a_batch_ends_where_one_event_at_a_time_ends_and_writes_only_real_ids() 
     let (one_by_one, _) = app_with_plan().await;
     deliver(&one_by_one, &bodies).await;
     let (batched, _) = app_with_plan().await;
+    batched.paused_endpoint().await;
     for b in &bodies {
         assert_eq!(batched.post_hotmart(b).await.0, 200);
     }
