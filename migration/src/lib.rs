@@ -13,6 +13,7 @@ mod m20261205_000008_inbox_pending_order;
 mod m20261206_000009_logs_without_app_lock;
 mod m20261207_000010_inbox_pending_partial;
 mod m20261214_000011_access_change_tally;
+mod m20261214_000012_drop_inbox_source_index;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000009_logs_without_app_lock::Migration),
             Box::new(m20261207_000010_inbox_pending_partial::Migration),
             Box::new(m20261214_000011_access_change_tally::Migration),
+            Box::new(m20261214_000012_drop_inbox_source_index::Migration),
         ]
     }
 }

@@ -15,8 +15,9 @@ async fn migrations_go_up_down_and_up_again() {
     Migrator::up(db, None).await.expect("up again");
     assert!(entity::app::Entity::find().all(db).await.unwrap().is_empty());
     assert!(entity::access_fact::Entity::find().all(db).await.unwrap().is_empty());
-    // On PostgreSQL the logs hold no key to `app` (the migration before the latest); one step
-    // down from there puts the four back. SQLite keeps them throughout.
+    let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
+    // On PostgreSQL the logs hold no key to `app` (`m20261206_000009`); one step down from
+    // there puts the four back. SQLite keeps them throughout.
     let log_keys = || async {
         if db.get_database_backend() != sea_orm::DbBackend::Postgres {
             return None;
@@ -30,9 +31,20 @@ async fn migrations_go_up_down_and_up_again() {
         .await;
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
-    let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the counts of access changes.
+    // The latest: the inbox's unused index by source goes, and comes back one step down.
+    let source_index = || async {
+        let sql = if pg {
+            "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'idx_webhook_event_source'"
+        } else {
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'idx_webhook_event_source'"
+        };
+        exec(db, sql, vec![]).await[0].try_get::<i64>("", "n").unwrap()
+    };
+    assert_eq!(source_index().await, 0);
+    Migrator::down(db, Some(1)).await.expect("the inbox's source index");
+    assert_eq!(source_index().await, 1);
+    // Then the counts of access changes.
     let tally = || db.execute_unprepared("SELECT COUNT(*) FROM access_change_tally");
     assert!(tally().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the access change tally");
@@ -192,7 +204,7 @@ async fn the_tally_migration_counts_the_outbox_in() {
     use chrono::{TimeDelta, Utc};
     let app = TestApp::spawn().await;
     let db = &app.state.db;
-    Migrator::down(db, Some(1)).await.expect("before the tally");
+    Migrator::down(db, Some(2)).await.expect("before the tally");
     let app_id = app.app("default").await.id;
     let today = Utc::now();
     let yesterday = today - TimeDelta::days(1);
