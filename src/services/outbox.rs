@@ -60,8 +60,9 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
 
 /// The apps among `apps` that have a notification endpoint (enabled or paused). Only they get
 /// outbox rows: the dispatcher fans a row out to the endpoints that exist when it runs, so a row
-/// written for an app without any would reach nobody, ever. Read in the change's transaction, so
-/// an endpoint that committed first hears of every change that commits after it.
+/// written for an app without any would reach nobody, ever. Read in the change's transaction:
+/// an endpoint committed before that read hears of the change (on PostgreSQL, one committed
+/// while the change's transaction runs may not).
 pub async fn listening(
     db: &impl ConnectionTrait,
     apps: impl IntoIterator<Item = i32>,
