@@ -91,6 +91,8 @@ pub struct Ledger {
     /// Sources this transaction holds the lock of (PostgreSQL).
     locked: BTreeSet<Key>,
     outcomes: Vec<Outcome>,
+    /// (app, announcement type) of every announcement since the last tally.
+    counted: Vec<(i32, &'static str)>,
 }
 
 fn to_fact(r: af::Model) -> Option<Fact> {
@@ -546,7 +548,7 @@ impl Ledger {
             // Nothing in the history gives or takes access any more (a replay changed its
             // decision). Rare: everything so far is written first, so the row has its real id.
             if existing.is_some() {
-                self.flush(db).await?;
+                self.write(db).await?;
                 let Some(mut e) = self.rows[&key].clone() else {
                     return Ok(changed);
                 };
@@ -677,8 +679,16 @@ impl Ledger {
     }
 
     /// Writes every change made since the last flush, a statement per table (per [`CHUNK`]
-    /// rows), in the caller's transaction.
+    /// rows), in the caller's transaction, and last the counts of what it announced.
     pub async fn flush(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
+        self.write(db).await?;
+        // Last, and once however often a batch wrote early: on PostgreSQL the tally's rows are
+        // shared by every batch of the day, and their locks are held from here to the commit.
+        outbox::tally(db, std::mem::take(&mut self.counted)).await
+    }
+
+    /// [`Self::flush`] but for the tally, which keeps counting until then.
+    async fn write(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
         let backend = db.get_database_backend();
         let max = crate::db::statement_bytes(backend);
         for chunk in std::mem::take(&mut self.dropped).chunks(CHUNK) {
@@ -855,10 +865,11 @@ impl Ledger {
 
         let notes = std::mem::take(&mut self.notes);
         let listening = outbox::listening(db, notes.iter().map(|n| n.row.app_id)).await?;
-        let counted: Vec<(i32, &'static str)> = notes
-            .iter()
-            .flat_map(|n| n.news.iter().map(|a| (n.row.app_id, a.event_type)))
-            .collect();
+        self.counted.extend(
+            notes
+                .iter()
+                .flat_map(|n| n.news.iter().map(|a| (n.row.app_id, a.event_type))),
+        );
         let mut out: Vec<notification::ActiveModel> = Vec::new();
         for note in notes.into_iter().filter(|n| listening.contains(&n.row.app_id)) {
             let mut row = note.row;
@@ -904,9 +915,6 @@ impl Ledger {
         }) {
             write_outcomes(db, chunk).await?;
         }
-        // Last: on PostgreSQL its rows are shared by every batch of the day, and their locks are
-        // held from here to the commit.
-        outbox::tally(db, counted).await?;
         Ok(())
     }
 }

@@ -85,8 +85,11 @@ pub async fn listening(
 }
 
 /// Counts announcements by app, day and type for the console's overview, in the change's
-/// transaction: one upsert whatever their number. Every transaction upserts once, its keys in
-/// one order, so two on PostgreSQL never wait for each other's rows crosswise.
+/// transaction: one upsert whatever their number, its keys in one order. A worker batch
+/// upserts once, at its end; an admin change or the expiry timer once per change, and a
+/// transaction that revokes several rows (a buyer's, a deleted target's) counts only
+/// `access.revoked`. So two transactions on PostgreSQL never wait for each other's rows
+/// crosswise.
 pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) -> AppResult<()> {
     let mut counts: std::collections::BTreeMap<(i32, &str), i64> = Default::default();
     for key in news {

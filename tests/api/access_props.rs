@@ -565,7 +565,33 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         }
         assert_eq!(got, want, "{ctx}");
         notifications_tell_the_same_story(&app, &code, &ctx).await;
+        the_overview_counts_every_announcement(&app, &ctx).await;
     }
+}
+
+/// The overview's tally counts each announcement once, by type, however the batches fell
+/// (the app has an endpoint, so every announcement is also an outbox row).
+async fn the_overview_counts_every_announcement(app: &TestApp, context: &str) {
+    use sea_orm::ConnectionTrait;
+    let db = &app.state.db;
+    let by_kind = |sql: &'static str| async move {
+        let rows = db
+            .query_all_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql))
+            .await
+            .unwrap();
+        let mut out: Vec<(String, i64)> = rows
+            .iter()
+            .map(|r| (r.try_get("", "kind").unwrap(), r.try_get("", "n").unwrap()))
+            .collect();
+        out.sort();
+        out
+    };
+    let tallied = by_kind("SELECT kind, CAST(SUM(n) AS BIGINT) AS n FROM access_change_tally GROUP BY kind").await;
+    let written = by_kind(
+        "SELECT event_type AS kind, COUNT(*) AS n FROM notification WHERE entitlement_id IS NOT NULL GROUP BY event_type",
+    )
+    .await;
+    assert_eq!(tallied, written, "{context}");
 }
 
 /// What a receiver hears about the subscription ends in the state the API reports: versions run
