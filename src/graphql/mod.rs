@@ -85,8 +85,9 @@ pub fn schema(state: AppState) -> ApiSchemas {
 }
 
 /// Whether every operation of the document selects introspection fields only (`__schema`,
-/// `__type`, `__typename`), through fragments too.
-fn introspection_only(query: &str) -> bool {
+/// `__type`, `__typename`), through fragments too. The request keeps the parsed document, so
+/// the schema does not parse the query a second time.
+fn introspection_only(request: &mut async_graphql::Request) -> bool {
     use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
     fn only(doc: &ExecutableDocument, set: &SelectionSet, depth: usize) -> bool {
         depth < 8
@@ -99,10 +100,10 @@ fn introspection_only(query: &str) -> bool {
                     .is_some_and(|d| only(doc, &d.node.selection_set.node, depth + 1)),
             })
     }
-    match async_graphql::parser::parse_query(query) {
+    match request.parsed_query() {
         Ok(doc) => {
             let ops: Vec<_> = doc.operations.iter().map(|(_, op)| op).collect();
-            !ops.is_empty() && ops.iter().all(|op| only(&doc, &op.node.selection_set.node, 0))
+            !ops.is_empty() && ops.iter().all(|op| only(doc, &op.node.selection_set.node, 0))
         }
         Err(_) => false,
     }
@@ -160,7 +161,7 @@ pub async fn execute(
             ),
         );
     }
-    let request: async_graphql::Request = match serde_json::from_value(value) {
+    let mut request: async_graphql::Request = match serde_json::from_value(value) {
         Ok(r) => r,
         Err(e) => {
             return (
@@ -181,7 +182,7 @@ pub async fn execute(
         },
     };
     let (schema, request) = match principal {
-        Some(p) if introspection_only(&request.query) => (&schemas.introspection, request.data(p)),
+        Some(p) if introspection_only(&mut request) => (&schemas.introspection, request.data(p)),
         Some(p) => (
             &schemas.authenticated,
             request
