@@ -9,6 +9,10 @@ use porteiro::config::Settings;
 use porteiro::{AppState, services};
 use serde_json::{Value, json};
 
+// The allocator the binary runs with (`src/main.rs`), so the in-process figures are the server's.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const HOTTOK: &str = "BENCHHOTTOKabcdefghijklmnopqrstuv0001234";
 const CONCURRENCY: usize = 16;
 

@@ -1,6 +1,11 @@
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
+// mimalloc rather than glibc's malloc: the webhook path allocates a lot of short-lived memory
+// across threads (measured: +7-18% ack, +9-11% end to end on SQLite).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     porteiro::install_crypto_provider();
