@@ -108,6 +108,9 @@ pub fn spawn_maintenance(db: DatabaseConnection, stop: flume::Receiver<()>) {
     };
     let every = if sqlite { CHECKPOINT_EVERY } else { ANALYZE_EVERY };
     tokio::spawn(async move {
+        if !sqlite && let Err(e) = note_unanalysable(&db).await {
+            tracing::debug!(error = %e, "could not check which tables may be analysed");
+        }
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -127,6 +130,43 @@ pub fn spawn_maintenance(db: DatabaseConnection, stop: flume::Receiver<()>) {
     });
 }
 
+/// Whether the connected user may analyse table `c`: its owner's or the database owner's role
+/// (a superuser holds every role). Anyone else's ANALYZE only warns and leaves the statistics as
+/// they were, so the table would come back, and warn, every round.
+const MAY_ANALYZE: &str = "(pg_has_role(c.relowner, 'USAGE') OR pg_has_role((SELECT datdba FROM pg_database \
+     WHERE datname = current_database()), 'USAGE'))";
+
+/// The hot tables the connected user may not analyse (they are left to autovacuum), said once at
+/// start so an operator knows.
+async fn note_unanalysable(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let list = hot_table_list();
+    let rows = db
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT c.relname::text AS t FROM pg_class c WHERE c.relnamespace = current_schema()::regnamespace \
+                 AND c.relname IN ({list}) AND NOT {MAY_ANALYZE}"
+            ),
+        ))
+        .await?;
+    if !rows.is_empty() {
+        let tables: Vec<String> = rows.iter().filter_map(|r| r.try_get("", "t").ok()).collect();
+        tracing::info!(
+            tables = tables.join(","),
+            "the database user owns neither these tables nor the database: their statistics are left to autovacuum"
+        );
+    }
+    Ok(())
+}
+
+fn hot_table_list() -> String {
+    HOT_TABLES
+        .iter()
+        .map(|t| format!("'{t}'"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// How often PostgreSQL's tables are looked at for [`analyze_grown`].
 const ANALYZE_EVERY: Duration = Duration::from_secs(5);
 
@@ -136,7 +176,8 @@ const ANALYZE_EVERY: Duration = Duration::from_secs(5);
 const HOT_TABLES: &[&str] = &["access_fact", "entitlement", "buyer", "buyer_subscriber_code"];
 
 /// Analyses (PostgreSQL) each hot table that changed at least 1,000 rows and at least as many as
-/// it had when last analysed: it has (about) doubled. Returns the tables analysed.
+/// it had when last analysed: it has (about) doubled, and that the connected user may analyse
+/// ([`MAY_ANALYZE`]). Returns the tables analysed.
 ///
 /// Autovacuum looks at tables once a minute. A store's first flood (a launch) grows them from
 /// nothing to tens of thousands of rows inside that minute, and until then the planner works
@@ -145,18 +186,14 @@ const HOT_TABLES: &[&str] = &["access_fact", "entitlement", "buyer", "buyer_subs
 /// database's time in the flood benchmark). Analysing on doubling costs a few analyses over a
 /// table's life; autovacuum's own thresholds go on taking care of the rest.
 pub async fn analyze_grown(db: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
-    let list = HOT_TABLES
-        .iter()
-        .map(|t| format!("'{t}'"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let list = hot_table_list();
     let rows = db
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
             format!(
-                "SELECT relname::text AS t FROM pg_stat_user_tables WHERE schemaname = current_schema() \
-                 AND relname IN ({list}) AND n_mod_since_analyze >= 1000 \
-                 AND 2 * n_mod_since_analyze >= n_live_tup"
+                "SELECT s.relname::text AS t FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid \
+                 WHERE s.schemaname = current_schema() AND s.relname IN ({list}) \
+                 AND s.n_mod_since_analyze >= 1000 AND 2 * s.n_mod_since_analyze >= s.n_live_tup AND {MAY_ANALYZE}"
             ),
         ))
         .await?;

@@ -615,3 +615,80 @@ async fn postgres_tables_that_doubled_are_analysed_at_once() {
     assert!(!again.contains(&"buyer".to_string()), "{again:?}");
     assert!(!analysed("entitlement").await);
 }
+
+/// PostgreSQL: a database user that owns neither the tables nor the database (an operator's
+/// least-privilege role) cannot analyse them. The server does not try: PostgreSQL would only warn,
+/// keep the old statistics, and the table would be tried, and warned about, every round.
+#[tokio::test]
+async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
+    use sea_orm::{ConnectionTrait, EntityTrait};
+    let Some(base) = pg_base() else {
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    let app_id: i32 = entity::app::Entity::find().one(db).await.unwrap().unwrap().id;
+    let role = format!("porteiro_t_role_{}", uuid::Uuid::new_v4().simple());
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN"),
+        format!("GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}"),
+        format!("GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role}"),
+    ] {
+        db.execute_unprepared(&sql).await.unwrap();
+    }
+    let name = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT current_database() AS d",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "d")
+        .unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    let (scheme, rest) = prefix.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let url = format!("{scheme}://{role}@{host}/{name}");
+    let limited = porteiro::db::connect(&url).await.unwrap();
+    limited
+        .execute_unprepared(&format!(
+            "INSERT INTO buyer (app_id, email, name, created_at, updated_at) \
+             SELECT {app_id}, 'b' || g || '@example.com', '', now(), now() FROM generate_series(1, 1500) g"
+        ))
+        .await
+        .unwrap();
+    // An idle session reports its statistics only after 10 s; one that ends, at once.
+    limited.close().await.unwrap();
+    let limited = porteiro::db::connect(&url).await.unwrap();
+    // Statistics reach the server a moment after the commit: wait until they show the table
+    // doubled, then the limited user does not try it, and its owner does.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let n: i64 = db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT n_mod_since_analyze AS n FROM pg_stat_user_tables WHERE relname = 'buyer'",
+            ))
+            .await
+            .unwrap()
+            .unwrap()
+            .try_get("", "n")
+            .unwrap();
+        if n >= 1500 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the inserts never showed in the statistics"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let by_limited = porteiro::db::analyze_grown(&limited).await.unwrap();
+    assert!(by_limited.is_empty(), "{by_limited:?}");
+    let by_owner = porteiro::db::analyze_grown(db).await.unwrap();
+    assert!(by_owner.contains(&"buyer".to_string()), "{by_owner:?}");
+    limited.close().await.unwrap();
+    db.execute_unprepared(&format!("DROP OWNED BY {role}")).await.unwrap();
+    db.execute_unprepared(&format!("DROP ROLE {role}")).await.unwrap();
+}
