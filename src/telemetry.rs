@@ -11,9 +11,12 @@ pub fn init() {
     HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
 }
 
-/// The text exposition, with the inbox backlog measured at scrape time.
-pub fn render(pending: u64) -> String {
-    metrics::gauge!("porteiro_inbox_pending").set(pending as f64);
+/// The text exposition, with the inbox backlog measured at scrape time (`None`: it could not be
+/// counted, and the gauge keeps its last value).
+pub fn render(pending: Option<u64>) -> String {
+    if let Some(n) = pending {
+        metrics::gauge!("porteiro_inbox_pending").set(n as f64);
+    }
     HANDLE
         .get()
         .and_then(|h| h.as_ref())

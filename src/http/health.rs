@@ -24,10 +24,16 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     }
 }
 
-/// Prometheus text format.
+/// Prometheus text format. The backlog is counted at scrape time, within a second: while the
+/// database is down or hung, the scrape still answers at once with every counter (the webhooks
+/// answered 503 among them), and the backlog gauge keeps its last value.
 #[handler]
 pub async fn metrics(state: Data<&AppState>) -> poem::Response {
-    let pending = crate::services::inbox::pending_count(&state.db).await.unwrap_or(0);
+    let count = crate::services::inbox::pending_count(&state.db);
+    let pending = match tokio::time::timeout(std::time::Duration::from_secs(1), count).await {
+        Ok(Ok(n)) => Some(n),
+        _ => None,
+    };
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::render(pending))

@@ -383,6 +383,18 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
     let ready_took = t.elapsed();
     assert_eq!(ready.status().as_u16(), 503);
     assert!(ready_took < std::time::Duration::from_millis(1500), "{ready_took:?}");
+    // Operators still see the counters (the 503s among them) while the database is down: the
+    // scrape does not wait for the pool.
+    let t = std::time::Instant::now();
+    let metrics = app.client.get(format!("{}/metrics", app.addr)).send().await.unwrap();
+    let metrics_took = t.elapsed();
+    assert_eq!(metrics.status().as_u16(), 200);
+    assert!(
+        metrics_took < std::time::Duration::from_millis(1500),
+        "{metrics_took:?}"
+    );
+    let text = metrics.text().await.unwrap();
+    assert!(text.contains("porteiro_webhooks_total{outcome=\"accepted\"}"), "{text}");
     let ok_while_down = count_ok();
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(count_ok(), ok_while_down, "no 2xx while the database is down");
