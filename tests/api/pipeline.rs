@@ -636,16 +636,7 @@ async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     ] {
         db.execute_unprepared(&sql).await.unwrap();
     }
-    let name = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT current_database() AS d",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<String>("", "d")
-        .unwrap();
+    let name: String = pg_value(db, "SELECT current_database() AS v").await;
     let (prefix, _) = base.rsplit_once('/').unwrap();
     let (scheme, rest) = prefix.split_once("://").unwrap();
     let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
@@ -665,16 +656,11 @@ async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     // doubled, then the limited user does not try it, and its owner does.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     loop {
-        let n: i64 = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT n_mod_since_analyze AS n FROM pg_stat_user_tables WHERE relname = 'buyer'",
-            ))
-            .await
-            .unwrap()
-            .unwrap()
-            .try_get("", "n")
-            .unwrap();
+        let n: i64 = pg_value(
+            db,
+            "SELECT n_mod_since_analyze AS v FROM pg_stat_user_tables WHERE relname = 'buyer'",
+        )
+        .await;
         if n >= 1500 {
             break;
         }
@@ -691,4 +677,14 @@ async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     limited.close().await.unwrap();
     db.execute_unprepared(&format!("DROP OWNED BY {role}")).await.unwrap();
     db.execute_unprepared(&format!("DROP ROLE {role}")).await.unwrap();
+}
+
+/// The column `v` of a PostgreSQL query's one row.
+async fn pg_value<T: sea_orm::TryGetable>(db: &impl sea_orm::ConnectionTrait, sql: &str) -> T {
+    db.query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "v")
+        .unwrap()
 }
