@@ -7,13 +7,14 @@ server's figures, on the same disk, with the server's real schema, WAL and synch
 Rows, each against one-commit-each inserts of a webhook-sized body measured just before it:
 - ingest alone: the inbox insert in group commits of 31 rows (what ingest commits at 64
   connections under wrk) and of 8 (16 connections);
-- end to end: those groups, each followed by the worker's batches of 16 (while webhooks come in)
-  or, second row, groups of 64 and batches of 64 (a drain): the batch's reads, its six multi-row
-  writes (buyers, entitlements, facts, subscriber codes, audit, and the inbox outcome update)
-  and the tally upsert, one transaction each, every event a new buyer.
+- end to end: groups of 31, each followed by the worker's batches of 16 (while webhooks come in),
+  or groups and batches of 64 (a drain): the batch's reads, its six multi-row writes (buyers,
+  entitlements, facts, subscriber codes, audit, and the inbox outcome update) and the tally
+  upsert, one transaction each, every event a new buyer; with buyers' e-mails and sources in
+  the order of the events, or random, as real ones are.
 No HTTP, no JSON, no rules, one thread: what the server adds is everything above this.
 """
-import json, os, shutil, sqlite3, subprocess, sys, tempfile, time
+import json, os, random, shutil, sqlite3, subprocess, sys, tempfile, time
 
 root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 secs = float(sys.argv[1]) if len(sys.argv) > 1 else 8
@@ -50,8 +51,10 @@ def raw_rate():
     return n / (time.time() - t)
 
 
-def run(group, batch, ingest_only):
-    """Events per second through the inbox (and the worker's writes unless ingest_only)."""
+def run(group, batch, ingest_only, random_keys):
+    """Events per second through the inbox (and the worker's writes unless ingest_only). Buyers'
+    e-mails and sources in the order of the events, or random (as real ones are: every insert
+    into their unique indexes then dirties a page of its own, written to the WAL at the commit)."""
     db = os.path.join(work, "floor.db")
     for f in (db, db + "-wal", db + "-shm"):
         if os.path.exists(f):
@@ -91,8 +94,12 @@ def run(group, batch, ingest_only):
             q = ",".join("?" * len(ids))
             c.execute("BEGIN IMMEDIATE")
             c.execute("SELECT id FROM webhook_event WHERE id IN (%s) AND status='pending'" % q, ids).fetchall()
-            sources = ["src-%d" % i for i in ids]
-            emails = ["b%d@example.com" % i for i in ids]
+            if random_keys:
+                sources = ["HP%016x" % random.getrandbits(64) for _ in ids]
+                emails = ["%016x@example.com" % random.getrandbits(64) for _ in ids]
+            else:
+                sources = ["src-%012d" % i for i in ids]
+                emails = ["b%012d@example.com" % i for i in ids]
             qs = ",".join("?" * len(sources))
             c.execute("SELECT * FROM entitlement WHERE app_id=1 AND source IN (%s)" % qs, sources).fetchall()
             c.execute("SELECT * FROM access_fact WHERE app_id=1 AND source IN (%s)" % qs, sources).fetchall()
@@ -136,14 +143,15 @@ def run(group, batch, ingest_only):
 
 
 rows = [
-    ("ingest alone, groups of 31", 31, 16, True),
-    ("ingest alone, groups of 8", 8, 16, True),
-    ("end to end, groups of 31, batches of 16", 31, 16, False),
-    ("end to end, groups of 64, batches of 64", 64, 64, False),
+    ("ingest alone, groups of 31", 31, 16, True, False),
+    ("ingest alone, groups of 8", 8, 16, True, False),
+    ("end to end, 31 / 16, keys in order", 31, 16, False, False),
+    ("end to end, 31 / 16, random keys", 31, 16, False, True),
+    ("end to end, 64 / 64, keys in order", 64, 64, False, False),
 ]
 print("SQLite %s alone, the server's schema, WAL + synchronous=FULL, %g s a row" % (sqlite3.sqlite_version, secs))
-for label, group, batch, ingest_only in rows:
+for label, group, batch, ingest_only, random_keys in rows:
     raw = raw_rate()
-    rate = run(group, batch, ingest_only)
+    rate = run(group, batch, ingest_only, random_keys)
     print("%-42s %8.0f events/s = %.2fx raw one-commit-each (%.0f/s just before)" % (label, rate, rate / raw, raw))
 shutil.rmtree(work, ignore_errors=True)
