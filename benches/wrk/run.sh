@@ -8,7 +8,9 @@
 #   cargo build --release && benches/wrk/run.sh            # SQLite in a temp dir
 #   WRK_DATABASE_URL=postgres://postgres@127.0.0.1:5432/porteiro_wrk benches/wrk/run.sh
 #
-# WRK_SECS (default 10) per row; WRK_BIN for another binary. Needs wrk (apt-get install wrk).
+# WRK_SECS (default 10) per row; WRK_BIN for another binary; WRK_KEYS=random for random buyers and
+# transactions (real-world index order) instead of keys that grow with the run. Needs wrk
+# (apt-get install wrk).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -112,7 +114,7 @@ for c in 16 64; do
   groups0=$(metric porteiro_ingest_groups_total); stored0=$(metric porteiro_ingest_group_deliveries_total)
   wait0=$(metric porteiro_ingest_gate_wait_seconds_sum %.6f); commit0=$(metric porteiro_ingest_commit_seconds_sum %.6f)
   ticks0=$(cpu_ticks); read -r busy0 all0 < <(machine_ticks); t0=$(date +%s.%N)
-  read -r rate p50 p99 bad < <(RUN="c$c" SALE_TEMPLATE="$dir/sale.json" HOTTOK=$hottok \
+  read -r rate p50 p99 bad < <(RUN="c$c" KEYS="${WRK_KEYS:-}" SALE_TEMPLATE="$dir/sale.json" HOTTOK=$hottok \
     wrk_row -t2 -c"$c" -d"${secs}s" -s "$here/sale.lua" "$addr/webhooks/$hook")
   cores=$(echo "($(cpu_ticks) - $ticks0) / $hz / ($(date +%s.%N) - $t0)" | bc -l)
   read -r busy all < <(machine_ticks); machine=$(echo "100 * ($busy - $busy0) / ($all - $all0)" | bc -l)
