@@ -88,13 +88,11 @@ printf '%-44s %8.0f events/s = %.2fx raw\n' "ingest alone, groups of 6, 16 clien
 done0=$(count processed)
 pgbench -n -M prepared -c1 -j1 -T"$secs" -f "$dir/worker.sql" "$url" >/dev/null 2>&1
 worker_alone=$(echo "($(count processed) - $done0) / $secs" | bc -l)
-printf '%-44s %8.0f events/s = %.2fx raw
-' "worker alone, batches of 64, 1 client" "$worker_alone" \
+printf '%-44s %8.0f events/s = %.2fx raw\n' "worker alone, batches of 64, 1 client" "$worker_alone" \
   "$(echo "$worker_alone / $raw" | bc -l)"
 # Each at full machine: sharing it, an event costs both, so at best this many end to end.
 both=$(echo "1 / (1 / ($ingest * 6) + 1 / $worker_alone)" | bc -l)
-printf '%-44s %8.0f events/s = %.2fx raw
-' "end to end at best (the two costs added)" "$both" "$(echo "$both / $raw" | bc -l)"
+printf '%-44s %8.0f events/s = %.2fx raw\n' "end to end at best (the two costs added)" "$both" "$(echo "$both / $raw" | bc -l)"
 # Both at once, ingest paced at a share of that estimate: the fastest pace the worker keeps up with
 # (settles 97 % of it, and less than a few batches left pending) is the end-to-end floor.
 kept=0

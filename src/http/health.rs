@@ -24,9 +24,10 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     }
 }
 
-/// Prometheus text format. The backlog is counted at scrape time, within a second: while the
-/// database is down or hung, the scrape still answers at once with every counter (the webhooks
-/// answered 503 among them), and the backlog gauge keeps its last value.
+/// Prometheus text format. The backlog is counted at scrape time, for at most a second: while
+/// the database is down or hung (or the count takes longer), the scrape still answers within
+/// that second with every counter (the webhooks answered 503 among them), and the backlog gauge
+/// keeps its last value.
 #[handler]
 pub async fn metrics(state: Data<&AppState>) -> poem::Response {
     let count = crate::services::inbox::pending_count(&state.db);
