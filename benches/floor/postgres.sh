@@ -96,7 +96,7 @@ printf '%-44s %8.0f events/s = %.2fx raw\n' "end to end at best (the two costs a
 # Both at once, ingest paced at a share of that estimate: the fastest pace the worker keeps up with
 # (settles 97 % of it, and less than a few batches left pending) is the end-to-end floor.
 kept=0
-for share in 50 60 70 80 90 100; do
+for share in 50 60 70 80 90 100 110 120 130 140; do
   psql "$url" -qc "UPDATE webhook_event SET status = 'old' WHERE status = 'pending'"
   pace=$(echo "$both * $share / 100" | bc)
   done0=$(count processed)
