@@ -111,7 +111,7 @@ fn row(name: &str, f: &Figures, baseline: &Figures) {
 
 /// Ingest commits so far and the deliveries they stored, from the server's own metrics.
 fn ingest_groups() -> (f64, f64) {
-    let text = porteiro::telemetry::render(None);
+    let text = porteiro::telemetry::render();
     let read = |name: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())

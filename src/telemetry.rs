@@ -11,17 +11,18 @@ pub fn init() {
     HANDLE.get_or_init(|| PrometheusBuilder::new().install_recorder().ok());
 }
 
-/// The text exposition, with the inbox backlog measured at scrape time (`None`: it could not be
-/// counted, and the gauge keeps its last value).
-pub fn render(pending: Option<u64>) -> String {
-    if let Some(n) = pending {
-        metrics::gauge!("porteiro_inbox_pending").set(n as f64);
-    }
+/// The text exposition.
+pub fn render() -> String {
     HANDLE
         .get()
         .and_then(|h| h.as_ref())
         .map(|h| h.render())
         .unwrap_or_default()
+}
+
+/// The inbox backlog, as last counted.
+pub fn inbox_pending(n: u64) {
+    metrics::gauge!("porteiro_inbox_pending").set(n as f64);
 }
 
 pub fn webhook(outcome: &'static str) {

@@ -24,18 +24,13 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
     }
 }
 
-/// Prometheus text format. The backlog is counted at scrape time, for at most a second: while
-/// the database is down or hung (or the count takes longer), the scrape still answers within
-/// that second with every counter (the webhooks answered 503 among them), and the backlog gauge
-/// keeps its last value.
+/// Prometheus text format. The backlog is counted at scrape time, waited for at most a second
+/// (`inbox::measure_backlog`): while the database is down or hung, the scrape still answers
+/// within that second with every counter (the webhooks answered 503 among them).
 #[handler]
 pub async fn metrics(state: Data<&AppState>) -> poem::Response {
-    let count = crate::services::inbox::pending_count(&state.db);
-    let pending = match tokio::time::timeout(std::time::Duration::from_secs(1), count).await {
-        Ok(Ok(n)) => Some(n),
-        _ => None,
-    };
+    crate::services::inbox::measure_backlog(&state).await;
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
-        .body(crate::telemetry::render(pending))
+        .body(crate::telemetry::render())
 }

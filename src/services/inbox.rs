@@ -87,6 +87,8 @@ pub struct Ingest {
     _maintenance: flume::Sender<()>,
     /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
+    /// A count of the backlog for `/metrics` is running ([`measure_backlog`]).
+    counting_backlog: std::sync::atomic::AtomicBool,
 }
 
 /// Event ids remembered for the redelivery shortcut, and for how long: from half of each (one
@@ -256,6 +258,7 @@ impl Ingest {
         Ingest {
             _maintenance: maintenance,
             last_delivery: Default::default(),
+            counting_backlog: Default::default(),
             tx,
             recent: Recent::new(RECENT_IDS, RECENT_FOR),
         }
@@ -606,6 +609,29 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
     txn.commit().await?;
     state.wake_worker();
     Ok(n)
+}
+
+/// How long a `/metrics` scrape waits for the backlog count.
+pub const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Counts the pending rows into the backlog gauge, waiting for the count up to [`BACKLOG_WAIT`].
+/// One count runs at a time in a process: one that outlasts the wait (a backlog of millions, a
+/// database that hangs) goes on and sets the gauge when it ends, for the next scrape, and the
+/// scrapes meanwhile start no other. A count that fails leaves the gauge as it was.
+pub async fn measure_backlog(state: &AppState) {
+    use std::sync::atomic::Ordering;
+    let ingest = state.ingest.clone();
+    if ingest.counting_backlog.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let db = state.db.clone();
+    let count = tokio::spawn(async move {
+        if let Ok(n) = pending_count(&db).await {
+            crate::telemetry::inbox_pending(n);
+        }
+        ingest.counting_backlog.store(false, Ordering::Release);
+    });
+    let _ = tokio::time::timeout(BACKLOG_WAIT, count).await;
 }
 
 pub async fn pending_count(db: &impl ConnectionTrait) -> AppResult<u64> {

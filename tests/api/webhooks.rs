@@ -419,6 +419,61 @@ async fn operators_can_scrape_metrics() {
     assert!(!text.contains(HOTTOK));
 }
 
+/// PostgreSQL: while the backlog cannot be counted (here the inbox is locked, as a database that
+/// hangs or a count over millions of rows would take), a scrape still answers within about a
+/// second, and the scrapes meanwhile start no second count.
+#[tokio::test]
+async fn metrics_answer_within_a_second_and_count_once_while_the_inbox_cannot_be_read() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+    if pg_base().is_none() {
+        return;
+    }
+    let app = TestApp::spawn().await;
+    app.configure_hotmart().await;
+    app.post_hotmart(&fixture("purchase_approved.json")).await;
+    assert!(app.metrics().await.contains("porteiro_inbox_pending 1"));
+    // A second pending event the gauge has not counted yet.
+    app.post_hotmart(&fixture("purchase_approved_renewal.json")).await;
+    let other = porteiro::db::connect(&app.state.settings.database_url).await.unwrap();
+    let lock = other.begin().await.unwrap();
+    lock.execute_unprepared("LOCK TABLE webhook_event IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let text = app.metrics().await;
+        assert!(
+            t.elapsed() < std::time::Duration::from_millis(1500),
+            "{:?}",
+            t.elapsed()
+        );
+        assert!(text.contains("porteiro_webhooks_total"), "{text}");
+        assert!(
+            text.contains("porteiro_inbox_pending 1"),
+            "the last count stands: {text}"
+        );
+    }
+    let waiting: i64 = other
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND query ILIKE '%count%webhook_event%'",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "n")
+        .unwrap();
+    assert_eq!(waiting, 1, "one count at a time");
+    lock.rollback().await.unwrap();
+    // The count that waited ends by itself, and scrapes count again afterwards.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !app.metrics().await.contains("porteiro_inbox_pending 2") {
+        assert!(std::time::Instant::now() < deadline, "the backlog is counted again");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// SQLite commits are durable before a webhook is acknowledged (`synchronous=FULL`; NORMAL can
 /// lose the last commits to a power cut), unless an operator opts out.
 #[tokio::test]
