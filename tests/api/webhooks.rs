@@ -448,10 +448,8 @@ async fn metrics_answer_within_a_second_and_count_once_while_the_inbox_cannot_be
             t.elapsed()
         );
         assert!(text.contains("porteiro_webhooks_total"), "{text}");
-        assert!(
-            text.contains("porteiro_inbox_pending 1"),
-            "the last count stands: {text}"
-        );
+        // (What the gauge says meanwhile is not asserted: `cargo test` runs tests as threads of
+        // one process, whose metrics are one, and another test's scrape may set it.)
     }
     let waiting: i64 = other
         .query_one_raw(sea_orm::Statement::from_string(
