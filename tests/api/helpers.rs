@@ -55,6 +55,16 @@ pub async fn app_with_plan() -> (TestApp, String) {
     (app, plan)
 }
 
+/// The column `v` of a PostgreSQL query's one row.
+pub async fn pg_value<T: sea_orm::TryGetable>(db: &impl ConnectionTrait, sql: &str) -> T {
+    db.query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "v")
+        .unwrap()
+}
+
 /// Is this run using PostgreSQL?
 pub fn pg_base() -> Option<String> {
     std::env::var("PORTEIRO_TEST_DATABASE_URL")

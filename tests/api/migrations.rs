@@ -19,7 +19,7 @@ async fn migrations_go_up_down_and_up_again() {
     // On PostgreSQL the logs hold no key to `app` (`m20261206_000009`); one step down from
     // there puts the four back. SQLite keeps them throughout.
     let log_keys = || async {
-        if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        if !pg {
             return None;
         }
         let rows = exec(

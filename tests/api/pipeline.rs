@@ -586,15 +586,11 @@ async fn postgres_tables_that_doubled_are_analysed_at_once() {
     let db = &app.state.db;
     let app_id: i32 = entity::app::Entity::find().one(db).await.unwrap().unwrap().id;
     let analysed = |table: &'static str| async move {
-        let r = db
-            .query_one_raw(sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                format!("SELECT last_analyze IS NOT NULL AS done FROM pg_stat_user_tables WHERE relname = '{table}'"),
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        r.try_get::<bool>("", "done").unwrap()
+        pg_value::<bool>(
+            db,
+            &format!("SELECT last_analyze IS NOT NULL AS v FROM pg_stat_user_tables WHERE relname = '{table}'"),
+        )
+        .await
     };
     assert!(!analysed("buyer").await);
     db.execute_unprepared(&format!(
@@ -677,14 +673,4 @@ async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     limited.close().await.unwrap();
     db.execute_unprepared(&format!("DROP OWNED BY {role}")).await.unwrap();
     db.execute_unprepared(&format!("DROP ROLE {role}")).await.unwrap();
-}
-
-/// The column `v` of a PostgreSQL query's one row.
-async fn pg_value<T: sea_orm::TryGetable>(db: &impl sea_orm::ConnectionTrait, sql: &str) -> T {
-    db.query_one_raw(sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "v")
-        .unwrap()
 }

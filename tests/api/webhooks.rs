@@ -451,17 +451,12 @@ async fn metrics_answer_within_a_second_and_count_once_while_the_inbox_cannot_be
         // (What the gauge says meanwhile is not asserted: `cargo test` runs tests as threads of
         // one process, whose metrics are one, and another test's scrape may set it.)
     }
-    let waiting: i64 = other
-        .query_one_raw(sea_orm::Statement::from_string(
-            sea_orm::DbBackend::Postgres,
-            "SELECT count(*) AS n FROM pg_stat_activity WHERE datname = current_database() \
-             AND wait_event_type = 'Lock' AND query ILIKE '%count%webhook_event%'",
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get("", "n")
-        .unwrap();
+    let waiting: i64 = pg_value(
+        &other,
+        "SELECT count(*) AS v FROM pg_stat_activity WHERE datname = current_database() \
+         AND wait_event_type = 'Lock' AND query ILIKE '%count%webhook_event%'",
+    )
+    .await;
     assert_eq!(waiting, 1, "one count at a time");
     lock.rollback().await.unwrap();
     // The count that waited ends by itself, and scrapes count again afterwards.
