@@ -1,5 +1,7 @@
 //! Connecting, migrating, and the write-transaction rule for SQLite.
-use std::time::Duration;
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use migration::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
@@ -36,8 +38,28 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
         // thread on every query's critical path; the ping sqlx adds on acquire is off for the
         // same reason (the database is in process: there is no server or network to lose).
         opts.test_before_acquire(false);
-        opts.map_sqlx_sqlite_pool_opts(|o| {
-            o.after_release(|conn, _meta| {
+        let file = std::sync::Arc::new(sqlite_file(url));
+        opts.map_sqlx_sqlite_pool_opts(move |o| {
+            let file = file.clone();
+            // A connection opened while the database's filesystem was read-only opened it
+            // read-only, and SQLite never undoes that: once a write has found the database
+            // read-only, each connection older than that is replaced as soon as the file takes
+            // writes again (without a restart).
+            o.before_acquire(move |_conn, meta| {
+                let file = file.clone();
+                Box::pin(async move {
+                    let seen = READ_ONLY_SEEN.load(Ordering::Relaxed);
+                    if seen == 0 || clock_ms().saturating_sub(meta.age.as_millis() as u64) > seen {
+                        return Ok(true);
+                    }
+                    let healed = file
+                        .as_ref()
+                        .as_deref()
+                        .is_some_and(|f| std::fs::OpenOptions::new().write(true).open(f).is_ok());
+                    Ok(!healed)
+                })
+            })
+            .after_release(|conn, _meta| {
                 Box::pin(async move {
                     use sea_orm::sqlx::Executor;
                     match conn.execute("ROLLBACK").await {
@@ -83,6 +105,40 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
             .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
     }
     Database::connect(opts).await
+}
+
+/// When a write last found SQLite read-only, in [`clock_ms`]; 0: never.
+static READ_ONLY_SEEN: AtomicU64 = AtomicU64::new(0);
+
+fn clock_ms() -> u64 {
+    static START: LazyLock<Instant> = LazyLock::new(Instant::now);
+    START.elapsed().as_millis() as u64 + 1
+}
+
+/// The database file of a SQLite URL (`None` in memory or for another database).
+fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    let opts: SqliteConnectOptions = url.parse().ok()?;
+    let file = opts.get_filename();
+    (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:")).then(|| file.to_path_buf())
+}
+
+/// Notes a failed write. SQLite's "read-only" (a filesystem remounted read-only, a file whose
+/// permissions changed) marks every connection open now for replacement once it heals.
+pub fn note_write_failure(error: &str) {
+    let e = error.to_ascii_lowercase();
+    if e.contains("readonly database") || e.contains("unable to open database file") {
+        READ_ONLY_SEEN.store(clock_ms(), Ordering::Relaxed);
+    }
+}
+
+/// A write that commits (a row of `app` rewritten as it is): whether the database takes writes
+/// now. Readiness asks it while ingest's latest commits failed.
+pub async fn probe_write(db: &DatabaseConnection) -> Result<(), DbErr> {
+    let txn = write_txn(db).await?;
+    txn.execute_unprepared("UPDATE app SET id = id WHERE id = (SELECT MIN(id) FROM app)")
+        .await?;
+    txn.commit().await
 }
 
 /// WAL pages after which a commit checkpoints by itself (64 MiB of 4 KiB pages).

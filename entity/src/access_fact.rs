@@ -13,6 +13,8 @@ pub struct Model {
     pub fact_key: String,
     pub transaction: Option<String>,
     pub occurred_at: DateTimeUtc,
+    /// Payments reported after their approval: when the charge was approved.
+    pub paid_at: Option<DateTimeUtc>,
     pub until: Option<DateTimeUtc>,
     pub email: Option<String>,
     pub target_kind: String,

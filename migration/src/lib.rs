@@ -14,6 +14,7 @@ mod m20261206_000009_logs_without_app_lock;
 mod m20261207_000010_inbox_pending_partial;
 mod m20261214_000011_access_change_tally;
 mod m20261214_000012_drop_inbox_source_index;
+mod m20261215_000013_fact_paid_at;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000010_inbox_pending_partial::Migration),
             Box::new(m20261214_000011_access_change_tally::Migration),
             Box::new(m20261214_000012_drop_inbox_source_index::Migration),
+            Box::new(m20261215_000013_fact_paid_at::Migration),
         ]
     }
 }

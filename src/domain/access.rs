@@ -7,9 +7,14 @@
 //! whatever order Hotmart delivered them in, and however many copies arrived, the result is the same.
 //!
 //! The semantics, in words (the README has the table admins read):
-//! - A transaction grants once: a repeated payment fact of a transaction only lifts a dispute on
-//!   that same transaction; it never extends access nor lifts an end, a cancellation or a revoke.
+//! - A transaction grants once, at its approval date, whichever event first reports it (a
+//!   PURCHASE_COMPLETE whose approval was lost grants as the approval would have): a later report
+//!   of a transaction only lifts a dispute on that same transaction; it never extends access nor
+//!   lifts an end, a cancellation or a revoke.
 //! - Only a new paid transaction extends access (to the later of the current end and its cover).
+//! - A dispute holds the source suspended until its own transaction is settled (paid again,
+//!   refunded or charged back), whatever other charges arrive and whether or not the cover
+//!   lapsed meanwhile; only an admin grant lifts it otherwise.
 //! - Ends only move earlier (cancellations, delayed charges); an end already past at a point of the
 //!   history has lapsed there, and only a new paid transaction revives it.
 //! - A refund or chargeback ends access and makes its transaction final: it never grants again.
@@ -90,6 +95,9 @@ pub struct Fact {
     pub effect: Effect,
     /// When it happened at Hotmart (or when the admin acted).
     pub occurred_at: DateTime<Utc>,
+    /// Payments only: when the charge was approved, if earlier than `occurred_at` (a COMPLETE
+    /// reports a charge approved days before). The charge's cover starts there.
+    pub paid_at: Option<DateTime<Utc>>,
     /// Stable, arrival-independent tie-break: the Hotmart event id, or `admin:<n>`.
     pub key: String,
     /// The Hotmart event type (or `ADMIN_GRANT` / `ADMIN_REVOKE`), for explanations.
@@ -148,10 +156,46 @@ impl Projection {
     }
 }
 
-/// Facts in the order [`project`] applies them.
+/// Facts in the order they happened (how explanations list them).
 pub fn sorted(facts: &[Fact]) -> Vec<&Fact> {
     let mut v: Vec<&Fact> = facts.iter().collect();
     v.sort_by(|a, b| a.sort_key().cmp(&b.sort_key()));
+    v
+}
+
+/// What a step of the fold may do with a payment fact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Role {
+    /// A payment reported when it was approved: it may grant (once per transaction) or settle.
+    Whole,
+    /// The charge a late report stands for, at its approval date: it may only grant.
+    Charge,
+    /// The late report itself, at its own date: it may only settle its transaction's dispute.
+    Report,
+}
+
+/// The fold's steps in order: every fact once, but a payment reported after its approval twice
+/// (its charge at the approval date, its report at its own), so the cover is the same whether
+/// the approval's own event arrived or was lost.
+fn steps(facts: &[Fact]) -> Vec<(DateTime<Utc>, Role, &Fact)> {
+    let mut v = Vec::with_capacity(facts.len());
+    for f in facts {
+        match f.paid_at.filter(|p| f.effect == Effect::Paid && *p < f.occurred_at) {
+            Some(p) => {
+                v.push((p, Role::Charge, f));
+                v.push((f.occurred_at, Role::Report, f));
+            }
+            None => v.push((f.occurred_at, Role::Whole, f)),
+        }
+    }
+    v.sort_by(|a, b| {
+        (a.0, a.2.effect.precedence(), a.2.key.as_str(), a.1).cmp(&(
+            b.0,
+            b.2.effect.precedence(),
+            b.2.key.as_str(),
+            b.1,
+        ))
+    });
     v
 }
 
@@ -179,17 +223,19 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
     let mut disputes: HashSet<&str> = HashSet::new();
     let mut admin_revoked = false;
 
-    for f in sorted(facts) {
-        if let Some(e) = &f.email {
+    for (at, role, f) in steps(facts) {
+        if role != Role::Charge
+            && let Some(e) = &f.email
+        {
             holder = Some(e.clone());
         }
-        // An end that passed before this fact has lapsed here: only a new payment revives it.
+        // An end that passed before this step has lapsed here: only a new payment revives it
+        // (open disputes stay open: they outlive the cover).
         if let Some(s) = state.as_mut()
             && live(s)
-            && s.expires_at.is_some_and(|end| end <= f.occurred_at)
+            && s.expires_at.is_some_and(|end| end <= at)
         {
             s.status = EntitlementStatus::Expired;
-            disputes.clear();
         }
         let why = format!("{} ({})", f.event_type, f.reason);
         let txn = f.transaction.as_deref();
@@ -203,14 +249,16 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                 if txn.is_some_and(|t| finals.contains(t)) {
                     continue;
                 }
-                let new = txn.is_none_or(|t| paid.insert(t));
-                if admin_revoked {
+                let new = role != Role::Report && txn.is_none_or(|t| paid.insert(t));
+                if admin_revoked || (!new && role == Role::Charge) {
                     continue;
                 }
+                // Paid (again) after its own dispute: that dispute is settled.
+                let settled = txn.is_some_and(|t| disputes.remove(t));
                 if !new {
                     // The same transaction again: it may only settle its own dispute.
-                    if let (Some(s), Some(t)) = (state.as_mut(), txn)
-                        && disputes.remove(t)
+                    if let Some(s) = state.as_mut()
+                        && settled
                         && s.status == EntitlementStatus::Suspended
                         && disputes.is_empty()
                     {
@@ -219,16 +267,22 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                     }
                     continue;
                 }
+                // Disputes still open hold whatever this charge gives.
+                let held = if disputes.is_empty() {
+                    EntitlementStatus::Active
+                } else {
+                    EntitlementStatus::Suspended
+                };
                 match state.as_mut().filter(|s| live(s)) {
                     Some(s) => {
                         s.expires_at = later_end(s.expires_at, f.until);
                         s.target = f.target;
+                        s.status = held;
                         touch(s);
                     }
                     None => {
-                        disputes.clear();
-                        let mut s = Projection::fresh(f.target, EntitlementStatus::Active);
-                        s.granted_at = Some(f.occurred_at);
+                        let mut s = Projection::fresh(f.target, held);
+                        s.granted_at = Some(at);
                         s.expires_at = f.until;
                         touch(&mut s);
                         state = Some(s);
@@ -248,23 +302,31 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                 }
             }
             Effect::Suspend => {
+                // A dispute of a settled transaction changes nothing; any other stays open
+                // until its transaction is settled, even while nothing is live.
+                if txn.is_some_and(|t| finals.contains(t)) {
+                    continue;
+                }
+                disputes.insert(txn.unwrap_or(""));
                 if admin_revoked {
                     continue;
                 }
                 if let Some(s) = state.as_mut().filter(|s| live(s)) {
-                    disputes.insert(txn.unwrap_or(""));
                     s.status = EntitlementStatus::Suspended;
                     touch(s);
                 }
             }
             Effect::Terminate | Effect::AdminRevoke => {
-                if let Some(t) = txn.filter(|_| f.effect == Effect::Terminate) {
-                    finals.insert(t);
-                }
-                if f.effect == Effect::AdminRevoke {
+                if f.effect == Effect::Terminate {
+                    // Lost for good: this transaction's dispute is over, others stay open.
+                    if let Some(t) = txn {
+                        finals.insert(t);
+                    }
+                    disputes.remove(txn.unwrap_or(""));
+                } else {
                     admin_revoked = true;
+                    disputes.clear();
                 }
-                disputes.clear();
                 // Recorded even when nothing was granted yet: the grant may be on its way.
                 let s = state.get_or_insert_with(|| Projection::fresh(f.target, EntitlementStatus::Revoked));
                 if s.status != EntitlementStatus::Revoked {
@@ -310,6 +372,7 @@ mod tests {
         Fact {
             effect,
             occurred_at: t(day),
+            paid_at: None,
             key: format!("{}-{day}-{txn:?}", effect.as_str()),
             event_type: effect.as_str().to_uppercase(),
             transaction: txn.map(str::to_string),

@@ -110,6 +110,8 @@ pub fn fact_of(
     Some(Fact {
         effect,
         occurred_at: ev.occurred_at,
+        // A charge covers from its approval, whichever event reports it.
+        paid_at: ev.approved_at.filter(|p| effect == Effect::Paid && *p < ev.occurred_at),
         key: ev.event_id.clone(),
         event_type: ev.kind.as_str().to_string(),
         transaction: ev.transaction.clone(),

@@ -12,15 +12,33 @@ pub async fn healthz() -> impl IntoResponse {
 
 /// Answers within a second whatever the database does: a load balancer must not wait for the
 /// pool's acquire timeout to learn that the database is gone.
+///
+/// Ready means "can take a webhook": while the latest webhooks could not be stored (disk full,
+/// read-only, database down), 503 with the reason, until a write commits again.
 #[handler]
 pub async fn readyz(state: Data<&AppState>) -> poem::Response {
-    match tokio::time::timeout(std::time::Duration::from_secs(1), state.db.ping()).await {
-        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
-        _ => (
+    let unavailable = |status: &str, reason: Option<String>| {
+        (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "database unavailable"})),
+            Json(json!({"status": status, "reason": reason})),
         )
-            .into_response(),
+            .into_response()
+    };
+    let second = std::time::Duration::from_secs(1);
+    match tokio::time::timeout(second, state.db.ping()).await {
+        Ok(Ok(())) => {}
+        _ => return unavailable("database unavailable", None),
+    }
+    match tokio::time::timeout(second, state.ingest.cannot_store(&state.db)).await {
+        Ok(None) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Some(why)) => unavailable(
+            "cannot store webhooks",
+            Some(format!("the latest webhooks could not be stored: {why}")),
+        ),
+        Err(_) => unavailable(
+            "cannot store webhooks",
+            Some("a test write did not finish within a second".into()),
+        ),
     }
 }
 

@@ -152,6 +152,7 @@ fn admin_fact(
     Fact {
         effect,
         occurred_at: now,
+        paid_at: None,
         // Admin facts of the same instant keep the order they were made in.
         key: format!(
             "admin:{}:{}",

@@ -89,7 +89,11 @@ pub struct Ingest {
     last_delivery: std::sync::atomic::AtomicU64,
     /// A count of the backlog for `/metrics` is running ([`measure_backlog`]).
     counting_backlog: std::sync::atomic::AtomicBool,
+    /// Why the latest group could not be stored (`None` once one is): readiness.
+    failing: Failing,
 }
+
+type Failing = std::sync::Arc<std::sync::Mutex<Option<String>>>;
 
 /// Event ids remembered for the redelivery shortcut, and for how long: from half of each (one
 /// generation) to all of it (two).
@@ -250,8 +254,9 @@ impl Ingest {
             _ => 4,
         };
         let touched = std::sync::Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
+        let failing = Failing::default();
         for _ in 0..writers {
-            tokio::spawn(writer(db.clone(), rx.clone(), touched.clone()));
+            tokio::spawn(writer(db.clone(), rx.clone(), touched.clone(), failing.clone()));
         }
         let (maintenance, stop) = flume::bounded(1);
         crate::db::spawn_maintenance(db, stop);
@@ -259,6 +264,7 @@ impl Ingest {
             _maintenance: maintenance,
             last_delivery: Default::default(),
             counting_backlog: Default::default(),
+            failing,
             tx,
             recent: Recent::new(RECENT_IDS, RECENT_FOR),
         }
@@ -280,6 +286,23 @@ impl Ingest {
         }
     }
 
+    /// Why webhooks cannot be stored now, if the latest group failed for want of storage (disk
+    /// full, read-only, database down). A write that commits (`probe` it, at most what the
+    /// caller's pace allows) or the next stored group clears it.
+    pub async fn cannot_store(&self, db: &sea_orm::DatabaseConnection) -> Option<String> {
+        let why = self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        match crate::db::probe_write(db).await {
+            Ok(()) => {
+                *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                None
+            }
+            Err(e) => {
+                crate::db::note_write_failure(&e.to_string());
+                Some(why)
+            }
+        }
+    }
+
     /// Whether webhooks came in during the last [`BUSY_FOR`]: the worker then keeps to small
     /// batches, one at a time, since every webhook is answered only after its commit and waits
     /// for the write lock (SQLite) and the CPU (two cores) the worker holds.
@@ -292,7 +315,7 @@ impl Ingest {
 
 type Touched = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<i32, std::time::Instant>>>;
 
-async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touched: Touched) {
+async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touched: Touched, failing: Failing) {
     while let Ok(first) = rx.recv_async().await {
         // Whatever is waiting, up to GROUP_MAX, goes into one commit.
         let mut group = vec![first];
@@ -305,6 +328,7 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touch
         let inputs: Vec<&RecordInput> = group.iter().map(|j| &j.input).collect();
         match write_group(&db, &inputs).await {
             Ok(outs) => {
+                *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 touch(&db, &touched, &inputs, &outs).await;
                 for (j, out) in group.into_iter().zip(outs) {
                     let _ = j.reply.send(Ok(out));
@@ -312,6 +336,10 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touch
             }
             Err(e) => {
                 e.log();
+                if let AppError::Unavailable(db_err) = &e {
+                    crate::db::note_write_failure(&db_err.to_string());
+                    *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(db_err.to_string());
+                }
                 let why = format!("the group could not be stored ({})", e.code());
                 for j in group {
                     let _ = j.reply.send(Err(why.clone()));

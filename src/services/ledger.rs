@@ -99,6 +99,7 @@ fn to_fact(r: af::Model) -> Option<Fact> {
     Some(Fact {
         effect: crate::domain::Effect::parse(&r.effect)?,
         occurred_at: r.occurred_at,
+        paid_at: r.paid_at,
         key: r.fact_key,
         event_type: r.event_type,
         transaction: r.transaction,
@@ -812,6 +813,7 @@ impl Ledger {
                 fact_key: Set(f.key.clone()),
                 transaction: Set(f.transaction.clone()),
                 occurred_at: Set(f.occurred_at),
+                paid_at: Set(f.paid_at),
                 until: Set(f.until),
                 email: Set(f.email.clone()),
                 target_kind: Set(f.target.0.as_str().to_string()),

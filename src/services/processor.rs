@@ -68,6 +68,9 @@ struct Ready {
     target: Target,
     script: super::rules::ActiveScript,
     source: String,
+    /// The event's product links to nothing now; `target` is where the source's access sits.
+    /// Such an event may take access away, never give it.
+    unlinked: bool,
 }
 
 enum Stage {
@@ -111,14 +114,21 @@ async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: P
             "event has neither a transaction nor a subscriber code",
         ));
     };
-    let Some(target) =
-        catalog::resolve_cached(state, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?
-    else {
-        let why = format!(
-            "Hotmart product {} is not linked to any package or plan; link it, then replay this event",
-            ev.product_id.as_deref().unwrap_or("(none)")
-        );
-        return done(Evaluation::stop(Some(ev), "unmapped", why));
+    let linked = catalog::resolve_cached(state, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?;
+    // A source that already exists keeps hearing of its facts when its product was unlinked
+    // since (a catalogue reorganised): what it was granted stays answerable to refunds.
+    let (target, unlinked) = match linked {
+        Some(t) => (t, false),
+        None => match existing_target(db, app_id, &source).await? {
+            Some(t) => (t, true),
+            None => {
+                let why = format!(
+                    "Hotmart product {} is not linked to any package or plan; link it, then replay this event",
+                    ev.product_id.as_deref().unwrap_or("(none)")
+                );
+                return done(Evaluation::stop(Some(ev), "unmapped", why));
+            }
+        },
     };
     let Some(script) = super::rules::active_cached(state, db, app_id, ev.kind.as_str()).await? else {
         let why = format!("no rule for {}", ev.kind.as_str());
@@ -129,13 +139,43 @@ async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: P
         target,
         script,
         source,
+        unlinked,
     }))
+}
+
+/// The package or plan a source's access sits on now, if the source has any.
+async fn existing_target(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<Target>> {
+    let Some(row) = entitlements::row_of(db, app_id, source).await? else {
+        return Ok(None);
+    };
+    let Some(kind) = crate::domain::TargetKind::parse(&row.target_kind) else {
+        return Ok(None);
+    };
+    catalog::target(db, app_id, kind, row.target_id).await
 }
 
 /// Runs the script (CPU work with a time budget: callers keep it off the request threads).
 fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAccess>) -> Evaluation {
-    let Ready { ev, target, script, .. } = r;
+    let Ready {
+        ev,
+        target,
+        script,
+        unlinked,
+        ..
+    } = r;
     match rules.decide(&script.source, &ev, &target, current.as_ref()) {
+        Ok(Decision::Grant { .. }) if unlinked => Evaluation {
+            error: Some(format!(
+                "Hotmart product {} is no longer linked to any package or plan, so this event cannot give access; link it, then replay this event",
+                ev.product_id.as_deref().unwrap_or("(none)")
+            )),
+            event: Some(ev),
+            target: None,
+            decision: None,
+            rule_version: Some(script.version),
+            status: "unmapped",
+            seen: Some(current),
+        },
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
                 "ignored"

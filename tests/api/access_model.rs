@@ -414,3 +414,171 @@ async fn a_script_reading_access_sees_the_events_before_it_in_the_same_batch() {
     let (_, active, _) = only(&app, ANA).await;
     assert!(!active, "the cancellation saw the grant before it and revoked");
 }
+
+/// Sets a package's or plan's Hotmart product ids (an admin reorganising the catalogue).
+async fn link(app: &TestApp, kind: &str, id: &str, products: &[&str]) {
+    let (m, input) = match kind {
+        "package" => ("updateProductPackage", "UpdateProductPackageInput"),
+        _ => ("updateSubscriptionPlan", "UpdateSubscriptionPlanInput"),
+    };
+    let q = format!("mutation($id: ID!, $i: {input}!) {{ {m}(id: $id, input: $i) {{ id }} }}");
+    let d = app
+        .gql(&q, json!({"id": id, "i": {"hotmartProductIds": products}}))
+        .await;
+    assert!(d[m]["id"].is_string(), "{d}");
+}
+
+const BIA: &str = "bia.teste@example.com";
+
+/// A one-off sale of product 5200001 to Bia and a subscription of 4100001 to Ana, both approved.
+async fn sale_and_subscription() -> (TestApp, String, String) {
+    let (app, plan) = app_with_plan().await;
+    let package = app.create_package("Curso", &["5200001"], None).await;
+    let t = now_ms() - 5 * DAY;
+    let single = fixture_with(
+        "purchase_approved_single.json",
+        &[
+            ("id", json!("s1")),
+            ("creation_date", json!(t)),
+            ("data.purchase.approved_date", json!(t)),
+            ("data.product.id", json!(5200001)),
+            ("data.buyer.email", json!(BIA)),
+        ],
+    );
+    deliver(&app, &[single, approved("a1", "HPT1", 5, 25)]).await;
+    assert_eq!(only(&app, BIA).await, ("ACTIVE".into(), true, None));
+    assert_eq!(only(&app, ANA).await.0, "ACTIVE");
+    (app, package, plan)
+}
+
+fn refund_and_chargeback() -> Vec<String> {
+    let t = now_ms() - DAY;
+    vec![
+        fixture_with(
+            "purchase_refunded.json",
+            &[
+                ("id", json!("r1")),
+                ("creation_date", json!(t)),
+                ("data.product.id", json!(5200001)),
+                ("data.purchase.transaction", json!("HP14880000000050")),
+                ("data.buyer.email", json!(BIA)),
+                ("data.subscription", Value::Null),
+            ],
+        ),
+        fixture_with(
+            "purchase_chargeback.json",
+            &[
+                ("id", json!("cb1")),
+                ("creation_date", json!(t)),
+                ("data.purchase.transaction", json!("HPT1")),
+            ],
+        ),
+    ]
+}
+
+#[tokio::test]
+async fn seq8_a_refund_after_the_product_was_unlinked_still_ends_access() {
+    let (app, package, plan) = sale_and_subscription().await;
+    link(&app, "package", &package, &[]).await;
+    link(&app, "plan", &plan, &[]).await;
+    deliver(&app, &refund_and_chargeback()).await;
+    assert_eq!(only(&app, BIA).await.0, "REVOKED", "the one-off sale was refunded");
+    assert_eq!(only(&app, ANA).await.0, "REVOKED", "the subscription was charged back");
+    let events = app.events().await;
+    for t in ["PURCHASE_REFUNDED", "PURCHASE_CHARGEBACK"] {
+        let e = events.iter().find(|e| e["eventType"] == t).unwrap();
+        assert_eq!(e["status"], "processed", "{e}");
+    }
+    // A fact that would give access still needs a link: a renewal of the unlinked plan is
+    // unmapped (kept for replay once linked again), and nothing is granted.
+    deliver(&app, &[approved("a2", "HPT2", 0, 30)]).await;
+    assert_eq!(only(&app, ANA).await.0, "REVOKED");
+    let renewal = app
+        .events()
+        .await
+        .into_iter()
+        .find(|e| e["eventType"] == "PURCHASE_APPROVED" && e["status"] == "unmapped");
+    assert!(renewal.is_some(), "the renewal waits for a link");
+}
+
+#[tokio::test]
+async fn seq8_a_refund_after_the_product_was_relinked_elsewhere_still_ends_access() {
+    let (app, package, plan) = sale_and_subscription().await;
+    link(&app, "package", &package, &[]).await;
+    link(&app, "plan", &plan, &[]).await;
+    app.create_package("Curso novo", &["5200001"], None).await;
+    app.create_plan("Mensal novo", &["4100001"]).await;
+    deliver(&app, &refund_and_chargeback()).await;
+    assert_eq!(only(&app, BIA).await.0, "REVOKED");
+    assert_eq!(only(&app, ANA).await.0, "REVOKED");
+}
+
+#[tokio::test]
+async fn seq9_an_open_dispute_holds_whether_the_renewal_came_on_time_or_late() {
+    for (renewed_ago, when) in [(11, "on time"), (2, "after the cover ran out")] {
+        let (app, _) = app_with_plan().await;
+        deliver(
+            &app,
+            &[
+                approved("a1", "HPT1", 40, -10),
+                protest("p1", "HPT1", 20),
+                approved("a2", "HPT2", renewed_ago, 28),
+            ],
+        )
+        .await;
+        assert_eq!(only(&app, ANA).await.0, "SUSPENDED", "renewed {when}");
+        // Settled: won (paid again) lifts it; the renewal's cover stands.
+        deliver(&app, &[complete("k1", "HPT1", 0, -10)]).await;
+        let (status, active, end) = only(&app, ANA).await;
+        assert_eq!(
+            (status.as_str(), active),
+            ("ACTIVE", true),
+            "renewed {when}, dispute won"
+        );
+        let want = now_ms() + 31 * DAY;
+        assert!(
+            end.is_some_and(|e| (want - e).abs() < 60_000),
+            "{end:?}: the renewal's cover"
+        );
+    }
+}
+
+#[tokio::test]
+async fn seq10_a_lost_approval_gives_the_same_access_as_a_delivered_one() {
+    let paid_until = now_ms() + 20 * DAY;
+    let t2 = now_ms() - 10 * DAY;
+    let complete_t2 = fixture_with(
+        "purchase_complete.json",
+        &[
+            ("id", json!("k2")),
+            ("creation_date", json!(now_ms() - DAY)),
+            ("data.purchase.approved_date", json!(t2)),
+            ("data.purchase.transaction", json!("HPT2")),
+            ("data.purchase.date_next_charge", json!(paid_until)),
+        ],
+    );
+    let approved_t2 = fixture_with(
+        "purchase_approved.json",
+        &[
+            ("id", json!("a2")),
+            ("creation_date", json!(t2)),
+            ("data.purchase.approved_date", json!(t2)),
+            ("data.purchase.transaction", json!("HPT2")),
+            ("data.purchase.date_next_charge", json!(paid_until)),
+        ],
+    );
+    let mut outcomes = Vec::new();
+    for with_approval in [true, false] {
+        let (app, _) = app_with_plan().await;
+        let mut history = vec![approved("a1", "HPT1", 40, -10)];
+        if with_approval {
+            history.push(approved_t2.clone());
+        }
+        history.push(cancellation("c1", 5, paid_until, ANA));
+        history.push(complete_t2.clone());
+        deliver(&app, &history).await;
+        outcomes.push(only(&app, ANA).await);
+    }
+    assert_eq!(outcomes[0], ("ACTIVE".into(), true, Some(paid_until)));
+    assert_eq!(outcomes[1], outcomes[0], "the COMPLETE stands in for the lost approval");
+}

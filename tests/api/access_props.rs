@@ -45,6 +45,8 @@ struct Step {
     charge: usize,
     /// Next charge (approved, complete) or paid-through date (cancel).
     date: i64,
+    /// When the charge was approved (purchase events of a paid charge), 0 otherwise.
+    paid: i64,
     email: usize,
 }
 
@@ -56,9 +58,15 @@ struct Lifecycle {
 
 #[derive(Debug, Clone)]
 struct ChargePlan {
-    delayed: u8, // 0 paid, 1 delayed then paid, 2 delayed and never paid
+    /// 0 paid, 1 delayed then paid within grace, 2 delayed and never paid, 3 delayed and paid
+    /// after the cover lapsed
+    delayed: u8,
     complete: bool,
     dispute: u8, // 0 none, 1 open, 2 lost (refund), 3 won (complete)
+    /// The dispute is settled a month and more later, after the next charges.
+    settle_late: bool,
+    /// The charge's PURCHASE_APPROVED never arrives (its COMPLETE, if any, still does).
+    approval_lost: bool,
     chargeback: bool,
     cancel: bool,
     switch: bool,
@@ -66,21 +74,27 @@ struct ChargePlan {
 
 fn charge_plan() -> impl Strategy<Value = ChargePlan> {
     (
-        0u8..3,
+        0u8..4,
         any::<bool>(),
         0u8..4,
+        any::<bool>(),
+        prop::bool::weighted(0.2),
         prop::bool::weighted(0.1),
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(delayed, complete, dispute, chargeback, cancel, switch)| ChargePlan {
-            delayed,
-            complete,
-            dispute,
-            chargeback,
-            cancel,
-            switch,
-        })
+        .prop_map(
+            |(delayed, complete, dispute, settle_late, approval_lost, chargeback, cancel, switch)| ChargePlan {
+                delayed,
+                complete,
+                dispute,
+                settle_late,
+                approval_lost,
+                chargeback,
+                cancel,
+                switch,
+            },
+        )
 }
 
 /// A lifecycle that starts `start_days_ago` days before now, one charge every 30 days.
@@ -102,6 +116,14 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
                 minute += 1;
                 t0 + day * DAY + minute * 60_000
             };
+            let step = |kind, at, charge, date, paid, email| Step {
+                kind,
+                at,
+                charge,
+                date,
+                paid,
+                email,
+            };
             for (i, c) in charges.iter().enumerate() {
                 if email_change_at == Some(i) {
                     email = 1;
@@ -109,104 +131,38 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
                 let n = i + 1;
                 let d = i as i64 * 30;
                 let next = t0 + (d + 30) * DAY;
-                let mut paid_at = d;
+                let mut paid_day = d;
                 if c.delayed > 0 {
-                    steps.push(Step {
-                        kind: Kind::Delayed,
-                        at: at(d),
-                        charge: n,
-                        date: 0,
-                        email,
-                    });
-                    paid_at = d + 2;
+                    steps.push(step(Kind::Delayed, at(d), n, 0, 0, email));
+                    paid_day = if c.delayed == 3 { d + 6 } else { d + 2 };
                 }
                 if c.delayed == 2 {
                     break;
                 }
-                steps.push(Step {
-                    kind: Kind::Approved,
-                    at: at(paid_at),
-                    charge: n,
-                    date: next,
-                    email,
-                });
+                let paid = at(paid_day);
+                if !c.approval_lost {
+                    steps.push(step(Kind::Approved, paid, n, next, paid, email));
+                }
                 if c.switch {
-                    steps.push(Step {
-                        kind: Kind::Switch,
-                        at: at(d + 4),
-                        charge: 0,
-                        date: 0,
-                        email,
-                    });
+                    steps.push(step(Kind::Switch, at(d + 4), 0, 0, 0, email));
+                }
+                let settle_day = |day: i64| if c.settle_late { d + 40 + day } else { d + day };
+                if c.dispute > 0 {
+                    steps.push(step(Kind::Protest, at(paid_day + 1), n, 0, paid, email));
                 }
                 match c.dispute {
-                    1 => steps.push(Step {
-                        kind: Kind::Protest,
-                        at: at(d + 3),
-                        charge: n,
-                        date: 0,
-                        email,
-                    }),
-                    2 => {
-                        steps.push(Step {
-                            kind: Kind::Protest,
-                            at: at(d + 3),
-                            charge: n,
-                            date: 0,
-                            email,
-                        });
-                        steps.push(Step {
-                            kind: Kind::Refund,
-                            at: at(d + 5),
-                            charge: n,
-                            date: 0,
-                            email,
-                        });
-                    }
-                    3 => {
-                        steps.push(Step {
-                            kind: Kind::Protest,
-                            at: at(d + 3),
-                            charge: n,
-                            date: 0,
-                            email,
-                        });
-                        steps.push(Step {
-                            kind: Kind::Complete,
-                            at: at(d + 6),
-                            charge: n,
-                            date: next,
-                            email,
-                        });
-                    }
+                    2 => steps.push(step(Kind::Refund, at(settle_day(8)), n, 0, paid, email)),
+                    3 => steps.push(step(Kind::Complete, at(settle_day(9)), n, next, paid, email)),
                     _ => {}
                 }
                 if c.complete && c.dispute == 0 {
-                    steps.push(Step {
-                        kind: Kind::Complete,
-                        at: at(d + 7),
-                        charge: n,
-                        date: next,
-                        email,
-                    });
+                    steps.push(step(Kind::Complete, at(d + 9), n, next, paid, email));
                 }
                 if c.chargeback {
-                    steps.push(Step {
-                        kind: Kind::Chargeback,
-                        at: at(d + 10),
-                        charge: n,
-                        date: 0,
-                        email,
-                    });
+                    steps.push(step(Kind::Chargeback, at(d + 10), n, 0, paid, email));
                 }
                 if c.cancel {
-                    steps.push(Step {
-                        kind: Kind::Cancel,
-                        at: at(d + 15),
-                        charge: 0,
-                        date: next,
-                        email,
-                    });
+                    steps.push(step(Kind::Cancel, at(d + 15), 0, next, 0, email));
                 }
             }
             Lifecycle { steps, admin_revoke }
@@ -214,9 +170,11 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
 }
 
 /// What the buyer should see: (holder, status, end) at `now`. Written from the README's table,
-/// not from the implementation: events by time; a charge grants once; only a new paid charge
-/// extends or revives; ends only move earlier; a lapsed end stays lapsed; disputes pause until
-/// their own charge comes back; refunds and chargebacks end access and their charge for good.
+/// not from the implementation: events by time; a charge happens when it was approved, whichever
+/// event reports it; a charge grants once; only a new paid charge extends or revives; ends only
+/// move earlier; a lapsed end stays lapsed; a dispute pauses access until its own charge comes
+/// back, is refunded or charged back, whatever else happens meanwhile; refunds and chargebacks
+/// end access and their charge for good.
 fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> {
     let without_admin = walk(&l.steps, now);
     if !l.admin_revoke || without_admin.is_none() {
@@ -229,6 +187,7 @@ fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> 
         at: now,
         charge: 0,
         date: 0,
+        paid: 0,
         email: usize::MAX,
     });
     walk(&steps, now)
@@ -243,8 +202,16 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
         Lapsed,
         Ended,
     }
-    let mut steps = steps.to_vec();
-    steps.sort_by_key(|s| s.at);
+    // A charge is paid at its approval: a completion that reports it later pays it there too
+    // (`charge_only`), and then counts as its report at its own date.
+    let mut moments: Vec<(i64, bool, &Step)> = Vec::new();
+    for st in steps {
+        if st.kind == Kind::Complete && st.paid > 0 && st.paid < st.at {
+            moments.push((st.paid, true, st));
+        }
+        moments.push((st.at, false, st));
+    }
+    moments.sort_by_key(|m| m.0);
     let mut admin = false;
     let mut s = S::None;
     let mut end: Option<i64> = None;
@@ -252,50 +219,46 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
     let mut dead_charges: Vec<usize> = vec![];
     let mut open_disputes: Vec<usize> = vec![];
     let mut holder = 0;
-    for st in &steps {
-        if st.email != usize::MAX {
+    for (t, charge_only, st) in moments {
+        if st.email != usize::MAX && !charge_only {
             holder = st.email;
         }
-        if matches!(s, S::On | S::Paused) && end.is_some_and(|e| e <= st.at) {
+        if matches!(s, S::On | S::Paused) && end.is_some_and(|e| e <= t) {
             s = S::Lapsed;
-            open_disputes.clear();
         }
         let alive = matches!(s, S::On | S::Paused);
         match st.kind {
             Kind::Approved | Kind::Complete => {
-                if dead_charges.contains(&st.charge) {
+                if dead_charges.contains(&st.charge) || admin {
                     continue;
                 }
-                let new = !seen_charges.contains(&st.charge);
-                if new {
+                let first = !seen_charges.contains(&st.charge);
+                let reported_late = st.kind == Kind::Complete && st.paid > 0 && st.paid < st.at;
+                if first && (charge_only || !reported_late) {
                     seen_charges.push(st.charge);
-                }
-                if admin {
-                    continue;
-                }
-                if !new {
-                    if s == S::Paused {
-                        open_disputes.retain(|c| *c != st.charge);
-                        if open_disputes.is_empty() {
-                            s = S::On;
-                        }
+                    open_disputes.retain(|c| *c != st.charge);
+                    let covers = st.date + GRACE;
+                    end = Some(if alive {
+                        end.map_or(covers, |e| e.max(covers))
+                    } else {
+                        covers
+                    });
+                    s = if open_disputes.is_empty() { S::On } else { S::Paused };
+                } else if !charge_only && open_disputes.contains(&st.charge) {
+                    // Paid again after its dispute: won.
+                    open_disputes.retain(|c| *c != st.charge);
+                    if s == S::Paused && open_disputes.is_empty() {
+                        s = S::On;
                     }
-                    continue;
-                }
-                let covers = st.date + GRACE;
-                if alive {
-                    end = Some(end.map_or(covers, |e| e.max(covers)));
-                } else {
-                    s = S::On;
-                    open_disputes.clear();
-                    end = Some(covers);
                 }
             }
             Kind::Delayed if alive => end = Some(end.map_or(st.at + GRACE, |e| e.min(st.at + GRACE))),
             Kind::Cancel if alive => end = Some(end.map_or(st.date, |e| e.min(st.date))),
-            Kind::Protest if alive => {
+            Kind::Protest if !dead_charges.contains(&st.charge) => {
                 open_disputes.push(st.charge);
-                s = S::Paused;
+                if alive && !admin {
+                    s = S::Paused;
+                }
             }
             Kind::AdminRevoke => {
                 admin = true;
@@ -304,7 +267,7 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
             }
             Kind::Refund | Kind::Chargeback => {
                 dead_charges.push(st.charge);
-                open_disputes.clear();
+                open_disputes.retain(|c| *c != st.charge);
                 s = S::Ended;
             }
             _ => {}
@@ -341,11 +304,12 @@ fn arrivals(n: usize) -> impl Strategy<Value = Vec<Delivery>> {
                     id: format!("e{i}"),
                 })
                 .collect();
-            v.extend(dups.iter().map(|&i| Delivery {
+            // (A lifecycle whose only charge was never reported has no step at all.)
+            v.extend(dups.iter().filter(|&&i| i < n).map(|&i| Delivery {
                 step: i,
                 id: format!("e{i}"),
             }));
-            v.extend(resends.iter().map(|&i| Delivery {
+            v.extend(resends.iter().filter(|&&i| i < n).map(|&i| Delivery {
                 step: i,
                 id: format!("e{i}-resent"),
             }));
@@ -381,8 +345,8 @@ fn payment_event(st: &Step, id: &str, code: &str) -> PaymentEvent {
     if st.date > 0 {
         ev.next_charge_at = Some(ms(st.date));
     }
-    if st.kind == Kind::Approved {
-        ev.approved_at = Some(ms(st.at));
+    if st.paid > 0 {
+        ev.approved_at = Some(ms(st.paid));
     }
     ev
 }
@@ -418,6 +382,7 @@ fn pure_every_arrival_order_with_duplicates_matches_the_model() {
                 facts.push(domain::Fact {
                     effect: domain::Effect::AdminRevoke,
                     occurred_at: ms(now),
+                    paid_at: None,
                     key: "admin:1".into(),
                     event_type: "ADMIN_REVOKE".into(),
                     transaction: None,
@@ -471,7 +436,11 @@ fn webhook(st: &Step, id: &str, code: &str) -> String {
             edits.push(("data.buyer.email", json!(email)));
             edits.push(("data.purchase.transaction", json!(txn)));
             edits.push(("data.purchase.date_next_charge", json!(st.date)));
-            edits.push(("data.purchase.approved_date", json!(st.at)));
+            // Hotmart sends the charge's approval date on every event of a paid charge.
+            edits.push((
+                "data.purchase.approved_date",
+                json!(if st.paid > 0 { st.paid } else { st.at }),
+            ));
         }
     }
     let edits: Vec<(&str, serde_json::Value)> = edits;
@@ -485,8 +454,46 @@ fn webhook(st: &Step, id: &str, code: &str) -> String {
     body.to_string()
 }
 
+/// What the catalogue does while a case's events arrive: product and plan links stay, or at one
+/// point the plan's links are removed (and restored, with the unmapped events replayed, after
+/// all arrived), or moved to another plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Links {
+    Kept,
+    Unlinked,
+    Moved,
+}
+
+/// The facts the server holds when the plan was unlinked before arrival `cut`: what was
+/// processed before it, and after it only what takes access away from a source that exists by
+/// then, or a switch (its new plan is still linked). Giving access needs a link.
+fn while_unlinked(
+    l: &Lifecycle,
+    order: &[Delivery],
+    cut: usize,
+    now: i64,
+) -> Option<(usize, &'static str, Option<i64>)> {
+    let mut held: Vec<usize> = Vec::new();
+    let subset = |held: &[usize]| held.iter().map(|&i| l.steps[i].clone()).collect::<Vec<_>>();
+    for (i, d) in order.iter().enumerate() {
+        if held.contains(&d.step) {
+            continue;
+        }
+        let st = &l.steps[d.step];
+        let takes_away = matches!(
+            st.kind,
+            Kind::Delayed | Kind::Cancel | Kind::Protest | Kind::Refund | Kind::Chargeback
+        );
+        if i < cut || st.kind == Kind::Switch || (takes_away && walk(&subset(&held), now).is_some()) {
+            held.push(d.step);
+        }
+    }
+    walk(&subset(&held), now)
+}
+
 /// Through the server: each case its own subscription and buyers, deliveries shuffled with
-/// duplicates and re-sends, processed after every few, then compared with the model.
+/// duplicates and re-sends, processed after every few, the plan's product unlinked or moved
+/// midway in some, then compared with the model.
 #[tokio::test]
 async fn db_every_arrival_order_with_duplicates_matches_the_model() {
     let cases = if pg_base().is_some() { 30 } else { 60 };
@@ -496,11 +503,35 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
     let q = "mutation($n: String!, $p: [String!], $h: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }";
     let a = app.gql(q, json!({"n": "A", "p": ["4100001"], "h": ["900101"]})).await;
     app.gql(q, json!({"n": "B", "p": [], "h": ["900102"]})).await;
-    assert!(a["createSubscriptionPlan"]["id"].is_string());
+    let c = app.gql(q, json!({"n": "C", "p": [], "h": []})).await;
+    let plan_a = a["createSubscriptionPlan"]["id"].as_str().unwrap().to_string();
+    let plan_c = c["createSubscriptionPlan"]["id"].as_str().unwrap().to_string();
+    let relink = |plan: String, linked: bool| {
+        let app = &app;
+        async move {
+            let (p, h) = if linked {
+                (json!(["4100001"]), json!(["900101"]))
+            } else {
+                (json!([]), json!([]))
+            };
+            let d = app
+                .gql(
+                    "mutation($id: ID!, $p: [String!], $h: [String!]) { updateSubscriptionPlan(id: $id, input: {hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }",
+                    json!({"id": plan, "p": p, "h": h}),
+                )
+                .await;
+            assert!(d["updateSubscriptionPlan"]["id"].is_string(), "{d}");
+        }
+    };
     let now = Utc::now().timestamp_millis();
-    let strategy = lifecycle(now).prop_flat_map(|l| {
+    let links = prop_oneof![
+        2 => Just(Links::Kept),
+        1 => Just(Links::Unlinked),
+        1 => Just(Links::Moved),
+    ];
+    let strategy = (lifecycle(now), links).prop_flat_map(|(l, links)| {
         let n = l.steps.len();
-        (Just(l), arrivals(n), 1usize..4)
+        (Just(l), arrivals(n), 1usize..4, Just(links), 0.0f64..1.0)
     });
     // Each run draws new cases; the seed comes with every failure, and ACCESS_PROPS_SEED=<it>
     // draws the same ones again (the histories are relative to now, so they replay any day).
@@ -514,14 +545,25 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
     );
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
     for case in 0..cases {
-        let (l, order, batch) = strategy.new_tree(&mut runner).unwrap().current();
-        let ctx = format!("ACCESS_PROPS_SEED={seed}, case {case}, processed every {batch}: {l:?}, arrival {order:?}");
+        let (l, order, batch, links, at) = strategy.new_tree(&mut runner).unwrap().current();
+        let cut = (at * order.len() as f64) as usize;
+        let ctx = format!(
+            "ACCESS_PROPS_SEED={seed}, case {case}, processed every {batch}, links {links:?} before arrival {cut}: {l:?}, arrival {order:?}"
+        );
         let code = format!("PROP{case:04}");
         let emails: Vec<String> = EMAILS
             .iter()
             .map(|e| e.replace("prop.", &format!("c{case}.")))
             .collect();
         for (i, d) in order.iter().enumerate() {
+            if i == cut && links != Links::Kept {
+                // What arrived so far is applied under the old links.
+                app.process_inbox().await;
+                relink(plan_a.clone(), false).await;
+                if links == Links::Moved {
+                    relink(plan_c.clone(), true).await;
+                }
+            }
             let body =
                 webhook(&l.steps[d.step], &format!("{code}-{}", d.id), &code).replace("prop.", &format!("c{case}."));
             let (status, v) = app.post_hotmart(&body).await;
@@ -531,6 +573,19 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
             }
         }
         app.process_inbox().await;
+        if links == Links::Unlinked && cut < order.len() {
+            let want = while_unlinked(&l, &order, cut, now);
+            assert_eq!(holding(&app, &emails, &ctx).await, want, "while unlinked: {ctx}");
+            // Linked again, the events that could not give access are replayed.
+            relink(plan_a.clone(), true).await;
+            app.gql("mutation { replayWebhookEvents(status: \"unmapped\") }", json!({}))
+                .await;
+            app.process_inbox().await;
+        }
+        if links == Links::Moved && cut < order.len() {
+            relink(plan_c.clone(), false).await;
+            relink(plan_a.clone(), true).await;
+        }
         let want = model(&l, now);
         if l.admin_revoke && want.is_some() {
             let holder = &emails[walk(&l.steps, now).unwrap().0];
@@ -544,29 +599,34 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
                 .await;
             }
         }
-        let mut got = None;
-        for (i, e) in emails.iter().enumerate() {
-            let access = app.access(e).await;
-            assert!(
-                access.len() <= 1,
-                "one subscription, one entitlement: {access:?} ({ctx})"
-            );
-            if let Some(a) = access.first() {
-                assert!(got.is_none(), "two holders for one subscription ({ctx})");
-                let end = (!a["expiresAt"].is_null()).then(|| ms_of(&a["expiresAt"]));
-                let status = match a["status"].as_str().unwrap() {
-                    "ACTIVE" => "ACTIVE",
-                    "SUSPENDED" => "SUSPENDED",
-                    "REVOKED" => "REVOKED",
-                    _ => "EXPIRED",
-                };
-                got = Some((i, status, end));
-            }
-        }
-        assert_eq!(got, want, "{ctx}");
+        assert_eq!(holding(&app, &emails, &ctx).await, want, "{ctx}");
         notifications_tell_the_same_story(&app, &code, &ctx).await;
         the_overview_counts_every_announcement(&app, &ctx).await;
     }
+}
+
+/// (holder, status, end) of the case's one subscription, as the API reports it.
+async fn holding(app: &TestApp, emails: &[String], ctx: &str) -> Option<(usize, &'static str, Option<i64>)> {
+    let mut got = None;
+    for (i, e) in emails.iter().enumerate() {
+        let access = app.access(e).await;
+        assert!(
+            access.len() <= 1,
+            "one subscription, one entitlement: {access:?} ({ctx})"
+        );
+        if let Some(a) = access.first() {
+            assert!(got.is_none(), "two holders for one subscription ({ctx})");
+            let end = (!a["expiresAt"].is_null()).then(|| ms_of(&a["expiresAt"]));
+            let status = match a["status"].as_str().unwrap() {
+                "ACTIVE" => "ACTIVE",
+                "SUSPENDED" => "SUSPENDED",
+                "REVOKED" => "REVOKED",
+                _ => "EXPIRED",
+            };
+            got = Some((i, status, end));
+        }
+    }
+    got
 }
 
 /// The overview's tally counts each announcement once, by type, however the batches fell

@@ -171,6 +171,26 @@ impl SmallDisk {
         let _ = f.flush();
         path
     }
+
+    /// Makes the directory read-only (a read-only bind mount over it: files opened from now on
+    /// open read-only, as after a filesystem's remount) or read-write again.
+    fn read_only(&self, on: bool) {
+        let run = |args: &[&str]| {
+            let ok = Command::new(args[0])
+                .args(&args[1..])
+                .arg(&self.0)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(ok, "{args:?}");
+        };
+        let dir = self.0.to_str().unwrap();
+        if on {
+            run(&["mount", "--bind", dir]);
+            run(&["mount", "-o", "remount,bind,ro"]);
+        } else {
+            run(&["umount", "-l"]);
+        }
+    }
 }
 
 impl Drop for SmallDisk {
@@ -440,4 +460,114 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
     }
     let facts = entity::access_fact::Entity::find().count(db).await.unwrap();
     assert_eq!(facts as usize, rows.len(), "each event applied once");
+}
+
+/// SQLite whose directory turns read-only (a filesystem remounted read-only after an I/O error,
+/// the common case) under load, then read-write again: only 200 or 503, and writes resume
+/// within seconds without a restart (the connections SQLite opened read-only meanwhile, which it
+/// never reopens, are replaced); nothing acknowledged is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_read_only_episode_heals_without_a_restart() {
+    if pg_base().is_some() {
+        return;
+    }
+    let Some(disk) = SmallDisk::mount(64 * 1024) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        return;
+    };
+    let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
+    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
+    app.configure_hotmart().await;
+    app.create_package("Curso", &["4100001"], None).await;
+    let mut acked = Vec::new();
+    let post = async |id: String, acked: &mut Vec<String>| -> u16 {
+        let (status, _) = app.post_hotmart(&sale(&id)).await;
+        assert!(status == 200 || status == 503, "{id}: {status}");
+        if status == 200 {
+            acked.push(id);
+        }
+        status
+    };
+    for n in 0..20 {
+        assert_eq!(post(format!("before{n}"), &mut acked).await, 200);
+    }
+    app.process_inbox().await;
+    disk.read_only(true);
+    // The admins keep reading: the pool opens connections, read-only ones now.
+    let reads = (0..32).map(|_| app.events());
+    futures::future::join_all(reads).await;
+    let mut refused = 0;
+    for n in 0..50 {
+        if post(format!("ro{n}"), &mut acked).await == 503 {
+            refused += 1;
+        }
+    }
+    assert!(refused > 0, "a read-only database refuses writes with 503");
+    disk.read_only(false);
+    // Within seconds, not after a restart.
+    let mut healed = false;
+    for n in 0..100 {
+        if post(format!("rw{n}"), &mut acked).await == 200 {
+            healed = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(healed, "writes resume within 10 s of the directory taking writes again");
+    let mut failed = 0;
+    for n in 0..100 {
+        if post(format!("after{n}"), &mut acked).await != 200 {
+            failed += 1;
+        }
+    }
+    assert_eq!(
+        failed, 0,
+        "every write succeeds once healed ({refused} of 50 refused while read-only)"
+    );
+    app.process_inbox().await;
+    let rows = entity::webhook_event::Entity::find().all(&app.state.db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &str> =
+        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
+    for id in &acked {
+        assert_eq!(
+            stored.get(id.as_str()),
+            Some(&"processed"),
+            "acknowledged {id} lost or unapplied"
+        );
+    }
+}
+
+/// `/readyz` is 503 with the reason while the disk is full, and 200 again once there is room,
+/// even when no webhook comes to find out (it writes to check).
+#[tokio::test]
+async fn readiness_follows_whether_a_webhook_can_be_stored() {
+    if pg_base().is_some() {
+        return;
+    }
+    let Some(disk) = SmallDisk::mount(16 * 1024) else {
+        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        return;
+    };
+    let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
+    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
+    app.configure_hotmart().await;
+    let ready = async || {
+        let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    assert_eq!(ready().await.0, 200);
+    let filler = disk.fill();
+    let mut refused = false;
+    for n in 0..200 {
+        if app.post_hotmart(&sale(&format!("full{n}"))).await.0 == 503 {
+            refused = true;
+            break;
+        }
+    }
+    assert!(refused, "the full disk refused a webhook");
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("could not be stored"), "{body}");
+    std::fs::remove_file(&filler).unwrap();
+    assert_eq!(ready().await.0, 200, "ready again without a webhook");
 }
