@@ -22,6 +22,9 @@ pub struct HotCache {
     pub hottoks: moka::sync::Cache<i32, Option<secrecy::SecretString>>,
     /// (app, generation, Hotmart product, Hotmart plan) → the package or plan it maps to.
     pub targets: moka::sync::Cache<(i32, u64, String, String), Option<crate::domain::Target>>,
+    /// (app, generation, kind, id) → whether the app has that package or plan (the access
+    /// check's 404).
+    pub target_exists: moka::sync::Cache<(i32, u64, crate::domain::TargetKind, i32), bool>,
     /// API key id → its row (`None`: no such key). Revoking drops the entry at once; another
     /// process sharing the database sees a revocation within ten seconds.
     pub api_keys: moka::sync::Cache<String, Option<entity::api_key::Model>>,
@@ -91,6 +94,10 @@ impl Default for HotCache {
                 .build(),
             targets: moka::sync::Cache::builder()
                 .max_capacity(50_000)
+                .time_to_live(edited)
+                .build(),
+            target_exists: moka::sync::Cache::builder()
+                .max_capacity(10_000)
                 .time_to_live(edited)
                 .build(),
             api_keys: moka::sync::Cache::builder()

@@ -178,9 +178,9 @@ impl Decision {
     pub fn label(&self) -> String {
         match self {
             Decision::Grant { until: None } => "grant".into(),
-            Decision::Grant { until: Some(t) } => format!("grant until {}", t.to_rfc3339()),
+            Decision::Grant { until: Some(t) } => format!("grant until {}", super::timestamp(*t)),
             Decision::Revoke { at: None } => "revoke".into(),
-            Decision::Revoke { at: Some(t) } => format!("revoke at {}", t.to_rfc3339()),
+            Decision::Revoke { at: Some(t) } => format!("revoke at {}", super::timestamp(*t)),
             Decision::Suspend => "suspend".into(),
             Decision::Ignore { reason } => format!("ignore: {reason}"),
         }

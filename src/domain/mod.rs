@@ -86,6 +86,12 @@ impl Target {
     }
 }
 
+/// A moment as Porteiro writes it everywhere (REST, GraphQL, notifications, explanations):
+/// RFC 3339, UTC with `Z`, milliseconds.
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
 pub const DEFAULT_PERIOD_DAYS: i32 = 30;
 pub const DEFAULT_GRACE_DAYS: i32 = 3;
 

@@ -1,6 +1,5 @@
 //! App API keys: created and revoked by admins, listed without their secrets.
 use async_graphql::{Context, ID, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql, parse_id};
 use crate::services::api_keys as svc;
@@ -14,9 +13,9 @@ pub struct ApiKey {
     pub key_id: String,
     pub scopes: Vec<String>,
     pub created_by: String,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
+    pub created_at: super::DateTime,
+    pub last_used_at: Option<super::DateTime>,
+    pub revoked_at: Option<super::DateTime>,
 }
 
 impl From<entity::api_key::Model> for ApiKey {
@@ -27,9 +26,9 @@ impl From<entity::api_key::Model> for ApiKey {
             key_id: k.key_id,
             scopes: k.scopes.split_whitespace().map(str::to_string).collect(),
             created_by: k.created_by,
-            created_at: k.created_at,
-            last_used_at: k.last_used_at,
-            revoked_at: k.revoked_at,
+            created_at: k.created_at.into(),
+            last_used_at: k.last_used_at.map(Into::into),
+            revoked_at: k.revoked_at.map(Into::into),
         }
     }
 }

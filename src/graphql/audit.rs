@@ -1,5 +1,4 @@
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::buyers::PageInfo;
 use super::{GqlResult, caller, gql};
@@ -14,7 +13,7 @@ pub struct AuditEntry {
     pub before: Option<Json<serde_json::Value>>,
     pub after: Option<Json<serde_json::Value>>,
     pub reason: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
 }
 
 #[derive(SimpleObject)]
@@ -58,7 +57,7 @@ impl AuditQuery {
                     before: json(r.before),
                     after: json(r.after),
                     reason: r.reason,
-                    created_at: r.created_at,
+                    created_at: r.created_at.into(),
                 })
                 .collect(),
             page_info: PageInfo {

@@ -2,7 +2,6 @@ use std::collections::HashMap;
 
 use async_graphql::dataloader::{DataLoader, Loader};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::catalog::{ProductPackage, SubscriptionPlan};
 use super::{GqlResult, caller, gql, gql_shared, parse_id};
@@ -82,9 +81,9 @@ pub struct Access {
     pub status: AccessStatus,
     /// True only when this grants access now (counting expiry).
     pub active: bool,
-    pub granted_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
+    pub granted_at: Option<super::DateTime>,
+    pub revoked_at: Option<super::DateTime>,
+    pub expires_at: Option<super::DateTime>,
     /// `txn:<transaction>`, `sub:<subscriber code>` or `manual:<kind>:<id>:<buyer>`.
     pub source: String,
     pub reason: String,
@@ -145,9 +144,9 @@ impl From<svc::AccessView> for Access {
             }),
             status: a.status.into(),
             active: a.active,
-            granted_at: e.granted_at,
-            revoked_at: e.revoked_at,
-            expires_at: e.expires_at,
+            granted_at: e.granted_at.map(Into::into),
+            revoked_at: e.revoked_at.map(Into::into),
+            expires_at: e.expires_at.map(Into::into),
             source: e.source,
             reason: e.reason,
             rule_version: e.rule_version,
@@ -264,7 +263,7 @@ pub struct Buyer {
     pub id: ID,
     pub email: String,
     pub name: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
     #[graphql(skip)]
     pub app_id: i32,
     #[graphql(skip)]
@@ -295,7 +294,7 @@ impl From<entity::buyer::Model> for Buyer {
             id: ID(b.id.to_string()),
             email: b.email,
             name: b.name,
-            created_at: b.created_at,
+            created_at: b.created_at.into(),
             app_id: b.app_id,
             row_id: b.id,
         }
@@ -325,12 +324,12 @@ pub struct ExplainStep {
     pub event_id: String,
     /// The Hotmart event type, or ADMIN_GRANT / ADMIN_REVOKE.
     pub event_type: String,
-    pub occurred_at: DateTime<Utc>,
+    pub occurred_at: super::DateTime,
     pub transaction: Option<String>,
     /// What the fact does: PAID, MOVE, END_BY, SUSPEND, TERMINATE, ADMIN_GRANT, ADMIN_REVOKE.
     pub effect: String,
     /// The end the fact sets (PAID: what the charge covers; END_BY: the latest end).
-    pub until: Option<DateTime<Utc>>,
+    pub until: Option<super::DateTime>,
     /// The buyer the fact names; the latest one holds the access.
     pub email: Option<String>,
     /// The rule's decision, or the admin's reason.
@@ -451,10 +450,10 @@ impl BuyerQuery {
                     webhook_event_id: (s.fact.event_row > 0).then(|| ID(s.fact.event_row.to_string())),
                     event_type: s.fact.event_type,
                     event_id: s.fact.key,
-                    occurred_at: s.fact.occurred_at,
+                    occurred_at: s.fact.occurred_at.into(),
                     transaction: s.fact.transaction,
                     effect: s.fact.effect.as_str().to_uppercase(),
-                    until: s.fact.until,
+                    until: s.fact.until.map(Into::into),
                     email: s.fact.email,
                     decision: s.fact.reason,
                     rule_version: s.fact.rule_version,
@@ -475,11 +474,11 @@ impl AccessMutation {
         ctx: &Context<'_>,
         email: String,
         target: TargetInput,
-        expires_at: Option<DateTime<Utc>>,
+        expires_at: Option<super::DateTime>,
         reason: String,
     ) -> GqlResult<Vec<Access>> {
         let (state, who) = caller(ctx)?;
-        entitlements::grant_manual(state, who, &email, target.parse()?, expires_at, &reason)
+        entitlements::grant_manual(state, who, &email, target.parse()?, expires_at.map(|t| t.0), &reason)
             .await
             .map_err(gql)?;
         access_of(ctx, who.app_id, &email).await

@@ -1,5 +1,4 @@
 use async_graphql::{Context, ID, InputObject, MaybeUndefined, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql, parse_id};
 use crate::domain::TargetKind;
@@ -15,8 +14,8 @@ pub struct ProductPackage {
     pub access_days: Option<i32>,
     pub lifetime: bool,
     pub hotmart_product_ids: Vec<String>,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
+    pub updated_at: super::DateTime,
 }
 
 impl From<PackageView> for ProductPackage {
@@ -28,8 +27,8 @@ impl From<PackageView> for ProductPackage {
             lifetime: v.row.access_days.is_none(),
             access_days: v.row.access_days,
             hotmart_product_ids: v.hotmart_product_ids,
-            created_at: v.row.created_at,
-            updated_at: v.row.updated_at,
+            created_at: v.row.created_at.into(),
+            updated_at: v.row.updated_at.into(),
         }
     }
 }
@@ -47,8 +46,8 @@ pub struct SubscriptionPlan {
     pub period_days: i32,
     /// Days of access kept past a charge date that was not paid (renewal lost, card refused).
     pub grace_days: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
+    pub updated_at: super::DateTime,
 }
 
 impl From<PlanView> for SubscriptionPlan {
@@ -61,8 +60,8 @@ impl From<PlanView> for SubscriptionPlan {
             hotmart_plan_ids: v.hotmart_plan_ids,
             period_days: v.row.period_days,
             grace_days: v.row.grace_days,
-            created_at: v.row.created_at,
-            updated_at: v.row.updated_at,
+            created_at: v.row.created_at.into(),
+            updated_at: v.row.updated_at.into(),
         }
     }
 }

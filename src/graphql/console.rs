@@ -1,6 +1,5 @@
 //! What an admin panel needs about itself: who is signed in, and the overview's counts.
 use async_graphql::{Context, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql};
 use crate::services::overview;
@@ -34,8 +33,8 @@ pub struct Overview {
     /// Events that need an admin: failed (kept for review and replay) and unmapped.
     pub failed: i64,
     pub unmapped: i64,
-    pub last_webhook_at: Option<DateTime<Utc>>,
-    pub generated_at: DateTime<Utc>,
+    pub last_webhook_at: Option<super::DateTime>,
+    pub generated_at: super::DateTime,
 }
 
 fn buckets(b: Vec<overview::Bucket>) -> Vec<CountBucket> {
@@ -77,8 +76,8 @@ impl ConsoleQuery {
             backlog: o.backlog,
             failed: o.failed,
             unmapped: o.unmapped,
-            last_webhook_at: last,
-            generated_at: now,
+            last_webhook_at: last.map(Into::into),
+            generated_at: now.into(),
         })
     }
 }

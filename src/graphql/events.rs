@@ -1,5 +1,5 @@
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::buyers::{AccessTarget, PageInfo};
 use super::{GqlResult, caller, gql, parse_id};
@@ -21,9 +21,9 @@ pub struct WebhookEvent {
     pub email: Option<String>,
     pub transaction: Option<String>,
     pub source: Option<String>,
-    pub received_at: DateTime<Utc>,
-    pub occurred_at: Option<DateTime<Utc>>,
-    pub processed_at: Option<DateTime<Utc>>,
+    pub received_at: super::DateTime,
+    pub occurred_at: Option<super::DateTime>,
+    pub processed_at: Option<super::DateTime>,
     /// The rule's decision in words (`grant`, `revoke at …`, `ignore: …`).
     pub decision: Option<String>,
     pub rule_version: Option<i32>,
@@ -54,9 +54,9 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             email: r.email,
             transaction: r.transaction,
             source: r.source_key,
-            received_at: r.received_at,
-            occurred_at: r.occurred_at,
-            processed_at: r.processed_at,
+            received_at: r.received_at.into(),
+            occurred_at: r.occurred_at.map(Into::into),
+            processed_at: r.processed_at.map(Into::into),
             decision,
             rule_version: r.rule_version,
             error: r.error,
@@ -100,8 +100,8 @@ impl EventQuery {
         status: Option<String>,
         event_type: Option<String>,
         email: Option<String>,
-        #[graphql(desc = "received at or after")] since: Option<DateTime<Utc>>,
-        #[graphql(desc = "received before")] until: Option<DateTime<Utc>>,
+        #[graphql(desc = "received at or after")] since: Option<super::DateTime>,
+        #[graphql(desc = "received before")] until: Option<super::DateTime>,
         first: Option<i32>,
         after: Option<String>,
     ) -> GqlResult<WebhookEventConnection> {
@@ -111,8 +111,8 @@ impl EventQuery {
             status,
             event_type,
             email,
-            since,
-            until,
+            since: since.map(|t| t.0),
+            until: until.map(|t| t.0),
         };
         let rows = inbox::list(&state.db, who.app_id, filter, page).await.map_err(gql)?;
         let end_cursor = rows.items.last().map(|r| r.id.to_string());

@@ -1,5 +1,4 @@
 use async_graphql::{Context, Enum, InputObject, MaybeUndefined, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql};
 use crate::services::hotmart_account;
@@ -45,8 +44,8 @@ pub struct HotmartIntegration {
     pub basic: SecretStatus,
     pub client_id: SecretStatus,
     pub client_secret: SecretStatus,
-    pub last_webhook_at: Option<DateTime<Utc>>,
-    pub last_test_event_at: Option<DateTime<Utc>>,
+    pub last_webhook_at: Option<super::DateTime>,
+    pub last_test_event_at: Option<super::DateTime>,
     /// True once a Hotmart "send test" event arrived with the right Hottok.
     pub verified: bool,
     /// Deliveries refused for a missing or wrong Hottok.
@@ -65,8 +64,8 @@ impl From<IntegrationView> for HotmartIntegration {
             client_id: v.client_id.into(),
             client_secret: v.client_secret.into(),
             verified: v.last_test_event_at.is_some(),
-            last_webhook_at: v.last_webhook_at,
-            last_test_event_at: v.last_test_event_at,
+            last_webhook_at: v.last_webhook_at.map(Into::into),
+            last_test_event_at: v.last_test_event_at.map(Into::into),
             rejected_webhooks: v.rejected_webhooks,
             reconcile_every_minutes: v.reconcile_every_minutes,
         }

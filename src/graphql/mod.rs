@@ -10,6 +10,9 @@ mod integration;
 mod notifications;
 mod reconcile;
 mod rules;
+mod time;
+
+pub use time::DateTime;
 
 use async_graphql::dataloader::DataLoader;
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, MergedObject, Schema};

@@ -1,7 +1,6 @@
 //! Notification endpoints and their deliveries: managed by admins, readable by viewers (never a
 //! signing secret, except the one moment it is created or rotated).
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use std::collections::HashMap;
 
@@ -27,11 +26,11 @@ pub struct NotificationEndpoint {
     /// Why it was disabled by Porteiro (e.g. it answered 410 Gone).
     pub disabled_reason: Option<String>,
     /// Until when the secret before the last rotation still signs (a second signature).
-    pub previous_secret_valid_until: Option<DateTime<Utc>>,
+    pub previous_secret_valid_until: Option<super::DateTime>,
     pub max_in_flight: i32,
     pub timeout_ms: i32,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
+    pub updated_at: super::DateTime,
 }
 
 impl From<entity::notification_endpoint::Model> for NotificationEndpoint {
@@ -44,11 +43,14 @@ impl From<entity::notification_endpoint::Model> for NotificationEndpoint {
             event_types: e.event_types.split_whitespace().map(str::to_string).collect(),
             enabled: e.enabled,
             disabled_reason: e.disabled_reason,
-            previous_secret_valid_until: e.previous_secret_until.filter(|t| *t > chrono::Utc::now()),
+            previous_secret_valid_until: e
+                .previous_secret_until
+                .filter(|t| *t > chrono::Utc::now())
+                .map(Into::into),
             max_in_flight: e.max_in_flight,
             timeout_ms: e.timeout_ms,
-            created_at: e.created_at,
-            updated_at: e.updated_at,
+            created_at: e.created_at.into(),
+            updated_at: e.updated_at.into(),
         }
     }
 }
@@ -126,19 +128,19 @@ pub struct NotificationDelivery {
     /// The entitlement's version this notification carries.
     pub version: i64,
     pub attempt_count: i32,
-    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<super::DateTime>,
     pub last_status_code: Option<i32>,
     pub last_error: Option<String>,
     pub last_latency_ms: Option<i32>,
-    pub delivered_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
+    pub delivered_at: Option<super::DateTime>,
+    pub created_at: super::DateTime,
     /// The exact body that is signed and sent.
     pub payload: Json<serde_json::Value>,
 }
 
 #[derive(SimpleObject)]
 pub struct NotificationAttempt {
-    pub attempted_at: DateTime<Utc>,
+    pub attempted_at: super::DateTime,
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub latency_ms: i32,
@@ -159,7 +161,7 @@ impl NotificationDelivery {
             .unwrap_or_default()
             .into_iter()
             .map(|a| NotificationAttempt {
-                attempted_at: a.attempted_at,
+                attempted_at: a.attempted_at.into(),
                 status_code: a.status_code,
                 error: a.error,
                 latency_ms: a.latency_ms,
@@ -198,12 +200,12 @@ impl From<DeliveryView> for NotificationDelivery {
             message_id: v.notification.msg_id,
             version: v.notification.version,
             attempt_count: d.attempts,
-            next_attempt_at: d.next_attempt_at.filter(|_| d.status == svc::PENDING),
+            next_attempt_at: d.next_attempt_at.filter(|_| d.status == svc::PENDING).map(Into::into),
             last_status_code: d.last_status_code,
             last_error: d.last_error,
             last_latency_ms: d.last_latency_ms,
-            delivered_at: d.delivered_at,
-            created_at: d.created_at,
+            delivered_at: d.delivered_at.map(Into::into),
+            created_at: d.created_at.into(),
             payload: Json(serde_json::from_str(&v.notification.payload).unwrap_or_default()),
         }
     }

@@ -1,5 +1,5 @@
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
 use super::{GqlResult, caller, gql};
 use crate::services::reconcile::{self as svc, DriftKind};
@@ -21,9 +21,9 @@ pub struct Drift {
     pub source: String,
     pub target: String,
     pub before_status: Option<String>,
-    pub before_expires_at: Option<DateTime<Utc>>,
+    pub before_expires_at: Option<super::DateTime>,
     pub after_status: String,
-    pub after_expires_at: Option<DateTime<Utc>>,
+    pub after_expires_at: Option<super::DateTime>,
 }
 
 #[derive(SimpleObject)]
@@ -46,8 +46,8 @@ pub struct ReconciliationRun {
     pub id: ID,
     /// manual, cli or schedule.
     pub trigger: String,
-    pub since: DateTime<Utc>,
-    pub until: DateTime<Utc>,
+    pub since: super::DateTime,
+    pub until: super::DateTime,
     pub dry_run: bool,
     /// running, succeeded, failed or cancelled.
     pub status: String,
@@ -58,10 +58,10 @@ pub struct ReconciliationRun {
     /// Items handled in the current stage.
     pub progress: i32,
     /// The job's last sign of life (every few seconds while it runs).
-    pub heartbeat_at: Option<DateTime<Utc>>,
+    pub heartbeat_at: Option<super::DateTime>,
     pub report: Option<ReconciliationReport>,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: Option<DateTime<Utc>>,
+    pub started_at: super::DateTime,
+    pub finished_at: Option<super::DateTime>,
 }
 
 impl From<entity::reconciliation_run::Model> for ReconciliationRun {
@@ -88,26 +88,26 @@ impl From<entity::reconciliation_run::Model> for ReconciliationRun {
                     source: d.source,
                     target: d.target,
                     before_status: d.before_status,
-                    before_expires_at: d.before_expires_at,
+                    before_expires_at: d.before_expires_at.map(Into::into),
                     after_status: d.after_status,
-                    after_expires_at: d.after_expires_at,
+                    after_expires_at: d.after_expires_at.map(Into::into),
                 })
                 .collect(),
         });
         ReconciliationRun {
             id: ID(r.id.to_string()),
             trigger: r.trigger,
-            since: r.since,
-            until: r.until,
+            since: r.since.into(),
+            until: r.until.into(),
             dry_run: r.dry_run,
             status: r.status,
             error: r.error,
             stage: r.stage,
             progress: r.progress.clamp(0, i64::from(i32::MAX)) as i32,
-            heartbeat_at: r.heartbeat_at,
+            heartbeat_at: r.heartbeat_at.map(Into::into),
             report,
-            started_at: r.started_at,
-            finished_at: r.finished_at,
+            started_at: r.started_at.into(),
+            finished_at: r.finished_at.map(Into::into),
         }
     }
 }
@@ -147,8 +147,8 @@ impl ReconcileMutation {
     async fn reconcile(
         &self,
         ctx: &Context<'_>,
-        since: DateTime<Utc>,
-        until: Option<DateTime<Utc>>,
+        since: super::DateTime,
+        until: Option<super::DateTime>,
         #[graphql(default = true)] dry_run: bool,
         #[graphql(default = false)] wait: bool,
     ) -> GqlResult<ReconciliationRun> {
@@ -156,8 +156,8 @@ impl ReconcileMutation {
         // Even a dry run calls Hotmart with the app's credentials: an admin's decision.
         who.require_admin().map_err(gql)?;
         let req = svc::Request {
-            since,
-            until: until.unwrap_or_else(Utc::now),
+            since: since.0,
+            until: until.map_or_else(Utc::now, |t| t.0),
             dry_run,
             trigger: "manual",
             actor: who.actor(),

@@ -1,5 +1,4 @@
 use async_graphql::{Context, Object, SimpleObject};
-use chrono::{DateTime, Utc};
 
 use super::{GqlResult, caller, gql};
 use crate::services::rules as svc;
@@ -10,7 +9,7 @@ pub struct RuleVersion {
     pub active: bool,
     pub source: String,
     pub created_by: String,
-    pub created_at: DateTime<Utc>,
+    pub created_at: super::DateTime,
 }
 
 /// The script that decides one event type, with its history. Version 0 is the shipped default.
@@ -53,7 +52,7 @@ impl RuleQuery {
                         active: v.active,
                         source: v.source,
                         created_by: v.created_by,
-                        created_at: v.created_at,
+                        created_at: v.created_at.into(),
                     })
                     .collect(),
             });
@@ -77,7 +76,7 @@ impl RuleMutation {
             active: v.active,
             source: v.source,
             created_by: v.created_by,
-            created_at: v.created_at,
+            created_at: v.created_at.into(),
         })
     }
 

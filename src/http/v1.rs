@@ -49,7 +49,7 @@ struct ProblemDetails {
     detail: String,
     /// BAD_USER_INPUT, UNAUTHENTICATED, FORBIDDEN, NOT_FOUND, UNAVAILABLE…
     code: String,
-    #[oai(skip_serializing_if_is_empty)]
+    /// One entry per wrong field (empty unless the input was invalid).
     errors: Vec<FieldError>,
 }
 
@@ -73,6 +73,9 @@ enum Problem {
     /// The package or plan does not exist in this app.
     #[oai(status = 404, content_type = "application/problem+json")]
     NotFound(Json<ProblemDetails>),
+    /// `POST` only: the body is not sent as `application/json`.
+    #[oai(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Json<ProblemDetails>),
     /// The database is unreachable for now; retry.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<ProblemDetails>),
@@ -109,6 +112,7 @@ impl From<AppError> for Problem {
             401 => Problem::Unauthorized(body),
             403 => Problem::Forbidden(body),
             404 => Problem::NotFound(body),
+            415 => Problem::UnsupportedMediaType(body),
             // Everything else is on our side and temporary from the app's point of view: an
             // app retries a 503, and no user input can produce a 500 here.
             _ => {
@@ -122,6 +126,82 @@ impl From<AppError> for Problem {
 }
 
 type Answer<T> = Result<Json<T>, Problem>;
+
+/// A moment, written as everywhere in Porteiro: RFC 3339, UTC with `Z`, milliseconds
+/// (`2026-12-04T18:07:15.123Z`).
+struct Timestamp(DateTime<Utc>);
+
+impl poem_openapi::types::Type for Timestamp {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_date-time".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        string_schema("date-time")
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+fn string_schema(format: &'static str) -> poem_openapi::registry::MetaSchemaRef {
+    use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+    MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", format)))
+}
+
+impl poem_openapi::types::ToJSON for Timestamp {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(crate::domain::timestamp(self.0)))
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for Timestamp {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        let parsed = DateTime::<Utc>::parse_from_json(value).map_err(poem_openapi::types::ParseError::propagate)?;
+        Ok(Timestamp(parsed))
+    }
+}
+
+/// An e-mail address as a query parameter (`format: email`). Any text is taken here; the
+/// service checks it and answers a 400 that names the field.
+struct EmailParam(String);
+
+impl poem_openapi::types::Type for EmailParam {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string_email".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        string_schema("email")
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromParameter for EmailParam {
+    fn parse_from_parameter(value: &str) -> poem_openapi::types::ParseResult<Self> {
+        Ok(EmailParam(value.to_string()))
+    }
+}
 
 /// One entitlement: what it opens, whether it does now, and until when.
 #[derive(Object)]
@@ -137,9 +217,9 @@ struct Entitlement {
     /// ACTIVE, SUSPENDED (a dispute or unpaid charge), EXPIRED or REVOKED.
     status: String,
     /// When it ends (`null`: no end date).
-    expires_at: Option<DateTime<Utc>>,
-    granted_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<Timestamp>,
+    granted_at: Option<Timestamp>,
+    revoked_at: Option<Timestamp>,
     /// Where it comes from: `sub:<subscriber code>`, `txn:<transaction>` or `manual:…`.
     source: String,
     /// The subscription behind it, when there is one.
@@ -157,9 +237,9 @@ impl From<&AccessView> for Entitlement {
             target_name: a.target.as_ref().map(|t| t.name.clone()),
             active: a.active,
             status: a.status.as_str().into(),
-            expires_at: e.expires_at,
-            granted_at: e.granted_at,
-            revoked_at: e.revoked_at,
+            expires_at: e.expires_at.map(Timestamp),
+            granted_at: e.granted_at.map(Timestamp),
+            revoked_at: e.revoked_at.map(Timestamp),
             source: e.source.clone(),
             subscriber_code: e.source.strip_prefix("sub:").map(str::to_string),
             reason: e.reason.clone(),
@@ -202,7 +282,7 @@ struct CheckBody {
     /// ACTIVE, SUSPENDED, EXPIRED, REVOKED, or NONE when the buyer never held it.
     status: String,
     /// While active: when it ends (`null`: no end). Otherwise: when it ended, if it had an end.
-    expires_at: Option<DateTime<Utc>>,
+    expires_at: Option<Timestamp>,
 }
 
 impl From<Verdict> for CheckBody {
@@ -210,7 +290,7 @@ impl From<Verdict> for CheckBody {
         CheckBody {
             active: v.active,
             status: v.status.into(),
-            expires_at: v.expires_at,
+            expires_at: v.expires_at.map(Timestamp),
         }
     }
 }
@@ -238,34 +318,45 @@ impl AccessApi {
     /// A buyer's entitlements
     ///
     /// Every package and plan the buyer holds or held, with whether each opens now. Ask by
-    /// `email` or by `subscriberCode`. An unknown buyer is an empty list, not an error.
+    /// exactly one of `email` (an e-mail address) or `subscriberCode`: neither or both is a 400.
+    /// An unknown buyer is an empty list, not an error.
     #[oai(path = "/access", method = "get")]
     async fn access(
         &self,
         state: Data<&AppState>,
         key: AppApiKey,
-        email: Query<Option<String>>,
-        #[oai(name = "subscriberCode")] subscriber_code: Query<Option<String>>,
+        /// The buyer's e-mail; exactly one of `email` and `subscriberCode`.
+        email: Query<Option<EmailParam>>,
+        /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
+        #[oai(name = "subscriberCode")]
+        subscriber_code: Query<Option<String>>,
     ) -> Answer<BuyerAccessBody> {
-        let who = Who::from_params(email.0, subscriber_code.0)?;
+        let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
         Ok(Json(app_access::of(&state, &key.0, who).await?.into()))
     }
 
     /// May this buyer open this package or plan now?
     ///
-    /// The hot path, answered from memory. Give `email` or `subscriberCode`, and `package` or
-    /// `plan` (their ids in Porteiro). A revocation is visible to the next check.
+    /// The hot path, answered from memory. Give exactly one of `email` (an e-mail address) or
+    /// `subscriberCode`, and exactly one of `package` or `plan` (their ids in Porteiro): neither
+    /// or both is a 400. A package or plan this app does not have is a 404 (a mistyped id must
+    /// not deny everyone in silence). A revocation is visible to the next check.
     #[oai(path = "/access/check", method = "get")]
     async fn check(
         &self,
         state: Data<&AppState>,
         key: AppApiKey,
-        email: Query<Option<String>>,
-        #[oai(name = "subscriberCode")] subscriber_code: Query<Option<String>>,
+        /// The buyer's e-mail; exactly one of `email` and `subscriberCode`.
+        email: Query<Option<EmailParam>>,
+        /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
+        #[oai(name = "subscriberCode")]
+        subscriber_code: Query<Option<String>>,
+        /// A product package's id in Porteiro; exactly one of `package` and `plan`.
         package: Query<Option<i32>>,
+        /// A subscription plan's id in Porteiro; exactly one of `package` and `plan`.
         plan: Query<Option<i32>>,
     ) -> Answer<CheckBody> {
-        let who = Who::from_params(email.0, subscriber_code.0)?;
+        let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
         let target = match (package.0, plan.0) {
             (Some(id), None) => (crate::domain::TargetKind::Package, id),
             (None, Some(id)) => (crate::domain::TargetKind::Plan, id),
@@ -277,7 +368,8 @@ impl AccessApi {
     /// Many buyers at once
     ///
     /// Up to 500 e-mails and subscriber codes in one call; each gets the same answer as
-    /// `GET /access`. Invalid entries are all named in one 400.
+    /// `GET /access`. Invalid entries are all named in one 400. The body must be sent as
+    /// `application/json` (otherwise 415).
     #[oai(path = "/access/lookup", method = "post")]
     async fn lookup(&self, state: Data<&AppState>, key: AppApiKey, body: Json<LookupRequest>) -> Answer<LookupBody> {
         let found = app_access::lookup(&state, &key.0, &body.0.emails, &body.0.subscriber_codes).await?;
@@ -316,14 +408,19 @@ pub fn routes() -> impl Endpoint {
         .catch_all_error(as_problem)
 }
 
-/// RapiDoc's page (its script is inlined by poem-openapi) without the one thing it fetches from
-/// elsewhere, Google's fonts: an offline or locked-down server must still show it.
+/// RapiDoc's page (its script is inlined by poem-openapi) without what it fetches from elsewhere,
+/// Google's fonts (a stylesheet link, and `FontFace`s the script loads unless `load-fonts` is
+/// false): an offline or locked-down server must still show it, and no viewer's browser may be
+/// sent anywhere but here.
 fn offline(html: String) -> String {
     html.lines()
         .filter(|l| !l.contains("fonts.googleapis.com"))
         .collect::<Vec<_>>()
         .join("\n")
-        .replace("regular-font=\"Open Sans\"", "regular-font=\"system-ui, sans-serif\"")
+        .replace(
+            "regular-font=\"Open Sans\"",
+            "load-fonts=\"false\" regular-font=\"system-ui, sans-serif\"",
+        )
         .replace("mono-font = \"Roboto Mono\"", "mono-font=\"ui-monospace, monospace\"")
         .replace("<title>RapiDoc</title>", "<title>Porteiro app API</title>")
 }
@@ -344,7 +441,9 @@ async fn as_problem(err: poem::Error) -> Response {
     let code = match status.as_u16() {
         401 => "UNAUTHENTICATED",
         403 => "FORBIDDEN",
-        404 | 405 => "NOT_FOUND",
+        404 => "NOT_FOUND",
+        405 => "METHOD_NOT_ALLOWED",
+        415 => "UNSUPPORTED_MEDIA_TYPE",
         s if s >= 500 => "UNAVAILABLE",
         _ => "BAD_USER_INPUT",
     };
@@ -356,7 +455,7 @@ async fn as_problem(err: poem::Error) -> Response {
     let body = details(status, code, detail, Vec::new());
     let json = serde_json::json!({
         "type": body.kind, "title": body.title, "status": body.status,
-        "detail": body.detail, "code": body.code,
+        "detail": body.detail, "code": body.code, "errors": [],
     });
     Response::builder()
         .status(status)

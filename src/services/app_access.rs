@@ -148,7 +148,26 @@ pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
 /// The hot path: may the buyer open this target now.
 pub async fn check(state: &AppState, key: &AppKey, who: Who, target: (TargetKind, i32)) -> AppResult<Verdict> {
     let held = of(state, key, who).await?;
+    // A mistyped id (or another app's) would deny everyone in silence: say so instead.
+    if !target_exists(state, key.app_id, target).await? {
+        return Err(AppError::NotFound(format!(
+            "{} {} does not exist in this app",
+            target.0.as_str(),
+            target.1
+        )));
+    }
     Ok(verdict(&held.access, target))
+}
+
+/// Whether the app has this package or plan, through the process's cache.
+async fn target_exists(state: &AppState, app_id: i32, (kind, id): (TargetKind, i32)) -> AppResult<bool> {
+    let key = (app_id, state.hot.catalog_generation(app_id), kind, id);
+    if let Some(found) = state.hot.target_exists.get(&key) {
+        return Ok(found);
+    }
+    let found = super::catalog::target(&state.db, app_id, kind, id).await?.is_some();
+    state.hot.target_exists.insert(key, found);
+    Ok(found)
 }
 
 /// Several buyers at once, by e-mail and by subscriber code, in the order asked. Invalid entries

@@ -430,7 +430,7 @@ pub async fn attempt(
                 .col_expr(ep::Column::Enabled, false.into())
                 .col_expr(
                     ep::Column::DisabledReason,
-                    Some(format!("answered 410 Gone at {}", now.to_rfc3339())).into(),
+                    Some(format!("answered 410 Gone at {}", crate::domain::timestamp(now))).into(),
                 )
                 .col_expr(ep::Column::UpdatedAt, now.into())
                 .filter(ep::Column::Id.eq(e.id))

@@ -129,7 +129,7 @@ fn snapshot(e: &entitlement::Model, email: &str) -> Value {
         "target": format!("{}:{}", e.target_kind, e.target_id),
         "source": e.source,
         "holder": email,
-        "expiresAt": e.expires_at.map(|t| t.to_rfc3339()),
+        "expiresAt": e.expires_at.map(crate::domain::timestamp),
     })
 }
 

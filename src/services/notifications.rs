@@ -538,7 +538,7 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
     let now = super::now();
     let payload = json!({
         "type": TEST_EVENT,
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": crate::domain::timestamp(now),
         "data": {"message": "A test from Porteiro: if the signature verifies, this endpoint is ready.", "endpoint": e.uid},
     });
     let txn = crate::db::write_txn(&state.db).await?;

@@ -254,7 +254,7 @@ fn side_json(s: &Side) -> Value {
     json!({
         "active": s.status == EntitlementStatus::Active,
         "status": s.status.as_str(),
-        "expiresAt": s.expires_at.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        "expiresAt": s.expires_at.map(crate::domain::timestamp),
     })
 }
 
@@ -271,7 +271,7 @@ pub fn payload(b: &Body<'_>, now: DateTime<Utc>) -> Value {
     let a = b.announcement;
     json!({
         "type": a.event_type,
-        "timestamp": now.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "timestamp": crate::domain::timestamp(now),
         "data": {
             "buyer": {
                 "email": a.side.email,

@@ -600,7 +600,8 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
             }
         }
         assert_eq!(holding(&app, &emails, &ctx).await, want, "{ctx}");
-        notifications_tell_the_same_story(&app, &code, &ctx).await;
+        let moved = l.steps.iter().any(|s| s.kind == Kind::Switch);
+        notifications_tell_the_same_story(&app, &code, moved, &ctx).await;
         the_overview_counts_every_announcement(&app, &ctx).await;
     }
 }
@@ -658,7 +659,7 @@ async fn the_overview_counts_every_announcement(app: &TestApp, context: &str) {
 /// 1, 2, 3… with no gap or repeat, the last one says the final status (and the end date while
 /// access is live; ends that passed included once the timer ran),
 /// and active access is never left unannounced.
-async fn notifications_tell_the_same_story(app: &TestApp, code: &str, context: &str) {
+async fn notifications_tell_the_same_story(app: &TestApp, code: &str, moved: bool, context: &str) {
     use porteiro::services::{entitlements, outbox};
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let now = Utc::now();
@@ -697,7 +698,14 @@ async fn notifications_tell_the_same_story(app: &TestApp, code: &str, context: &
             let active = last_said.status == porteiro::domain::EntitlementStatus::Active;
             if active || same_holding {
                 assert!(same_holding, "{context}: held by {holder}, last said {body}");
-                assert_eq!(said["status"], last_said.status.as_str(), "{context}: {body}");
+                if moved && !active {
+                    // It may have moved to the other plan and back without access (an admin
+                    // revoke dated before a future switch): a holding that comes back without
+                    // access is not news, so the last word is "no access" in other terms.
+                    assert_eq!(said["active"], false, "{context}: {body}");
+                } else {
+                    assert_eq!(said["status"], last_said.status.as_str(), "{context}: {body}");
+                }
             } else {
                 // It moved to another e-mail or plan without giving access there (suspended or
                 // ended from its first fact): the new holder never had any, so the last word is

@@ -54,6 +54,15 @@ fn assert_problem(got: &(u16, String, Value), status: u16, code: &str) {
     assert_eq!(got.2["status"], status, "{got:?}");
     assert_eq!(got.2["code"], code, "{got:?}");
     assert!(got.2["title"].is_string() && got.2["detail"].is_string(), "{got:?}");
+    // Every field the document marks required is there, so a strict generated client parses it.
+    let spec: Value = serde_json::from_str(&porteiro::http::v1::spec()).unwrap();
+    for field in spec["components"]["schemas"]["ProblemDetails"]["required"]
+        .as_array()
+        .unwrap()
+    {
+        assert!(!got.2[field.as_str().unwrap()].is_null(), "{field} missing: {got:?}");
+    }
+    assert!(got.2["errors"].is_array(), "{got:?}");
 }
 
 #[tokio::test]
@@ -106,11 +115,10 @@ async fn an_app_reads_access_by_email_and_subscriber_code_and_checks_one_plan() 
     .await;
     assert_eq!(by_code.2, check.2);
 
-    // Another plan, a package of the same id, an unknown buyer and an unknown code: all "no".
+    // Another plan, an unknown buyer and an unknown code: all "no".
     let other = app.create_plan("Anual", &[]).await;
     for q in [
         format!("email=ana.teste@example.com&plan={other}"),
-        format!("email=ana.teste@example.com&package={plan}"),
         format!("email=nobody@example.com&plan={plan}"),
         format!("subscriberCode=NOPE0000&plan={plan}"),
     ] {
@@ -277,6 +285,32 @@ async fn every_error_is_a_problem_report_and_nothing_is_a_500() {
         .unwrap();
     assert_problem(&answer(res).await, 400, "BAD_USER_INPUT");
     assert_problem(&get(&app, Some(&key), "/v1/nothing-here").await, 404, "NOT_FOUND");
+    // A package or plan the app does not have (a typo) is named, not a silent "no".
+    for q in [
+        format!("/v1/access/check?email=ana@example.com&package={plan}"),
+        "/v1/access/check?email=ana@example.com&plan=424242".to_string(),
+    ] {
+        let got = get(&app, Some(&key), &q).await;
+        assert_problem(&got, 404, "NOT_FOUND");
+        assert!(got.2["detail"].as_str().unwrap().contains("does not exist"), "{got:?}");
+    }
+    let res = app
+        .client
+        .post(format!("{}{check}", app.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(&answer(res).await, 405, "METHOD_NOT_ALLOWED");
+    let res = app
+        .client
+        .post(format!("{}/v1/access/lookup", app.addr))
+        .bearer_auth(&key)
+        .body(r#"{"emails": ["ana@example.com"]}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(&answer(res).await, 415, "UNSUPPORTED_MEDIA_TYPE");
 
     // Revoked: refused at once.
     app.gql(
@@ -300,8 +334,9 @@ async fn a_key_of_one_app_never_sees_another_apps_buyers() {
     assert_eq!(get(&app, Some(&key_default), q).await.2["known"], true);
     let other = get(&app, Some(&key_other), q).await;
     assert_eq!((other.0, other.2["known"].as_bool()), (200, Some(false)));
+    // The other app has no such plan at all.
     let check = format!("/v1/access/check?email=ana.teste@example.com&plan={plan}");
-    assert_eq!(get(&app, Some(&key_other), &check).await.2["active"], false);
+    assert_problem(&get(&app, Some(&key_other), &check).await, 404, "NOT_FOUND");
     let by_code = get(&app, Some(&key_other), "/v1/access?subscriberCode=SBX7Q2LM").await;
     assert_eq!(by_code.2["email"], Value::Null);
 }
@@ -317,6 +352,15 @@ async fn the_openapi_document_and_its_page_are_served_offline() {
     assert_eq!(spec["servers"][0]["url"], "/v1");
     let problem = &spec["paths"]["/access/check"]["get"]["responses"]["401"]["content"];
     assert!(problem["application/problem+json"].is_object(), "{problem}");
+    let lookup = &spec["paths"]["/access/lookup"]["post"]["responses"];
+    assert!(lookup["415"].is_object(), "the lookup's 415 is documented: {lookup}");
+    let params = spec["paths"]["/access/check"]["get"]["parameters"].as_array().unwrap();
+    let email = params.iter().find(|p| p["name"] == "email").unwrap();
+    assert_eq!(email["schema"]["format"], "email");
+    assert!(
+        email["description"].as_str().unwrap().contains("exactly one"),
+        "{email}"
+    );
     // The document says the same as `porteiro openapi` prints.
     assert_eq!(
         spec,
@@ -340,4 +384,47 @@ async fn the_openapi_document_and_its_page_are_served_offline() {
     ] {
         assert!(!page.contains(attr), "the docs page loads {attr}…");
     }
+}
+
+/// One way to write a moment across REST, GraphQL and notifications: RFC 3339, UTC, `Z`,
+/// milliseconds (an admin's grant used to show microseconds and `+00:00` on REST).
+#[tokio::test]
+async fn rest_graphql_and_notifications_write_the_same_timestamp() {
+    use sea_orm::EntityTrait;
+    let (app, plan) = app_with_plan().await;
+    app.paused_endpoint().await;
+    let (key, _) = key_for(&app, &app.admin()).await;
+    let until = "2027-01-06T14:03:01.730123-03:00";
+    let d = app
+        .gql(
+            "mutation($id: ID!, $x: DateTime) { grantAccess(email: \"ana@example.com\", target: {kind: PLAN, id: $id}, expiresAt: $x, reason: \"cortesia\") { expiresAt grantedAt } }",
+            json!({"id": plan, "x": until}),
+        )
+        .await;
+    let want = "2027-01-06T17:03:01.730Z";
+    assert_eq!(d["grantAccess"][0]["expiresAt"], want, "GraphQL: {d}");
+    let shape = |s: &str| {
+        s.len() == 24 && s.ends_with('Z') && s.as_bytes()[19] == b'.' && chrono::DateTime::parse_from_rfc3339(s).is_ok()
+    };
+    assert!(shape(d["grantAccess"][0]["grantedAt"].as_str().unwrap()), "{d}");
+    let check = get(
+        &app,
+        Some(&key),
+        &format!("/v1/access/check?email=ana@example.com&plan={plan}"),
+    )
+    .await;
+    assert_eq!(check.2["expiresAt"], want, "REST check: {check:?}");
+    let access = get(&app, Some(&key), "/v1/access?email=ana@example.com").await;
+    let e = &access.2["entitlements"][0];
+    assert_eq!(e["expiresAt"], want, "REST access: {access:?}");
+    assert!(shape(e["grantedAt"].as_str().unwrap()), "{e}");
+    let note = entity::notification::Entity::find()
+        .all(&app.state.db)
+        .await
+        .unwrap()
+        .pop()
+        .expect("the grant was announced");
+    let body: Value = serde_json::from_str(&note.payload).unwrap();
+    assert_eq!(body["data"]["access"]["expiresAt"], want, "notification: {body}");
+    assert!(shape(body["timestamp"].as_str().unwrap()), "{body}");
 }

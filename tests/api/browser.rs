@@ -66,7 +66,10 @@ impl Browser {
                          "--disable-quic", "--no-first-run", "--disable-background-networking",
                          "--disable-component-update", "--disable-sync", "--window-size=1280,1000",
                          "--lang=pt-BR"]
-            }
+            },
+            // Every request the browser makes, failed ones included (a closed network fails
+            // them, and failed loads leave no resource timing entry to look at).
+            "goog:loggingPrefs": {"performance": "ALL"}
         }}});
         let v: Value = http
             .post(format!("{base}/session"))
@@ -107,6 +110,23 @@ impl Browser {
             return Err(format!("{path}: {}", v["value"]["message"]));
         }
         Ok(v["value"].clone())
+    }
+
+    /// The URLs the browser requested since the last call (the performance log's network
+    /// requests).
+    async fn requested(&self) -> Step<Vec<String>> {
+        let log = self
+            .call(reqwest::Method::POST, "/se/log", Some(json!({"type": "performance"})))
+            .await?;
+        Ok(log
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| serde_json::from_str::<Value>(entry["message"].as_str()?).ok())
+            .filter(|m| m["message"]["method"] == "Network.requestWillBeSent")
+            .filter_map(|m| m["message"]["params"]["request"]["url"].as_str().map(str::to_string))
+            .collect())
     }
 
     async fn goto(&self, url: &str) -> Step<()> {
@@ -453,22 +473,37 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     .await?;
     b.wait_text("#nav-audit", "Audit log").await?;
 
-    // Nothing the page loaded came from anywhere but this server.
-    let loaded = b
-        .js(
-            "return performance.getEntriesByType('resource').map(e => e.name).concat([location.href])",
-            json!([]),
-        )
-        .await?;
-    for url in loaded.as_array().cloned().unwrap_or_default() {
-        let url = url.as_str().unwrap_or_default();
-        if !url.starts_with(&app.addr) {
-            return Err(format!("the console fetched {url}"));
-        }
+    // Nothing the console, the API's docs page or GraphiQL asked for went anywhere but this
+    // server (the browser's own log of requests, failed ones included).
+    only_this_server(b, app, "the console").await?;
+    for (page, ready) in [("/v1/docs", "rapi-doc"), ("/graphql", ".graphiql-container")] {
+        b.goto(&format!("{}{page}", app.addr)).await?;
+        b.find(ready).await?;
+        // Fonts and lazy chunks load after the first paint.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        b.screenshot(page.trim_start_matches('/').replace('/', "-").as_str())
+            .await;
+        only_this_server(b, app, page).await?;
     }
+    b.goto(&format!("{}/console/", app.addr)).await?;
+    b.wait_text("#nav-audit", "Audit log").await?;
 
     // Signing out ends the session.
     b.click("#signout").await?;
     b.wait_text("#signin", "porteiro login").await?;
+    Ok(())
+}
+
+async fn only_this_server(b: &Browser, app: &TestApp, page: &str) -> Step<()> {
+    let requested = b.requested().await?;
+    if requested.is_empty() {
+        return Err("the browser's request log is empty: the check would prove nothing".into());
+    }
+    for url in requested {
+        let local = url.starts_with(&app.addr) || url.starts_with("data:") || url.starts_with("blob:");
+        if !local {
+            return Err(format!("{page} made the browser request {url}"));
+        }
+    }
     Ok(())
 }

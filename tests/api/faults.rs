@@ -493,16 +493,50 @@ async fn a_read_only_episode_heals_without_a_restart() {
     }
     app.process_inbox().await;
     disk.read_only(true);
-    // The admins keep reading: the pool opens connections, read-only ones now.
-    let reads = (0..32).map(|_| app.events());
-    futures::future::join_all(reads).await;
+    // On a real filesystem every connection's next write fails and the connection is discarded;
+    // the pool then opens new ones, read-only. Here the older ones could still write through
+    // the files they hold open: take them out, so the pool is what an episode leaves.
+    {
+        use sea_orm::sqlx::Executor;
+        let pool = app.state.db.get_sqlite_connection_pool();
+        loop {
+            // As many as the pool lends now (a background task may hold one).
+            let mut held = Vec::new();
+            for _ in 0..8 {
+                match tokio::time::timeout(std::time::Duration::from_millis(300), pool.acquire()).await {
+                    Ok(c) => held.push(c.unwrap()),
+                    Err(_) => break,
+                }
+            }
+            let mut writable = 0;
+            for mut c in held {
+                let _ = c.execute("BEGIN").await;
+                let wrote = c.execute("UPDATE app SET id = id").await.is_ok();
+                let _ = c.execute("ROLLBACK").await;
+                if wrote {
+                    drop(c.detach());
+                    writable += 1;
+                }
+            }
+            if writable == 0 {
+                break;
+            }
+        }
+    }
     let mut refused = 0;
     for n in 0..50 {
         if post(format!("ro{n}"), &mut acked).await == 503 {
             refused += 1;
         }
     }
-    assert!(refused > 0, "a read-only database refuses writes with 503");
+    assert_eq!(refused, 50, "a read-only database refuses every write with 503");
+    let ready = async || {
+        let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let (status, body) = ready().await;
+    assert_eq!(status, 503, "not ready while nothing can be stored: {body}");
+    assert!(body.contains("could not be stored"), "says why: {body}");
     disk.read_only(false);
     // Within seconds, not after a restart.
     let mut healed = false;

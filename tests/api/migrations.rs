@@ -32,7 +32,12 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the inbox's unused index by source goes, and comes back one step down.
+    // The latest: payment facts keep their charge's approval date; one step down it goes.
+    let paid_at = || db.execute_unprepared("SELECT paid_at FROM access_fact");
+    assert!(paid_at().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the facts' approval dates");
+    assert!(paid_at().await.is_err());
+    // Then the inbox's unused index by source goes, and comes back one step down.
     let source_index = || async {
         let sql = if pg {
             "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'idx_webhook_event_source'"
@@ -204,7 +209,7 @@ async fn the_tally_migration_counts_the_outbox_in() {
     use chrono::{TimeDelta, Utc};
     let app = TestApp::spawn().await;
     let db = &app.state.db;
-    Migrator::down(db, Some(2)).await.expect("before the tally");
+    Migrator::down(db, Some(3)).await.expect("before the tally");
     let app_id = app.app("default").await.id;
     let today = Utc::now();
     let yesterday = today - TimeDelta::days(1);
@@ -282,6 +287,68 @@ async fn bia_id(app: &TestApp) -> i32 {
 }
 
 /// Raw SQL with `?` placeholders on either backend.
+/// Upgrading to facts that keep their charge's approval date sends the completions and disputes
+/// already processed back to the queue, so their sources are recomputed under the new rules:
+/// a dispute that a late renewal had lifted holds again.
+#[tokio::test]
+async fn the_paid_at_migration_recomputes_completions_and_disputes() {
+    let (app, _) = app_with_plan().await;
+    let db = &app.state.db;
+    let day = 86_400_000i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let ev = |name: &str, id: &str, txn: &str, at: i64, next: Option<i64>| {
+        let mut edits = vec![
+            ("id", json!(id)),
+            ("creation_date", json!(at)),
+            ("data.purchase.approved_date", json!(at)),
+            ("data.purchase.transaction", json!(txn)),
+        ];
+        if let Some(n) = next {
+            edits.push(("data.purchase.date_next_charge", json!(n)));
+        }
+        fixture_with(name, &edits)
+    };
+    for body in [
+        ev(
+            "purchase_approved.json",
+            "a1",
+            "HPT1",
+            now - 40 * day,
+            Some(now - 10 * day),
+        ),
+        ev("purchase_protest.json", "p1", "HPT1", now - 20 * day, None),
+        ev(
+            "purchase_approved.json",
+            "a2",
+            "HPT2",
+            now - 2 * day,
+            Some(now + 28 * day),
+        ),
+    ] {
+        assert_eq!(app.post_hotmart(&body).await.0, 200);
+    }
+    app.process_inbox().await;
+    assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "SUSPENDED");
+    // What the old rules left: the late renewal had lifted the dispute.
+    Migrator::down(db, Some(1)).await.expect("before paid_at");
+    db.execute_unprepared("UPDATE entitlement SET status = 'ACTIVE'")
+        .await
+        .unwrap();
+    app.state.access.forget_app(app.app("default").await.id);
+    assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "ACTIVE");
+    Migrator::up(db, None).await.expect("paid_at");
+    let pending = exec(
+        db,
+        "SELECT event_id FROM webhook_event WHERE status = 'pending' ORDER BY event_id",
+        vec![],
+    )
+    .await;
+    let ids: Vec<String> = pending.iter().map(|r| r.try_get("", "event_id").unwrap()).collect();
+    assert_eq!(ids, ["p1"], "the dispute goes back to the queue");
+    app.process_inbox().await;
+    assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "SUSPENDED");
+}
+
 async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<sea_orm::QueryResult> {
     db.query_all_raw(porteiro::db::statement(db.get_database_backend(), sql, values))
         .await
