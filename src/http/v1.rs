@@ -197,6 +197,64 @@ impl poem_openapi::types::Type for EmailParam {
     }
 }
 
+/// A JSON string, and only a string (poem-openapi's `String` also takes numbers and booleans,
+/// which the document does not allow).
+struct Text(String);
+
+impl poem_openapi::types::Type for Text {
+    const IS_REQUIRED: bool = true;
+    type RawValueType = Self;
+    type RawElementValueType = Self;
+
+    fn name() -> std::borrow::Cow<'static, str> {
+        "string".into()
+    }
+
+    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(poem_openapi::registry::MetaSchema::new("string")))
+    }
+
+    fn as_raw_value(&self) -> Option<&Self> {
+        Some(self)
+    }
+
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+        Box::new(self.as_raw_value().into_iter())
+    }
+}
+
+impl poem_openapi::types::ParseFromJSON for Text {
+    fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {
+        match value {
+            Some(serde_json::Value::String(s)) => Ok(Text(s)),
+            other => Err(poem_openapi::types::ParseError::expected_type(
+                other.unwrap_or_default(),
+            )),
+        }
+    }
+}
+
+impl poem_openapi::types::ToJSON for Text {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
+impl poem_openapi::types::ToJSON for EmailParam {
+    fn to_json(&self) -> Option<serde_json::Value> {
+        Some(serde_json::Value::String(self.0.clone()))
+    }
+}
+
+/// The document's examples: one buyer asked about one plan.
+fn example_email() -> Option<EmailParam> {
+    Some(EmailParam("ana.teste@example.com".into()))
+}
+
+fn example_plan() -> Option<i32> {
+    Some(1)
+}
+
 impl poem_openapi::types::ParseFromParameter for EmailParam {
     fn parse_from_parameter(value: &str) -> poem_openapi::types::ParseResult<Self> {
         Ok(EmailParam(value.to_string()))
@@ -211,18 +269,23 @@ struct Entitlement {
     target_kind: String,
     target_id: i32,
     /// `null` if the package or plan was deleted since.
+    #[oai(nullable)]
     target_name: Option<String>,
     /// Whether it opens the target now.
     active: bool,
     /// ACTIVE, SUSPENDED (a dispute or unpaid charge), EXPIRED or REVOKED.
     status: String,
     /// When it ends (`null`: no end date).
+    #[oai(nullable)]
     expires_at: Option<Timestamp>,
+    #[oai(nullable)]
     granted_at: Option<Timestamp>,
+    #[oai(nullable)]
     revoked_at: Option<Timestamp>,
     /// Where it comes from: `sub:<subscriber code>`, `txn:<transaction>` or `manual:…`.
     source: String,
     /// The subscription behind it, when there is one.
+    #[oai(nullable)]
     subscriber_code: Option<String>,
     /// Why it is in this state (the last event or admin decision).
     reason: String,
@@ -253,8 +316,10 @@ impl From<&AccessView> for Entitlement {
 struct BuyerAccessBody {
     /// The buyer's e-mail as stored (trimmed, lower-case); `null` for a subscriber code nobody
     /// holds.
+    #[oai(nullable)]
     email: Option<String>,
     /// The code asked about, when the question was by subscriber code.
+    #[oai(nullable)]
     subscriber_code: Option<String>,
     known: bool,
     /// Whether any entitlement is active now.
@@ -282,6 +347,7 @@ struct CheckBody {
     /// ACTIVE, SUSPENDED, EXPIRED, REVOKED, or NONE when the buyer never held it.
     status: String,
     /// While active: when it ends (`null`: no end). Otherwise: when it ended, if it had an end.
+    #[oai(nullable)]
     expires_at: Option<Timestamp>,
 }
 
@@ -298,11 +364,11 @@ impl From<Verdict> for CheckBody {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct LookupRequest {
-    /// Up to 500 e-mails and subscriber codes together.
-    #[oai(default)]
-    emails: Vec<String>,
-    #[oai(default)]
-    subscriber_codes: Vec<String>,
+    /// Up to 500 e-mails and subscriber codes together (`null` or absent: none).
+    #[oai(default, nullable)]
+    emails: Vec<Text>,
+    #[oai(default, nullable)]
+    subscriber_codes: Vec<Text>,
 }
 
 #[derive(Object)]
@@ -326,6 +392,7 @@ impl AccessApi {
         state: Data<&AppState>,
         key: AppApiKey,
         /// The buyer's e-mail; exactly one of `email` and `subscriberCode`.
+        #[oai(example = "example_email")]
         email: Query<Option<EmailParam>>,
         /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
         #[oai(name = "subscriberCode")]
@@ -347,6 +414,7 @@ impl AccessApi {
         state: Data<&AppState>,
         key: AppApiKey,
         /// The buyer's e-mail; exactly one of `email` and `subscriberCode`.
+        #[oai(example = "example_email")]
         email: Query<Option<EmailParam>>,
         /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
         #[oai(name = "subscriberCode")]
@@ -354,6 +422,7 @@ impl AccessApi {
         /// A product package's id in Porteiro; exactly one of `package` and `plan`.
         package: Query<Option<i32>>,
         /// A subscription plan's id in Porteiro; exactly one of `package` and `plan`.
+        #[oai(example = "example_plan")]
         plan: Query<Option<i32>>,
     ) -> Answer<CheckBody> {
         let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
@@ -372,7 +441,9 @@ impl AccessApi {
     /// `application/json` (otherwise 415).
     #[oai(path = "/access/lookup", method = "post")]
     async fn lookup(&self, state: Data<&AppState>, key: AppApiKey, body: Json<LookupRequest>) -> Answer<LookupBody> {
-        let found = app_access::lookup(&state, &key.0, &body.0.emails, &body.0.subscriber_codes).await?;
+        let texts = |v: Vec<Text>| v.into_iter().map(|t| t.0).collect::<Vec<_>>();
+        let (emails, codes) = (texts(body.0.emails), texts(body.0.subscriber_codes));
+        let found = app_access::lookup(&state, &key.0, &emails, &codes).await?;
         Ok(Json(LookupBody {
             results: found.into_iter().map(Into::into).collect(),
         }))
@@ -406,6 +477,11 @@ pub fn routes() -> impl Endpoint {
         )
         .nest("/", api)
         .catch_all_error(as_problem)
+        .around(|ep, req| async move {
+            let post_only = req.uri().path().ends_with("/access/lookup");
+            let res = ep.call(req).await?;
+            Ok(with_allow(res, if post_only { "POST" } else { "GET" }))
+        })
 }
 
 /// RapiDoc's page (its script is inlined by poem-openapi) without what it fetches from elsewhere,
@@ -423,6 +499,15 @@ fn offline(html: String) -> String {
         )
         .replace("mono-font = \"Roboto Mono\"", "mono-font=\"ui-monospace, monospace\"")
         .replace("<title>RapiDoc</title>", "<title>Porteiro app API</title>")
+}
+
+/// A 405 says which method the path takes (RFC 9110 requires `Allow`).
+fn with_allow(mut res: Response, methods: &'static str) -> Response {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED {
+        res.headers_mut()
+            .insert(poem::http::header::ALLOW, poem::http::HeaderValue::from_static(methods));
+    }
+    res
 }
 
 /// The framework's own errors (a missing key, an unparsable parameter or body, an unknown path)

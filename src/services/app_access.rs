@@ -25,8 +25,8 @@ pub enum Who {
 impl Who {
     /// Exactly one of the two, from an API's optional parameters.
     pub fn from_params(email: Option<String>, subscriber_code: Option<String>) -> AppResult<Who> {
-        let present = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-        match (present(email), present(subscriber_code)) {
+        // A parameter given empty is given: it is checked (and refused), not taken as absent.
+        match (email, subscriber_code) {
             (Some(e), None) => Ok(Who::Email(e)),
             (None, Some(c)) => Ok(Who::SubscriberCode(c)),
             (None, None) => Err(AppError::bad("give email or subscriberCode")),

@@ -146,7 +146,7 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
 }
 
 /// A small filesystem of its own (tmpfs), unmounted when dropped. Needs root: the test is
-/// skipped (with a note) elsewhere, and `.ci/run` runs it as root.
+/// skipped (with a note) elsewhere, and `.ci/run` runs it as root and requires it.
 struct SmallDisk(std::path::PathBuf);
 
 impl SmallDisk {
@@ -202,13 +202,11 @@ impl Drop for SmallDisk {
 
 /// SQLite on a disk that fills up and recovers: no 500, no 2xx for what could not be written,
 /// writes resume by themselves once there is room, and nothing acknowledged is lost.
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test]
 async fn a_full_disk_never_costs_an_acknowledged_event() {
-    if pg_base().is_some() {
-        return;
-    }
     let Some(disk) = SmallDisk::mount(16 * 1024) else {
-        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
         return;
     };
     let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
@@ -337,13 +335,11 @@ impl Drop for OwnPostgres {
 /// PostgreSQL stopped under a flood and started again: only 200 or 503 (never a 500), /readyz
 /// says so within its second, every acknowledged event survives and is applied once, and
 /// ingest and the worker recover by themselves, without a restart.
+#[cfg_attr(not(pg_backend), ignore = "PostgreSQL only: set PORTEIRO_TEST_DATABASE_URL")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
-    if pg_base().is_none() {
-        return;
-    }
     let Some(pg) = OwnPostgres::start() else {
-        eprintln!("skipped: a private PostgreSQL cluster needs root and the server binaries");
+        cannot_run("a private PostgreSQL cluster needs root and the server binaries");
         return;
     };
     let url = pg.url();
@@ -466,13 +462,11 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
 /// the common case) under load, then read-write again: only 200 or 503, and writes resume
 /// within seconds without a restart (the connections SQLite opened read-only meanwhile, which it
 /// never reopens, are replaced); nothing acknowledged is lost.
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_only_episode_heals_without_a_restart() {
-    if pg_base().is_some() {
-        return;
-    }
     let Some(disk) = SmallDisk::mount(64 * 1024) else {
-        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
         return;
     };
     let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
@@ -573,13 +567,11 @@ async fn a_read_only_episode_heals_without_a_restart() {
 
 /// `/readyz` is 503 with the reason while the disk is full, and 200 again once there is room,
 /// even when no webhook comes to find out (it writes to check).
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test]
 async fn readiness_follows_whether_a_webhook_can_be_stored() {
-    if pg_base().is_some() {
-        return;
-    }
     let Some(disk) = SmallDisk::mount(16 * 1024) else {
-        eprintln!("skipped: mounting a small tmpfs needs root (.ci/run runs this as root)");
+        cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
         return;
     };
     let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());

@@ -341,11 +341,9 @@ async fn explain_access_shows_the_chain_of_events_and_decisions() {
 /// On SQLite the worker's batch lets waiting webhooks in after a few milliseconds: it commits
 /// what it applied and leaves the rest pending. With an "inbox writer" knocking all the time,
 /// every event is still applied exactly once.
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_batch_that_yields_to_ingest_applies_every_event_once() {
-    if pg_base().is_some() {
-        return; // PostgreSQL has no write gate to yield.
-    }
     // A batch applies in memory and writes at its end: it holds the lock for far less than the
     // default 5 ms, so this test yields as soon as an event is applied and ingest waits.
     let app = TestApp::spawn_with(|s| s.worker_yield_ms = 0).await;
@@ -576,12 +574,10 @@ async fn a_batch_decided_before_the_one_ahead_committed_is_decided_again() {
 /// PostgreSQL: a hot table that doubled is analysed within seconds, not at autovacuum's next
 /// look a minute later (the planner read a launch flood's batches against statistics of an
 /// empty table); one that did not is left alone.
+#[cfg_attr(not(pg_backend), ignore = "PostgreSQL only: set PORTEIRO_TEST_DATABASE_URL")]
 #[tokio::test]
 async fn postgres_tables_that_doubled_are_analysed_at_once() {
     use sea_orm::{ConnectionTrait, EntityTrait};
-    if pg_base().is_none() {
-        return;
-    }
     let app = TestApp::spawn().await;
     let db = &app.state.db;
     let app_id: i32 = entity::app::Entity::find().one(db).await.unwrap().unwrap().id;
@@ -615,12 +611,11 @@ async fn postgres_tables_that_doubled_are_analysed_at_once() {
 /// PostgreSQL: a database user that owns neither the tables nor the database (an operator's
 /// least-privilege role) cannot analyse them. The server does not try: PostgreSQL would only warn,
 /// keep the old statistics, and the table would be tried, and warned about, every round.
+#[cfg_attr(not(pg_backend), ignore = "PostgreSQL only: set PORTEIRO_TEST_DATABASE_URL")]
 #[tokio::test]
 async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     use sea_orm::{ConnectionTrait, EntityTrait};
-    let Some(base) = pg_base() else {
-        return;
-    };
+    let base = pg_base().expect("PORTEIRO_TEST_DATABASE_URL");
     let app = TestApp::spawn().await;
     let db = &app.state.db;
     let app_id: i32 = entity::app::Entity::find().one(db).await.unwrap().unwrap().id;

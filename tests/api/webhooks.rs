@@ -422,12 +422,10 @@ async fn operators_can_scrape_metrics() {
 /// PostgreSQL: while the backlog cannot be counted (here the inbox is locked, as a database that
 /// hangs or a count over millions of rows would take), a scrape still answers within about a
 /// second, and the scrapes meanwhile start no second count.
+#[cfg_attr(not(pg_backend), ignore = "PostgreSQL only: set PORTEIRO_TEST_DATABASE_URL")]
 #[tokio::test]
 async fn metrics_answer_within_a_second_and_count_once_while_the_inbox_cannot_be_read() {
     use sea_orm::{ConnectionTrait, TransactionTrait};
-    if pg_base().is_none() {
-        return;
-    }
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
     app.post_hotmart(&fixture("purchase_approved.json")).await;
@@ -469,11 +467,9 @@ async fn metrics_answer_within_a_second_and_count_once_while_the_inbox_cannot_be
 
 /// SQLite commits are durable before a webhook is acknowledged (`synchronous=FULL`; NORMAL can
 /// lose the last commits to a power cut), unless an operator opts out.
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test]
 async fn sqlite_commits_are_durable_by_default() {
-    if pg_base().is_some() {
-        return;
-    }
     use sea_orm::{ConnectionTrait, Statement};
     let app = TestApp::spawn().await;
     let row = app
