@@ -127,36 +127,45 @@ impl From<AppError> for Problem {
 
 type Answer<T> = Result<Json<T>, Problem>;
 
+/// Declares a newtype over a value the document shows as a string of `format` (`None`: any
+/// string), so one shape of `Type` serves all of them.
+macro_rules! string_type {
+    ($ty:ident, $name:literal, $format:expr) => {
+        impl poem_openapi::types::Type for $ty {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
+                use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
+                MetaSchemaRef::Inline(Box::new(match $format {
+                    Some(format) => MetaSchema::new_with_format("string", format),
+                    None => MetaSchema::new("string"),
+                }))
+            }
+
+            fn as_raw_value(&self) -> Option<&Self> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
+        }
+    };
+}
+
+string_type!(Timestamp, "string_date-time", Some("date-time"));
+string_type!(EmailParam, "string_email", Some("email"));
+string_type!(Text, "string", None::<&'static str>);
+
 /// A moment, written as everywhere in Porteiro: RFC 3339, UTC with `Z`, milliseconds
 /// (`2026-12-04T18:07:15.123Z`).
 struct Timestamp(DateTime<Utc>);
-
-impl poem_openapi::types::Type for Timestamp {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        "string_date-time".into()
-    }
-
-    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
-        string_schema("date-time")
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
-fn string_schema(format: &'static str) -> poem_openapi::registry::MetaSchemaRef {
-    use poem_openapi::registry::{MetaSchema, MetaSchemaRef};
-    MetaSchemaRef::Inline(Box::new(MetaSchema::new_with_format("string", format)))
-}
 
 impl poem_openapi::types::ToJSON for Timestamp {
     fn to_json(&self) -> Option<serde_json::Value> {
@@ -175,53 +184,9 @@ impl poem_openapi::types::ParseFromJSON for Timestamp {
 /// service checks it and answers a 400 that names the field.
 struct EmailParam(String);
 
-impl poem_openapi::types::Type for EmailParam {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        "string_email".into()
-    }
-
-    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
-        string_schema("email")
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
-
 /// A JSON string, and only a string (poem-openapi's `String` also takes numbers and booleans,
 /// which the document does not allow).
 struct Text(String);
-
-impl poem_openapi::types::Type for Text {
-    const IS_REQUIRED: bool = true;
-    type RawValueType = Self;
-    type RawElementValueType = Self;
-
-    fn name() -> std::borrow::Cow<'static, str> {
-        "string".into()
-    }
-
-    fn schema_ref() -> poem_openapi::registry::MetaSchemaRef {
-        poem_openapi::registry::MetaSchemaRef::Inline(Box::new(poem_openapi::registry::MetaSchema::new("string")))
-    }
-
-    fn as_raw_value(&self) -> Option<&Self> {
-        Some(self)
-    }
-
-    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self> + 'a> {
-        Box::new(self.as_raw_value().into_iter())
-    }
-}
 
 impl poem_openapi::types::ParseFromJSON for Text {
     fn parse_from_json(value: Option<serde_json::Value>) -> poem_openapi::types::ParseResult<Self> {

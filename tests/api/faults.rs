@@ -200,28 +200,60 @@ impl Drop for SmallDisk {
     }
 }
 
-/// SQLite on a disk that fills up and recovers: no 500, no 2xx for what could not be written,
-/// writes resume by themselves once there is room, and nothing acknowledged is lost.
-#[cfg_attr(pg_backend, ignore = "SQLite only")]
-#[tokio::test]
-async fn a_full_disk_never_costs_an_acknowledged_event() {
-    let Some(disk) = SmallDisk::mount(16 * 1024) else {
+/// A server on SQLite in a small filesystem of its own (`None` where that cannot be mounted,
+/// after saying so), with the Hottok saved and the sales' product linked.
+async fn app_on_small_disk(kib: u32) -> Option<(SmallDisk, TestApp)> {
+    let Some(disk) = SmallDisk::mount(kib) else {
         cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
-        return;
+        return None;
     };
     let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
     let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
     app.configure_hotmart().await;
     app.create_package("Curso", &["4100001"], None).await;
-    let mut acked = Vec::new();
-    let post = async |id: String, acked: &mut Vec<String>| -> u16 {
-        let (status, _) = app.post_hotmart(&sale(&id)).await;
-        assert!(status == 200 || status == 503, "{id}: {status}");
-        if status == 200 {
-            acked.push(id);
-        }
-        status
+    Some((disk, app))
+}
+
+/// Posts a sale: 200 (noted in `acked`) or 503, nothing else.
+async fn post_sale(app: &TestApp, id: String, acked: &mut Vec<String>) -> u16 {
+    let (status, _) = app.post_hotmart(&sale(&id)).await;
+    assert!(status == 200 || status == 503, "{id}: {status}");
+    if status == 200 {
+        acked.push(id);
+    }
+    status
+}
+
+/// `/readyz`: its status and body.
+async fn readiness(app: &TestApp) -> (u16, String) {
+    let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// Every acknowledged sale is stored and applied.
+async fn all_applied(app: &TestApp, acked: &[String]) {
+    let rows = entity::webhook_event::Entity::find().all(&app.state.db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &str> =
+        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
+    for id in acked {
+        assert_eq!(
+            stored.get(id.as_str()),
+            Some(&"processed"),
+            "acknowledged {id} lost or unapplied"
+        );
+    }
+}
+
+/// SQLite on a disk that fills up and recovers: no 500, no 2xx for what could not be written,
+/// writes resume by themselves once there is room, and nothing acknowledged is lost.
+#[cfg_attr(pg_backend, ignore = "SQLite only")]
+#[tokio::test]
+async fn a_full_disk_never_costs_an_acknowledged_event() {
+    let Some((disk, app)) = app_on_small_disk(16 * 1024).await else {
+        return;
     };
+    let mut acked = Vec::new();
+    let post = async |id: String, acked: &mut Vec<String>| post_sale(&app, id, acked).await;
     for n in 0..20 {
         post(format!("before{n}"), &mut acked).await;
     }
@@ -248,16 +280,7 @@ async fn a_full_disk_never_costs_an_acknowledged_event() {
     assert!(resumed > 40, "writes resume without a restart: {resumed}/50");
     let app = app.restart().await;
     app.process_inbox().await;
-    let rows = entity::webhook_event::Entity::find().all(&app.state.db).await.unwrap();
-    let stored: std::collections::HashMap<&str, &str> =
-        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
-    for id in &acked {
-        assert_eq!(
-            stored.get(id.as_str()),
-            Some(&"processed"),
-            "acknowledged {id} lost or unapplied"
-        );
-    }
+    all_applied(&app, &acked).await;
 }
 
 /// A PostgreSQL cluster of the test's own (initdb in a temporary directory, run as the
@@ -465,23 +488,11 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
 #[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_read_only_episode_heals_without_a_restart() {
-    let Some(disk) = SmallDisk::mount(64 * 1024) else {
-        cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
+    let Some((disk, app)) = app_on_small_disk(64 * 1024).await else {
         return;
     };
-    let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
-    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
-    app.configure_hotmart().await;
-    app.create_package("Curso", &["4100001"], None).await;
     let mut acked = Vec::new();
-    let post = async |id: String, acked: &mut Vec<String>| -> u16 {
-        let (status, _) = app.post_hotmart(&sale(&id)).await;
-        assert!(status == 200 || status == 503, "{id}: {status}");
-        if status == 200 {
-            acked.push(id);
-        }
-        status
-    };
+    let post = async |id: String, acked: &mut Vec<String>| post_sale(&app, id, acked).await;
     for n in 0..20 {
         assert_eq!(post(format!("before{n}"), &mut acked).await, 200);
     }
@@ -524,10 +535,7 @@ async fn a_read_only_episode_heals_without_a_restart() {
         }
     }
     assert_eq!(refused, 50, "a read-only database refuses every write with 503");
-    let ready = async || {
-        let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
+    let ready = async || readiness(&app).await;
     let (status, body) = ready().await;
     assert_eq!(status, 503, "not ready while nothing can be stored: {body}");
     assert!(body.contains("could not be stored"), "says why: {body}");
@@ -553,16 +561,7 @@ async fn a_read_only_episode_heals_without_a_restart() {
         "every write succeeds once healed ({refused} of 50 refused while read-only)"
     );
     app.process_inbox().await;
-    let rows = entity::webhook_event::Entity::find().all(&app.state.db).await.unwrap();
-    let stored: std::collections::HashMap<&str, &str> =
-        rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
-    for id in &acked {
-        assert_eq!(
-            stored.get(id.as_str()),
-            Some(&"processed"),
-            "acknowledged {id} lost or unapplied"
-        );
-    }
+    all_applied(&app, &acked).await;
 }
 
 /// `/readyz` is 503 with the reason while the disk is full, and 200 again once there is room,
@@ -570,17 +569,10 @@ async fn a_read_only_episode_heals_without_a_restart() {
 #[cfg_attr(pg_backend, ignore = "SQLite only")]
 #[tokio::test]
 async fn readiness_follows_whether_a_webhook_can_be_stored() {
-    let Some(disk) = SmallDisk::mount(16 * 1024) else {
-        cannot_run("mounting a small tmpfs needs root (.ci/run runs this as root)");
+    let Some((disk, app)) = app_on_small_disk(16 * 1024).await else {
         return;
     };
-    let url = format!("sqlite://{}?mode=rwc", disk.0.join("p.db").display());
-    let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
-    app.configure_hotmart().await;
-    let ready = async || {
-        let r = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
-        (r.status().as_u16(), r.text().await.unwrap())
-    };
+    let ready = async || readiness(&app).await;
     assert_eq!(ready().await.0, 200);
     let filler = disk.fill();
     let mut refused = false;
