@@ -11,9 +11,12 @@ async fn main() -> std::process::ExitCode {
     porteiro::install_crypto_provider();
     // sqlx logs every statement at INFO; keep it quiet unless asked.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
+    // Colour codes only for a person at a terminal: a file, a pipe or journald gets plain text.
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(terminal)
         .init();
     match porteiro::cli::run(porteiro::cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

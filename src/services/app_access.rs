@@ -104,6 +104,9 @@ pub async fn of(state: &AppState, key: &AppKey, who: Who) -> AppResult<BuyerAcce
     })
 }
 
+/// The status of a target the buyer never held.
+const NONE: &str = "NONE";
+
 /// The verdict for one target, from every entitlement the buyer holds to it: active if any is;
 /// then the latest end among the active ones (no end wins). When none is active, the most
 /// telling status (suspended, then expired, then revoked) and when it ended.
@@ -139,7 +142,7 @@ pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
         },
         None => Verdict {
             active: false,
-            status: "NONE",
+            status: NONE,
             expires_at: None,
         },
     }
@@ -148,15 +151,17 @@ pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
 /// The hot path: may the buyer open this target now.
 pub async fn check(state: &AppState, key: &AppKey, who: Who, target: (TargetKind, i32)) -> AppResult<Verdict> {
     let held = of(state, key, who).await?;
-    // A mistyped id (or another app's) would deny everyone in silence: say so instead.
-    if !target_exists(state, key.app_id, target).await? {
+    let v = verdict(&held.access, target);
+    // A mistyped id (or another app's) would deny everyone in silence: say so instead. A buyer
+    // who holds the target proves it exists, so the hot path asks nothing more.
+    if v.status == NONE && !target_exists(state, key.app_id, target).await? {
         return Err(AppError::NotFound(format!(
             "{} {} does not exist in this app",
             target.0.as_str(),
             target.1
         )));
     }
-    Ok(verdict(&held.access, target))
+    Ok(v)
 }
 
 /// Whether the app has this package or plan, through the process's cache.

@@ -171,4 +171,6 @@ async fn the_webhook_key_never_reaches_the_log() {
         "the request is logged, masked:\n{log}"
     );
     assert!(!log.contains(&key), "the whole key is in the log:\n{log}");
+    // Written to a pipe, not a terminal: plain text, no colour codes for a file or journald.
+    assert!(!log.contains('\u{1b}'), "terminal escapes in a piped log:\n{log}");
 }
