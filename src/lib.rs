@@ -1,7 +1,9 @@
 //! Porteiro: delivers digital products sold on Hotmart.
 //!
-//! Two flows, each in a straight line (see README):
-//! webhook → `http::webhooks` → `hotmart` → `services::inbox` → worker → `rules` → `services::entitlements`;
+//! Two flows, each in a straight line (see `docs/architecture.md`):
+//! webhook → `http::webhooks` → `hotmart::verify` → `services::inbox` (group commit) → 200;
+//! `services::processor` (the worker) → `hotmart::payload` → `rules` → `services::ledger`
+//! (facts → `domain::access::project` → entitlement, audit, outbox) → `services::dispatch`;
 //! GraphQL → `http` → `graphql` → `services` → `entity`.
 pub mod app;
 pub mod auth;
