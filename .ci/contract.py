@@ -12,6 +12,7 @@ import pathlib
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -42,8 +43,6 @@ def main() -> int:
             print("the server did not start", file=sys.stderr)
             return 1
         # Keep reading its output so it never blocks on a full pipe.
-        import threading
-
         threading.Thread(target=lambda: [None for _ in server.stderr], daemon=True).start()
         base = addr if addr.startswith("http") else f"http://{addr}"
         token = subprocess.run(

@@ -438,6 +438,35 @@ mod tests {
     }
 
     #[test]
+    fn a_dispute_outlives_a_lapse_and_another_charges_refund() {
+        let late_renewal = [
+            fact(Effect::Paid, 0, Some("T1"), Some(10)),
+            fact(Effect::Suspend, 5, Some("T1"), None),
+            fact(Effect::Paid, 20, Some("T2"), Some(50)),
+        ];
+        assert_eq!(outcome(&late_renewal), (EntitlementStatus::Suspended, Some(t(50))));
+        let mut other_refunded = late_renewal.to_vec();
+        other_refunded.push(fact(Effect::Terminate, 25, Some("T2"), None));
+        other_refunded.push(fact(Effect::Paid, 30, Some("T3"), Some(60)));
+        assert_eq!(outcome(&other_refunded).0, EntitlementStatus::Suspended);
+        other_refunded.push(fact(Effect::Paid, 35, Some("T1"), Some(10)));
+        assert_eq!(outcome(&other_refunded), (EntitlementStatus::Active, Some(t(60))));
+    }
+
+    #[test]
+    fn a_late_report_pays_from_the_approval_date() {
+        let mut complete = fact(Effect::Paid, 9, Some("T2"), Some(40));
+        complete.paid_at = Some(t(0));
+        let cancel = fact(Effect::EndBy, 5, None, Some(30));
+        let lost = [complete.clone(), cancel.clone()];
+        let mut approval = fact(Effect::Paid, 0, Some("T2"), Some(40));
+        approval.key = "approval".into();
+        let both = [approval, cancel, complete];
+        assert_eq!(outcome(&lost), (EntitlementStatus::Active, Some(t(30))));
+        assert_eq!(outcome(&lost), outcome(&both));
+    }
+
+    #[test]
     fn refunds_are_final_for_their_transaction_only() {
         let facts = [
             fact(Effect::Paid, 0, Some("T1"), Some(33)),
