@@ -137,6 +137,9 @@ async fn main() {
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
     let settings = Settings::for_tests(&url, dir.path()).unwrap();
     let state = AppState::init(settings).await.unwrap();
+    // The database's upkeep runs beside the server as it does in `serve` (WAL checkpoints).
+    let mut upkeep = porteiro::jobs::Jobs::default();
+    porteiro::app::start_maintenance(&mut upkeep, &state);
     let acceptor = porteiro::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let addr = format!("http://{}", porteiro::http::local_addr(&acceptor).unwrap());
     let (_tx, rx) = tokio::sync::watch::channel(false);
@@ -284,7 +287,7 @@ async fn main() {
     row("webhook ack (duplicates)", &dup, &baseline);
 
     let t = Instant::now();
-    let processed = services::processor::drain(&state).await.unwrap();
+    let processed = porteiro::pipeline::worker::drain(&state).await.unwrap();
     let drain = t.elapsed();
     println!(
         "{:<34} {:>9.0}/s  ({processed} events in {:.2} s; {:.2}x the faster raw row)",
@@ -379,8 +382,8 @@ async fn main() {
     }
 
     // Sale to access with the real worker running: post, then poll until active.
-    let (wtx, wrx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(state.clone().run_worker(wrx));
+    let mut worker = porteiro::jobs::Jobs::default();
+    porteiro::app::start_worker(&mut worker, &state).unwrap();
     let mut samples = Vec::new();
     for i in 0..50 {
         let id = n + 10 + i;
@@ -462,6 +465,5 @@ async fn main() {
         percentile(&samples, 0.5).as_secs_f64() * 1e3,
         percentile(&samples, 0.99).as_secs_f64() * 1e3
     );
-    wtx.send(true).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
 }

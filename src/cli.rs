@@ -336,8 +336,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
-            let queued = services::inbox::replay_all(&state, &who, &status, event_type.as_deref()).await?;
-            let processed = services::processor::drain(&state).await?;
+            let queued = services::events::replay_all(&state, &who, &status, event_type.as_deref()).await?;
+            let processed = crate::pipeline::worker::drain(&state).await?;
             println!("queued {queued} event(s); processed {processed}");
             Ok(())
         }
@@ -410,7 +410,7 @@ async fn notify(settings: Settings, action: NotifyAction) -> anyhow::Result<()> 
                 r.last_latency_ms.unwrap_or_default(),
                 r.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             );
-            if r.status != services::notifications::DELIVERED {
+            if r.status != crate::pipeline::dispatch::DELIVERED {
                 bail!("the endpoint did not accept the test notification");
             }
         }
@@ -625,13 +625,9 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let acceptor = crate::http::bind(state.settings.bind)
         .await
         .with_context(|| format!("cannot listen on {}", state.settings.bind))?;
+    let jobs = crate::app::start_jobs(&state).context("cannot start the worker thread")?;
+    tracing::info!(jobs = jobs.names().join(","), "background jobs started");
     let (tx, rx) = watch::channel(false);
-    let worker = state
-        .clone()
-        .spawn_worker_thread(rx.clone())
-        .context("cannot start the worker thread")?;
-    let scheduler = tokio::spawn(state.clone().run_scheduler(rx.clone()));
-    let dispatcher = tokio::spawn(services::dispatch::run(state.clone(), rx.clone()));
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     eprintln!("porteiro listening on http://{addr}");
@@ -652,21 +648,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         "  admin token: cargo run --release -- token --app {} --role admin",
         default_app.slug
     );
-    let jobs = state.jobs.clone();
+    let runs = state.runs.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
         // Running reconciliations finish as `cancelled` rather than `running` forever.
-        let n = jobs.stop_all();
+        let n = runs.stop_all();
         if n > 0 {
-            tracing::info!(jobs = n, "stopping reconciliation jobs");
+            tracing::info!(runs = n, "stopping reconciliation runs");
         }
         let _ = tx.send(true);
     });
     crate::http::serve(state, acceptor, rx).await?;
-    let _ = tokio::task::spawn_blocking(move || worker.join()).await;
-    let _ = scheduler.await;
-    let _ = dispatcher.await;
+    // The server has drained its requests; the loops finish the round in hand.
+    jobs.stop().await;
     Ok(())
 }
 

@@ -147,43 +147,38 @@ const WAL_BACKSTOP_PAGES: u32 = 16_384;
 /// How often the WAL is copied back into the database file.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
-/// Keeps the database fit while it takes writes, until `stop` closes. SQLite: the WAL is
-/// checkpointed every [`CHECKPOINT_EVERY`]. PostgreSQL: the hot tables are analysed as soon as
-/// they have doubled ([`analyze_grown`]).
+/// How often [`maintain`] runs.
+pub fn maintenance_period(backend: DbBackend) -> Duration {
+    match backend {
+        DbBackend::Sqlite => CHECKPOINT_EVERY,
+        _ => ANALYZE_EVERY,
+    }
+}
+
+/// Keeps the database fit while it takes writes (a job of `app::start_maintenance`). SQLite:
+/// the WAL is checkpointed every [`CHECKPOINT_EVERY`]. PostgreSQL: the hot tables are analysed
+/// as soon as they have doubled ([`analyze_grown`]); the `first` round also says which tables
+/// this user may not analyse.
 ///
 /// By default SQLite checkpoints inside the commit that grows the WAL past 1,000 pages, while
 /// that writer holds the write lock: under a flood that was every fifth of a second or so, some
 /// 20 ms each, and every webhook waiting for the lock waited for the checkpoint too (it showed
 /// as the ack p99). A PASSIVE checkpoint on another connection needs no write lock, so writers
 /// go on committing beside it.
-pub fn spawn_maintenance(db: DatabaseConnection, stop: flume::Receiver<()>) {
-    let sqlite = match db.get_database_backend() {
-        DbBackend::Sqlite => true,
-        DbBackend::Postgres => false,
-        _ => return,
-    };
-    let every = if sqlite { CHECKPOINT_EVERY } else { ANALYZE_EVERY };
-    tokio::spawn(async move {
-        if !sqlite && let Err(e) = note_unanalysable(&db).await {
-            tracing::debug!(error = %e, "could not check which tables may be analysed");
-        }
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.recv_async() => return,
+pub async fn maintain(db: &DatabaseConnection, first: bool) -> Result<(), DbErr> {
+    match db.get_database_backend() {
+        DbBackend::Sqlite => db
+            .execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
+            .await
+            .map(|_| ()),
+        DbBackend::Postgres => {
+            if first && let Err(e) = note_unanalysable(db).await {
+                tracing::debug!(error = %e, "could not check which tables may be analysed");
             }
-            let done = if sqlite {
-                db.execute_unprepared("PRAGMA wal_checkpoint(PASSIVE)")
-                    .await
-                    .map(|_| ())
-            } else {
-                analyze_grown(&db).await.map(|_| ())
-            };
-            if let Err(e) = done {
-                tracing::warn!(error = %e, "database maintenance failed; the next round retries");
-            }
+            analyze_grown(db).await.map(|_| ())
         }
-    });
+        _ => Ok(()),
+    }
 }
 
 /// Whether the connected user may analyse table `c`: its owner's or the database owner's role

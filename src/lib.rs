@@ -1,11 +1,15 @@
 //! Porteiro: delivers digital products sold on Hotmart.
 //!
 //! Two flows, each in a straight line (see `docs/architecture.md`):
-//! webhook → `http::webhooks` → `hotmart::verify` → `services::inbox` (group commit) → 200;
-//! `services::processor` (the worker) → `hotmart::payload` → `rules` → `services::ledger`
-//! (facts → `domain::access::project` → entitlement, audit, outbox) → `services::dispatch`;
-//! GraphQL → `http` → `graphql` → `services` → `entity`.
+//! webhook → `http::webhooks` → `pipeline::ingest` (`hotmart::verify`, `pipeline::inbox`'s group
+//! commit) → 200; `pipeline::worker` → `hotmart::payload` → `rules` → `pipeline::ledger` (facts →
+//! `domain::access::project` → entitlement, audit, outbox) → `pipeline::dispatch`;
+//! GraphQL → `http` → `graphql` → `services` → `pipeline` / `entity`.
+//!
+//! Calls go one way: `app` (the process) → `http` → `graphql` → `services` → `state` →
+//! `pipeline` → `domain`, `rules`, `hotmart`, `audit`, `db`, `entity`. `.ci/cycles.py` checks it.
 pub mod app;
+pub mod audit;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -15,13 +19,16 @@ pub mod error;
 pub mod graphql;
 pub mod hotmart;
 pub mod http;
+pub mod jobs;
+pub mod pipeline;
 pub mod rules;
 pub mod secrets;
 pub mod services;
+pub mod state;
 pub mod telemetry;
 
-pub use app::AppState;
 pub use error::{AppError, AppResult};
+pub use state::AppState;
 
 /// rustls needs one crypto provider chosen per process (sqlx and reqwest would otherwise disagree).
 pub fn install_crypto_provider() {

@@ -2,7 +2,8 @@ use async_graphql::{Context, ID, Json, Object, SimpleObject};
 
 use super::buyers::PageInfo;
 use super::{GqlResult, caller, gql};
-use crate::services::{Page, audit};
+use crate::audit;
+use crate::services::Page;
 
 #[derive(SimpleObject)]
 pub struct AuditEntry {

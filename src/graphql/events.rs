@@ -4,7 +4,8 @@ use chrono::Utc;
 use super::buyers::{AccessTarget, PageInfo};
 use super::{GqlResult, caller, gql, parse_id};
 use crate::domain::Decision;
-use crate::services::{Page, inbox, processor};
+use crate::pipeline::worker as processor;
+use crate::services::{Page, events as inbox};
 
 /// One delivery in the inbox, with what became of it.
 #[derive(SimpleObject)]

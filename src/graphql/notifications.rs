@@ -8,9 +8,9 @@ use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::buyers::{Loaders, PageInfo};
 use super::{GqlResult, caller, gql, gql_shared, parse_id};
+use crate::pipeline::outbox::EVENT_TYPES;
 use crate::services::Page;
 use crate::services::notifications::{self as svc, DeliveryFilter, DeliveryView, EndpointInput};
-use crate::services::outbox::EVENT_TYPES;
 
 /// Where the app wants to hear about access changes (Standard Webhooks, signed).
 #[derive(SimpleObject)]

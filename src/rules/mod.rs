@@ -176,6 +176,13 @@ fn access_value(a: Option<&CurrentAccess>) -> serde_json::Value {
 /// versions being edited; the least recently used go first.
 pub const AST_CACHE_CAPACITY: u64 = 1_000;
 
+/// The script in force for an app's event type, and its version (0: the shipped default).
+#[derive(Debug, Clone)]
+pub struct ActiveScript {
+    pub version: i32,
+    pub source: String,
+}
+
 /// Compiled scripts, cached by the hash of their source (so each version compiles once).
 pub struct RuleEngine {
     engine: Engine,

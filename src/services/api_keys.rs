@@ -8,7 +8,7 @@ use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use super::audit::{self, Entry};
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::secrets::token_hash as hash;
 use crate::{AppError, AppResult, AppState};

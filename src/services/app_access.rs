@@ -5,10 +5,10 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 
-use super::access_cache;
 use super::api_keys::{ACCESS_READ, AppKey};
 use super::buyers::{self, AccessView};
 use crate::domain::{Email, EntitlementStatus, TargetKind};
+use crate::pipeline::access_cache;
 use crate::{AppError, AppResult, AppState};
 
 /// The most buyers one lookup may name: enough for a page of members, small enough to answer
@@ -94,7 +94,7 @@ pub async fn of(state: &AppState, key: &AppKey, who: Who) -> AppResult<BuyerAcce
             access: Vec::new(),
         });
     };
-    let held = access_cache::holdings(state, key.app_id, std::slice::from_ref(&email)).await?;
+    let held = access_cache::holdings(&state.access, &state.db, key.app_id, std::slice::from_ref(&email)).await?;
     let h = held.get(email.as_str());
     Ok(BuyerAccess {
         email: Some(email.as_str().to_string()),
@@ -220,7 +220,7 @@ pub async fn lookup(
     wanted.extend(by_code.iter().filter_map(|(_, e)| e.clone()));
     wanted.sort();
     wanted.dedup();
-    let held: HashMap<String, _> = access_cache::holdings(state, key.app_id, &wanted).await?;
+    let held: HashMap<String, _> = access_cache::holdings(&state.access, &state.db, key.app_id, &wanted).await?;
     let now = super::now();
     let answer = |email: Option<&Email>, code: Option<String>| {
         let h = email.and_then(|e| held.get(e.as_str()));

@@ -1,31 +1,19 @@
 //! Buyers (the app's end users) and what they can access.
-use entity::{buyer, buyer_subscriber_code as subcode, entitlement};
+use entity::{buyer, buyer_subscriber_code as subcode};
 use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Page, Paged};
-use crate::domain::{Email, EntitlementStatus, Target};
+use crate::domain::Email;
 use crate::{AppError, AppResult};
 
-#[derive(Debug, Clone)]
-pub struct AccessView {
-    pub entitlement: entitlement::Model,
-    pub target: Option<Target>,
-    pub status: EntitlementStatus,
-    pub active: bool,
-}
+pub use crate::pipeline::access_cache::AccessView;
 
 pub fn parse_email(raw: &str) -> AppResult<Email> {
     Email::parse(raw).map_err(|m| AppError::InvalidFields(vec![("email".into(), m)]))
 }
 
-pub async fn find(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppResult<Option<buyer::Model>> {
-    Ok(buyer::Entity::find()
-        .filter(buyer::Column::AppId.eq(app_id))
-        .filter(buyer::Column::Email.eq(email.as_str()))
-        .one(db)
-        .await?)
-}
+pub use crate::pipeline::history::buyer as find;
 
 /// The buyer who holds a subscription now (the code follows the holder when the e-mail changes).
 pub async fn find_by_subscriber_code(

@@ -6,13 +6,12 @@ use entity::{entitlement, external_product_link as link, product_package as pkg,
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use super::audit::{self, Entry};
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
-use crate::domain::{Target, TargetKind};
+use crate::domain::TargetKind;
 use crate::{AppError, AppResult, AppState};
 
-pub const PROVIDER_PRODUCT: &str = "hotmart";
-pub const PROVIDER_PLAN: &str = "hotmart_plan";
+pub use crate::pipeline::targets::{PROVIDER_PLAN, PROVIDER_PRODUCT, target};
 
 #[derive(Debug, Clone, Default)]
 pub struct PackageInput {
@@ -550,7 +549,7 @@ pub async fn delete_target(
             kind.as_str()
         )));
     }
-    super::entitlements::announce_removal(&txn, &live, &who.actor(), "the package or plan was deleted").await?;
+    crate::pipeline::outbox::announce_removal(&txn, &live, &who.actor(), "the package or plan was deleted").await?;
     entitlement::Entity::delete_many()
         .filter(entitlement::Column::AppId.eq(who.app_id))
         .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
@@ -591,71 +590,4 @@ pub async fn delete_target(
     state.access.forget_app(who.app_id);
     state.wake_dispatcher();
     Ok(holders as i32)
-}
-
-pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id: i32) -> AppResult<Option<Target>> {
-    Ok(match kind {
-        TargetKind::Package => pkg::Entity::find_by_id(id)
-            .filter(pkg::Column::AppId.eq(app_id))
-            .one(db)
-            .await?
-            .map(|p| Target::package(id, &p.name, p.access_days)),
-        TargetKind::Plan => plan::Entity::find_by_id(id)
-            .filter(plan::Column::AppId.eq(app_id))
-            .one(db)
-            .await?
-            .map(|p| Target::plan(id, &p.name, p.period_days, p.grace_days)),
-    })
-}
-
-/// [`resolve`] through the process's cache (the worker's path).
-pub async fn resolve_cached(
-    state: &AppState,
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    product_id: Option<&str>,
-    plan_id: Option<&str>,
-) -> AppResult<Option<Target>> {
-    let key = (
-        app_id,
-        state.hot.catalog_generation(app_id),
-        product_id.unwrap_or_default().to_string(),
-        plan_id.unwrap_or_default().to_string(),
-    );
-    if let Some(t) = state.hot.targets.get(&key) {
-        return Ok(t);
-    }
-    let t = resolve(db, app_id, product_id, plan_id).await?;
-    state.hot.targets.insert(key, t.clone());
-    Ok(t)
-}
-
-/// The package or plan a Hotmart product (or, first, a Hotmart plan) is linked to.
-pub async fn resolve(
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    product_id: Option<&str>,
-    plan_id: Option<&str>,
-) -> AppResult<Option<Target>> {
-    let norm = |s: &str| s.trim().trim_start_matches('0').to_string();
-    for (provider, id) in [(PROVIDER_PLAN, plan_id), (PROVIDER_PRODUCT, product_id)] {
-        let Some(id) = id.map(norm).filter(|s| !s.is_empty()) else {
-            continue;
-        };
-        let found = link::Entity::find()
-            .filter(link::Column::AppId.eq(app_id))
-            .filter(link::Column::Provider.eq(provider))
-            .filter(link::Column::ExternalId.eq(id))
-            .one(db)
-            .await?;
-        if let Some(l) = found {
-            let (kind, tid) = match (l.package_id, l.plan_id) {
-                (Some(p), _) => (TargetKind::Package, p),
-                (_, Some(p)) => (TargetKind::Plan, p),
-                _ => continue,
-            };
-            return target(db, app_id, kind, tid).await;
-        }
-    }
-    Ok(None)
 }

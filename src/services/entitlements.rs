@@ -2,143 +2,22 @@
 //! history (an inbox event's decision, or an admin's grant or revoke); the source's entitlement
 //! row is then recomputed from all of its facts ([`crate::domain::project`]) and written with its
 //! audit row, in the caller's transaction.
-use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use entity::{buyer, entitlement};
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
-    Statement,
-};
-use serde_json::json;
+use entity::entitlement;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 
-use super::access_cache::Changed;
 use super::buyers;
-use super::ledger::Ledger;
-use super::outbox;
 use crate::auth::Principal;
 use crate::domain::{Effect, EntitlementStatus, Fact, TargetKind};
+use crate::pipeline::access_cache::{AccessView, Changed};
+use crate::pipeline::history::{self, lock_source, row_of};
+use crate::pipeline::ledger::Ledger;
 use crate::{AppError, AppResult, AppState};
 
 /// The source of an admin's grant of one target to one buyer.
 pub fn manual_source(target: (TargetKind, i32), buyer_id: i32) -> String {
     format!("manual:{}:{}:{buyer_id}", target.0.as_str(), target.1)
-}
-
-/// Serialises work on one source across workers and processes (PostgreSQL); SQLite already has
-/// a single writer.
-pub async fn lock_source(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<()> {
-    if db.get_database_backend() == DbBackend::Postgres {
-        db.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT pg_advisory_xact_lock(hashtext($1))",
-            [format!("{app_id}:{source}").into()],
-        ))
-        .await?;
-    }
-    Ok(())
-}
-
-async fn email_of(db: &impl ConnectionTrait, buyer_id: i32) -> AppResult<String> {
-    Ok(buyer::Entity::find_by_id(buyer_id)
-        .one(db)
-        .await?
-        .map(|b| b.email)
-        .unwrap_or_default())
-}
-
-/// The entitlement one source gives (one row per source).
-pub async fn row_of(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<entitlement::Model>> {
-    Ok(entitlement::Entity::find()
-        .filter(entitlement::Column::AppId.eq(app_id))
-        .filter(entitlement::Column::Source.eq(source))
-        .one(db)
-        .await?)
-}
-
-/// The entitlements of many sources, one query per app (and per few hundred sources).
-pub async fn rows_of(
-    db: &impl ConnectionTrait,
-    keys: &BTreeSet<(i32, String)>,
-) -> AppResult<std::collections::HashMap<(i32, String), entitlement::Model>> {
-    let mut by_app: std::collections::BTreeMap<i32, Vec<String>> = Default::default();
-    for (app, s) in keys {
-        by_app.entry(*app).or_default().push(s.clone());
-    }
-    let mut out = std::collections::HashMap::new();
-    for (app_id, list) in by_app {
-        for chunk in list.chunks(200) {
-            for e in entitlement::Entity::find()
-                .filter(entitlement::Column::AppId.eq(app_id))
-                .filter(entitlement::Column::Source.is_in(chunk.to_vec()))
-                .all(db)
-                .await?
-            {
-                out.insert((app_id, e.source.clone()), e);
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Announces the end of rows about to be deleted with their target (in the caller's
-/// transaction, before the delete).
-pub async fn announce_removal(
-    db: &impl ConnectionTrait,
-    rows: &[entitlement::Model],
-    actor: &str,
-    reason: &str,
-) -> AppResult<()> {
-    let now = super::now();
-    let cause = json!({"kind": "admin", "eventType": "TARGET_DELETED", "actor": actor, "reason": reason});
-    for r in rows {
-        let email = email_of(db, r.buyer_id).await?;
-        let news = outbox::transitions(Some(&outbox::side_of(r, &email, now)), None);
-        let mut r = r.clone();
-        r.version += news.len() as i64;
-        outbox::announce(db, &r, &news, &cause).await?;
-    }
-    Ok(())
-}
-
-/// Announces the ends that passed (`access.expired`) and were not announced yet: the
-/// notifications' timer (a read needs none: expiry is evaluated when read).
-pub async fn announce_expiries(state: &AppState, now: DateTime<Utc>) -> AppResult<usize> {
-    let due = entitlement::Entity::find()
-        .filter(entitlement::Column::ExpiryNoted.eq(false))
-        .filter(entitlement::Column::ExpiresAt.lte(now))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
-        .order_by_asc(entitlement::Column::ExpiresAt)
-        .limit(500)
-        .all(&state.db)
-        .await?;
-    let mut n = 0;
-    for row in due {
-        let txn = crate::db::write_txn(&state.db).await?;
-        lock_source(&txn, row.app_id, &row.source).await?;
-        // Read again under the lock: a recompute may have moved the end or announced it.
-        let Some(row) = entitlement::Entity::find_by_id(row.id).one(&txn).await? else {
-            continue;
-        };
-        let due = !row.expiry_noted && row.expires_at.is_some_and(|t| t <= now);
-        if !due {
-            continue;
-        }
-        let email = email_of(&txn, row.buyer_id).await?;
-        let before = outbox::side_of(&row, &email, now);
-        let mut after = before.clone();
-        after.status = EntitlementStatus::Expired;
-        let news = outbox::transitions(Some(&before), Some(&after));
-        let mut am: entitlement::ActiveModel = row.clone().into();
-        am.expiry_noted = Set(true);
-        am.version = Set(row.version + news.len() as i64);
-        let row = am.update(&txn).await?;
-        let cause = json!({"kind": "timer", "actor": "timer", "reason": "the paid-through date passed"});
-        outbox::announce(&txn, &row, &news, &cause).await?;
-        txn.commit().await?;
-        n += 1;
-    }
-    Ok(n)
 }
 
 fn admin_fact(
@@ -326,16 +205,16 @@ pub async fn explain(
     app_id: i32,
     email: &str,
     target: (TargetKind, i32),
-) -> AppResult<(Vec<buyers::AccessView>, Vec<ExplainStep>)> {
+) -> AppResult<(Vec<AccessView>, Vec<ExplainStep>)> {
     let email = buyers::parse_email(email)?;
-    let access: Vec<_> = super::access_cache::read(db, app_id, &email)
+    let access: Vec<_> = crate::pipeline::access_cache::read(db, app_id, &email)
         .await?
         .into_iter()
         .filter(|a| a.entitlement.target_kind == target.0.as_str() && a.entitlement.target_id == target.1)
         .collect();
     let mut steps = Vec::new();
     for a in &access {
-        let history = super::ledger::facts(db, app_id, &a.entitlement.source).await?;
+        let history = history::facts(db, app_id, &a.entitlement.source).await?;
         steps.extend(crate::domain::sorted(&history).into_iter().map(|f| ExplainStep {
             source: a.entitlement.source.clone(),
             fact: f.clone(),

@@ -3,8 +3,8 @@
 //! them (unless support asks for an immediate revoke).
 use serde_json::json;
 
-use super::audit::{self, Entry};
 use super::{entitlements, integration};
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::{AppError, AppResult, AppState};
 

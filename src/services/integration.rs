@@ -170,20 +170,7 @@ fn slot(app_id: i32, field: &'static str) -> Slot<'static> {
     Slot { app_id, field }
 }
 
-/// A stored secret, decrypted. An unreadable one (the master key was lost or changed) is an
-/// operator problem with a clear reason, never a 500.
-fn decrypt_opt(secrets: &SecretBox, v: &Option<String>, at: Slot<'_>) -> AppResult<Option<String>> {
-    v.as_deref()
-        .map(|s| {
-            secrets.decrypt(s, at).map_err(|e| {
-                AppError::Misconfigured(format!(
-                    "the stored Hotmart {} of this app cannot be read ({e}); restore the master key, or save the secret again",
-                    at.field
-                ))
-            })
-        })
-        .transpose()
-}
+use crate::pipeline::ingest::decrypt_opt;
 
 /// Rewrites every stored secret with `to`'s current key (reading with `from`, which has the old
 /// keys), in the caller's transaction. Returns how many values were rewritten.
@@ -347,9 +334,9 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     am.updated_at = Set(now);
     let saved = am.save(&txn).await?;
     let saved: hi::Model = saved.try_into().map_err(AppError::internal)?;
-    super::audit::record(
+    crate::audit::record(
         &txn,
-        super::audit::Entry {
+        crate::audit::Entry {
             app_id: who.app_id,
             actor: &who.actor(),
             action: "integration.save",
@@ -398,44 +385,6 @@ fn audit_view(r: &hi::Model) -> serde_json::Value {
         "clientSecret": r.client_secret_last4.as_ref().map(|l| format!("…{l}")),
         "reconcileEveryMinutes": r.reconcile_every_minutes,
     })
-}
-
-/// The Hottok to check deliveries against (cached, decrypted, for a minute at most; saving the
-/// integration drops it at once).
-pub async fn hottok(state: &AppState, app_id: i32) -> AppResult<Option<SecretString>> {
-    if let Some(t) = state.hot.hottoks.get(&app_id) {
-        return Ok(t);
-    }
-    let t = match find(&state.db, app_id).await? {
-        Some(row) => decrypt_opt(&state.secrets, &row.hottok_enc, slot(app_id, "hottok"))?.map(SecretString::from),
-        None => None,
-    };
-    state.hot.hottoks.insert(app_id, t.clone());
-    Ok(t)
-}
-
-pub async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {
-    use sea_orm::sea_query::{Expr, ExprTrait};
-    hi::Entity::update_many()
-        .col_expr(
-            hi::Column::RejectedWebhooks,
-            Expr::col(hi::Column::RejectedWebhooks).add(1),
-        )
-        .filter(hi::Column::AppId.eq(app_id))
-        .exec(db)
-        .await?;
-    Ok(())
-}
-
-pub async fn touch_received(db: &impl ConnectionTrait, app_id: i32, is_test: bool) -> AppResult<()> {
-    use sea_orm::sea_query::Expr;
-    let now = super::now();
-    let mut q = hi::Entity::update_many().col_expr(hi::Column::LastWebhookAt, Expr::value(now));
-    if is_test {
-        q = q.col_expr(hi::Column::LastTestEventAt, Expr::value(now));
-    }
-    q.filter(hi::Column::AppId.eq(app_id)).exec(db).await?;
-    Ok(())
 }
 
 #[cfg(test)]

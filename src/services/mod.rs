@@ -1,22 +1,16 @@
 //! Business logic and transactions. Resolvers and handlers call one function here each.
-pub mod access_cache;
 pub mod api_keys;
 pub mod app_access;
 pub mod apps;
-pub mod audit;
 pub mod buyers;
 pub mod catalog;
 pub mod console;
-pub mod dispatch;
 pub mod entitlements;
+pub mod events;
 pub mod hotmart_account;
-pub mod inbox;
 pub mod integration;
-pub mod ledger;
 pub mod notifications;
-pub mod outbox;
 pub mod overview;
-pub mod processor;
 pub mod reconcile;
 pub mod rules;
 

@@ -1,7 +1,7 @@
 //! The app's notification endpoints (URL, filter, signing secret) and what was sent to them.
-//! Sending itself is [`super::dispatch`]; what is sent is written by [`super::outbox`].
+//! Sending itself is [`crate::pipeline::dispatch`]; what is sent is written by
+//! [`crate::pipeline::outbox`].
 use base64::Engine;
-use chrono::{DateTime, Utc};
 use entity::{
     notification as note, notification_attempt as attempt, notification_delivery as delivery,
     notification_endpoint as ep,
@@ -10,16 +10,14 @@ use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::json;
 
-use super::audit::{self, Entry};
-use super::outbox::{EVENT_TYPES, TEST_EVENT};
 use super::{Page, Paged};
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
+use crate::pipeline::dispatch::{self, check_url, secret_slot, signing_secrets};
+pub use crate::pipeline::dispatch::{DEAD, DELIVERED, PENDING};
+use crate::pipeline::outbox::{self, EVENT_TYPES, TEST_EVENT};
 use crate::secrets::Slot;
 use crate::{AppError, AppResult, AppState};
-
-pub const PENDING: &str = "PENDING";
-pub const DELIVERED: &str = "DELIVERED";
-pub const DEAD: &str = "DEAD";
 
 const MAX_IN_FLIGHT: i32 = 4;
 const TIMEOUT_MS: i32 = 10_000;
@@ -36,15 +34,6 @@ pub struct EndpointInput {
     pub timeout_ms: Option<i32>,
 }
 
-fn secret_slot(app_id: i32, uid: &str, previous: bool) -> (i32, String) {
-    let field = if previous {
-        format!("notify_secret_previous:{uid}")
-    } else {
-        format!("notify_secret:{uid}")
-    };
-    (app_id, field)
-}
-
 fn new_secret() -> String {
     let mut b = [0u8; 24];
     rand::rng().fill_bytes(&mut b);
@@ -57,67 +46,6 @@ fn encrypt(state: &AppState, app_id: i32, uid: &str, previous: bool, secret: &st
         .secrets
         .encrypt(secret, Slot { app_id, field: &field })
         .map_err(AppError::internal)
-}
-
-/// The secrets that sign a delivery now: the current one, and the previous one during its
-/// overlap window.
-pub fn signing_secrets(state: &AppState, e: &ep::Model, now: DateTime<Utc>) -> AppResult<Vec<String>> {
-    let open = |stored: &str, previous: bool| {
-        let (app_id, field) = secret_slot(e.app_id, &e.uid, previous);
-        state
-            .secrets
-            .decrypt(stored, Slot { app_id, field: &field })
-            .map_err(|err| {
-                AppError::Misconfigured(format!(
-                    "the signing secret of endpoint {} cannot be decrypted: {err}",
-                    e.uid
-                ))
-            })
-    };
-    let mut out = vec![open(&e.secret, false)?];
-    if let (Some(prev), Some(until)) = (&e.previous_secret, e.previous_secret_until)
-        && until > now
-    {
-        out.push(open(prev, true)?);
-    }
-    Ok(out)
-}
-
-/// Checks an endpoint URL: http(s), a host, no credentials, and (unless the operator allows it)
-/// no loopback, private or link-local address written into it. Names are checked again when
-/// they are resolved, at every send.
-pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
-    let raw = raw.trim();
-    if raw.len() > 2000 {
-        return Err("the URL is longer than 2000 characters".into());
-    }
-    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err("the URL must start with https:// (or http://)".into());
-    }
-    if !url.username().is_empty() || url.password().is_some() {
-        return Err("put no credentials in the URL; verify the signature instead".into());
-    }
-    let Some(host) = url.host() else {
-        return Err("the URL has no host".into());
-    };
-    if !allow_private {
-        let local = match host {
-            url::Host::Ipv4(ip) => !super::dispatch::is_public(ip.into()),
-            url::Host::Ipv6(ip) => !super::dispatch::is_public(ip.into()),
-            url::Host::Domain(d) => {
-                let d = d.trim_end_matches('.').to_ascii_lowercase();
-                d == "localhost" || d.ends_with(".localhost")
-            }
-        };
-        if local {
-            return Err(
-                "the URL points at a loopback, private or link-local address; an operator can allow that with PORTEIRO_NOTIFY_ALLOW_PRIVATE_TARGETS=true"
-                    .into(),
-            );
-        }
-    }
-    Ok(url)
 }
 
 fn check_types(types: &[String]) -> Result<Vec<String>, String> {
@@ -357,7 +285,7 @@ pub async fn rotate_secret(
     let txn = crate::db::write_txn(&state.db).await?;
     let row = find(&txn, who.app_id, id).await?;
     let now = super::now();
-    let current = signing_secrets(state, &row, now)?.remove(0);
+    let current = signing_secrets(&state.secrets, &row, now)?.remove(0);
     let secret = new_secret();
     let mut am: ep::ActiveModel = row.clone().into();
     am.secret = Set(encrypt(state, row.app_id, &row.uid, false, &secret)?);
@@ -542,7 +470,7 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
         "data": {"message": "A test from Porteiro: if the signature verifies, this endpoint is ready.", "endpoint": e.uid},
     });
     let txn = crate::db::write_txn(&state.db).await?;
-    let n = super::outbox::write_addressed(&txn, app_id, TEST_EVENT, &payload).await?;
+    let n = outbox::write_addressed(&txn, app_id, TEST_EVENT, &payload).await?;
     let d = delivery::ActiveModel {
         app_id: Set(app_id),
         notification_id: Set(n.id),
@@ -558,60 +486,8 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
     .insert(&txn)
     .await?;
     txn.commit().await?;
-    let row = super::dispatch::attempt(state, &e, &n, d).await?;
+    let row = dispatch::attempt(&state.notify, &e, &n, d).await?;
     Ok(DeliveryView { row, notification: n })
-}
-
-/// Ends of retention: delivered or dead notifications older than `days` are deleted with their
-/// deliveries and attempts, so the outbox does not grow forever.
-pub async fn prune(state: &AppState, days: i64) -> AppResult<u64> {
-    let cutoff = super::now() - chrono::TimeDelta::days(days);
-    let old: Vec<i32> = note::Entity::find()
-        .select_only()
-        .column(note::Column::Id)
-        .filter(note::Column::FannedOut.eq(true))
-        .filter(note::Column::CreatedAt.lt(cutoff))
-        .limit(1000)
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    if old.is_empty() {
-        return Ok(0);
-    }
-    let pending: Vec<i32> = delivery::Entity::find()
-        .select_only()
-        .column(delivery::Column::NotificationId)
-        .filter(delivery::Column::NotificationId.is_in(old.clone()))
-        .filter(delivery::Column::Status.eq(PENDING))
-        .into_tuple()
-        .all(&state.db)
-        .await?;
-    let done: Vec<i32> = old.into_iter().filter(|id| !pending.contains(id)).collect();
-    let txn = crate::db::write_txn(&state.db).await?;
-    let ds: Vec<i32> = delivery::Entity::find()
-        .select_only()
-        .column(delivery::Column::Id)
-        .filter(delivery::Column::NotificationId.is_in(done.clone()))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    for chunk in ds.chunks(500) {
-        attempt::Entity::delete_many()
-            .filter(attempt::Column::DeliveryId.is_in(chunk.to_vec()))
-            .exec(&txn)
-            .await?;
-    }
-    delivery::Entity::delete_many()
-        .filter(delivery::Column::NotificationId.is_in(done.clone()))
-        .exec(&txn)
-        .await?;
-    let n = note::Entity::delete_many()
-        .filter(note::Column::Id.is_in(done))
-        .exec(&txn)
-        .await?
-        .rows_affected;
-    txn.commit().await?;
-    Ok(n)
 }
 
 /// Rewrites every endpoint's signing secrets under another master key (`keys rotate-master`),

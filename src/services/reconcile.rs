@@ -12,9 +12,11 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{audit, catalog, entitlements, inbox, integration, processor};
+use super::{catalog, integration};
+use crate::audit;
 use crate::domain::{EntitlementStatus, EventKind, Fact, PaymentEvent, fact_of, project};
 use crate::hotmart::{Format, snapshot};
+use crate::pipeline::{history, inbox, worker as processor};
 use crate::{AppError, AppResult, AppState};
 
 const MAX_SPAN_DAYS: i64 = 5 * 366;
@@ -97,14 +99,7 @@ const STALE_AFTER: Duration = Duration::seconds(60);
 /// Events written per transaction when a run applies what it found.
 const INSERT_BATCH: usize = 500;
 
-/// Why a run stopped early.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// An admin cancelled it.
-    Cancelled,
-    /// The service is shutting down.
-    Shutdown,
-}
+pub use crate::jobs::Stop;
 
 /// Progress written to the run row (stage and count), at most once per heartbeat, plus the
 /// caller's own progress (the CLI's bar).
@@ -255,9 +250,9 @@ async fn run_job(
 /// failure talking to Hotmart is recorded on the run (status `failed`) and returned as the run.
 pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &dyn Progress) -> AppResult<run::Model> {
     let (started, creds) = begin(state, app_id, &req).await?;
-    let stop = state.jobs.register(started.id);
+    let stop = state.runs.register(started.id);
     let out = run_job(state, started.clone(), creds, req, progress, stop).await;
-    state.jobs.forget(started.id);
+    state.runs.forget(started.id);
     out
 }
 
@@ -266,7 +261,7 @@ pub async fn reconcile(state: &AppState, app_id: i32, req: Request, progress: &d
 /// and progress; `cancel` stops it.
 pub async fn start(state: &AppState, app_id: i32, req: Request) -> AppResult<run::Model> {
     let (started, creds) = begin(state, app_id, &req).await?;
-    let stop = state.jobs.register(started.id);
+    let stop = state.runs.register(started.id);
     let (st, row) = (state.clone(), started.clone());
     tokio::spawn(async move {
         let id = row.id;
@@ -283,7 +278,7 @@ pub async fn start(state: &AppState, app_id: i32, req: Request) -> AppResult<run
                 let _ = finish_orphan(&st.db, id, "failed", "the job crashed; see the service log").await;
             }
         }
-        st.jobs.forget(id);
+        st.runs.forget(id);
     });
     Ok(started)
 }
@@ -319,7 +314,7 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
             r.status
         )));
     }
-    if !state.jobs.stop(run_id, Stop::Cancelled) {
+    if !state.runs.stop(run_id, Stop::Cancelled) {
         finish_orphan(&state.db, run_id, "cancelled", "cancelled by an admin").await?;
     }
     audit::record(
@@ -372,39 +367,6 @@ pub async fn sweep_orphans(db: &impl ConnectionTrait) -> AppResult<u64> {
         .exec(db)
         .await?;
     Ok(res.rows_affected)
-}
-
-/// The stop signals of the jobs this process runs.
-#[derive(Default)]
-pub struct Jobs(std::sync::Mutex<HashMap<i32, watch::Sender<Option<Stop>>>>);
-
-impl Jobs {
-    fn register(&self, id: i32) -> watch::Receiver<Option<Stop>> {
-        let (tx, rx) = watch::channel(None);
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(id, tx);
-        rx
-    }
-
-    fn forget(&self, id: i32) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
-    }
-
-    /// Signals one job; false when this process does not run it.
-    fn stop(&self, id: i32, why: Stop) -> bool {
-        match self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&id) {
-            Some(tx) => tx.send(Some(why)).is_ok(),
-            None => false,
-        }
-    }
-
-    /// Signals every job (shutdown); they finish as `cancelled`.
-    pub fn stop_all(&self) -> usize {
-        let jobs = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        for tx in jobs.values() {
-            let _ = tx.send(Some(Stop::Shutdown));
-        }
-        jobs.len()
-    }
 }
 
 /// Latest time already known for each transaction and subscription of the app's histories.
@@ -517,10 +479,10 @@ async fn execute(
     report.unmapped_products = unmapped.into_iter().collect();
     let now = super::now();
     for (source, new_facts) in by_source {
-        let mut all = super::ledger::facts(&state.db, app_id, &source).await?;
+        let mut all = history::facts(&state.db, app_id, &source).await?;
         all.extend(new_facts);
         let Some(after) = project(&all) else { continue };
-        let before = entitlements::row_of(&state.db, app_id, &source).await?;
+        let before = history::row_of(&state.db, app_id, &source).await?;
         let after_status = after.status.effective(after.expires_at, now);
         let before_status = before
             .as_ref()

@@ -4,16 +4,13 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use super::audit::{self, Entry};
+use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::rules::{self, RuleError};
 use crate::{AppError, AppResult, AppState};
 
-#[derive(Debug, Clone)]
-pub struct ActiveScript {
-    pub version: i32,
-    pub source: String,
-}
+pub use crate::pipeline::scripts::active;
+pub use crate::rules::ActiveScript;
 
 pub fn check_event_type(event_type: &str) -> AppResult<()> {
     if rules::default_script(event_type).is_some() {
@@ -24,41 +21,6 @@ pub fn check_event_type(event_type: &str) -> AppResult<()> {
         "eventType".into(),
         format!("{event_type:?} has no rule; rules exist for {}", known.join(", ")),
     )]))
-}
-
-/// [`active`] through the process's cache (the worker's path).
-pub async fn active_cached(
-    state: &AppState,
-    db: &impl ConnectionTrait,
-    app_id: i32,
-    event_type: &str,
-) -> AppResult<Option<ActiveScript>> {
-    let key = (app_id, state.hot.rules_generation(app_id), event_type.to_string());
-    if let Some(s) = state.hot.scripts.get(&key) {
-        return Ok(s);
-    }
-    let s = active(db, app_id, event_type).await?;
-    state.hot.scripts.insert(key, s.clone());
-    Ok(s)
-}
-
-pub async fn active(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<Option<ActiveScript>> {
-    let row = rs::Entity::find()
-        .filter(rs::Column::AppId.eq(app_id))
-        .filter(rs::Column::EventType.eq(event_type))
-        .filter(rs::Column::Active.eq(true))
-        .one(db)
-        .await?;
-    Ok(match row {
-        Some(r) => Some(ActiveScript {
-            version: r.version,
-            source: r.source,
-        }),
-        None => rules::default_script(event_type).map(|s| ActiveScript {
-            version: 0,
-            source: s.to_string(),
-        }),
-    })
 }
 
 pub async fn versions(db: &impl ConnectionTrait, app_id: i32, event_type: Option<&str>) -> AppResult<Vec<rs::Model>> {
@@ -138,7 +100,7 @@ async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str
         .exec(db)
         .await?;
     let queued = we::Entity::update_many()
-        .col_expr(we::Column::Status, Expr::value(super::inbox::PENDING))
+        .col_expr(we::Column::Status, Expr::value(crate::pipeline::inbox::PENDING))
         .col_expr(we::Column::Attempts, Expr::value(0))
         .filter(we::Column::AppId.eq(app_id))
         .filter(we::Column::EventType.eq(event_type))

@@ -660,10 +660,10 @@ async fn the_overview_counts_every_announcement(app: &TestApp, context: &str) {
 /// access is live; ends that passed included once the timer ran),
 /// and active access is never left unannounced.
 async fn notifications_tell_the_same_story(app: &TestApp, code: &str, moved: bool, context: &str) {
-    use porteiro::services::{entitlements, outbox};
+    use porteiro::pipeline::outbox;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let now = Utc::now();
-    entitlements::announce_expiries(&app.state, now).await.unwrap();
+    outbox::announce_expiries(&app.state.db, now).await.unwrap();
     let db = &app.state.db;
     let Some(row) = entity::entitlement::Entity::find()
         .filter(entity::entitlement::Column::Source.eq(format!("sub:{code}")))

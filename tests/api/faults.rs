@@ -369,8 +369,8 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
     let app = TestApp::spawn_with(|s| s.database_url = url.clone()).await;
     app.configure_hotmart().await;
     app.create_package("Curso", &["4100001"], None).await;
-    let (stop_worker, rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(app.state.clone().run_worker(rx));
+    let mut worker = porteiro::jobs::Jobs::default();
+    porteiro::app::start_worker(&mut worker, &app.state).unwrap();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let statuses: Arc<Mutex<std::collections::BTreeMap<u16, usize>>> = Arc::default();
     let running = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -460,15 +460,14 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
     let db = &app.state.db;
     let mut drained = false;
     for _ in 0..300 {
-        let pending = porteiro::services::inbox::pending_count(db).await.unwrap_or(u64::MAX);
+        let pending = porteiro::pipeline::inbox::pending_count(db).await.unwrap_or(u64::MAX);
         if pending == 0 {
             drained = true;
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    stop_worker.send(true).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     assert!(drained, "the worker resumed by itself");
     let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
     let stored: std::collections::HashMap<&str, &str> =

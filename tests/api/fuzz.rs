@@ -182,7 +182,7 @@ async fn the_route_answers_any_delivery_without_a_5xx_and_the_worker_digests_it(
     }
     app.process_inbox().await;
     // Everything stored was decided: nothing pending, nothing stuck.
-    let pending = porteiro::services::inbox::pending_count(&app.state.db).await.unwrap();
+    let pending = porteiro::pipeline::inbox::pending_count(&app.state.db).await.unwrap();
     assert_eq!(pending, 0);
     assert!(seen.get(&200).copied().unwrap_or(0) > 10, "{seen:?}");
     assert!(seen.get(&400).copied().unwrap_or(0) > 0, "{seen:?}");

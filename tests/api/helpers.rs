@@ -244,7 +244,7 @@ impl TestApp {
 
     /// Processes everything in the inbox, deterministically.
     pub async fn process_inbox(&self) -> usize {
-        services::processor::drain(&self.state).await.unwrap()
+        porteiro::pipeline::worker::drain(&self.state).await.unwrap()
     }
 
     pub async fn create_plan(&self, name: &str, product_ids: &[&str]) -> String {

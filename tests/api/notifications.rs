@@ -11,7 +11,8 @@ use poem::{Body, EndpointExt, IntoResponse, Request, Response, Route};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-use porteiro::services::{dispatch, entitlements};
+use porteiro::pipeline::dispatch;
+use porteiro::services::entitlements;
 
 /// What the receiver answers, in turn; the last one repeats.
 #[derive(Clone, Debug)]
@@ -114,8 +115,8 @@ async fn endpoint(app: &TestApp, url: &str, types: &[&str]) -> (String, String) 
 
 /// Fans out and sends what is due `ahead` from now, waiting for the sends.
 async fn pump(app: &TestApp, ahead: chrono::TimeDelta) {
-    dispatch::fan_out(&app.state).await.unwrap();
-    for h in dispatch::deliver_due(&app.state, chrono::Utc::now() + ahead)
+    dispatch::fan_out(&app.state.notify).await.unwrap();
+    for h in dispatch::deliver_due(&app.state.notify, chrono::Utc::now() + ahead)
         .await
         .unwrap()
     {
@@ -232,7 +233,7 @@ async fn no_outbox_rows_without_an_endpoint_and_a_new_one_hears_what_follows() {
     assert_eq!(app.process_inbox().await, 1);
     let notes = || entity::notification::Entity::find().count(&app.state.db);
     assert_eq!(notes().await.unwrap(), 0);
-    assert_eq!(dispatch::fan_out(&app.state).await.unwrap(), 0);
+    assert_eq!(dispatch::fan_out(&app.state.notify).await.unwrap(), 0);
     assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
 
     let rx = Receiver::start(&[Reply::Status(204)]).await;
@@ -269,8 +270,18 @@ async fn admin_actions_and_the_expiry_timer_are_announced_once() {
 
     // Three days later, the timer says it ended, once.
     let later = chrono::Utc::now() + chrono::TimeDelta::days(4);
-    assert_eq!(entitlements::announce_expiries(&app.state, later).await.unwrap(), 1);
-    assert_eq!(entitlements::announce_expiries(&app.state, later).await.unwrap(), 0);
+    assert_eq!(
+        porteiro::pipeline::outbox::announce_expiries(&app.state.db, later)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        porteiro::pipeline::outbox::announce_expiries(&app.state.db, later)
+            .await
+            .unwrap(),
+        0
+    );
     now_pump(&app).await;
     let got = rx.got();
     assert_eq!(got.len(), 2);
@@ -685,8 +696,8 @@ async fn the_running_dispatcher_sends_a_burst_through_one_slot() {
         .await;
     }
     // Started after the burst, so no grant's own wake-up helps it along.
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let dispatcher = tokio::spawn(dispatch::run(app.state.clone(), stopped));
+    let mut jobs = porteiro::jobs::Jobs::default();
+    porteiro::app::start_dispatcher(&mut jobs, &app.state);
     // Generous: at one send per one-second tick this would take 40 s.
     for _ in 0..200 {
         if rx.got().len() >= N {
@@ -694,8 +705,7 @@ async fn the_running_dispatcher_sends_a_burst_through_one_slot() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    stop.send(true).unwrap();
-    dispatcher.await.unwrap();
+    jobs.stop().await;
     let mut emails: Vec<String> = rx
         .got()
         .iter()

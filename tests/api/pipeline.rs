@@ -297,8 +297,8 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
     assert_eq!(state_of(&app.access(ANA).await).0, "ACTIVE");
     // A real worker, started as `serve` does, drains on its own too.
     assert_eq!(app.post_hotmart(&recent("purchase_chargeback.json", &[])).await.0, 200);
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let worker = tokio::spawn(app.state.clone().run_worker(rx));
+    let mut worker = porteiro::jobs::Jobs::default();
+    porteiro::app::start_worker(&mut worker, &app.state).unwrap();
     let mut revoked = false;
     for _ in 0..100 {
         if app.access(ANA).await[0]["status"] == "REVOKED" {
@@ -307,8 +307,7 @@ async fn events_stored_before_a_restart_are_processed_after_it() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    tx.send(true).unwrap();
-    worker.await.unwrap();
+    worker.stop().await;
     assert!(revoked, "the worker processed the chargeback");
 }
 
@@ -465,7 +464,7 @@ async fn all_access(app: &TestApp) -> Vec<(String, String, bool, Value)> {
 async fn a_batch_ends_where_one_event_at_a_time_ends_and_writes_only_real_ids() {
     use sea_orm::EntityTrait;
     let bodies = mixed_deliveries();
-    assert!(bodies.len() < porteiro::services::processor::BATCH as usize);
+    assert!(bodies.len() < porteiro::pipeline::worker::BATCH as usize);
 
     let (one_by_one, _) = app_with_plan().await;
     deliver(&one_by_one, &bodies).await;
@@ -537,7 +536,7 @@ async fn a_batch_ends_where_one_event_at_a_time_ends_and_writes_only_real_ids() 
 async fn a_batch_decided_before_the_one_ahead_committed_is_decided_again() {
     use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
     const RULE: &str = "fn decide(e, t, a) { if a == () { grant_until(e.occurred_at + days(30)) } else { ignore(\"holds it already\") } }";
-    let n = 3 * porteiro::services::processor::BATCH as usize + 5;
+    let n = 3 * porteiro::pipeline::worker::BATCH as usize + 5;
     let (app, _) = app_with_plan().await;
     let saved = app
         .gql(

@@ -19,8 +19,14 @@ use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set,
 };
 
-use super::notifications::{DEAD, DELIVERED, PENDING};
-use crate::{AppError, AppResult, AppState};
+use sea_orm::DatabaseConnection;
+
+use crate::secrets::{self, SecretBox};
+use crate::{AppError, AppResult};
+
+pub const PENDING: &str = "PENDING";
+pub const DELIVERED: &str = "DELIVERED";
+pub const DEAD: &str = "DEAD";
 
 /// Waits after the 1st, 2nd… failed attempt: 8 attempts over about 27 hours, as Standard
 /// Webhooks senders do.
@@ -90,14 +96,16 @@ impl reqwest::dns::Resolve for PublicOnly {
 
 /// The dispatcher's HTTP client and what it is sending right now.
 pub struct Dispatcher {
+    db: DatabaseConnection,
+    secrets: SecretBox,
     http: reqwest::Client,
     allow_private: bool,
     in_flight: Mutex<HashMap<i32, usize>>,
-    wake: tokio::sync::Notify,
+    wake: Arc<tokio::sync::Notify>,
 }
 
 impl Dispatcher {
-    pub fn new(allow_private: bool) -> Self {
+    pub fn new(db: DatabaseConnection, secrets: SecretBox, allow_private: bool) -> Self {
         let mut b = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
@@ -107,15 +115,22 @@ impl Dispatcher {
             b = b.dns_resolver(Arc::new(PublicOnly));
         }
         Dispatcher {
+            db,
+            secrets,
             http: b.build().unwrap_or_default(),
             allow_private,
             in_flight: Mutex::new(HashMap::new()),
-            wake: tokio::sync::Notify::new(),
+            wake: Arc::new(tokio::sync::Notify::new()),
         }
     }
 
     pub fn wake(&self) {
         self.wake.notify_one();
+    }
+
+    /// What [`Self::wake`] notifies (the job registry waits on it).
+    pub fn wake_handle(&self) -> Arc<tokio::sync::Notify> {
+        self.wake.clone()
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
@@ -135,12 +150,12 @@ impl Drop for Slot {
 }
 
 /// Creates the deliveries of new notifications, one per enabled endpoint whose filter takes it.
-pub async fn fan_out(state: &AppState) -> AppResult<usize> {
+pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
     let fresh = note::Entity::find()
         .filter(note::Column::FannedOut.eq(false))
         .order_by_asc(note::Column::Id)
         .limit(500)
-        .all(&state.db)
+        .all(&d.db)
         .await?;
     if fresh.is_empty() {
         return Ok(0);
@@ -148,13 +163,13 @@ pub async fn fan_out(state: &AppState) -> AppResult<usize> {
     let mut apps: Vec<i32> = fresh.iter().map(|n| n.app_id).collect();
     apps.sort();
     apps.dedup();
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = crate::db::write_txn(&d.db).await?;
     let endpoints = ep::Entity::find()
         .filter(ep::Column::AppId.is_in(apps))
         .filter(ep::Column::Enabled.eq(true))
         .all(&txn)
         .await?;
-    let now = super::now();
+    let now = chrono::Utc::now();
     let mut rows = Vec::new();
     for n in &fresh {
         for e in endpoints.iter().filter(|e| e.app_id == n.app_id) {
@@ -196,8 +211,8 @@ pub async fn fan_out(state: &AppState) -> AppResult<usize> {
 
 /// Claims the deliveries due at `now` that their endpoints have room for, and sends each on its
 /// own task. The handles are returned so a caller (a test, a command) can wait for them.
-pub async fn deliver_due(state: &AppState, now: DateTime<Utc>) -> AppResult<Vec<tokio::task::JoinHandle<()>>> {
-    let txn = crate::db::write_txn(&state.db).await?;
+pub async fn deliver_due(d: &Arc<Dispatcher>, now: DateTime<Utc>) -> AppResult<Vec<tokio::task::JoinHandle<()>>> {
+    let txn = crate::db::write_txn(&d.db).await?;
     let mut q = delivery::Entity::find()
         .filter(delivery::Column::Status.eq(PENDING))
         .filter(delivery::Column::NextAttemptAt.lte(now))
@@ -227,9 +242,9 @@ pub async fn deliver_due(state: &AppState, now: DateTime<Utc>) -> AppResult<Vec<
         .collect();
     let mut taken = Vec::new();
     {
-        let mut slots = state.notify.slots();
-        for d in due {
-            let Some(e) = endpoints.get(&d.endpoint_id) else {
+        let mut slots = d.slots();
+        for row in due {
+            let Some(e) = endpoints.get(&row.endpoint_id) else {
                 continue;
             };
             let used = slots.entry(e.id).or_insert(0);
@@ -237,45 +252,45 @@ pub async fn deliver_due(state: &AppState, now: DateTime<Utc>) -> AppResult<Vec<
                 continue;
             }
             *used += 1;
-            taken.push((Slot(state.notify.clone(), e.id), e.clone(), d));
+            taken.push((Slot(d.clone(), e.id), e.clone(), row));
         }
     }
-    let real_now = super::now();
-    for (_, e, d) in &taken {
+    let real_now = chrono::Utc::now();
+    for (_, e, row) in &taken {
         // The lease: nobody else takes it until the send had time to end.
         let lease = real_now + chrono::TimeDelta::milliseconds(e.timeout_ms as i64 + 30_000);
         delivery::Entity::update_many()
             .col_expr(delivery::Column::NextAttemptAt, Some(lease).into())
-            .filter(delivery::Column::Id.eq(d.id))
+            .filter(delivery::Column::Id.eq(row.id))
             .exec(&txn)
             .await?;
     }
     txn.commit().await?;
     let mut notes: HashMap<i32, note::Model> = HashMap::new();
-    let wanted: Vec<i32> = taken.iter().map(|(_, _, d)| d.notification_id).collect();
+    let wanted: Vec<i32> = taken.iter().map(|(_, _, row)| row.notification_id).collect();
     for chunk in wanted.chunks(500) {
         for n in note::Entity::find()
             .filter(note::Column::Id.is_in(chunk.to_vec()))
-            .all(&state.db)
+            .all(&d.db)
             .await?
         {
             notes.insert(n.id, n);
         }
     }
     let mut handles = Vec::new();
-    for (slot, e, d) in taken {
-        let Some(n) = notes.get(&d.notification_id).cloned() else {
+    for (slot, e, row) in taken {
+        let Some(n) = notes.get(&row.notification_id).cloned() else {
             continue;
         };
-        let state = state.clone();
+        let dispatcher = d.clone();
         handles.push(tokio::spawn(async move {
             let _slot = slot;
-            if let Err(err) = attempt(&state, &e, &n, d).await {
+            if let Err(err) = attempt(&dispatcher, &e, &n, row).await {
                 err.log();
             }
             // A slot is free: the next due delivery of this endpoint need not wait for the tick.
             drop(_slot);
-            state.wake_dispatcher();
+            dispatcher.wake();
         }));
     }
     Ok(handles)
@@ -307,15 +322,15 @@ pub fn sign(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> App
     ])
 }
 
-async fn send(state: &AppState, e: &ep::Model, n: &note::Model) -> AppResult<Outcome> {
-    let now = super::now();
-    let secrets = super::notifications::signing_secrets(state, e, now)?;
+async fn send(d: &Dispatcher, e: &ep::Model, n: &note::Model) -> AppResult<Outcome> {
+    let now = chrono::Utc::now();
+    let secrets = signing_secrets(&d.secrets, e, now)?;
     let headers = sign(&secrets, &n.msg_id, now.timestamp(), &n.payload)?;
     let started = Instant::now();
     let elapsed = |t: Instant| t.elapsed().as_millis().min(i32::MAX as u128) as i32;
     // Literal addresses never reach the resolver: checked here.
-    if !state.notify.allow_private
-        && let Err(m) = super::notifications::check_url(&e.url, false)
+    if !d.allow_private
+        && let Err(m) = check_url(&e.url, false)
     {
         return Ok(Outcome {
             status: None,
@@ -324,8 +339,7 @@ async fn send(state: &AppState, e: &ep::Model, n: &note::Model) -> AppResult<Out
             latency_ms: 0,
         });
     }
-    let mut req = state
-        .notify
+    let mut req = d
         .http
         .post(&e.url)
         .timeout(Duration::from_millis(e.timeout_ms.max(1) as u64))
@@ -390,15 +404,16 @@ pub fn next_wait(attempts: i32) -> Option<Duration> {
 
 /// Sends one delivery now and records the attempt and its consequence.
 pub async fn attempt(
-    state: &AppState,
+    dispatcher: &Dispatcher,
     e: &ep::Model,
     n: &note::Model,
     d: delivery::Model,
 ) -> AppResult<delivery::Model> {
-    let out = send(state, e, n).await?;
-    let now = super::now();
+    let out = send(dispatcher, e, n).await?;
+    let db = &dispatcher.db;
+    let now = chrono::Utc::now();
     let attempts = d.attempts + 1;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = crate::db::write_txn(db).await?;
     attempt_row::ActiveModel {
         delivery_id: Set(d.id),
         attempted_at: Set(now),
@@ -460,43 +475,133 @@ pub async fn attempt(
     Ok(row)
 }
 
-/// Fans out, announces passed ends and sends what is due, until shutdown. Woken after access
-/// changes; otherwise every second.
-pub async fn run(state: AppState, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-    let mut last_sweep = Instant::now() - Duration::from_secs(60);
-    let mut last_prune = Instant::now();
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        if let Err(e) = fan_out(&state).await {
-            e.log();
-        }
-        if last_sweep.elapsed() >= Duration::from_secs(5) {
-            last_sweep = Instant::now();
-            match super::entitlements::announce_expiries(&state, super::now()).await {
-                Ok(n) if n > 0 => {
-                    let _ = fan_out(&state).await;
-                }
-                Ok(_) => {}
-                Err(e) => e.log(),
+/// One round of the dispatcher job: fan new notifications out, then send what is due.
+pub async fn round(d: &Arc<Dispatcher>) -> AppResult<()> {
+    let fanned = fan_out(d).await;
+    let sent = deliver_due(d, chrono::Utc::now()).await.map(|_| ());
+    fanned.and(sent)
+}
+
+/// The secrets that sign a delivery now: the current one, and the previous one during its
+/// overlap window.
+pub fn signing_secrets(secrets: &SecretBox, e: &ep::Model, now: DateTime<Utc>) -> AppResult<Vec<String>> {
+    let open = |stored: &str, previous: bool| {
+        let (app_id, field) = secret_slot(e.app_id, &e.uid, previous);
+        secrets
+            .decrypt(stored, secrets::Slot { app_id, field: &field })
+            .map_err(|err| {
+                AppError::Misconfigured(format!(
+                    "the signing secret of endpoint {} cannot be decrypted: {err}",
+                    e.uid
+                ))
+            })
+    };
+    let mut out = vec![open(&e.secret, false)?];
+    if let (Some(prev), Some(until)) = (&e.previous_secret, e.previous_secret_until)
+        && until > now
+    {
+        out.push(open(prev, true)?);
+    }
+    Ok(out)
+}
+
+/// Checks an endpoint URL: http(s), a host, no credentials, and (unless the operator allows it)
+/// no loopback, private or link-local address written into it. Names are checked again when
+/// they are resolved, at every send.
+pub fn check_url(raw: &str, allow_private: bool) -> Result<reqwest::Url, String> {
+    let raw = raw.trim();
+    if raw.len() > 2000 {
+        return Err("the URL is longer than 2000 characters".into());
+    }
+    let url = reqwest::Url::parse(raw).map_err(|e| format!("not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err("the URL must start with https:// (or http://)".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put no credentials in the URL; verify the signature instead".into());
+    }
+    let Some(host) = url.host() else {
+        return Err("the URL has no host".into());
+    };
+    if !allow_private {
+        let local = match host {
+            url::Host::Ipv4(ip) => !is_public(ip.into()),
+            url::Host::Ipv6(ip) => !is_public(ip.into()),
+            url::Host::Domain(d) => {
+                let d = d.trim_end_matches('.').to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost")
             }
-        }
-        if last_prune.elapsed() >= Duration::from_secs(3600) {
-            last_prune = Instant::now();
-            if let Err(e) = super::notifications::prune(&state, state.settings.notify_retention_days).await {
-                e.log();
-            }
-        }
-        if let Err(e) = deliver_due(&state, super::now()).await {
-            e.log();
-        }
-        tokio::select! {
-            _ = state.notify.wake.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            _ = shutdown.changed() => return,
+        };
+        if local {
+            return Err(
+                "the URL points at a loopback, private or link-local address; an operator can allow that with PORTEIRO_NOTIFY_ALLOW_PRIVATE_TARGETS=true"
+                    .into(),
+            );
         }
     }
+    Ok(url)
+}
+
+/// Ends of retention: delivered or dead notifications older than `days` are deleted with their
+/// deliveries and attempts, so the outbox does not grow forever.
+pub async fn prune(db: &DatabaseConnection, days: i64) -> AppResult<u64> {
+    let cutoff = chrono::Utc::now() - chrono::TimeDelta::days(days);
+    let old: Vec<i32> = note::Entity::find()
+        .select_only()
+        .column(note::Column::Id)
+        .filter(note::Column::FannedOut.eq(true))
+        .filter(note::Column::CreatedAt.lt(cutoff))
+        .limit(1000)
+        .into_tuple()
+        .all(db)
+        .await?;
+    if old.is_empty() {
+        return Ok(0);
+    }
+    let pending: Vec<i32> = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::NotificationId)
+        .filter(delivery::Column::NotificationId.is_in(old.clone()))
+        .filter(delivery::Column::Status.eq(PENDING))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let done: Vec<i32> = old.into_iter().filter(|id| !pending.contains(id)).collect();
+    let txn = crate::db::write_txn(db).await?;
+    let ds: Vec<i32> = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::Id)
+        .filter(delivery::Column::NotificationId.is_in(done.clone()))
+        .into_tuple()
+        .all(&txn)
+        .await?;
+    for chunk in ds.chunks(500) {
+        attempt_row::Entity::delete_many()
+            .filter(attempt_row::Column::DeliveryId.is_in(chunk.to_vec()))
+            .exec(&txn)
+            .await?;
+    }
+    delivery::Entity::delete_many()
+        .filter(delivery::Column::NotificationId.is_in(done.clone()))
+        .exec(&txn)
+        .await?;
+    let n = note::Entity::delete_many()
+        .filter(note::Column::Id.is_in(done))
+        .exec(&txn)
+        .await?
+        .rows_affected;
+    txn.commit().await?;
+    Ok(n)
+}
+
+/// Where an endpoint's signing secret (or the previous one) is sealed.
+pub fn secret_slot(app_id: i32, uid: &str, previous: bool) -> (i32, String) {
+    let field = if previous {
+        format!("notify_secret_previous:{uid}")
+    } else {
+        format!("notify_secret:{uid}")
+    };
+    (app_id, field)
 }
 
 #[cfg(test)]

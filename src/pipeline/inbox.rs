@@ -2,18 +2,14 @@
 use chrono::{DateTime, Utc};
 use entity::webhook_event as we;
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, QueryTrait, Set,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Set,
     TryInsertResult,
 };
-use serde_json::json;
 
-use super::audit::{self, Entry};
-use super::{Page, Paged};
-use crate::auth::Principal;
-use crate::{AppError, AppResult, AppState};
+use crate::{AppError, AppResult};
 
 pub const PENDING: &str = "pending";
-const PROVIDER: &str = "hotmart";
+pub const PROVIDER: &str = "hotmart";
 pub const ORIGIN_WEBHOOK: &str = "webhook";
 pub const ORIGIN_RECONCILE: &str = "reconcile";
 
@@ -36,23 +32,6 @@ pub struct RecordInput {
 pub enum Recorded {
     New(i32),
     Duplicate,
-}
-
-/// Stores a delivery (through the group-committing writer) and answers once it is on disk. A
-/// known event id changes nothing, however many copies race in.
-pub async fn record(state: &AppState, input: RecordInput) -> AppResult<Recorded> {
-    // Redeliveries are common (retry storms, Hotmart resending what timed out): one stored in
-    // the last hour is answered from memory, without touching the database. Any other copy goes
-    // to the writer, whose insert decides against the unique index (so a new event costs no
-    // read before its write, and copies racing in on several writers cannot both be new).
-    if state.ingest.recent.contains(input.app_id, &input.event_id) {
-        return Ok(Recorded::Duplicate);
-    }
-    let (app_id, event_id) = (input.app_id, input.event_id.clone());
-    let r = state.ingest.submit(input).await?;
-    // Only once it is on disk: a hit must never answer for an event that is not stored.
-    state.ingest.recent.insert(app_id, &event_id);
-    Ok(r)
 }
 
 /// How many deliveries may wait for the writers (and be in flight over HTTP); past that, 503 at
@@ -82,9 +61,6 @@ pub struct Ingest {
     tx: flume::Sender<Job>,
     /// (app, event id) of deliveries stored lately (in this process).
     recent: Recent,
-    /// Dropped with the writers' side: the database maintenance (`db::spawn_maintenance`) stops
-    /// with it.
-    _maintenance: flume::Sender<()>,
     /// When the last delivery came in, in milliseconds since [`EPOCH`] plus one (0: never).
     last_delivery: std::sync::atomic::AtomicU64,
     /// A count of the backlog for `/metrics` is running ([`measure_backlog`]).
@@ -247,6 +223,23 @@ static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new
 const BUSY_FOR: std::time::Duration = std::time::Duration::from_millis(250);
 
 impl Ingest {
+    /// Stores a delivery (through the group-committing writer) and answers once it is on disk. A
+    /// known event id changes nothing, however many copies race in.
+    pub async fn record(&self, input: RecordInput) -> AppResult<Recorded> {
+        // Redeliveries are common (retry storms, Hotmart resending what timed out): one stored in
+        // the last hour is answered from memory, without touching the database. Any other copy goes
+        // to the writer, whose insert decides against the unique index (so a new event costs no
+        // read before its write, and copies racing in on several writers cannot both be new).
+        if self.recent.contains(input.app_id, &input.event_id) {
+            return Ok(Recorded::Duplicate);
+        }
+        let (app_id, event_id) = (input.app_id, input.event_id.clone());
+        let r = self.submit(input).await?;
+        // Only once it is on disk: a hit must never answer for an event that is not stored.
+        self.recent.insert(app_id, &event_id);
+        Ok(r)
+    }
+
     pub fn start(db: sea_orm::DatabaseConnection) -> Ingest {
         let (tx, rx) = flume::bounded(INGEST_QUEUE);
         let writers = match db.get_database_backend() {
@@ -258,10 +251,8 @@ impl Ingest {
         for _ in 0..writers {
             tokio::spawn(writer(db.clone(), rx.clone(), touched.clone(), failing.clone()));
         }
-        let (maintenance, stop) = flume::bounded(1);
-        crate::db::spawn_maintenance(db, stop);
+        drop(db);
         Ingest {
-            _maintenance: maintenance,
             last_delivery: Default::default(),
             counting_backlog: Default::default(),
             failing,
@@ -270,7 +261,7 @@ impl Ingest {
         }
     }
 
-    pub async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
+    async fn submit(&self, input: RecordInput) -> AppResult<Recorded> {
         let now = EPOCH.elapsed().as_millis() as u64 + 1;
         self.last_delivery.store(now, std::sync::atomic::Ordering::Relaxed);
         let unavailable = |why: &str| AppError::Unavailable(sea_orm::DbErr::Custom(why.to_string()));
@@ -370,7 +361,7 @@ async fn touch(db: &sea_orm::DatabaseConnection, touched: &Touched, inputs: &[&R
         }
     }
     for (app_id, is_test) in due {
-        if let Err(e) = super::integration::touch_received(db, app_id, is_test).await {
+        if let Err(e) = touch_received(db, app_id, is_test).await {
             e.log();
         }
     }
@@ -470,7 +461,7 @@ fn active_model(input: RecordInput) -> we::ActiveModel {
         format: Set(input.format.into()),
         raw_body: Set(input.raw),
         headers: Set(input.headers.to_string()),
-        received_at: Set(super::now()),
+        received_at: Set(chrono::Utc::now()),
         occurred_at: Set(input.occurred_at),
         status: Set(if input.unreadable.is_some() { "failed" } else { PENDING }.into()),
         error: Set(input.unreadable),
@@ -517,128 +508,6 @@ pub async fn known_ids(
     Ok(out)
 }
 
-#[derive(Debug, Clone, Default)]
-pub struct EventFilter {
-    pub status: Option<String>,
-    pub event_type: Option<String>,
-    pub email: Option<String>,
-    /// Received at or after.
-    pub since: Option<chrono::DateTime<chrono::Utc>>,
-    /// Received before.
-    pub until: Option<chrono::DateTime<chrono::Utc>>,
-}
-
-/// Newest first.
-pub async fn list(db: &impl ConnectionTrait, app_id: i32, f: EventFilter, page: Page) -> AppResult<Paged<we::Model>> {
-    let mut q = we::Entity::find().filter(we::Column::AppId.eq(app_id));
-    if let Some(s) = f.status {
-        q = q.filter(we::Column::Status.eq(s.to_lowercase()));
-    }
-    if let Some(t) = f.event_type {
-        q = q.filter(we::Column::EventType.eq(t.to_uppercase()));
-    }
-    if let Some(e) = f.email {
-        q = q.filter(we::Column::Email.eq(e.trim().to_lowercase()));
-    }
-    if let Some(t) = f.since {
-        q = q.filter(we::Column::ReceivedAt.gte(t));
-    }
-    if let Some(t) = f.until {
-        q = q.filter(we::Column::ReceivedAt.lt(t));
-    }
-    if let Some(after) = page.after {
-        q = q.filter(we::Column::Id.lt(after));
-    }
-    let rows = q.order_by_desc(we::Column::Id).limit(page.first + 1).all(db).await?;
-    Ok(Paged::from_probe(rows, page.first))
-}
-
-pub async fn get(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<we::Model> {
-    we::Entity::find_by_id(id)
-        .filter(we::Column::AppId.eq(app_id))
-        .one(db)
-        .await?
-        .ok_or_else(|| AppError::not_found(format!("webhook event {id} not found")))
-}
-
-/// Puts an event back in the queue, e.g. after fixing a script or linking its product.
-pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we::Model> {
-    who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
-    let row = get(&txn, who.app_id, id).await?;
-    if row.status == PENDING {
-        return Err(AppError::Conflict(format!(
-            "webhook event {id} is already waiting to be processed"
-        )));
-    }
-    let before = json!({"status": row.status, "error": row.error});
-    let mut am: we::ActiveModel = row.into();
-    am.status = Set(PENDING.into());
-    am.error = Set(None);
-    let row = am.update(&txn).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "webhook.replay",
-            target: format!("webhook_event:{id}"),
-            before: Some(before),
-            after: Some(json!({"status": PENDING})),
-            reason: "",
-        },
-    )
-    .await?;
-    txn.commit().await?;
-    state.wake_worker();
-    Ok(row)
-}
-
-/// Statuses an admin may send back to the queue in bulk.
-pub const REPLAYABLE: &[&str] = &["failed", "unmapped", "ignored"];
-
-/// Queues every event of the app in `status` (optionally of one type) again, e.g. all `unmapped`
-/// events after linking a product, or all `failed` ones after fixing a rule. Returns how many.
-pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_type: Option<&str>) -> AppResult<u64> {
-    who.require_admin()?;
-    let status = status.trim().to_lowercase();
-    if !REPLAYABLE.contains(&status.as_str()) {
-        return Err(AppError::InvalidFields(vec![(
-            "status".into(),
-            format!("only {} events can be replayed in bulk", REPLAYABLE.join(", ")),
-        )]));
-    }
-    let txn = crate::db::write_txn(&state.db).await?;
-    let mut q = we::Entity::update_many()
-        .col_expr(we::Column::Status, sea_orm::sea_query::Expr::value(PENDING))
-        .col_expr(
-            we::Column::Error,
-            sea_orm::sea_query::Expr::value(Option::<String>::None),
-        )
-        .filter(we::Column::AppId.eq(who.app_id))
-        .filter(we::Column::Status.eq(status.clone()));
-    if let Some(t) = event_type {
-        q = q.filter(we::Column::EventType.eq(t.trim().to_uppercase()));
-    }
-    let n = q.exec(&txn).await?.rows_affected;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "webhook.replay_all",
-            target: format!("webhook_events:{status}"),
-            before: None,
-            after: Some(json!({"queued": n, "eventType": event_type})),
-            reason: "",
-        },
-    )
-    .await?;
-    txn.commit().await?;
-    state.wake_worker();
-    Ok(n)
-}
-
 /// How long a `/metrics` scrape waits for the backlog count.
 pub const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -646,13 +515,13 @@ pub const BACKLOG_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 /// One count runs at a time in a process: one that outlasts the wait (a backlog of millions, a
 /// database that hangs) goes on and sets the gauge when it ends, for the next scrape, and the
 /// scrapes meanwhile start no other. A count that fails leaves the gauge as it was.
-pub async fn measure_backlog(state: &AppState) {
+pub async fn measure_backlog(ingest: &std::sync::Arc<Ingest>, db: &sea_orm::DatabaseConnection) {
     use std::sync::atomic::Ordering;
-    let ingest = state.ingest.clone();
+    let ingest = ingest.clone();
     if ingest.counting_backlog.swap(true, Ordering::AcqRel) {
         return;
     }
-    let db = state.db.clone();
+    let db = db.clone();
     let count = tokio::spawn(async move {
         if let Ok(n) = pending_count(&db).await {
             crate::telemetry::inbox_pending(n);
@@ -668,4 +537,25 @@ pub async fn pending_count(db: &impl ConnectionTrait) -> AppResult<u64> {
         .filter(we::Column::Status.eq(PENDING))
         .count(db)
         .await?)
+}
+
+/// "Last heard from Hotmart" (and, for a test event, "last test event").
+async fn touch_received(db: &impl ConnectionTrait, app_id: i32, is_test: bool) -> AppResult<()> {
+    use entity::hotmart_integration as hi;
+    use sea_orm::sea_query::Expr;
+    let now = chrono::Utc::now();
+    let mut q = hi::Entity::update_many().col_expr(hi::Column::LastWebhookAt, Expr::value(now));
+    if is_test {
+        q = q.col_expr(hi::Column::LastTestEventAt, Expr::value(now));
+    }
+    q.filter(hi::Column::AppId.eq(app_id)).exec(db).await?;
+    Ok(())
+}
+
+/// Sends one event back to the queue (a replay), in the caller's transaction.
+pub async fn requeue(db: &impl ConnectionTrait, row: we::Model) -> AppResult<we::Model> {
+    let mut am: we::ActiveModel = row.into();
+    am.status = Set(PENDING.into());
+    am.error = Set(None);
+    Ok(am.update(db).await?)
 }

@@ -8,8 +8,71 @@ use entity::{entitlement, notification, notification_endpoint};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::{Value, json};
 
+use sea_orm::{DatabaseConnection, QueryOrder};
+
+use super::history;
 use crate::domain::{EntitlementStatus, Fact, TargetKind};
 use crate::{AppError, AppResult};
+
+/// Announces the end of rows about to be deleted with their target (in the caller's
+/// transaction, before the delete).
+pub async fn announce_removal(
+    db: &impl ConnectionTrait,
+    rows: &[entitlement::Model],
+    actor: &str,
+    reason: &str,
+) -> AppResult<()> {
+    let now = chrono::Utc::now();
+    let cause = json!({"kind": "admin", "eventType": "TARGET_DELETED", "actor": actor, "reason": reason});
+    for r in rows {
+        let email = history::email_of(db, r.buyer_id).await?;
+        let news = transitions(Some(&side_of(r, &email, now)), None);
+        let mut r = r.clone();
+        r.version += news.len() as i64;
+        announce(db, &r, &news, &cause).await?;
+    }
+    Ok(())
+}
+
+/// Announces the ends that passed (`access.expired`) and were not announced yet: the
+/// notifications' timer (a read needs none: expiry is evaluated when read).
+pub async fn announce_expiries(db: &DatabaseConnection, now: DateTime<Utc>) -> AppResult<usize> {
+    let due = entitlement::Entity::find()
+        .filter(entitlement::Column::ExpiryNoted.eq(false))
+        .filter(entitlement::Column::ExpiresAt.lte(now))
+        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .order_by_asc(entitlement::Column::ExpiresAt)
+        .limit(500)
+        .all(db)
+        .await?;
+    let mut n = 0;
+    for row in due {
+        let txn = crate::db::write_txn(db).await?;
+        history::lock_source(&txn, row.app_id, &row.source).await?;
+        // Read again under the lock: a recompute may have moved the end or announced it.
+        let Some(row) = entitlement::Entity::find_by_id(row.id).one(&txn).await? else {
+            continue;
+        };
+        let due = !row.expiry_noted && row.expires_at.is_some_and(|t| t <= now);
+        if !due {
+            continue;
+        }
+        let email = history::email_of(&txn, row.buyer_id).await?;
+        let before = side_of(&row, &email, now);
+        let mut after = before.clone();
+        after.status = EntitlementStatus::Expired;
+        let news = transitions(Some(&before), Some(&after));
+        let mut am: entitlement::ActiveModel = row.clone().into();
+        am.expiry_noted = Set(true);
+        am.version = Set(row.version + news.len() as i64);
+        let row = am.update(&txn).await?;
+        let cause = json!({"kind": "timer", "actor": "timer", "reason": "the paid-through date passed"});
+        announce(&txn, &row, &news, &cause).await?;
+        txn.commit().await?;
+        n += 1;
+    }
+    Ok(n)
+}
 
 /// Every event type an endpoint can subscribe to.
 pub const EVENT_TYPES: &[&str] = &[
@@ -98,7 +161,7 @@ pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) ->
     if counts.is_empty() {
         return Ok(());
     }
-    let day = super::now().format("%Y-%m-%d").to_string();
+    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
     let mut values: Vec<sea_orm::Value> = Vec::with_capacity(counts.len() * 4);
     for ((app_id, kind), n) in &counts {
         values.extend([(*app_id).into(), day.clone().into(), (*kind).into(), (*n).into()]);
@@ -132,7 +195,7 @@ pub async fn announce(
     let mut names = HashMap::new();
     for a in news {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.side.target) {
-            let n = super::catalog::target(db, row.app_id, a.side.target.0, a.side.target.1)
+            let n = super::targets::target(db, row.app_id, a.side.target.0, a.side.target.1)
                 .await?
                 .map(|t| t.name);
             slot.insert(n);
@@ -154,7 +217,7 @@ pub fn models(
     cause: &Value,
     names: &HashMap<(TargetKind, i32), Option<String>>,
 ) -> AppResult<Vec<notification::ActiveModel>> {
-    let now = super::now();
+    let now = chrono::Utc::now();
     news.iter()
         .enumerate()
         .map(|(i, a)| {
@@ -313,7 +376,7 @@ fn model(
         version: Set(version),
         payload: Set(serde_json::to_string(payload).map_err(AppError::internal)?),
         fanned_out: Set(fanned_out),
-        created_at: Set(super::now()),
+        created_at: Set(chrono::Utc::now()),
         ..Default::default()
     })
 }

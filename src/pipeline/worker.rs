@@ -11,12 +11,13 @@ use sea_orm::sea_query::{LockBehavior, LockType};
 use super::access_cache::Changed;
 use std::collections::BTreeSet;
 
+use super::Pipeline;
 use super::ledger::{Ledger, Outcome};
-use super::{catalog, entitlements, inbox};
+use super::{history, inbox, scripts, targets};
+use crate::AppResult;
 use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target};
 use crate::hotmart::{self, Format};
 use crate::rules::CurrentAccess;
-use crate::{AppResult, AppState};
 
 /// What processing one delivery concluded, before anything is written.
 #[derive(Debug, Clone)]
@@ -49,7 +50,7 @@ impl Evaluation {
 
 /// Parses, maps and runs the rules for one body. Reads only; `simulateWebhook` uses it as is.
 pub async fn evaluate(
-    state: &AppState,
+    state: &Pipeline,
     db: &impl ConnectionTrait,
     app_id: i32,
     format: Format,
@@ -66,7 +67,7 @@ pub async fn evaluate(
 struct Ready {
     ev: PaymentEvent,
     target: Target,
-    script: super::rules::ActiveScript,
+    script: crate::rules::ActiveScript,
     source: String,
     /// The event's product links to nothing now; `target` is where the source's access sits.
     /// Such an event may take access away, never give it.
@@ -80,7 +81,7 @@ enum Stage {
 }
 
 /// Checks and maps an understood event and finds its script. Reads only (cached).
-async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: PaymentEvent) -> AppResult<Stage> {
+async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: PaymentEvent) -> AppResult<Stage> {
     let done = |e| Ok(Stage::Done(e));
     if ev.is_test {
         return done(Evaluation::stop(
@@ -114,7 +115,8 @@ async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: P
             "event has neither a transaction nor a subscriber code",
         ));
     };
-    let linked = catalog::resolve_cached(state, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?;
+    let linked =
+        targets::resolve_cached(&state.hot, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?;
     // A source that already exists keeps hearing of its facts when its product was unlinked
     // since (a catalogue reorganised): what it was granted stays answerable to refunds.
     let (target, unlinked) = match linked {
@@ -130,7 +132,7 @@ async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: P
             }
         },
     };
-    let Some(script) = super::rules::active_cached(state, db, app_id, ev.kind.as_str()).await? else {
+    let Some(script) = scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await? else {
         let why = format!("no rule for {}", ev.kind.as_str());
         return done(Evaluation::stop(Some(ev), "ignored", why));
     };
@@ -145,13 +147,13 @@ async fn prepare(state: &AppState, db: &impl ConnectionTrait, app_id: i32, ev: P
 
 /// The package or plan a source's access sits on now, if the source has any.
 async fn existing_target(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<Target>> {
-    let Some(row) = entitlements::row_of(db, app_id, source).await? else {
+    let Some(row) = history::row_of(db, app_id, source).await? else {
         return Ok(None);
     };
     let Some(kind) = crate::domain::TargetKind::parse(&row.target_kind) else {
         return Ok(None);
     };
-    catalog::target(db, app_id, kind, row.target_id).await
+    targets::target(db, app_id, kind, row.target_id).await
 }
 
 /// Runs the script (CPU work with a time budget: callers keep it off the request threads).
@@ -208,14 +210,14 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
     }
 }
 
-async fn decide_blocking(state: &AppState, r: Ready, current: Option<CurrentAccess>) -> AppResult<Evaluation> {
+async fn decide_blocking(state: &Pipeline, r: Ready, current: Option<CurrentAccess>) -> AppResult<Evaluation> {
     let rules = state.rules.clone();
     blocking(move || decide(&rules, r, current)).await
 }
 
 /// Maps an understood event and runs the rules on it. Reads only.
 pub async fn evaluate_event(
-    state: &AppState,
+    state: &Pipeline,
     db: &impl ConnectionTrait,
     app_id: i32,
     ev: PaymentEvent,
@@ -223,9 +225,7 @@ pub async fn evaluate_event(
     match prepare(state, db, app_id, ev).await? {
         Stage::Done(e) => Ok(e),
         Stage::Ready(r) => {
-            let current = entitlements::row_of(db, app_id, &r.source)
-                .await?
-                .map(|e| access_of(&e));
+            let current = history::row_of(db, app_id, &r.source).await?.map(|e| access_of(&e));
             decide_blocking(state, r, current).await
         }
     }
@@ -234,14 +234,14 @@ pub async fn evaluate_event(
 /// What an entitlement gives now, as a rule script sees it.
 fn access_of(r: &entity::entitlement::Model) -> CurrentAccess {
     CurrentAccess {
-        status: EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
+        status: EntitlementStatus::parse(&r.status).effective(r.expires_at, chrono::Utc::now()),
         expires_at: r.expires_at,
     }
 }
 
 /// Evaluates a claimed row again inside the batch's transaction, against the ledger's view.
 async fn reevaluate(
-    state: &AppState,
+    state: &Pipeline,
     txn: &crate::db::WriteTxn,
     ledger: &mut Ledger,
     row: &we::Model,
@@ -266,7 +266,7 @@ fn unreadable(e: impl std::fmt::Display) -> Evaluation {
 /// Processes one given event alone if it is still pending (a reconciliation applying its own
 /// events; a failed batch retried event by event). The worker may have taken it already, which
 /// is as good.
-pub async fn process_row(state: &AppState, id: i32) -> AppResult<Option<i32>> {
+pub async fn process_row(state: &Pipeline, id: i32) -> AppResult<Option<i32>> {
     let txn = crate::db::write_txn(&state.db).await?;
     let mut q = we::Entity::find()
         .filter(we::Column::Status.eq(inbox::PENDING))
@@ -299,7 +299,7 @@ pub async fn process_row(state: &AppState, id: i32) -> AppResult<Option<i32>> {
 /// one bad row cannot stall the inbox; transient errors get retried until then.
 const MAX_ATTEMPTS: i32 = 5;
 
-async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppError) -> AppResult<()> {
+async fn note_failure(state: &Pipeline, id: i32, attempts: i32, e: &crate::AppError) -> AppResult<()> {
     e.log();
     let attempts = attempts + 1;
     let mut am = we::ActiveModel {
@@ -319,7 +319,7 @@ async fn note_failure(state: &AppState, id: i32, attempts: i32, e: &crate::AppEr
 }
 
 /// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
-async fn apply_row(state: &AppState, txn: &crate::db::WriteTxn, row: we::Model) -> AppResult<(&'static str, Changed)> {
+async fn apply_row(state: &Pipeline, txn: &crate::db::WriteTxn, row: we::Model) -> AppResult<(&'static str, Changed)> {
     let eval = evaluate(
         state,
         txn,
@@ -373,7 +373,7 @@ async fn write_outcome(
         // A delivery stored unreadable and read after an upgrade gets its real type.
         event_type: ev.map(|e| e.kind.as_str().to_string()),
         attempts: row.attempts + 1,
-        processed_at: super::now(),
+        processed_at: chrono::Utc::now(),
     });
 
     if let (Some(email), Some(_)) = (&email, &fact) {
@@ -406,7 +406,7 @@ type Prepared = Vec<(we::Model, Evaluation)>;
 /// applied meanwhile, or rows already decided), and parses, maps and decides them, outside the write lock, against what
 /// each source holds at that moment. The CPU work (parsing, the rules) runs on a blocking
 /// thread, so a batch applying concurrently on the same runtime is not held up by it.
-async fn prepare_batch(state: &AppState, skip: &[i32], limit: usize) -> AppResult<Prepared> {
+async fn prepare_batch(state: &Pipeline, skip: &[i32], limit: usize) -> AppResult<Prepared> {
     let mut q = we::Entity::find().filter(we::Column::Status.eq(inbox::PENDING));
     if !skip.is_empty() {
         q = q.filter(we::Column::Id.is_not_in(skip.to_vec()));
@@ -445,7 +445,7 @@ async fn prepare_batch(state: &AppState, skip: &[i32], limit: usize) -> AppResul
             Stage::Done(_) => None,
         })
         .collect();
-    let current = entitlements::rows_of(&state.db, &sources).await?;
+    let current = history::rows_of(&state.db, &sources).await?;
     // Every decision of the batch in one trip to a blocking thread.
     let rules = state.rules.clone();
     blocking(move || {
@@ -481,7 +481,7 @@ struct Applied {
 
 /// Applies a prepared batch in one transaction. If the batch fails, its rows are retried one at
 /// a time, so one bad row is set aside alone.
-async fn apply_prepared(state: &AppState, prepared: Prepared) -> AppResult<Applied> {
+async fn apply_prepared(state: &Pipeline, prepared: Prepared) -> AppResult<Applied> {
     let ids: Vec<i32> = prepared.iter().map(|(r, _)| r.id).collect();
     let started = std::time::Instant::now();
     match apply_batch(state, prepared).await {
@@ -524,7 +524,7 @@ async fn apply_prepared(state: &AppState, prepared: Prepared) -> AppResult<Appli
 /// and a row whose source is no longer what the rules were shown (the batch before it, an
 /// earlier event of its own batch, or another worker changed it) is evaluated again there. So
 /// per-source order and the rules' view are exactly those of one event at a time.
-pub async fn drain_while(state: &AppState, go: impl Fn() -> bool) -> AppResult<usize> {
+pub async fn drain_while(state: &Pipeline, go: impl Fn() -> bool) -> AppResult<usize> {
     let mut n = 0;
     let mut batch = prepare_batch(state, &[], batch_size(state)).await?;
     while !batch.is_empty() {
@@ -567,7 +567,7 @@ pub async fn drain_while(state: &AppState, go: impl Fn() -> bool) -> AppResult<u
 /// yield cannot cut short.
 const BATCH_WHILE_BUSY: usize = 16;
 
-fn batch_size(state: &AppState) -> usize {
+fn batch_size(state: &Pipeline) -> usize {
     if state.db.get_database_backend() == DbBackend::Sqlite && state.ingest.busy() {
         BATCH_WHILE_BUSY
     } else {
@@ -576,14 +576,14 @@ fn batch_size(state: &AppState) -> usize {
 }
 
 /// Processes until the inbox is empty. Returns how many events were handled.
-pub async fn drain(state: &AppState) -> AppResult<usize> {
+pub async fn drain(state: &Pipeline) -> AppResult<usize> {
     drain_while(state, || true).await
 }
 
 /// Applies a batch: claims the rows still pending, then per row in inbox order re-reads its
 /// source and, when that is not what the rules were shown, evaluates it again. Returns each
 /// applied row's status, and the rows left for the next batch when it yielded to ingest.
-async fn apply_batch(state: &AppState, prepared: Prepared) -> AppResult<(Vec<&'static str>, Prepared)> {
+async fn apply_batch(state: &Pipeline, prepared: Prepared) -> AppResult<(Vec<&'static str>, Prepared)> {
     let started = std::time::Instant::now();
     let txn = crate::db::write_txn(&state.db).await?;
     let waited = started.elapsed();

@@ -9,15 +9,24 @@
 //! PostgreSQL database (or a CLI command) can leave stale.
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use entity::{buyer, entitlement, product_package as pkg, subscription_plan as plan};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 
-use super::buyers::AccessView;
+use super::caches::Generations;
+use crate::AppResult;
 use crate::domain::{Email, EntitlementStatus, Target, TargetKind};
-use crate::{AppResult, AppState};
+
+/// What a buyer holds through one source, with its verdict as of the read.
+#[derive(Debug, Clone)]
+pub struct AccessView {
+    pub entitlement: entitlement::Model,
+    pub target: Option<Target>,
+    pub status: EntitlementStatus,
+    pub active: bool,
+}
 
 /// Shards of the e-mail space per app; a change forgets one shard's generation, not the app's.
 const SHARDS: u64 = 1024;
@@ -53,7 +62,7 @@ type Key = (i32, u64, String);
 pub struct AccessCache {
     entries: moka::sync::Cache<Key, Arc<Holdings>>,
     /// (app, shard) → generation; (app, SHARDS) is the app-wide one.
-    generations: Mutex<HashMap<(i32, u64), u64>>,
+    generations: Generations<(i32, u64)>,
 }
 
 impl Default for AccessCache {
@@ -63,7 +72,7 @@ impl Default for AccessCache {
                 .max_capacity(200_000)
                 .time_to_live(TTL)
                 .build(),
-            generations: Mutex::new(HashMap::new()),
+            generations: Generations::default(),
         }
     }
 }
@@ -76,29 +85,23 @@ fn shard(email: &str) -> u64 {
 
 impl AccessCache {
     fn key(&self, app_id: i32, email: &str) -> Key {
-        let g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
-        let of = |s| g.get(&(app_id, s)).copied().unwrap_or(0);
         // Both generations in one number: app-wide changes are rare, shard ones frequent.
-        let generation = (of(SHARDS) << 40) ^ of(shard(email));
+        let generation = self
+            .generations
+            .read(|of| (of(&(app_id, SHARDS)) << 40) ^ of(&(app_id, shard(email))));
         (app_id, generation, email.to_string())
     }
 
     /// After a commit that changed what these buyers hold.
     pub fn forget(&self, changed: &Changed) {
-        let mut g = self.generations.lock().unwrap_or_else(|p| p.into_inner());
         for (app_id, email) in &changed.0 {
-            *g.entry((*app_id, shard(email))).or_default() += 1;
+            self.generations.bump((*app_id, shard(email)));
         }
     }
 
     /// After a change that can alter every buyer of the app (a target renamed or deleted).
     pub fn forget_app(&self, app_id: i32) {
-        *self
-            .generations
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((app_id, SHARDS))
-            .or_default() += 1;
+        self.generations.bump((app_id, SHARDS));
     }
 
     pub fn entry_count(&self) -> u64 {
@@ -130,8 +133,12 @@ impl Changed {
 
 /// Holdings of several buyers: from memory where possible, the rest in four queries whatever
 /// their number (buyers, entitlements, packages, plans).
-pub async fn holdings(state: &AppState, app_id: i32, emails: &[Email]) -> AppResult<HashMap<String, Arc<Holdings>>> {
-    let cache = &state.access;
+pub async fn holdings(
+    cache: &AccessCache,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    emails: &[Email],
+) -> AppResult<HashMap<String, Arc<Holdings>>> {
     let mut out = HashMap::with_capacity(emails.len());
     let mut missing = Vec::new();
     for e in emails {
@@ -152,7 +159,7 @@ pub async fn holdings(state: &AppState, app_id: i32, emails: &[Email]) -> AppRes
         return Ok(out);
     }
     let wanted: Vec<String> = missing.iter().map(|(_, e)| e.clone()).collect();
-    let mut loaded = load(&state.db, app_id, &wanted).await?;
+    let mut loaded = load(db, app_id, &wanted).await?;
     for (key, email) in missing {
         let h = Arc::new(loaded.remove(&email).unwrap_or_default());
         cache.entries.insert(key, h.clone());
@@ -162,9 +169,16 @@ pub async fn holdings(state: &AppState, app_id: i32, emails: &[Email]) -> AppRes
 }
 
 /// One buyer's access as of now, through the cache.
-pub async fn access(state: &AppState, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
-    let h = holdings(state, app_id, std::slice::from_ref(email)).await?;
-    Ok(h.get(email.as_str()).map(|h| h.views(super::now())).unwrap_or_default())
+pub async fn access(
+    cache: &AccessCache,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    email: &Email,
+) -> AppResult<Vec<AccessView>> {
+    let h = holdings(cache, db, app_id, std::slice::from_ref(email)).await?;
+    Ok(h.get(email.as_str())
+        .map(|h| h.views(chrono::Utc::now()))
+        .unwrap_or_default())
 }
 
 /// One buyer's access as of now, straight from the database (inside a transaction, or where a
@@ -173,7 +187,7 @@ pub async fn read(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> AppR
     let mut held = load(db, app_id, &[email.as_str().to_string()]).await?;
     Ok(held
         .remove(email.as_str())
-        .map(|h| h.views(super::now()))
+        .map(|h| h.views(chrono::Utc::now()))
         .unwrap_or_default())
 }
 

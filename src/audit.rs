@@ -4,8 +4,8 @@ use entity::audit_log;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::Value;
 
-use super::{Page, Paged};
 use crate::AppResult;
+use crate::services::{Page, Paged};
 
 pub struct Entry<'a> {
     pub app_id: i32,
@@ -32,7 +32,7 @@ pub fn model(e: Entry<'_>) -> audit_log::ActiveModel {
         before: Set(e.before.map(|v| v.to_string())),
         after: Set(e.after.map(|v| v.to_string())),
         reason: Set(e.reason.to_string()),
-        created_at: Set(super::now()),
+        created_at: Set(chrono::Utc::now()),
         ..Default::default()
     }
 }

@@ -7,16 +7,14 @@
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use entity::{access_fact as af, audit_log, buyer, buyer_subscriber_code as subcode, entitlement, notification};
-use sea_orm::sea_query::{OnConflict, Query};
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QueryTrait, Set};
+use entity::{access_fact as af, buyer, buyer_subscriber_code as subcode, entitlement};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::{Value, json};
 
 use super::access_cache::Changed;
-use super::audit;
+use super::history;
 use super::outbox::{self, Announcement};
 use crate::AppResult;
-use crate::db::runs;
 use crate::domain::{Email, EntitlementStatus, Fact, Projection, TargetKind, project};
 use crate::rules::CurrentAccess;
 
@@ -27,6 +25,8 @@ type Named = (i32, String);
 
 /// Rows per multi-row statement: far below both databases' limits on bound values.
 const CHUNK: usize = 200;
+
+mod flush;
 
 /// What processing concluded for one inbox row: only these columns are written (never the stored
 /// body again).
@@ -95,34 +95,6 @@ pub struct Ledger {
     counted: Vec<(i32, &'static str)>,
 }
 
-fn to_fact(r: af::Model) -> Option<Fact> {
-    Some(Fact {
-        effect: crate::domain::Effect::parse(&r.effect)?,
-        occurred_at: r.occurred_at,
-        paid_at: r.paid_at,
-        key: r.fact_key,
-        event_type: r.event_type,
-        transaction: r.transaction,
-        until: r.until,
-        email: r.email,
-        target: (TargetKind::parse(&r.target_kind)?, r.target_id),
-        event_row: r.webhook_event_id.unwrap_or(0),
-        rule_version: r.rule_version,
-        reason: r.reason,
-    })
-}
-
-/// A source's whole history, as the projection needs it (small rows; no payloads).
-pub async fn facts(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Vec<Fact>> {
-    let rows = af::Entity::find()
-        .filter(af::Column::AppId.eq(app_id))
-        .filter(af::Column::Source.eq(source))
-        .order_by_asc(af::Column::Id)
-        .all(db)
-        .await?;
-    Ok(rows.into_iter().filter_map(to_fact).collect())
-}
-
 fn snapshot(e: &entitlement::Model, email: &str) -> Value {
     json!({
         "status": e.status,
@@ -157,27 +129,8 @@ impl Ledger {
     /// single writer): each is locked once per transaction, all of them in one statement, in
     /// the set's order so two batches sharing sources cannot deadlock.
     pub async fn lock(&mut self, db: &impl ConnectionTrait, keys: BTreeSet<Key>) -> AppResult<()> {
-        let fresh: Vec<sea_orm::Value> = keys
-            .into_iter()
-            .filter(|k| self.locked.insert(k.clone()))
-            .map(|(app, s)| format!("{app}:{s}").into())
-            .collect();
-        if fresh.is_empty() || db.get_database_backend() != sea_orm::DbBackend::Postgres {
-            return Ok(());
-        }
-        for chunk in fresh.chunks(CHUNK) {
-            let values = (1..=chunk.len())
-                .map(|n| format!("(${n})"))
-                .collect::<Vec<_>>()
-                .join(",");
-            db.execute_raw(sea_orm::Statement::from_sql_and_values(
-                sea_orm::DbBackend::Postgres,
-                format!("SELECT count(pg_advisory_xact_lock(hashtext(k))) FROM (VALUES {values}) AS v(k)"),
-                chunk.to_vec(),
-            ))
-            .await?;
-        }
-        Ok(())
+        let fresh: Vec<Key> = keys.into_iter().filter(|k| self.locked.insert(k.clone())).collect();
+        history::lock(db, &fresh).await
     }
 
     /// Locks the given sources and those the inbox rows' earlier facts belong to (a replay),
@@ -235,7 +188,7 @@ impl Ledger {
                     if let Some(id) = r.webhook_event_id {
                         self.event_facts.insert(id, Some(key.clone()));
                     }
-                    if let Some(f) = to_fact(r) {
+                    if let Some(f) = history::to_fact(r) {
                         self.histories.entry(key).or_default().push(f);
                     }
                 }
@@ -308,11 +261,11 @@ impl Ledger {
 
     async fn load_source(&mut self, db: &impl ConnectionTrait, key: &Key) -> AppResult<()> {
         if !self.histories.contains_key(key) {
-            let h = facts(db, key.0, &key.1).await?;
+            let h = history::facts(db, key.0, &key.1).await?;
             self.histories.insert(key.clone(), h);
         }
         if !self.rows.contains_key(key) {
-            let row = super::entitlements::row_of(db, key.0, &key.1).await?;
+            let row = history::row_of(db, key.0, &key.1).await?;
             self.rows.insert(key.clone(), row);
         }
         Ok(())
@@ -329,7 +282,7 @@ impl Ledger {
         let key = (app_id, source.to_string());
         self.load_source(db, &key).await?;
         Ok(self.rows[&key].as_ref().map(|r| CurrentAccess {
-            status: EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
+            status: EntitlementStatus::parse(&r.status).effective(r.expires_at, chrono::Utc::now()),
             expires_at: r.expires_at,
         }))
     }
@@ -342,7 +295,7 @@ impl Ledger {
     ) -> AppResult<Option<buyer::Model>> {
         let key = (app_id, email.as_str().to_string());
         if !self.buyers.contains_key(&key) {
-            match super::buyers::find(db, app_id, email).await? {
+            match history::buyer(db, app_id, email).await? {
                 Some(b) => self.keep_buyer(b),
                 None => {
                     self.buyers.insert(key.clone(), None);
@@ -385,7 +338,7 @@ impl Ledger {
             Some(mut b) => {
                 if let Some(n) = name.filter(|n| *n != b.name) {
                     b.name = n.to_string();
-                    b.updated_at = super::now();
+                    b.updated_at = chrono::Utc::now();
                     if b.id > 0 {
                         self.renamed.insert(key.clone());
                     }
@@ -394,7 +347,7 @@ impl Ledger {
                 Ok(b)
             }
             None => {
-                let now = super::now();
+                let now = chrono::Utc::now();
                 let b = buyer::Model {
                     id: self.next_placeholder(),
                     app_id,
@@ -440,7 +393,7 @@ impl Ledger {
                 app_id,
                 buyer_id,
                 code: code.to_string(),
-                created_at: super::now(),
+                created_at: chrono::Utc::now(),
             },
         };
         self.codes.insert(key.clone(), Some(link));
@@ -456,7 +409,7 @@ impl Ledger {
     ) -> AppResult<Option<String>> {
         let key = (app_id, target.0, target.1);
         if let Entry::Vacant(slot) = self.names.entry(key) {
-            let name = super::catalog::target(db, app_id, target.0, target.1)
+            let name = super::targets::target(db, app_id, target.0, target.1)
                 .await?
                 .map(|t| t.name);
             slot.insert(name);
@@ -535,7 +488,7 @@ impl Ledger {
         let key = (app_id, source.to_string());
         self.load_source(db, &key).await?;
         let existing = self.rows[&key].clone();
-        let now = super::now();
+        let now = chrono::Utc::now();
         let mut changed = Changed::default();
         let (before, before_side) = match &existing {
             Some(e) => {
@@ -574,7 +527,8 @@ impl Ledger {
         };
         let holder = match (&p.holder, &existing) {
             (Some(email), _) => {
-                let email = super::buyers::parse_email(email)?;
+                let email =
+                    Email::parse(email).map_err(|m| crate::AppError::InvalidFields(vec![("email".into(), m)]))?;
                 self.upsert_buyer(db, app_id, &email, None).await?
             }
             (None, Some(e)) => match self.buyer_by_id(db, e.buyer_id).await? {
@@ -633,7 +587,7 @@ impl Ledger {
         existing: Option<entitlement::Model>,
         notes: Notes,
     ) -> entitlement::Model {
-        let now = super::now();
+        let now = chrono::Utc::now();
         let mut row = match existing {
             Some(e) => e,
             None => entitlement::Model {
@@ -678,287 +632,4 @@ impl Ledger {
     pub fn outcome(&mut self, o: Outcome) {
         self.outcomes.push(o);
     }
-
-    /// Writes every change made since the last flush, a statement per table (per [`CHUNK`]
-    /// rows), in the caller's transaction, and last the counts of what it announced.
-    pub async fn flush(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
-        self.write(db).await?;
-        // Last, and once however often a batch wrote early: on PostgreSQL the tally's rows are
-        // shared by every batch of the day, and their locks are held from here to the commit.
-        outbox::tally(db, std::mem::take(&mut self.counted)).await
-    }
-
-    /// [`Self::flush`] but for the tally, which keeps counting until then.
-    async fn write(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
-        let backend = db.get_database_backend();
-        let max = crate::db::statement_bytes(backend);
-        for chunk in std::mem::take(&mut self.dropped).chunks(CHUNK) {
-            af::Entity::delete_many()
-                .filter(af::Column::WebhookEventId.is_in(chunk.to_vec()))
-                .exec(db)
-                .await?;
-        }
-
-        // Buyers first: rows and links name them.
-        let new_buyers: Vec<buyer::Model> = self.buyers.values().flatten().filter(|b| b.id < 0).cloned().collect();
-        for chunk in runs(&new_buyers, CHUNK, max, |b| b.email.len() + b.name.len() + 64) {
-            let mut stmt = buyer::Entity::insert_many(chunk.iter().map(|b| buyer::ActiveModel {
-                app_id: Set(b.app_id),
-                email: Set(b.email.clone()),
-                name: Set(b.name.clone()),
-                created_at: Set(b.created_at),
-                updated_at: Set(b.updated_at),
-                ..Default::default()
-            }))
-            .into_query();
-            stmt.returning(Query::returning().columns([buyer::Column::Id, buyer::Column::AppId, buyer::Column::Email]));
-            for r in db.query_all_raw(backend.build(&stmt)).await? {
-                let (id, app_id, email): (i32, i32, String) =
-                    (r.try_get("", "id")?, r.try_get("", "app_id")?, r.try_get("", "email")?);
-                let key = (app_id, email);
-                if let Some(Some(b)) = self.buyers.get_mut(&key) {
-                    self.real.insert(b.id, id);
-                    b.id = id;
-                }
-                self.buyer_keys.insert(id, key);
-            }
-        }
-        for key in std::mem::take(&mut self.renamed) {
-            if let Some(Some(b)) = self.buyers.get(&key) {
-                buyer::ActiveModel {
-                    id: sea_orm::ActiveValue::Unchanged(b.id),
-                    name: Set(b.name.clone()),
-                    updated_at: Set(b.updated_at),
-                    ..Default::default()
-                }
-                .update(db)
-                .await?;
-            }
-        }
-
-        let rows: Vec<entitlement::Model> = std::mem::take(&mut self.dirty_rows)
-            .iter()
-            .filter_map(|k| self.rows.get(k).cloned().flatten())
-            .collect();
-        for chunk in runs(&rows, CHUNK, max, |r| r.source.len() + r.reason.len() + 160) {
-            let models = chunk.iter().map(|r| entitlement::ActiveModel {
-                app_id: Set(r.app_id),
-                buyer_id: Set(self.resolve(r.buyer_id)),
-                target_kind: Set(r.target_kind.clone()),
-                target_id: Set(r.target_id),
-                source: Set(r.source.clone()),
-                status: Set(r.status.clone()),
-                granted_at: Set(r.granted_at),
-                revoked_at: Set(r.revoked_at),
-                expires_at: Set(r.expires_at),
-                last_event_id: Set(r.last_event_id),
-                rule_version: Set(r.rule_version),
-                reason: Set(r.reason.clone()),
-                created_at: Set(r.created_at),
-                updated_at: Set(r.updated_at),
-                version: Set(r.version),
-                expiry_noted: Set(r.expiry_noted),
-                ..Default::default()
-            });
-            use entitlement::Column as C;
-            let mut stmt = entitlement::Entity::insert_many(models.collect::<Vec<_>>())
-                .on_conflict(
-                    OnConflict::columns([C::AppId, C::Source])
-                        .update_columns([
-                            C::BuyerId,
-                            C::TargetKind,
-                            C::TargetId,
-                            C::Status,
-                            C::GrantedAt,
-                            C::RevokedAt,
-                            C::ExpiresAt,
-                            C::LastEventId,
-                            C::RuleVersion,
-                            C::Reason,
-                            C::UpdatedAt,
-                            C::Version,
-                            C::ExpiryNoted,
-                        ])
-                        .to_owned(),
-                )
-                .into_query();
-            stmt.returning(Query::returning().columns([C::Id, C::AppId, C::Source]));
-            for r in db.query_all_raw(backend.build(&stmt)).await? {
-                let (id, app_id, source): (i32, i32, String) =
-                    (r.try_get("", "id")?, r.try_get("", "app_id")?, r.try_get("", "source")?);
-                if let Some(Some(row)) = self.rows.get_mut(&(app_id, source)) {
-                    if row.id < 0 {
-                        self.real.insert(row.id, id);
-                    }
-                    row.id = id;
-                    row.buyer_id = if row.buyer_id < 0 {
-                        self.real.get(&row.buyer_id).copied().unwrap_or(row.buyer_id)
-                    } else {
-                        row.buyer_id
-                    };
-                }
-            }
-        }
-
-        let facts = std::mem::take(&mut self.new_facts);
-        for chunk in runs(&facts, CHUNK, max, |(k, f, _)| {
-            k.1.len() + f.key.len() + f.reason.len() + 200
-        }) {
-            let now = super::now();
-            af::Entity::insert_many(chunk.iter().map(|((app_id, source), f, actor)| af::ActiveModel {
-                app_id: Set(*app_id),
-                source: Set(source.clone()),
-                effect: Set(f.effect.as_str().to_string()),
-                event_type: Set(f.event_type.clone()),
-                fact_key: Set(f.key.clone()),
-                transaction: Set(f.transaction.clone()),
-                occurred_at: Set(f.occurred_at),
-                paid_at: Set(f.paid_at),
-                until: Set(f.until),
-                email: Set(f.email.clone()),
-                target_kind: Set(f.target.0.as_str().to_string()),
-                target_id: Set(f.target.1),
-                webhook_event_id: Set((f.event_row > 0).then_some(f.event_row)),
-                rule_version: Set(f.rule_version),
-                actor: Set(actor.clone()),
-                reason: Set(f.reason.clone()),
-                created_at: Set(now),
-                ..Default::default()
-            }))
-            .exec_without_returning(db)
-            .await?;
-        }
-
-        let mut new_codes = Vec::new();
-        let mut new_code_keys = Vec::new();
-        for key in std::mem::take(&mut self.dirty_codes) {
-            let Some(Some(link)) = self.codes.get(&key).cloned() else {
-                continue;
-            };
-            let buyer_id = self.resolve(link.buyer_id);
-            if link.id < 0 {
-                new_code_keys.push(key);
-                new_codes.push(subcode::ActiveModel {
-                    app_id: Set(link.app_id),
-                    buyer_id: Set(buyer_id),
-                    code: Set(link.code.clone()),
-                    created_at: Set(link.created_at),
-                    ..Default::default()
-                });
-            } else {
-                subcode::ActiveModel {
-                    id: sea_orm::ActiveValue::Unchanged(link.id),
-                    buyer_id: Set(buyer_id),
-                    ..Default::default()
-                }
-                .update(db)
-                .await?;
-            }
-        }
-        for chunk in runs(&new_codes, CHUNK, max, |_| 100) {
-            subcode::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(db)
-                .await?;
-        }
-        // Their ids are never needed again in this transaction; a later change reads them anew.
-        for k in new_code_keys {
-            self.codes.remove(&k);
-        }
-
-        let notes = std::mem::take(&mut self.notes);
-        let listening = outbox::listening(db, notes.iter().map(|n| n.row.app_id)).await?;
-        self.counted.extend(
-            notes
-                .iter()
-                .flat_map(|n| n.news.iter().map(|a| (n.row.app_id, a.event_type))),
-        );
-        let mut out: Vec<notification::ActiveModel> = Vec::new();
-        for note in notes.into_iter().filter(|n| listening.contains(&n.row.app_id)) {
-            let mut row = note.row;
-            row.id = self.resolve(row.id);
-            let mut names = HashMap::new();
-            for a in &note.news {
-                let name = self.target_name(db, row.app_id, a.side.target).await?;
-                names.insert(a.side.target, name);
-            }
-            out.extend(outbox::models(&row, &note.news, &note.cause, &names)?);
-        }
-        for chunk in runs(&out, CHUNK, max, |n| n.payload.as_ref().len() + 100) {
-            notification::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(db)
-                .await?;
-        }
-
-        let audits: Vec<audit_log::ActiveModel> = std::mem::take(&mut self.audits)
-            .into_iter()
-            .map(|a| {
-                audit::model(audit::Entry {
-                    app_id: a.app_id,
-                    actor: &a.actor,
-                    action: a.action,
-                    target: format!("entitlement:{}", self.resolve(a.entitlement)),
-                    before: a.before,
-                    after: a.after,
-                    reason: &a.reason,
-                })
-            })
-            .collect();
-        for chunk in runs(&audits, CHUNK, max, |a| {
-            let len = |v: &sea_orm::ActiveValue<Option<String>>| v.as_ref().as_ref().map_or(0, String::len);
-            len(&a.before) + len(&a.after) + a.reason.as_ref().len() + 100
-        }) {
-            audit_log::Entity::insert_many(chunk.to_vec())
-                .exec_without_returning(db)
-                .await?;
-        }
-        let outcomes = std::mem::take(&mut self.outcomes);
-        for chunk in runs(&outcomes, CHUNK, max, |o| {
-            o.error.as_ref().map_or(0, String::len) + o.decision.as_ref().map_or(0, String::len) + 200
-        }) {
-            write_outcomes(db, chunk).await?;
-        }
-        Ok(())
-    }
-}
-
-/// One UPDATE for many inbox rows, each with its own values (the same SQL on both databases).
-async fn write_outcomes(db: &impl ConnectionTrait, rows: &[Outcome]) -> AppResult<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    const COLUMNS: usize = 14;
-    let one = format!("({})", vec!["?"; COLUMNS].join(","));
-    let sql = format!(
-        "WITH v(id, status, error, decision, rule_version, email, source_key, target_kind, target_id, tx, \
-         occurred_at, event_type, attempts, processed_at) AS (VALUES {}) \
-         UPDATE webhook_event SET status = v.status, error = v.error, decision = v.decision, \
-         rule_version = v.rule_version, email = v.email, source_key = v.source_key, \
-         target_kind = v.target_kind, target_id = v.target_id, \"transaction\" = v.tx, \
-         occurred_at = COALESCE(v.occurred_at, webhook_event.occurred_at), \
-         event_type = COALESCE(v.event_type, webhook_event.event_type), attempts = v.attempts, \
-         processed_at = v.processed_at FROM v WHERE webhook_event.id = v.id",
-        vec![one.as_str(); rows.len()].join(",")
-    );
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * COLUMNS);
-    for o in rows {
-        values.extend([
-            o.id.into(),
-            o.status.to_string().into(),
-            o.error.clone().into(),
-            o.decision.clone().into(),
-            o.rule_version.into(),
-            o.email.clone().into(),
-            o.source_key.clone().into(),
-            o.target_kind.clone().into(),
-            o.target_id.into(),
-            o.transaction.clone().into(),
-            o.occurred_at.into(),
-            o.event_type.clone().into(),
-            o.attempts.into(),
-            o.processed_at.into(),
-        ]);
-    }
-    let stmt = crate::db::statement(db.get_database_backend(), &sql, values);
-    db.execute_raw(stmt).await?;
-    Ok(())
 }

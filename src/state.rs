@@ -1,0 +1,39 @@
+//! The state every handler gets: the pipeline's (which it derefs to) and what only admin use
+//! cases need.
+use std::sync::Arc;
+
+use sea_orm::DatabaseConnection;
+
+use crate::config::Settings;
+use crate::hotmart::api::HotmartApi;
+use crate::jobs::Runs;
+use crate::pipeline::Pipeline;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pipeline: Pipeline,
+    pub hotmart: Arc<HotmartApi>,
+    /// Reconciliation runs this process runs, so they can be cancelled or stopped at shutdown.
+    pub runs: Arc<Runs>,
+}
+
+/// `state.db`, `state.settings`… read as before; a pipeline function takes `&Pipeline` and is
+/// given `&state`.
+impl std::ops::Deref for AppState {
+    type Target = Pipeline;
+    fn deref(&self) -> &Pipeline {
+        &self.pipeline
+    }
+}
+
+impl AppState {
+    pub fn with_db(db: DatabaseConnection, settings: Settings) -> Self {
+        crate::telemetry::init();
+        let settings = Arc::new(settings);
+        AppState {
+            hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
+            runs: Arc::new(Runs::default()),
+            pipeline: Pipeline::new(db, settings),
+        }
+    }
+}
