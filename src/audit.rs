@@ -5,7 +5,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde_json::Value;
 
 use crate::AppResult;
-use crate::services::{Page, Paged};
+use crate::db::{Page, Paged};
 
 pub struct Entry<'a> {
     pub app_id: i32,

@@ -138,6 +138,7 @@ pub async fn probe_write(db: &DatabaseConnection) -> Result<(), DbErr> {
     let txn = write_txn(db).await?;
     txn.execute_unprepared("UPDATE app SET id = id WHERE id = (SELECT MIN(id) FROM app)")
         .await?;
+    #[allow(clippy::disallowed_methods)] // the database layer's own write
     txn.commit().await
 }
 
@@ -499,5 +500,53 @@ mod tests {
         let r = runs(&[1, 64_000, 1], 100, 32_000, |n| *n);
         assert_eq!(r.iter().map(|r| r.len()).collect::<Vec<_>>(), [1, 1, 1]);
         assert!(runs(&Vec::<usize>::new(), 10, 1, |n| *n).is_empty());
+    }
+}
+
+/// Cursor pagination shared by every list: `after` is the last id seen.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    pub first: u64,
+    pub after: Option<i32>,
+}
+
+impl Page {
+    pub const MAX: u64 = 200;
+
+    pub fn new(first: Option<i32>, after: Option<&str>) -> crate::AppResult<Self> {
+        let first = first.unwrap_or(50);
+        if !(1..=Self::MAX as i32).contains(&first) {
+            return Err(crate::AppError::bad(format!(
+                "first must be between 1 and {}",
+                Self::MAX
+            )));
+        }
+        let after = match after {
+            None | Some("") => None,
+            Some(c) => Some(
+                c.parse::<i32>()
+                    .map_err(|_| crate::AppError::bad("after is not a cursor from this list"))?,
+            ),
+        };
+        Ok(Page {
+            first: first as u64,
+            after,
+        })
+    }
+}
+
+/// A page of rows and whether more follow.
+#[derive(Debug, Clone)]
+pub struct Paged<T> {
+    pub items: Vec<T>,
+    pub has_next: bool,
+}
+
+impl<T> Paged<T> {
+    /// Takes `first + 1` rows fetched by the caller and trims the probe row.
+    pub fn from_probe(mut rows: Vec<T>, first: u64) -> Self {
+        let has_next = rows.len() as u64 > first;
+        rows.truncate(first as usize);
+        Paged { items: rows, has_next }
     }
 }

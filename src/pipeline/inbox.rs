@@ -154,69 +154,6 @@ impl Recent {
     }
 }
 
-#[cfg(test)]
-mod recent_tests {
-    use super::Recent;
-    use std::time::Duration;
-
-    #[test]
-    fn an_id_is_remembered_for_a_generation_at_least_and_two_at_most() {
-        let r = Recent::new(4, Duration::from_secs(3600));
-        let id = |n: usize| format!("ev-{n}");
-        r.insert(1, &id(0));
-        assert!(r.contains(1, &id(0)));
-        assert!(!r.contains(2, "ev-0"), "the app is part of the key");
-        assert!(!r.contains(1, &id(1)));
-        // Two per generation: ev-0 and ev-1 fill the first, ev-2 and ev-3 the second.
-        for n in 1..4 {
-            r.insert(1, &id(n));
-        }
-        assert!((0..4).all(|n| r.contains(1, &id(n))), "two generations are held");
-        r.insert(1, &id(4));
-        assert!(
-            !r.contains(1, &id(0)) && !r.contains(1, &id(1)),
-            "the oldest generation is forgotten"
-        );
-        assert!((2..5).all(|n| r.contains(1, &id(n))));
-    }
-
-    #[test]
-    fn a_generation_is_full_with_the_ids_of_all_apps() {
-        let r = Recent::new(4, Duration::from_secs(3600));
-        r.insert(1, "a");
-        r.insert(1, "a"); // a copy takes no room
-        r.insert(2, "b");
-        r.insert(1, "c");
-        r.insert(2, "d");
-        assert!(r.contains(1, "a") && r.contains(2, "b") && r.contains(1, "c") && r.contains(2, "d"));
-        r.insert(3, "e");
-        assert!(
-            !r.contains(1, "a") && !r.contains(2, "b"),
-            "the first generation held two ids"
-        );
-        assert!(r.contains(1, "c") && r.contains(2, "d") && r.contains(3, "e"));
-    }
-
-    #[test]
-    fn ids_are_forgotten_with_time() {
-        // Wide margins: a loaded machine only makes the sleeps longer, and the first must stay
-        // under the limit.
-        let r = Recent::new(1000, Duration::from_secs(2));
-        r.insert(1, "old");
-        std::thread::sleep(Duration::from_millis(1100));
-        r.insert(1, "newer");
-        assert!(
-            r.contains(1, "old"),
-            "half the time old: moved to the previous generation"
-        );
-        std::thread::sleep(Duration::from_millis(2100));
-        r.insert(1, "new");
-        assert!(!r.contains(1, "old"), "older than the limit");
-        assert!(!r.contains(1, "newer"), "a whole quiet period: forgotten too");
-        assert!(r.contains(1, "new"));
-    }
-}
-
 static EPOCH: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
 /// How long after a delivery ingest counts as busy (see [`Ingest::busy`]).
@@ -558,4 +495,67 @@ pub async fn requeue(db: &impl ConnectionTrait, row: we::Model) -> AppResult<we:
     am.status = Set(PENDING.into());
     am.error = Set(None);
     Ok(am.update(db).await?)
+}
+
+#[cfg(test)]
+mod recent_tests {
+    use super::Recent;
+    use std::time::Duration;
+
+    #[test]
+    fn an_id_is_remembered_for_a_generation_at_least_and_two_at_most() {
+        let r = Recent::new(4, Duration::from_secs(3600));
+        let id = |n: usize| format!("ev-{n}");
+        r.insert(1, &id(0));
+        assert!(r.contains(1, &id(0)));
+        assert!(!r.contains(2, "ev-0"), "the app is part of the key");
+        assert!(!r.contains(1, &id(1)));
+        // Two per generation: ev-0 and ev-1 fill the first, ev-2 and ev-3 the second.
+        for n in 1..4 {
+            r.insert(1, &id(n));
+        }
+        assert!((0..4).all(|n| r.contains(1, &id(n))), "two generations are held");
+        r.insert(1, &id(4));
+        assert!(
+            !r.contains(1, &id(0)) && !r.contains(1, &id(1)),
+            "the oldest generation is forgotten"
+        );
+        assert!((2..5).all(|n| r.contains(1, &id(n))));
+    }
+
+    #[test]
+    fn a_generation_is_full_with_the_ids_of_all_apps() {
+        let r = Recent::new(4, Duration::from_secs(3600));
+        r.insert(1, "a");
+        r.insert(1, "a"); // a copy takes no room
+        r.insert(2, "b");
+        r.insert(1, "c");
+        r.insert(2, "d");
+        assert!(r.contains(1, "a") && r.contains(2, "b") && r.contains(1, "c") && r.contains(2, "d"));
+        r.insert(3, "e");
+        assert!(
+            !r.contains(1, "a") && !r.contains(2, "b"),
+            "the first generation held two ids"
+        );
+        assert!(r.contains(1, "c") && r.contains(2, "d") && r.contains(3, "e"));
+    }
+
+    #[test]
+    fn ids_are_forgotten_with_time() {
+        // Wide margins: a loaded machine only makes the sleeps longer, and the first must stay
+        // under the limit.
+        let r = Recent::new(1000, Duration::from_secs(2));
+        r.insert(1, "old");
+        std::thread::sleep(Duration::from_millis(1100));
+        r.insert(1, "newer");
+        assert!(
+            r.contains(1, "old"),
+            "half the time old: moved to the previous generation"
+        );
+        std::thread::sleep(Duration::from_millis(2100));
+        r.insert(1, "new");
+        assert!(!r.contains(1, "old"), "older than the limit");
+        assert!(!r.contains(1, "newer"), "a whole quiet period: forgotten too");
+        assert!(r.contains(1, "new"));
+    }
 }

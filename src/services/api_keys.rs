@@ -8,7 +8,7 @@ use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use crate::audit::{self, Entry};
+use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
 use crate::secrets::token_hash as hash;
 use crate::{AppError, AppResult, AppState};
@@ -83,7 +83,7 @@ pub async fn create(
         "{PREFIX}{key_id}_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = ak::ActiveModel {
         app_id: Set(who.app_id),
         name: Set(name.to_string()),
@@ -96,20 +96,13 @@ pub async fn create(
     }
     .insert(&txn)
     .await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "api_key.create",
-            target: format!("api_key:{}", row.id),
-            before: None,
-            after: Some(json!({"name": name, "keyId": key_id, "scopes": scopes})),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("api_key.create", format!("api_key:{}", row.id))
+            .after(json!({"name": name, "keyId": key_id, "scopes": scopes})),
+        [],
     )
     .await?;
-    txn.commit().await?;
     Ok((row, token))
 }
 
@@ -124,7 +117,7 @@ pub async fn list(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<ak::M
 /// Revokes a key of the caller's app; the next request with it is refused.
 pub async fn revoke(state: &AppState, who: &Principal, id: i32) -> AppResult<ak::Model> {
     who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let Some(row) = ak::Entity::find_by_id(id)
         .filter(ak::Column::AppId.eq(who.app_id))
         .one(&txn)
@@ -139,21 +132,12 @@ pub async fn revoke(state: &AppState, who: &Principal, id: i32) -> AppResult<ak:
     let mut am: ak::ActiveModel = row.into();
     am.revoked_at = Set(Some(super::now()));
     let row = am.update(&txn).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "api_key.revoke",
-            target: format!("api_key:{id}"),
-            before: None,
-            after: Some(json!({"keyId": key_id})),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("api_key.revoke", format!("api_key:{id}")).after(json!({"keyId": key_id})),
+        [Then::ApiKey(key_id.clone())],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.api_keys.invalidate(&key_id);
     Ok(row)
 }
 

@@ -6,7 +6,7 @@ use entity::{entitlement, external_product_link as link, product_package as pkg,
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use crate::audit::{self, Entry};
+use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
 use crate::domain::TargetKind;
 use crate::{AppError, AppResult, AppState};
@@ -346,7 +346,7 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     let days = input.access_days.flatten();
     check_days(days)?;
     let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let now = super::now();
     let row = pkg::ActiveModel {
         app_id: Set(who.app_id),
@@ -361,28 +361,18 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     .await?;
     set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, row.id), &ids).await?;
     let view = package_view(&txn, row).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "package.create",
-            target: format!("package:{}", view.row.id),
-            before: None,
-            after: Some(package_json(&view)),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("package.create", format!("package:{}", view.row.id)).after(package_json(&view)),
+        [Then::Catalog],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_catalog(who.app_id);
-    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
 pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: PackageInput) -> AppResult<PackageView> {
     who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let current = get_package(&txn, who.app_id, id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("package {id} not found")))?;
@@ -405,22 +395,14 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
         set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Package, id), &ids).await?;
     }
     let view = package_view(&txn, row).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "package.update",
-            target: format!("package:{id}"),
-            before: Some(before),
-            after: Some(package_json(&view)),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("package.update", format!("package:{id}"))
+            .before(before)
+            .after(package_json(&view)),
+        [Then::Catalog],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_catalog(who.app_id);
-    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -430,7 +412,7 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     let name = clean_name(input.name)?;
     let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
     let plan_ids = clean_ids("hotmartPlanIds", &input.hotmart_plan_ids.unwrap_or_default())?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let now = super::now();
     let row = plan::ActiveModel {
         app_id: Set(who.app_id),
@@ -447,29 +429,19 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     set_links(&txn, who.app_id, PROVIDER_PRODUCT, (TargetKind::Plan, row.id), &ids).await?;
     set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, row.id), &plan_ids).await?;
     let view = plan_view(&txn, row).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "plan.create",
-            target: format!("plan:{}", view.row.id),
-            before: None,
-            after: Some(plan_json(&view)),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("plan.create", format!("plan:{}", view.row.id)).after(plan_json(&view)),
+        [Then::Catalog],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_catalog(who.app_id);
-    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
 pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: PlanInput) -> AppResult<PlanView> {
     who.require_admin()?;
     check_plan_days(&input)?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let current = get_plan(&txn, who.app_id, id)
         .await?
         .ok_or_else(|| AppError::not_found(format!("subscription plan {id} not found")))?;
@@ -498,22 +470,14 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
         set_links(&txn, who.app_id, PROVIDER_PLAN, (TargetKind::Plan, id), &ids).await?;
     }
     let view = plan_view(&txn, row).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "plan.update",
-            target: format!("plan:{id}"),
-            before: Some(before),
-            after: Some(plan_json(&view)),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("plan.update", format!("plan:{id}"))
+            .before(before)
+            .after(plan_json(&view)),
+        [Then::Catalog],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_catalog(who.app_id);
-    state.access.forget_app(who.app_id);
     Ok(view)
 }
 
@@ -527,7 +491,7 @@ pub async fn delete_target(
     force: bool,
 ) -> AppResult<i32> {
     who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let before = match kind {
         TargetKind::Package => get_package(&txn, who.app_id, id).await?.map(|v| package_json(&v)),
         TargetKind::Plan => get_plan(&txn, who.app_id, id).await?.map(|v| plan_json(&v)),
@@ -572,22 +536,13 @@ pub async fn delete_target(
     } else {
         String::new()
     };
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: &format!("{}.delete", kind.as_str()),
-            target: format!("{}:{id}", kind.as_str()),
-            before: Some(before),
-            after: None,
-            reason: &reason,
-        },
+
+    txn.commit(
+        Change::new(format!("{}.delete", kind.as_str()), format!("{}:{id}", kind.as_str()))
+            .before(before)
+            .reason(&reason),
+        [Then::Catalog, Then::WakeDispatcher],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_catalog(who.app_id);
-    state.access.forget_app(who.app_id);
-    state.wake_dispatcher();
     Ok(holders as i32)
 }

@@ -117,6 +117,7 @@ pub async fn grant_manual(
     let f = admin_fact(Effect::AdminGrant, target, expires_at, Some(email.as_str()), &reason);
     let source = manual_source(target, buyer.id);
     let changed = add_admin_fact(&txn, &mut ledger, who.app_id, &source, &f, &who.actor()).await?;
+    #[allow(clippy::disallowed_methods)] // the ledger wrote this change's audit rows, one per entitlement
     txn.commit().await?;
     state.access_changed(&changed);
     Ok(())
@@ -152,6 +153,7 @@ pub async fn revoke_manual(
         n += live;
         changed.extend(c);
     }
+    #[allow(clippy::disallowed_methods)] // the ledger wrote this change's audit rows, one per entitlement
     txn.commit().await?;
     state.access_changed(&changed);
     Ok(n)

@@ -4,8 +4,8 @@ use entity::webhook_event as we;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use serde_json::json;
 
+use super::{AdminWrite, Change, Then};
 use super::{Page, Paged};
-use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::pipeline::inbox::{self, PENDING};
 use crate::{AppError, AppResult, AppState};
@@ -57,7 +57,7 @@ pub async fn get(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<w
 /// Puts an event back in the queue, e.g. after fixing a script or linking its product.
 pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we::Model> {
     who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = get(&txn, who.app_id, id).await?;
     if row.status == PENDING {
         return Err(AppError::Conflict(format!(
@@ -66,21 +66,14 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
     }
     let before = json!({"status": row.status, "error": row.error});
     let row = inbox::requeue(&txn, row).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "webhook.replay",
-            target: format!("webhook_event:{id}"),
-            before: Some(before),
-            after: Some(json!({"status": PENDING})),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("webhook.replay", format!("webhook_event:{id}"))
+            .before(before)
+            .after(json!({"status": PENDING})),
+        [Then::WakeWorker],
     )
     .await?;
-    txn.commit().await?;
-    state.wake_worker();
     Ok(row)
 }
 
@@ -98,7 +91,7 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
             format!("only {} events can be replayed in bulk", REPLAYABLE.join(", ")),
         )]));
     }
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let mut q = we::Entity::update_many()
         .col_expr(we::Column::Status, sea_orm::sea_query::Expr::value(PENDING))
         .col_expr(
@@ -111,20 +104,12 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
         q = q.filter(we::Column::EventType.eq(t.trim().to_uppercase()));
     }
     let n = q.exec(&txn).await?.rows_affected;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "webhook.replay_all",
-            target: format!("webhook_events:{status}"),
-            before: None,
-            after: Some(json!({"queued": n, "eventType": event_type})),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("webhook.replay_all", format!("webhook_events:{status}"))
+            .after(json!({"queued": n, "eventType": event_type})),
+        [Then::WakeWorker],
     )
     .await?;
-    txn.commit().await?;
-    state.wake_worker();
     Ok(n)
 }

@@ -3,6 +3,7 @@
 //! them (unless support asks for an immediate revoke).
 use serde_json::json;
 
+use super::{AdminWrite, Change, Then};
 use super::{entitlements, integration};
 use crate::audit::{self, Entry};
 use crate::auth::Principal;
@@ -67,20 +68,8 @@ pub async fn cancel(
     let creds = integration::credentials(state, who.app_id).await?;
     let res = state.hotmart.cancel_subscription(&creds, &code, send_mail).await?;
     let status = res.get("status").and_then(|s| s.as_str()).map(str::to_string);
-    let txn = crate::db::write_txn(&state.db).await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "subscription.cancel",
-            target: format!("subscription:{code}"),
-            before: None,
-            after: Some(json!({"hotmartStatus": status, "sendMail": send_mail, "revokeNow": revoke_now})),
-            reason: "",
-        },
-    )
-    .await?;
+    let txn = AdminWrite::begin(state, who).await?;
+
     let (revoked, changed) = if revoke_now {
         entitlements::revoke_source(
             &txn,
@@ -93,8 +82,12 @@ pub async fn cancel(
     } else {
         (0, Default::default())
     };
-    txn.commit().await?;
-    state.access_changed(&changed);
+    txn.commit(
+        Change::new("subscription.cancel", format!("subscription:{code}"))
+            .after(json!({"hotmartStatus": status, "sendMail": send_mail, "revokeNow": revoke_now})),
+        [Then::Access(changed)],
+    )
+    .await?;
     Ok(SubscriptionAction {
         subscriber_code: code,
         status,

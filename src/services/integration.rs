@@ -8,6 +8,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use secrecy::SecretString;
 use serde_json::json;
 
+use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
 use crate::secrets::{SecretBox, Slot, last4};
 use crate::{AppError, AppResult, AppState};
@@ -214,7 +215,7 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
         environment: input.environment,
         reconcile_every_minutes: input.reconcile_every_minutes,
     };
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let existing = find(&txn, who.app_id).await?;
     // Stored values are read only to check a new pair against them. One that cannot be read (a
     // lost master key) counts as absent, so an admin can always overwrite it.
@@ -334,24 +335,13 @@ pub async fn save(state: &AppState, who: &Principal, input: IntegrationInput) ->
     am.updated_at = Set(now);
     let saved = am.save(&txn).await?;
     let saved: hi::Model = saved.try_into().map_err(AppError::internal)?;
-    crate::audit::record(
-        &txn,
-        crate::audit::Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "integration.save",
-            target: "hotmart_integration".into(),
-            before,
-            after: Some(audit_view(&saved)),
-            reason: "",
-        },
-    )
-    .await?;
-    txn.commit().await?;
+    let mut change = Change::new("integration.save", "hotmart_integration").after(audit_view(&saved));
+    if let Some(b) = before {
+        change = change.before(b);
+    }
     // New credentials must not reuse a token fetched with the old ones, nor a new Hottok the
     // cached old one.
-    state.hotmart.forget(who.app_id).await;
-    state.hot.hottoks.invalidate(&who.app_id);
+    txn.commit(change, [Then::Integration]).await?;
     view(state, who.app_id).await
 }
 

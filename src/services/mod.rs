@@ -15,52 +15,146 @@ pub mod reconcile;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
+use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
+use serde_json::Value;
 
-/// Cursor pagination shared by every list: `after` is the last id seen.
-#[derive(Debug, Clone, Copy)]
-pub struct Page {
-    pub first: u64,
-    pub after: Option<i32>,
+use crate::audit;
+use crate::auth::Principal;
+use crate::db::WriteTxn;
+pub use crate::db::{Page, Paged};
+use crate::pipeline::access_cache::Changed;
+use crate::{AppResult, AppState};
+
+/// An admin's change in progress: the admin role checked, its transaction open. Only
+/// [`AdminWrite::commit`] makes it durable, and that takes the audit row and says what the
+/// process must forget: a change cannot commit without its row, and the caches are dropped
+/// after the commit, never before. Dropped uncommitted, it rolls back.
+pub struct AdminWrite<'a> {
+    state: &'a AppState,
+    who: &'a Principal,
+    txn: WriteTxn,
 }
 
-impl Page {
-    pub const MAX: u64 = 200;
-
-    pub fn new(first: Option<i32>, after: Option<&str>) -> crate::AppResult<Self> {
-        let first = first.unwrap_or(50);
-        if !(1..=Self::MAX as i32).contains(&first) {
-            return Err(crate::AppError::bad(format!(
-                "first must be between 1 and {}",
-                Self::MAX
-            )));
-        }
-        let after = match after {
-            None | Some("") => None,
-            Some(c) => Some(
-                c.parse::<i32>()
-                    .map_err(|_| crate::AppError::bad("after is not a cursor from this list"))?,
-            ),
-        };
-        Ok(Page {
-            first: first as u64,
-            after,
-        })
+/// Reads and writes of the change go through it as through its transaction.
+#[async_trait::async_trait]
+impl ConnectionTrait for AdminWrite<'_> {
+    fn get_database_backend(&self) -> DbBackend {
+        self.txn.get_database_backend()
+    }
+    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
+        self.txn.execute_raw(stmt).await
+    }
+    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
+        self.txn.execute_unprepared(sql).await
+    }
+    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
+        self.txn.query_one_raw(stmt).await
+    }
+    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
+        self.txn.query_all_raw(stmt).await
     }
 }
 
-/// A page of rows and whether more follow.
-#[derive(Debug, Clone)]
-pub struct Paged<T> {
-    pub items: Vec<T>,
-    pub has_next: bool,
+/// One audit row: what was done to what, before and after.
+pub struct Change {
+    action: std::borrow::Cow<'static, str>,
+    target: String,
+    before: Option<Value>,
+    after: Option<Value>,
+    reason: String,
 }
 
-impl<T> Paged<T> {
-    /// Takes `first + 1` rows fetched by the caller and trims the probe row.
-    pub fn from_probe(mut rows: Vec<T>, first: u64) -> Self {
-        let has_next = rows.len() as u64 > first;
-        rows.truncate(first as usize);
-        Paged { items: rows, has_next }
+impl Change {
+    pub fn new(action: impl Into<std::borrow::Cow<'static, str>>, target: impl Into<String>) -> Self {
+        Change {
+            action: action.into(),
+            target: target.into(),
+            before: None,
+            after: None,
+            reason: String::new(),
+        }
+    }
+    pub fn before(mut self, v: Value) -> Self {
+        self.before = Some(v);
+        self
+    }
+    pub fn after(mut self, v: Value) -> Self {
+        self.after = Some(v);
+        self
+    }
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = r.into();
+        self
+    }
+}
+
+/// What a committed change makes stale, or starts.
+pub enum Then {
+    /// Packages, plans or links: the worker's link cache and every buyer's cached access.
+    Catalog,
+    /// A rule saved or activated: the script cache; the worker retries what waited for it.
+    Rules,
+    /// The integration: its Hottok and API client.
+    Integration,
+    ApiKey(String),
+    /// Access changed for these buyers: forget them and let the dispatcher announce it.
+    Access(Changed),
+    WakeWorker,
+    WakeDispatcher,
+}
+
+impl<'a> AdminWrite<'a> {
+    pub async fn begin(state: &'a AppState, who: &'a Principal) -> AppResult<Self> {
+        who.require_admin()?;
+        let txn = crate::db::write_txn(&state.db).await?;
+        Ok(AdminWrite { state, who, txn })
+    }
+
+    /// An audit row besides the one [`Self::commit`] writes (a change of several things).
+    pub async fn record(&self, c: Change) -> AppResult<()> {
+        audit::record(
+            &self.txn,
+            audit::Entry {
+                app_id: self.who.app_id,
+                actor: &self.who.actor(),
+                action: &c.action,
+                target: c.target,
+                before: c.before,
+                after: c.after,
+                reason: &c.reason,
+            },
+        )
+        .await
+    }
+
+    /// Writes the audit row, commits, then forgets and wakes what `then` names.
+    pub async fn commit(self, c: Change, then: impl IntoIterator<Item = Then>) -> AppResult<()> {
+        self.record(c).await?;
+        let AdminWrite { state, who, txn } = self;
+        #[allow(clippy::disallowed_methods)] // the one place an admin change commits
+        txn.commit().await?;
+        let app = who.app_id;
+        for t in then {
+            match t {
+                Then::Catalog => {
+                    state.hot.forget_catalog(app);
+                    state.access.forget_app(app);
+                }
+                Then::Rules => {
+                    state.hot.forget_rules(app);
+                    state.wake_worker();
+                }
+                Then::Integration => {
+                    state.hotmart.forget(app).await;
+                    state.hot.hottoks.invalidate(&app);
+                }
+                Then::ApiKey(id) => state.hot.api_keys.invalidate(&id),
+                Then::Access(changed) => state.access_changed(&changed),
+                Then::WakeWorker => state.wake_worker(),
+                Then::WakeDispatcher => state.wake_dispatcher(),
+            }
+        }
+        Ok(())
     }
 }
 

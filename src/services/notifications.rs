@@ -10,8 +10,8 @@ use rand::RngCore;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::json;
 
+use super::{AdminWrite, Change, Then};
 use super::{Page, Paged};
-use crate::audit::{self, Entry};
 use crate::auth::Principal;
 use crate::pipeline::dispatch::{self, check_url, secret_slot, signing_secrets};
 pub use crate::pipeline::dispatch::{DEAD, DELIVERED, PENDING};
@@ -118,7 +118,7 @@ pub async fn create_endpoint(
     let uid = format!("ep_{}", uuid::Uuid::new_v4().simple());
     let secret = new_secret();
     let now = super::now();
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = ep::ActiveModel {
         uid: Set(uid.clone()),
         app_id: Set(who.app_id),
@@ -138,40 +138,29 @@ pub async fn create_endpoint(
     }
     .insert(&txn)
     .await?;
-    record(
-        &txn,
-        who,
-        "notification_endpoint.create",
-        &row,
-        None,
-        Some(public(&row)),
+    txn.commit(
+        change("notification_endpoint.create", &row, None, Some(public(&row))),
+        [],
     )
     .await?;
-    txn.commit().await?;
     Ok((row, secret))
 }
 
-async fn record(
-    db: &impl ConnectionTrait,
-    who: &Principal,
-    action: &str,
+/// The audit row of a change to an endpoint.
+fn change(
+    action: &'static str,
     row: &ep::Model,
     before: Option<serde_json::Value>,
     after: Option<serde_json::Value>,
-) -> AppResult<()> {
-    audit::record(
-        db,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action,
-            target: format!("notification_endpoint:{}", row.id),
-            before,
-            after,
-            reason: "",
-        },
-    )
-    .await
+) -> Change {
+    let mut c = Change::new(action, format!("notification_endpoint:{}", row.id));
+    if let Some(b) = before {
+        c = c.before(b);
+    }
+    if let Some(a) = after {
+        c = c.after(a);
+    }
+    c
 }
 
 async fn find(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<ep::Model> {
@@ -189,7 +178,7 @@ pub async fn get(db: &impl ConnectionTrait, app_id: i32, id: i32) -> AppResult<e
 pub async fn update_endpoint(state: &AppState, who: &Principal, id: i32, input: EndpointInput) -> AppResult<ep::Model> {
     who.require_admin()?;
     let input = validate(state, &input)?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = find(&txn, who.app_id, id).await?;
     let before = public(&row);
     let mut am: ep::ActiveModel = row.into();
@@ -216,23 +205,17 @@ pub async fn update_endpoint(state: &AppState, who: &Principal, id: i32, input: 
     }
     am.updated_at = Set(super::now());
     let row = am.update(&txn).await?;
-    record(
-        &txn,
-        who,
-        "notification_endpoint.update",
-        &row,
-        Some(before),
-        Some(public(&row)),
+    txn.commit(
+        change("notification_endpoint.update", &row, Some(before), Some(public(&row))),
+        [Then::WakeDispatcher],
     )
     .await?;
-    txn.commit().await?;
-    state.wake_dispatcher();
     Ok(row)
 }
 
 pub async fn delete_endpoint(state: &AppState, who: &Principal, id: i32) -> AppResult<()> {
     who.require_admin()?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = find(&txn, who.app_id, id).await?;
     // Attempts and deliveries go with it (their foreign keys cascade, but SQLite only cascades
     // with its foreign-key pragma on, so it is said here too).
@@ -254,16 +237,11 @@ pub async fn delete_endpoint(state: &AppState, who: &Principal, id: i32) -> AppR
         .exec(&txn)
         .await?;
     ep::Entity::delete_by_id(id).exec(&txn).await?;
-    record(
-        &txn,
-        who,
-        "notification_endpoint.delete",
-        &row,
-        Some(public(&row)),
-        None,
+    txn.commit(
+        change("notification_endpoint.delete", &row, Some(public(&row)), None),
+        [],
     )
     .await?;
-    txn.commit().await?;
     Ok(())
 }
 
@@ -282,7 +260,7 @@ pub async fn rotate_secret(
             "between 0 and 168 hours".into(),
         )]));
     }
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let row = find(&txn, who.app_id, id).await?;
     let now = super::now();
     let current = signing_secrets(&state.secrets, &row, now)?.remove(0);
@@ -298,16 +276,16 @@ pub async fn rotate_secret(
     }
     am.updated_at = Set(now);
     let row = am.update(&txn).await?;
-    record(
-        &txn,
-        who,
-        "notification_endpoint.rotate_secret",
-        &row,
-        None,
-        Some(json!({"overlapHours": overlap_hours})),
+    txn.commit(
+        change(
+            "notification_endpoint.rotate_secret",
+            &row,
+            None,
+            Some(json!({"overlapHours": overlap_hours})),
+        ),
+        [],
     )
     .await?;
-    txn.commit().await?;
     Ok((row, secret))
 }
 
@@ -433,29 +411,24 @@ pub async fn resend(
         }
         (None, None) => return Err(AppError::bad("give a delivery or an endpoint")),
     }
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let n = q.exec(&txn).await?.rows_affected;
     if delivery_id.is_some() && n == 0 {
         return Err(AppError::not_found("delivery not found"));
     }
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "notification.resend",
-            target: match delivery_id {
+
+    txn.commit(
+        Change::new(
+            "notification.resend",
+            match delivery_id {
                 Some(id) => format!("notification_delivery:{id}"),
                 None => format!("notification_endpoint:{}", endpoint_id.unwrap_or_default()),
             },
-            before: None,
-            after: Some(json!({"queued": n})),
-            reason: "",
-        },
+        )
+        .after(json!({"queued": n})),
+        [Then::WakeDispatcher],
     )
     .await?;
-    txn.commit().await?;
-    state.wake_dispatcher();
     Ok(n)
 }
 
@@ -485,6 +458,7 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
     }
     .insert(&txn)
     .await?;
+    #[allow(clippy::disallowed_methods)] // a test send changes nothing an admin configured
     txn.commit().await?;
     let row = dispatch::attempt(&state.notify, &e, &n, d).await?;
     Ok(DeliveryView { row, notification: n })

@@ -12,7 +12,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, Query
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::{catalog, integration};
+use super::{AdminWrite, Change, catalog, integration};
 use crate::audit;
 use crate::domain::{EntitlementStatus, EventKind, Fact, PaymentEvent, fact_of, project};
 use crate::hotmart::{Format, snapshot};
@@ -314,20 +314,13 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
             r.status
         )));
     }
+    let txn = AdminWrite::begin(state, who).await?;
     if !state.runs.stop(run_id, Stop::Cancelled) {
-        finish_orphan(&state.db, run_id, "cancelled", "cancelled by an admin").await?;
+        finish_orphan(&txn, run_id, "cancelled", "cancelled by an admin").await?;
     }
-    audit::record(
-        &state.db,
-        audit::Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "reconcile.cancel",
-            target: format!("reconciliation_run:{run_id}"),
-            before: None,
-            after: None,
-            reason: "",
-        },
+    txn.commit(
+        Change::new("reconcile.cancel", format!("reconciliation_run:{run_id}")),
+        [],
     )
     .await?;
     wait(state, who.app_id, run_id, std::time::Duration::from_secs(10)).await
@@ -544,6 +537,8 @@ async fn execute(
                     ids.push(id);
                 }
             }
+            #[allow(clippy::disallowed_methods)]
+            // found events are facts from Hotmart; the run is audited when it ends
             txn.commit().await?;
             progress.count(((n + 1) * INSERT_BATCH).min(fresh.len()) as u64);
         }

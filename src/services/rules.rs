@@ -4,7 +4,7 @@ use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use serde_json::json;
 
-use crate::audit::{self, Entry};
+use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
 use crate::rules::{self, RuleError};
 use crate::{AppError, AppResult, AppState};
@@ -50,7 +50,7 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
         )]));
     }
     rules::validate(&state.rules, event_type, source).map_err(rule_error)?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
     let latest = versions(&txn, who.app_id, Some(event_type))
         .await?
@@ -70,22 +70,14 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     }
     .insert(&txn)
     .await?;
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "rule.save",
-            target: format!("rule:{event_type}"),
-            before: before.map(|v| json!({"version": v})),
-            after: Some(json!({"version": row.version, "eventsRequeued": queued})),
-            reason: "",
-        },
+
+    txn.commit(
+        Change::new("rule.save", format!("rule:{event_type}"))
+            .before(before.map(|v| json!({"version": v})).unwrap_or_default())
+            .after(json!({"version": row.version, "eventsRequeued": queued})),
+        [Then::Rules],
     )
     .await?;
-    txn.commit().await?;
-    state.hot.forget_rules(who.app_id);
-    state.wake_worker();
     Ok(row)
 }
 
@@ -116,7 +108,7 @@ async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str
 pub async fn activate(state: &AppState, who: &Principal, event_type: &str, version: i32) -> AppResult<ActiveScript> {
     who.require_admin()?;
     check_event_type(event_type)?;
-    let txn = crate::db::write_txn(&state.db).await?;
+    let txn = AdminWrite::begin(state, who).await?;
     let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
     let queued = if version != 0 {
         let row = rs::Entity::find()
@@ -134,24 +126,16 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
     } else {
         deactivate_all(&txn, who.app_id, event_type).await?
     };
-    audit::record(
-        &txn,
-        Entry {
-            app_id: who.app_id,
-            actor: &who.actor(),
-            action: "rule.activate",
-            target: format!("rule:{event_type}"),
-            before: before.map(|v| json!({"version": v})),
-            after: Some(json!({"version": version, "eventsRequeued": queued})),
-            reason: "",
-        },
-    )
-    .await?;
+
     let now = active(&txn, who.app_id, event_type)
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("no script after activation")))?;
-    txn.commit().await?;
-    state.hot.forget_rules(who.app_id);
-    state.wake_worker();
+    txn.commit(
+        Change::new("rule.activate", format!("rule:{event_type}"))
+            .before(before.map(|v| json!({"version": v})).unwrap_or_default())
+            .after(json!({"version": version, "eventsRequeued": queued})),
+        [Then::Rules],
+    )
+    .await?;
     Ok(now)
 }

@@ -376,6 +376,7 @@ async fn a_worker_batch_that_yields_to_ingest_applies_every_event_once() {
         tokio::spawn(async move {
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let txn = porteiro::db::write_txn_urgent(&db).await.unwrap();
+                #[allow(clippy::disallowed_methods)] // a test's own write
                 txn.commit().await.unwrap();
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
