@@ -410,7 +410,7 @@ async fn notify(settings: Settings, action: NotifyAction) -> anyhow::Result<()> 
                 r.last_latency_ms.unwrap_or_default(),
                 r.last_error.as_deref().map(|e| format!(" ({e})")).unwrap_or_default()
             );
-            if r.status != crate::pipeline::dispatch::DELIVERED {
+            if r.status != entity::status::DeliveryStatus::Delivered {
                 bail!("the endpoint did not accept the test notification");
             }
         }
@@ -549,8 +549,8 @@ pub fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 struct Bar(indicatif::ProgressBar);
 
 impl services::reconcile::Progress for Bar {
-    fn stage(&self, name: &str) {
-        self.0.set_message(name.to_string());
+    fn stage(&self, stage: entity::status::RunStage) {
+        self.0.set_message(stage.as_str());
         self.0.set_position(0);
     }
     fn count(&self, n: u64) {

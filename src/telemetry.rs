@@ -42,12 +42,13 @@ pub fn reconciliation(status: &'static str) {
     metrics::counter!("porteiro_reconciliations_total", "status" => status).increment(1);
 }
 
-/// One notification attempt's result: DELIVERED, PENDING (will retry) or DEAD.
-pub fn notification(status: &str) {
+/// One notification attempt's result: delivered, dead, or pending (will retry).
+pub fn notification(status: entity::status::DeliveryStatus) {
+    use entity::status::DeliveryStatus;
     let status = match status {
-        "DELIVERED" => "delivered",
-        "DEAD" => "dead",
-        _ => "retrying",
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Dead => "dead",
+        DeliveryStatus::Pending => "retrying",
     };
     metrics::counter!("porteiro_notification_attempts_total", "result" => status).increment(1);
 }

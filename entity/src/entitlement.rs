@@ -11,7 +11,7 @@ pub struct Model {
     pub target_id: i32,
     #[sea_orm(column_type = "Text")]
     pub source: String,
-    pub status: String,
+    pub status: crate::status::EntitlementStatus,
     pub granted_at: Option<DateTimeUtc>,
     pub revoked_at: Option<DateTimeUtc>,
     pub expires_at: Option<DateTimeUtc>,

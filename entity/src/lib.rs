@@ -17,5 +17,6 @@ pub mod notification_endpoint;
 pub mod product_package;
 pub mod reconciliation_run;
 pub mod rule_script;
+pub mod status;
 pub mod subscription_plan;
 pub mod webhook_event;

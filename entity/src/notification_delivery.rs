@@ -10,7 +10,7 @@ pub struct Model {
     pub notification_id: i32,
     pub endpoint_id: i32,
     /// PENDING, DELIVERED or DEAD.
-    pub status: String,
+    pub status: crate::status::DeliveryStatus,
     pub attempts: i32,
     /// When a sender may take it next (also the lease of a send in progress).
     pub next_attempt_at: Option<DateTimeUtc>,

@@ -10,7 +10,7 @@ pub struct Model {
     pub since: DateTimeUtc,
     pub until: DateTimeUtc,
     pub dry_run: bool,
-    pub status: String,
+    pub status: crate::status::RunStatus,
     #[sea_orm(column_type = "Text")]
     pub report: Option<String>,
     #[sea_orm(column_type = "Text")]
@@ -18,7 +18,7 @@ pub struct Model {
     pub started_at: DateTimeUtc,
     pub finished_at: Option<DateTimeUtc>,
     /// What a running job is doing (sales, subscriptions, comparing, applying, done).
-    pub stage: Option<String>,
+    pub stage: Option<crate::status::RunStage>,
     /// Items handled in the current stage.
     pub progress: i64,
     /// Written every few seconds while the job runs.

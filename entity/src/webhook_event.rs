@@ -10,14 +10,14 @@ pub struct Model {
     pub origin: String,
     pub event_id: String,
     pub event_type: String,
-    pub format: String,
+    pub format: crate::status::Format,
     #[sea_orm(column_type = "Blob")]
     pub raw_body: Vec<u8>,
     #[sea_orm(column_type = "Text")]
     pub headers: String,
     pub received_at: DateTimeUtc,
     pub occurred_at: Option<DateTimeUtc>,
-    pub status: String,
+    pub status: crate::status::InboxStatus,
     pub is_test: bool,
     pub email: Option<String>,
     pub source_key: Option<String>,

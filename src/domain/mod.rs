@@ -134,45 +134,4 @@ pub fn fact_of(
     })
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum EntitlementStatus {
-    Active,
-    Suspended,
-    Revoked,
-    Expired,
-}
-
-impl EntitlementStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EntitlementStatus::Active => "ACTIVE",
-            EntitlementStatus::Suspended => "SUSPENDED",
-            EntitlementStatus::Revoked => "REVOKED",
-            EntitlementStatus::Expired => "EXPIRED",
-        }
-    }
-
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "ACTIVE" => EntitlementStatus::Active,
-            "SUSPENDED" => EntitlementStatus::Suspended,
-            "EXPIRED" => EntitlementStatus::Expired,
-            _ => EntitlementStatus::Revoked,
-        }
-    }
-
-    /// Expiry is evaluated when read, so no sweeper is needed for correctness.
-    pub fn effective(
-        self,
-        expires_at: Option<chrono::DateTime<chrono::Utc>>,
-        now: chrono::DateTime<chrono::Utc>,
-    ) -> Self {
-        match (self, expires_at) {
-            (EntitlementStatus::Active | EntitlementStatus::Suspended, Some(t)) if t <= now => {
-                EntitlementStatus::Expired
-            }
-            (s, _) => s,
-        }
-    }
-}
+pub use entity::status::EntitlementStatus;

@@ -42,15 +42,15 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             .as_deref()
             .and_then(|d| serde_json::from_str::<Decision>(d).ok())
             .map(|d| d.label());
-        let raw_payload = crate::hotmart::redacted_body(crate::hotmart::Format::parse(&r.format), &r.raw_body);
+        let raw_payload = crate::hotmart::redacted_body(r.format, &r.raw_body);
         WebhookEvent {
             raw_payload,
             id: ID(r.id.to_string()),
             event_id: r.event_id,
             event_type: r.event_type,
-            format: r.format,
+            format: r.format.as_str().into(),
             origin: r.origin,
-            status: r.status,
+            status: r.status.as_str().into(),
             is_test: r.is_test,
             email: r.email,
             transaction: r.transaction,

@@ -11,6 +11,7 @@ use super::{GqlResult, caller, gql, gql_shared, parse_id};
 use crate::pipeline::outbox::EVENT_TYPES;
 use crate::services::Page;
 use crate::services::notifications::{self as svc, DeliveryFilter, DeliveryView, EndpointInput};
+use entity::status::DeliveryStatus as Stored;
 
 /// Where the app wants to hear about access changes (Standard Webhooks, signed).
 #[derive(SimpleObject)]
@@ -98,19 +99,22 @@ pub enum DeliveryStatus {
     Dead,
 }
 
-impl DeliveryStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            DeliveryStatus::Pending => svc::PENDING,
-            DeliveryStatus::Delivered => svc::DELIVERED,
-            DeliveryStatus::Dead => svc::DEAD,
+impl From<DeliveryStatus> for Stored {
+    fn from(s: DeliveryStatus) -> Self {
+        match s {
+            DeliveryStatus::Pending => Stored::Pending,
+            DeliveryStatus::Delivered => Stored::Delivered,
+            DeliveryStatus::Dead => Stored::Dead,
         }
     }
-    fn parse(s: &str) -> Self {
+}
+
+impl From<Stored> for DeliveryStatus {
+    fn from(s: Stored) -> Self {
         match s {
-            svc::DELIVERED => DeliveryStatus::Delivered,
-            svc::DEAD => DeliveryStatus::Dead,
-            _ => DeliveryStatus::Pending,
+            Stored::Pending => DeliveryStatus::Pending,
+            Stored::Delivered => DeliveryStatus::Delivered,
+            Stored::Dead => DeliveryStatus::Dead,
         }
     }
 }
@@ -195,12 +199,15 @@ impl From<DeliveryView> for NotificationDelivery {
         NotificationDelivery {
             id: ID(d.id.to_string()),
             endpoint_id: ID(d.endpoint_id.to_string()),
-            status: DeliveryStatus::parse(&d.status),
+            status: d.status.into(),
             event_type: v.notification.event_type,
             message_id: v.notification.msg_id,
             version: v.notification.version,
             attempt_count: d.attempts,
-            next_attempt_at: d.next_attempt_at.filter(|_| d.status == svc::PENDING).map(Into::into),
+            next_attempt_at: d
+                .next_attempt_at
+                .filter(|_| d.status == Stored::Pending)
+                .map(Into::into),
             last_status_code: d.last_status_code,
             last_error: d.last_error,
             last_latency_ms: d.last_latency_ms,
@@ -251,7 +258,7 @@ impl NotificationQuery {
         let page = Page::new(first, after.as_deref()).map_err(gql)?;
         let filter = DeliveryFilter {
             endpoint_id: endpoint_id.as_ref().map(parse_id).transpose()?,
-            status: status.map(|s| s.as_str().to_string()),
+            status: status.map(Into::into),
             event_type,
         };
         let rows = svc::deliveries(&state.db, who.app_id, &filter, page)
@@ -358,7 +365,7 @@ impl NotificationMutation {
             who,
             None,
             Some(parse_id(&endpoint_id)?),
-            Some(status.unwrap_or(DeliveryStatus::Dead).as_str()),
+            Some(status.unwrap_or(DeliveryStatus::Dead).into()),
         )
         .await
         .map_err(gql)?;

@@ -9,33 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::domain::{EventKind, PaymentEvent};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// JSON, token in the `X-HOTMART-HOTTOK` header.
-    V2,
-    /// Legacy form postback, token in the `hottok` field.
-    V1,
-    /// Reconstructed from the REST API by reconciliation: a serialised domain event.
-    Api,
-}
-
-impl Format {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Format::V2 => "v2",
-            Format::V1 => "v1",
-            Format::Api => "api",
-        }
-    }
-
-    pub fn parse(s: &str) -> Self {
-        match s {
-            "v1" => Format::V1,
-            "api" => Format::Api,
-            _ => Format::V2,
-        }
-    }
-}
+pub use entity::status::Format;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

@@ -6,13 +6,14 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 
 use super::api::{ApiError, Credentials, HotmartApi, Sale, Subscription, SubscriptionPurchase};
 use crate::domain::{EventKind, PaymentEvent};
+use entity::status::RunStage;
 
 /// Hotmart answers 502 on broad sales queries: ask in windows of this size.
 const WINDOW_DAYS: i64 = 30;
 
 /// How a long fetch tells the CLI (a progress bar) or nobody what it is doing.
 pub trait Progress: Send + Sync {
-    fn stage(&self, _name: &str) {}
+    fn stage(&self, _stage: RunStage) {}
     fn count(&self, _n: u64) {}
 }
 
@@ -55,7 +56,7 @@ pub async fn fetch(
     until: DateTime<Utc>,
     progress: &dyn Progress,
 ) -> Result<Snapshot, ApiError> {
-    progress.stage("sales");
+    progress.stage(RunStage::Sales);
     let mut sales = Vec::new();
     for (a, b) in windows(since, until) {
         let base = sales.len() as u64;
@@ -64,7 +65,7 @@ pub async fn fetch(
                 .await?,
         );
     }
-    progress.stage("subscriptions");
+    progress.stage(RunStage::Subscriptions);
     let mut subs: Vec<Subscription> = Vec::new();
     let mut known_codes = HashSet::new();
     let mut add = |found: Vec<Subscription>, subs: &mut Vec<Subscription>| {
@@ -100,7 +101,7 @@ pub async fn fetch(
         )
         .await?;
     add(due, &mut subs);
-    progress.stage("subscription charges");
+    progress.stage(RunStage::SubscriptionCharges);
     let mut purchases = HashMap::new();
     for (i, s) in subs.iter().enumerate() {
         purchases.insert(

@@ -45,7 +45,7 @@ impl Holdings {
         self.rows
             .iter()
             .map(|(e, t)| {
-                let status = EntitlementStatus::parse(&e.status).effective(e.expires_at, now);
+                let status = e.status.effective(e.expires_at, now);
                 AccessView {
                     active: status == EntitlementStatus::Active,
                     status,

@@ -24,9 +24,7 @@ use sea_orm::DatabaseConnection;
 use crate::secrets::{self, SecretBox};
 use crate::{AppError, AppResult};
 
-pub const PENDING: &str = "PENDING";
-pub const DELIVERED: &str = "DELIVERED";
-pub const DEAD: &str = "DEAD";
+use entity::status::DeliveryStatus;
 
 /// Waits after the 1st, 2nd… failed attempt: 8 attempts over about 27 hours, as Standard
 /// Webhooks senders do.
@@ -179,7 +177,7 @@ pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
                     app_id: Set(n.app_id),
                     notification_id: Set(n.id),
                     endpoint_id: Set(e.id),
-                    status: Set(PENDING.into()),
+                    status: Set(DeliveryStatus::Pending),
                     attempts: Set(0),
                     next_attempt_at: Set(Some(now)),
                     created_at: Set(now),
@@ -214,7 +212,7 @@ pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
 pub async fn deliver_due(d: &Arc<Dispatcher>, now: DateTime<Utc>) -> AppResult<Vec<tokio::task::JoinHandle<()>>> {
     let txn = crate::db::write_txn(&d.db).await?;
     let mut q = delivery::Entity::find()
-        .filter(delivery::Column::Status.eq(PENDING))
+        .filter(delivery::Column::Status.eq(DeliveryStatus::Pending))
         .filter(delivery::Column::NextAttemptAt.lte(now))
         .order_by_asc(delivery::Column::NextAttemptAt)
         .limit(CLAIM);
@@ -432,13 +430,13 @@ pub async fn attempt(
     am.updated_at = Set(now);
     match out.status {
         Some(s) if (200..300).contains(&s) => {
-            am.status = Set(DELIVERED.into());
+            am.status = Set(DeliveryStatus::Delivered);
             am.delivered_at = Set(Some(now));
             am.next_attempt_at = Set(None);
             am.last_error = Set(None);
         }
         Some(410) => {
-            am.status = Set(DEAD.into());
+            am.status = Set(DeliveryStatus::Dead);
             am.next_attempt_at = Set(None);
             am.last_error = Set(Some("410 Gone: the endpoint was disabled".into()));
             ep::Entity::update_many()
@@ -463,7 +461,7 @@ pub async fn attempt(
                     am.next_attempt_at = Set(Some(now + chrono::TimeDelta::from_std(wait).unwrap_or_default()));
                 }
                 None => {
-                    am.status = Set(DEAD.into());
+                    am.status = Set(DeliveryStatus::Dead);
                     am.next_attempt_at = Set(None);
                 }
             }
@@ -471,7 +469,7 @@ pub async fn attempt(
     }
     let row = am.update(&txn).await?;
     txn.commit().await?;
-    crate::telemetry::notification(&row.status);
+    crate::telemetry::notification(row.status);
     Ok(row)
 }
 
@@ -562,7 +560,7 @@ pub async fn prune(db: &DatabaseConnection, days: i64) -> AppResult<u64> {
         .select_only()
         .column(delivery::Column::NotificationId)
         .filter(delivery::Column::NotificationId.is_in(old.clone()))
-        .filter(delivery::Column::Status.eq(PENDING))
+        .filter(delivery::Column::Status.eq(DeliveryStatus::Pending))
         .into_tuple()
         .all(db)
         .await?;

@@ -1,5 +1,6 @@
 //! The webhook inbox: raw deliveries stored verbatim, keyed by the provider's event id.
 use chrono::{DateTime, Utc};
+use entity::status::{Format, InboxStatus};
 use entity::webhook_event as we;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, QueryTrait, Set,
@@ -8,7 +9,6 @@ use sea_orm::{
 
 use crate::{AppError, AppResult};
 
-pub const PENDING: &str = "pending";
 pub const PROVIDER: &str = "hotmart";
 pub const ORIGIN_WEBHOOK: &str = "webhook";
 pub const ORIGIN_RECONCILE: &str = "reconcile";
@@ -19,7 +19,7 @@ pub struct RecordInput {
     pub origin: &'static str,
     pub event_id: String,
     pub event_type: String,
-    pub format: &'static str,
+    pub format: Format,
     pub raw: Vec<u8>,
     pub headers: serde_json::Value,
     pub occurred_at: Option<DateTime<Utc>>,
@@ -395,12 +395,16 @@ fn active_model(input: RecordInput) -> we::ActiveModel {
         origin: Set(input.origin.into()),
         event_id: Set(input.event_id),
         event_type: Set(input.event_type),
-        format: Set(input.format.into()),
+        format: Set(input.format),
         raw_body: Set(input.raw),
         headers: Set(input.headers.to_string()),
         received_at: Set(chrono::Utc::now()),
         occurred_at: Set(input.occurred_at),
-        status: Set(if input.unreadable.is_some() { "failed" } else { PENDING }.into()),
+        status: Set(if input.unreadable.is_some() {
+            InboxStatus::Failed
+        } else {
+            InboxStatus::Pending
+        }),
         error: Set(input.unreadable),
         is_test: Set(input.is_test),
         attempts: Set(0),
@@ -471,7 +475,7 @@ pub async fn measure_backlog(ingest: &std::sync::Arc<Ingest>, db: &sea_orm::Data
 pub async fn pending_count(db: &impl ConnectionTrait) -> AppResult<u64> {
     use sea_orm::PaginatorTrait;
     Ok(we::Entity::find()
-        .filter(we::Column::Status.eq(PENDING))
+        .filter(we::Column::Status.eq(InboxStatus::Pending))
         .count(db)
         .await?)
 }
@@ -492,7 +496,7 @@ async fn touch_received(db: &impl ConnectionTrait, app_id: i32, is_test: bool) -
 /// Sends one event back to the queue (a replay), in the caller's transaction.
 pub async fn requeue(db: &impl ConnectionTrait, row: we::Model) -> AppResult<we::Model> {
     let mut am: we::ActiveModel = row.into();
-    am.status = Set(PENDING.into());
+    am.status = Set(InboxStatus::Pending);
     am.error = Set(None);
     Ok(am.update(db).await?)
 }

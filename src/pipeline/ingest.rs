@@ -125,7 +125,7 @@ pub async fn receive(
         origin: ORIGIN_WEBHOOK,
         event_id: event_id.clone(),
         event_type: event_type.clone(),
-        format: format.as_str(),
+        format,
         raw,
         headers: d.headers,
         occurred_at,

@@ -40,7 +40,7 @@ pub async fn announce_expiries(db: &DatabaseConnection, now: DateTime<Utc>) -> A
     let due = entitlement::Entity::find()
         .filter(entitlement::Column::ExpiryNoted.eq(false))
         .filter(entitlement::Column::ExpiresAt.lte(now))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .filter(entitlement::Column::Status.is_in([EntitlementStatus::Active, EntitlementStatus::Suspended]))
         .order_by_asc(entitlement::Column::ExpiresAt)
         .limit(500)
         .all(db)
@@ -105,7 +105,7 @@ impl Side {
 /// reads as the stored status, so whichever comes first (the timer or a later recompute)
 /// announces it.
 pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side {
-    let stored = EntitlementStatus::parse(&e.status);
+    let stored = e.status;
     Side {
         email: email.to_string(),
         target: (

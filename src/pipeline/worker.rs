@@ -13,11 +13,12 @@ use std::collections::BTreeSet;
 
 use super::Pipeline;
 use super::ledger::{Ledger, Outcome};
-use super::{history, inbox, scripts, targets};
+use super::{history, scripts, targets};
 use crate::AppResult;
-use crate::domain::{Decision, EntitlementStatus, PaymentEvent, Target};
+use crate::domain::{Decision, PaymentEvent, Target};
 use crate::hotmart::{self, Format};
 use crate::rules::CurrentAccess;
+use entity::status::InboxStatus;
 
 /// What processing one delivery concluded, before anything is written.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct Evaluation {
     pub decision: Option<Decision>,
     pub rule_version: Option<i32>,
     /// processed | ignored | unmapped | failed | test
-    pub status: &'static str,
+    pub status: InboxStatus,
     pub error: Option<String>,
     /// The source's access the rules were shown (`Some` only when the rules were asked), so a
     /// decision made before the write lock can be checked inside it.
@@ -35,7 +36,7 @@ pub struct Evaluation {
 }
 
 impl Evaluation {
-    fn stop(event: Option<PaymentEvent>, status: &'static str, why: impl Into<String>) -> Self {
+    fn stop(event: Option<PaymentEvent>, status: InboxStatus, why: impl Into<String>) -> Self {
         Evaluation {
             event,
             target: None,
@@ -86,13 +87,13 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
     if ev.is_test {
         return done(Evaluation::stop(
             Some(ev),
-            "test",
+            InboxStatus::Test,
             "Hotmart test event: recorded, never grants access",
         ));
     }
     if !ev.kind.concerns_access() {
         let why = format!("{} does not change access", ev.kind.as_str());
-        return done(Evaluation::stop(Some(ev), "ignored", why));
+        return done(Evaluation::stop(Some(ev), InboxStatus::Ignored, why));
     }
     let Some(_) = ev
         .buyer_email
@@ -100,18 +101,18 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
         .and_then(|e| crate::domain::Email::parse(e).ok())
     else {
         let why = format!("{} carries no valid buyer e-mail", ev.kind.as_str());
-        return done(Evaluation::stop(Some(ev), "failed", why));
+        return done(Evaluation::stop(Some(ev), InboxStatus::Failed, why));
     };
     // A purchase event is about one transaction; without a readable one it could grant
     // without ever counting as a copy. Fail closed, with the reason.
     if ev.kind.as_str().starts_with("PURCHASE_") && ev.transaction.is_none() {
         let why = format!("{} carries no readable transaction", ev.kind.as_str());
-        return done(Evaluation::stop(Some(ev), "failed", why));
+        return done(Evaluation::stop(Some(ev), InboxStatus::Failed, why));
     }
     let Some(source) = ev.source_key() else {
         return done(Evaluation::stop(
             Some(ev),
-            "failed",
+            InboxStatus::Failed,
             "event has neither a transaction nor a subscriber code",
         ));
     };
@@ -128,13 +129,13 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
                     "Hotmart product {} is not linked to any package or plan; link it, then replay this event",
                     ev.product_id.as_deref().unwrap_or("(none)")
                 );
-                return done(Evaluation::stop(Some(ev), "unmapped", why));
+                return done(Evaluation::stop(Some(ev), InboxStatus::Unmapped, why));
             }
         },
     };
     let Some(script) = scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await? else {
         let why = format!("no rule for {}", ev.kind.as_str());
-        return done(Evaluation::stop(Some(ev), "ignored", why));
+        return done(Evaluation::stop(Some(ev), InboxStatus::Ignored, why));
     };
     Ok(Stage::Ready(Ready {
         ev,
@@ -175,14 +176,14 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             target: None,
             decision: None,
             rule_version: Some(script.version),
-            status: "unmapped",
+            status: InboxStatus::Unmapped,
             seen: Some(current),
         },
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
-                "ignored"
+                InboxStatus::Ignored
             } else {
-                "processed"
+                InboxStatus::Processed
             };
             let error = match &decision {
                 Decision::Ignore { reason } => Some(reason.clone()),
@@ -204,7 +205,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             target: Some(target),
             decision: None,
             rule_version: Some(script.version),
-            status: "failed",
+            status: InboxStatus::Failed,
             seen: Some(current),
         },
     }
@@ -234,7 +235,7 @@ pub async fn evaluate_event(
 /// What an entitlement gives now, as a rule script sees it.
 fn access_of(r: &entity::entitlement::Model) -> CurrentAccess {
     CurrentAccess {
-        status: EntitlementStatus::parse(&r.status).effective(r.expires_at, chrono::Utc::now()),
+        status: r.status.effective(r.expires_at, chrono::Utc::now()),
         expires_at: r.expires_at,
     }
 }
@@ -246,7 +247,7 @@ async fn reevaluate(
     ledger: &mut Ledger,
     row: &we::Model,
 ) -> AppResult<Evaluation> {
-    let ev = match hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at) {
+    let ev = match hotmart::parse_event(row.format, &row.raw_body, row.received_at) {
         Ok(ev) => ev,
         Err(e) => return Ok(unreadable(e)),
     };
@@ -260,7 +261,7 @@ async fn reevaluate(
 }
 
 fn unreadable(e: impl std::fmt::Display) -> Evaluation {
-    Evaluation::stop(None, "failed", format!("cannot read the payload: {e}"))
+    Evaluation::stop(None, InboxStatus::Failed, format!("cannot read the payload: {e}"))
 }
 
 /// Processes one given event alone if it is still pending (a reconciliation applying its own
@@ -269,7 +270,7 @@ fn unreadable(e: impl std::fmt::Display) -> Evaluation {
 pub async fn process_row(state: &Pipeline, id: i32) -> AppResult<Option<i32>> {
     let txn = crate::db::write_txn(&state.db).await?;
     let mut q = we::Entity::find()
-        .filter(we::Column::Status.eq(inbox::PENDING))
+        .filter(we::Column::Status.eq(InboxStatus::Pending))
         .filter(we::Column::Id.eq(id));
     if txn.get_database_backend() == DbBackend::Postgres {
         q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
@@ -284,7 +285,7 @@ pub async fn process_row(state: &Pipeline, id: i32) -> AppResult<Option<i32>> {
         Ok((status, changed)) => {
             txn.commit().await?;
             state.access_changed(&changed);
-            crate::telemetry::event_processed(status, started.elapsed().as_secs_f64());
+            crate::telemetry::event_processed(status.as_str(), started.elapsed().as_secs_f64());
             Ok(Some(id))
         }
         Err(e) => {
@@ -308,7 +309,7 @@ async fn note_failure(state: &Pipeline, id: i32, attempts: i32, e: &crate::AppEr
         ..Default::default()
     };
     if attempts >= MAX_ATTEMPTS {
-        am.status = Set("failed".into());
+        am.status = Set(InboxStatus::Failed);
         am.error = Set(Some(format!(
             "could not be applied after {attempts} attempts ({}); replay it once fixed",
             e.code()
@@ -319,16 +320,8 @@ async fn note_failure(state: &Pipeline, id: i32, attempts: i32, e: &crate::AppEr
 }
 
 /// Evaluates one claimed row and writes its outcome, inside the caller's transaction.
-async fn apply_row(state: &Pipeline, txn: &crate::db::WriteTxn, row: we::Model) -> AppResult<(&'static str, Changed)> {
-    let eval = evaluate(
-        state,
-        txn,
-        row.app_id,
-        Format::parse(&row.format),
-        &row.raw_body,
-        row.received_at,
-    )
-    .await?;
+async fn apply_row(state: &Pipeline, txn: &crate::db::WriteTxn, row: we::Model) -> AppResult<(InboxStatus, Changed)> {
+    let eval = evaluate(state, txn, row.app_id, row.format, &row.raw_body, row.received_at).await?;
     let mut ledger = Ledger::default();
     let out = write_outcome(txn, &mut ledger, row, eval).await?;
     ledger.flush(txn).await?;
@@ -342,11 +335,11 @@ async fn write_outcome(
     ledger: &mut Ledger,
     row: we::Model,
     eval: Evaluation,
-) -> AppResult<(&'static str, Changed)> {
+) -> AppResult<(InboxStatus, Changed)> {
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
     let fact = match (ev, &eval.target, &eval.decision, &source, eval.status) {
-        (Some(ev), Some(target), Some(d), Some(s), "processed") => {
+        (Some(ev), Some(target), Some(d), Some(s), InboxStatus::Processed) => {
             crate::domain::fact_of(ev, target, d, row.id, eval.rule_version).map(|f| (s.clone(), f))
         }
         _ => None,
@@ -407,7 +400,7 @@ type Prepared = Vec<(we::Model, Evaluation)>;
 /// each source holds at that moment. The CPU work (parsing, the rules) runs on a blocking
 /// thread, so a batch applying concurrently on the same runtime is not held up by it.
 async fn prepare_batch(state: &Pipeline, skip: &[i32], limit: usize) -> AppResult<Prepared> {
-    let mut q = we::Entity::find().filter(we::Column::Status.eq(inbox::PENDING));
+    let mut q = we::Entity::find().filter(we::Column::Status.eq(InboxStatus::Pending));
     if !skip.is_empty() {
         q = q.filter(we::Column::Id.is_not_in(skip.to_vec()));
     }
@@ -422,8 +415,7 @@ async fn prepare_batch(state: &Pipeline, skip: &[i32], limit: usize) -> AppResul
     let parsed = blocking(move || {
         rows.into_iter()
             .map(|row| {
-                let ev = hotmart::parse_event(Format::parse(&row.format), &row.raw_body, row.received_at)
-                    .map_err(|e| e.to_string());
+                let ev = hotmart::parse_event(row.format, &row.raw_body, row.received_at).map_err(|e| e.to_string());
                 (row, ev)
             })
             .collect::<Vec<_>>()
@@ -488,7 +480,7 @@ async fn apply_prepared(state: &Pipeline, prepared: Prepared) -> AppResult<Appli
         Ok((statuses, left)) => {
             let per_event = started.elapsed().as_secs_f64() / statuses.len().max(1) as f64;
             for status in &statuses {
-                crate::telemetry::event_processed(status, per_event);
+                crate::telemetry::event_processed(status.as_str(), per_event);
             }
             Ok(Applied {
                 settled: statuses.len(),
@@ -583,7 +575,7 @@ pub async fn drain(state: &Pipeline) -> AppResult<usize> {
 /// Applies a batch: claims the rows still pending, then per row in inbox order re-reads its
 /// source and, when that is not what the rules were shown, evaluates it again. Returns each
 /// applied row's status, and the rows left for the next batch when it yielded to ingest.
-async fn apply_batch(state: &Pipeline, prepared: Prepared) -> AppResult<(Vec<&'static str>, Prepared)> {
+async fn apply_batch(state: &Pipeline, prepared: Prepared) -> AppResult<(Vec<InboxStatus>, Prepared)> {
     let started = std::time::Instant::now();
     let txn = crate::db::write_txn(&state.db).await?;
     let waited = started.elapsed();
@@ -592,7 +584,7 @@ async fn apply_batch(state: &Pipeline, prepared: Prepared) -> AppResult<(Vec<&'s
         .select_only()
         .column(we::Column::Id)
         .filter(we::Column::Id.is_in(ids))
-        .filter(we::Column::Status.eq(inbox::PENDING));
+        .filter(we::Column::Status.eq(InboxStatus::Pending));
     if txn.get_database_backend() == DbBackend::Postgres {
         q = q.lock_with_behavior(LockType::Update, LockBehavior::SkipLocked);
     }

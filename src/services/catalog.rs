@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
-use crate::domain::TargetKind;
+use crate::domain::{EntitlementStatus, TargetKind};
 use crate::{AppError, AppResult, AppState};
 
 pub use crate::pipeline::targets::{PROVIDER_PLAN, PROVIDER_PRODUCT, target};
@@ -503,7 +503,7 @@ pub async fn delete_target(
         .filter(entitlement::Column::AppId.eq(who.app_id))
         .filter(entitlement::Column::TargetKind.eq(kind.as_str()))
         .filter(entitlement::Column::TargetId.eq(id))
-        .filter(entitlement::Column::Status.is_in(["ACTIVE", "SUSPENDED"]))
+        .filter(entitlement::Column::Status.is_in([EntitlementStatus::Active, EntitlementStatus::Suspended]))
         .all(&txn)
         .await?;
     let holders = live.len();

@@ -167,7 +167,7 @@ async fn revoke_row(
     reason: &str,
 ) -> AppResult<(i32, Changed)> {
     let was_live = matches!(
-        EntitlementStatus::parse(&r.status).effective(r.expires_at, super::now()),
+        r.status.effective(r.expires_at, super::now()),
         EntitlementStatus::Active | EntitlementStatus::Suspended
     );
     let target = (

@@ -7,8 +7,9 @@ use serde_json::json;
 use super::{AdminWrite, Change, Then};
 use super::{Page, Paged};
 use crate::auth::Principal;
-use crate::pipeline::inbox::{self, PENDING};
+use crate::pipeline::inbox;
 use crate::{AppError, AppResult, AppState};
+use entity::status::InboxStatus;
 
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -59,7 +60,7 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
     who.require_admin()?;
     let txn = AdminWrite::begin(state, who).await?;
     let row = get(&txn, who.app_id, id).await?;
-    if row.status == PENDING {
+    if row.status == InboxStatus::Pending {
         return Err(AppError::Conflict(format!(
             "webhook event {id} is already waiting to be processed"
         )));
@@ -70,7 +71,7 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
     txn.commit(
         Change::new("webhook.replay", format!("webhook_event:{id}"))
             .before(before)
-            .after(json!({"status": PENDING})),
+            .after(json!({"status": InboxStatus::Pending})),
         [Then::WakeWorker],
     )
     .await?;
@@ -78,28 +79,34 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
 }
 
 /// Statuses an admin may send back to the queue in bulk.
-pub const REPLAYABLE: &[&str] = &["failed", "unmapped", "ignored"];
+pub const REPLAYABLE: &[InboxStatus] = &[InboxStatus::Failed, InboxStatus::Unmapped, InboxStatus::Ignored];
 
 /// Queues every event of the app in `status` (optionally of one type) again, e.g. all `unmapped`
 /// events after linking a product, or all `failed` ones after fixing a rule. Returns how many.
 pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_type: Option<&str>) -> AppResult<u64> {
     who.require_admin()?;
-    let status = status.trim().to_lowercase();
-    if !REPLAYABLE.contains(&status.as_str()) {
-        return Err(AppError::InvalidFields(vec![(
-            "status".into(),
-            format!("only {} events can be replayed in bulk", REPLAYABLE.join(", ")),
-        )]));
-    }
+    let status = InboxStatus::parse(&status.trim().to_lowercase())
+        .ok()
+        .filter(|s| REPLAYABLE.contains(s))
+        .ok_or_else(|| {
+            let names: Vec<&str> = REPLAYABLE.iter().map(|s| s.as_str()).collect();
+            AppError::InvalidFields(vec![(
+                "status".into(),
+                format!("only {} events can be replayed in bulk", names.join(", ")),
+            )])
+        })?;
     let txn = AdminWrite::begin(state, who).await?;
     let mut q = we::Entity::update_many()
-        .col_expr(we::Column::Status, sea_orm::sea_query::Expr::value(PENDING))
+        .col_expr(
+            we::Column::Status,
+            sea_orm::sea_query::Expr::value(InboxStatus::Pending),
+        )
         .col_expr(
             we::Column::Error,
             sea_orm::sea_query::Expr::value(Option::<String>::None),
         )
         .filter(we::Column::AppId.eq(who.app_id))
-        .filter(we::Column::Status.eq(status.clone()));
+        .filter(we::Column::Status.eq(status));
     if let Some(t) = event_type {
         q = q.filter(we::Column::EventType.eq(t.trim().to_uppercase()));
     }

@@ -14,10 +14,10 @@ use super::{AdminWrite, Change, Then};
 use super::{Page, Paged};
 use crate::auth::Principal;
 use crate::pipeline::dispatch::{self, check_url, secret_slot, signing_secrets};
-pub use crate::pipeline::dispatch::{DEAD, DELIVERED, PENDING};
 use crate::pipeline::outbox::{self, EVENT_TYPES, TEST_EVENT};
 use crate::secrets::Slot;
 use crate::{AppError, AppResult, AppState};
+use entity::status::DeliveryStatus;
 
 const MAX_IN_FLIGHT: i32 = 4;
 const TIMEOUT_MS: i32 = 10_000;
@@ -307,7 +307,7 @@ pub struct DeliveryView {
 #[derive(Debug, Clone, Default)]
 pub struct DeliveryFilter {
     pub endpoint_id: Option<i32>,
-    pub status: Option<String>,
+    pub status: Option<DeliveryStatus>,
     pub event_type: Option<String>,
 }
 
@@ -323,7 +323,7 @@ pub async fn deliveries(
         q = q.filter(delivery::Column::EndpointId.eq(e));
     }
     if let Some(s) = &filter.status {
-        q = q.filter(delivery::Column::Status.eq(s.as_str()));
+        q = q.filter(delivery::Column::Status.eq(*s));
     }
     if let Some(t) = &filter.event_type {
         let ids: Vec<i32> = note::Entity::find()
@@ -392,11 +392,11 @@ pub async fn resend(
     who: &Principal,
     delivery_id: Option<i32>,
     endpoint_id: Option<i32>,
-    status: Option<&str>,
+    status: Option<DeliveryStatus>,
 ) -> AppResult<u64> {
     who.require_admin()?;
     let mut q = delivery::Entity::update_many()
-        .col_expr(delivery::Column::Status, PENDING.into())
+        .col_expr(delivery::Column::Status, DeliveryStatus::Pending.into())
         .col_expr(delivery::Column::Attempts, 0.into())
         .col_expr(delivery::Column::NextAttemptAt, Some(super::now()).into())
         .col_expr(delivery::Column::UpdatedAt, super::now().into())
@@ -407,7 +407,7 @@ pub async fn resend(
             find(&state.db, who.app_id, e).await?;
             q = q
                 .filter(delivery::Column::EndpointId.eq(e))
-                .filter(delivery::Column::Status.eq(status.unwrap_or(DEAD)));
+                .filter(delivery::Column::Status.eq(status.unwrap_or(DeliveryStatus::Dead)));
         }
         (None, None) => return Err(AppError::bad("give a delivery or an endpoint")),
     }
@@ -448,7 +448,7 @@ pub async fn send_test(state: &AppState, app_id: i32, endpoint_id: i32) -> AppRe
         app_id: Set(app_id),
         notification_id: Set(n.id),
         endpoint_id: Set(e.id),
-        status: Set(PENDING.into()),
+        status: Set(DeliveryStatus::Pending),
         attempts: Set(0),
         // Leased to this call: the dispatcher leaves it alone while it is sent here.
         next_attempt_at: Set(Some(now + chrono::TimeDelta::minutes(1))),

@@ -1,5 +1,6 @@
 //! The console's first screen: what arrived lately and what it did, counted in the database.
 use chrono::{DateTime, TimeDelta, Utc};
+use entity::status::InboxStatus;
 use sea_orm::{ConnectionTrait, DbBackend};
 
 use crate::AppResult;
@@ -49,13 +50,13 @@ async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: sea_o
     Ok(out)
 }
 
-async fn count(db: &impl ConnectionTrait, app_id: i32, status: &str) -> AppResult<i64> {
+async fn count(db: &impl ConnectionTrait, app_id: i32, status: InboxStatus) -> AppResult<i64> {
     let backend = db.get_database_backend();
     let row = db
         .query_one_raw(crate::db::statement(
             backend,
             "SELECT COUNT(*) AS n FROM webhook_event WHERE app_id = ? AND status = ?",
-            vec![app_id.into(), status.into()],
+            vec![app_id.into(), status.as_str().into()],
         ))
         .await?;
     Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
@@ -74,8 +75,8 @@ pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> A
     Ok(Overview {
         events_per_hour: buckets(db, &events, app_id, (now - TimeDelta::hours(24)).into()).await?,
         changes_per_day: buckets(db, changes, app_id, first_day.into()).await?,
-        backlog: count(db, app_id, "pending").await?,
-        failed: count(db, app_id, "failed").await?,
-        unmapped: count(db, app_id, "unmapped").await?,
+        backlog: count(db, app_id, InboxStatus::Pending).await?,
+        failed: count(db, app_id, InboxStatus::Failed).await?,
+        unmapped: count(db, app_id, InboxStatus::Unmapped).await?,
     })
 }

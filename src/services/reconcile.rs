@@ -18,6 +18,7 @@ use crate::domain::{EntitlementStatus, EventKind, Fact, PaymentEvent, fact_of, p
 use crate::hotmart::{Format, snapshot};
 use crate::pipeline::{history, inbox, worker as processor};
 use crate::{AppError, AppResult, AppState};
+use entity::status::{InboxStatus, RunStage, RunStatus};
 
 const MAX_SPAN_DAYS: i64 = 5 * 366;
 
@@ -104,14 +105,14 @@ pub use crate::jobs::Stop;
 /// Progress written to the run row (stage and count), at most once per heartbeat, plus the
 /// caller's own progress (the CLI's bar).
 struct RowProgress<'a> {
-    latest: std::sync::Mutex<(String, u64)>,
+    latest: std::sync::Mutex<(RunStage, u64)>,
     inner: &'a dyn Progress,
 }
 
 impl Progress for RowProgress<'_> {
-    fn stage(&self, name: &str) {
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = (name.to_string(), 0);
-        self.inner.stage(name);
+    fn stage(&self, stage: RunStage) {
+        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = (stage, 0);
+        self.inner.stage(stage);
     }
     fn count(&self, n: u64) {
         self.latest.lock().unwrap_or_else(|p| p.into_inner()).1 = n;
@@ -119,13 +120,13 @@ impl Progress for RowProgress<'_> {
     }
 }
 
-async fn beat(db: &impl ConnectionTrait, run_id: i32, stage: &str, progress: u64) -> AppResult<()> {
+async fn beat(db: &impl ConnectionTrait, run_id: i32, stage: RunStage, progress: u64) -> AppResult<()> {
     run::Entity::update_many()
         .col_expr(run::Column::HeartbeatAt, sea_orm::sea_query::Expr::value(super::now()))
-        .col_expr(run::Column::Stage, sea_orm::sea_query::Expr::value(stage.to_string()))
+        .col_expr(run::Column::Stage, sea_orm::sea_query::Expr::value(stage))
         .col_expr(run::Column::Progress, sea_orm::sea_query::Expr::value(progress as i64))
         .filter(run::Column::Id.eq(run_id))
-        .filter(run::Column::Status.eq("running"))
+        .filter(run::Column::Status.eq(RunStatus::Running))
         .exec(db)
         .await?;
     Ok(())
@@ -145,9 +146,9 @@ async fn begin(
         since: Set(req.since),
         until: Set(req.until),
         dry_run: Set(req.dry_run),
-        status: Set("running".into()),
+        status: Set(RunStatus::Running),
         started_at: Set(now),
-        stage: Set(Some("starting".into())),
+        stage: Set(Some(RunStage::Starting)),
         progress: Set(0),
         heartbeat_at: Set(Some(now)),
         ..Default::default()
@@ -169,7 +170,7 @@ async fn run_job(
 ) -> AppResult<run::Model> {
     let (run_id, app_id) = (started.id, started.app_id);
     let rows = RowProgress {
-        latest: std::sync::Mutex::new(("starting".into(), 0)),
+        latest: std::sync::Mutex::new((RunStage::Starting, 0)),
         inner: progress,
     };
     let work = execute(state, app_id, run_id, &creds, &req, &rows);
@@ -179,8 +180,8 @@ async fn run_job(
         tokio::select! {
             r = &mut work => break r.map_err(Err),
             _ = ticker.tick() => {
-                let (stage, n) = rows.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
-                if let Err(e) = beat(&state.db, run_id, &stage, n).await {
+                let (stage, n) = *rows.latest.lock().unwrap_or_else(|p| p.into_inner());
+                if let Err(e) = beat(&state.db, run_id, stage, n).await {
                     e.log();
                 }
             }
@@ -193,20 +194,20 @@ async fn run_job(
             }
         }
     };
-    let (stage, n) = rows.latest.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (stage, n) = *rows.latest.lock().unwrap_or_else(|p| p.into_inner());
     let mut am: run::ActiveModel = started.into();
     am.finished_at = Set(Some(super::now()));
     am.heartbeat_at = Set(Some(super::now()));
     am.progress = Set(n as i64);
     let label = match &outcome {
         Ok(report) => {
-            am.status = Set("succeeded".into());
-            am.stage = Set(Some("done".into()));
+            am.status = Set(RunStatus::Succeeded);
+            am.stage = Set(Some(RunStage::Done));
             am.report = Set(Some(serde_json::to_string(report).map_err(AppError::internal)?));
-            "succeeded"
+            RunStatus::Succeeded
         }
         Err(Ok(why)) => {
-            am.status = Set("cancelled".into());
+            am.status = Set(RunStatus::Cancelled);
             am.stage = Set(Some(stage));
             am.error = Set(Some(match why {
                 Stop::Cancelled => "cancelled by an admin; what was applied stays (a rerun adds the rest)".into(),
@@ -214,18 +215,18 @@ async fn run_job(
                     "the service stopped while it ran; what was applied stays (a rerun adds the rest)".into()
                 }
             }));
-            "cancelled"
+            RunStatus::Cancelled
         }
         Err(Err(e)) => {
             e.log();
-            am.status = Set("failed".into());
+            am.status = Set(RunStatus::Failed);
             am.stage = Set(Some(stage));
             am.error = Set(Some(e.public_message()));
-            "failed"
+            RunStatus::Failed
         }
     };
     let saved = am.update(&state.db).await?;
-    crate::telemetry::reconciliation(label);
+    crate::telemetry::reconciliation(label.as_str());
     if let Ok(report) = &outcome
         && report.applied
     {
@@ -275,7 +276,7 @@ pub async fn start(state: &AppState, app_id: i32, req: Request) -> AppResult<run
             Ok(Err(e)) => e.log(),
             Err(e) => {
                 tracing::error!(run = id, error = %e, "reconciliation job crashed");
-                let _ = finish_orphan(&st.db, id, "failed", "the job crashed; see the service log").await;
+                let _ = finish_orphan(&st.db, id, RunStatus::Failed, "the job crashed; see the service log").await;
             }
         }
         st.runs.forget(id);
@@ -288,7 +289,7 @@ pub async fn wait(state: &AppState, app_id: i32, run_id: i32, timeout: std::time
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let r = get(&state.db, app_id, run_id).await?;
-        if r.status != "running" || tokio::time::Instant::now() >= deadline {
+        if r.status != RunStatus::Running || tokio::time::Instant::now() >= deadline {
             return Ok(r);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -308,7 +309,7 @@ pub async fn get(db: &impl ConnectionTrait, app_id: i32, run_id: i32) -> AppResu
 pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32) -> AppResult<run::Model> {
     who.require_admin()?;
     let r = get(&state.db, who.app_id, run_id).await?;
-    if r.status != "running" {
+    if r.status != RunStatus::Running {
         return Err(AppError::Conflict(format!(
             "reconciliation run {run_id} is already {}",
             r.status
@@ -316,7 +317,7 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
     }
     let txn = AdminWrite::begin(state, who).await?;
     if !state.runs.stop(run_id, Stop::Cancelled) {
-        finish_orphan(&txn, run_id, "cancelled", "cancelled by an admin").await?;
+        finish_orphan(&txn, run_id, RunStatus::Cancelled, "cancelled by an admin").await?;
     }
     txn.commit(
         Change::new("reconcile.cancel", format!("reconciliation_run:{run_id}")),
@@ -326,13 +327,13 @@ pub async fn cancel(state: &AppState, who: &crate::auth::Principal, run_id: i32)
     wait(state, who.app_id, run_id, std::time::Duration::from_secs(10)).await
 }
 
-async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, status: &str, why: &str) -> AppResult<()> {
+async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, status: RunStatus, why: &str) -> AppResult<()> {
     run::Entity::update_many()
         .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value(status))
         .col_expr(run::Column::Error, sea_orm::sea_query::Expr::value(why.to_string()))
         .col_expr(run::Column::FinishedAt, sea_orm::sea_query::Expr::value(super::now()))
         .filter(run::Column::Id.eq(run_id))
-        .filter(run::Column::Status.eq("running"))
+        .filter(run::Column::Status.eq(RunStatus::Running))
         .exec(db)
         .await?;
     Ok(())
@@ -343,7 +344,7 @@ async fn finish_orphan(db: &impl ConnectionTrait, run_id: i32, status: &str, why
 pub async fn sweep_orphans(db: &impl ConnectionTrait) -> AppResult<u64> {
     let cutoff = super::now() - STALE_AFTER;
     let res = run::Entity::update_many()
-        .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value("failed"))
+        .col_expr(run::Column::Status, sea_orm::sea_query::Expr::value(RunStatus::Failed))
         .col_expr(
             run::Column::Error,
             sea_orm::sea_query::Expr::value(
@@ -351,7 +352,7 @@ pub async fn sweep_orphans(db: &impl ConnectionTrait) -> AppResult<u64> {
             ),
         )
         .col_expr(run::Column::FinishedAt, sea_orm::sea_query::Expr::value(super::now()))
-        .filter(run::Column::Status.eq("running"))
+        .filter(run::Column::Status.eq(RunStatus::Running))
         .filter(
             sea_orm::Condition::any()
                 .add(run::Column::HeartbeatAt.lt(cutoff))
@@ -451,13 +452,13 @@ async fn execute(
     let latest = latest_known(&state.db, app_id, &fresh).await?;
     date_after_known(&mut fresh, &latest);
 
-    progress.stage("comparing");
+    progress.stage(RunStage::Comparing);
     // What each source's access would become once the new facts join its history.
     let mut by_source: BTreeMap<String, Vec<Fact>> = BTreeMap::new();
     let mut unmapped = std::collections::BTreeSet::new();
     for ev in &fresh {
         let eval = processor::evaluate_event(state, &state.db, app_id, ev.clone()).await?;
-        if eval.status == "unmapped"
+        if eval.status == InboxStatus::Unmapped
             && let Some(p) = &ev.product_id
         {
             unmapped.insert(p.clone());
@@ -477,9 +478,7 @@ async fn execute(
         let Some(after) = project(&all) else { continue };
         let before = history::row_of(&state.db, app_id, &source).await?;
         let after_status = after.status.effective(after.expires_at, now);
-        let before_status = before
-            .as_ref()
-            .map(|b| EntitlementStatus::parse(&b.status).effective(b.expires_at, now));
+        let before_status = before.as_ref().map(|b| b.status.effective(b.expires_at, now));
         let was_active = before_status == Some(EntitlementStatus::Active);
         let is_active = after_status == EntitlementStatus::Active;
         let kind = match (was_active, is_active) {
@@ -511,7 +510,7 @@ async fn execute(
     if !req.dry_run {
         // Written in batches (one transaction each), then only this run's events are processed:
         // other apps' inboxes are the worker's business.
-        progress.stage("storing");
+        progress.stage(RunStage::Storing);
         let mut ids = Vec::with_capacity(fresh.len());
         for (n, chunk) in fresh.chunks(INSERT_BATCH).enumerate() {
             let txn = crate::db::write_txn(&state.db).await?;
@@ -524,7 +523,7 @@ async fn execute(
                         origin: inbox::ORIGIN_RECONCILE,
                         event_id: ev.event_id.clone(),
                         event_type: ev.kind.as_str().to_string(),
-                        format: Format::Api.as_str(),
+                        format: Format::Api,
                         raw,
                         headers: json!({"reconciliationRun": run_id}),
                         occurred_at: Some(ev.occurred_at),
@@ -542,7 +541,7 @@ async fn execute(
             txn.commit().await?;
             progress.count(((n + 1) * INSERT_BATCH).min(fresh.len()) as u64);
         }
-        progress.stage("applying");
+        progress.stage(RunStage::Applying);
         for (i, id) in ids.iter().enumerate() {
             processor::process_row(state, *id).await?;
             progress.count(i as u64 + 1);
@@ -598,7 +597,7 @@ pub async fn run_due(state: &AppState) -> AppResult<usize> {
             actor: "scheduler".into(),
         };
         match reconcile(state, integ.app_id, req, &Silent).await {
-            Ok(r) if r.status == "failed" => {
+            Ok(r) if r.status == RunStatus::Failed => {
                 tracing::warn!(app_id = integ.app_id, error = ?r.error, "scheduled reconciliation failed")
             }
             Ok(_) => ran += 1,

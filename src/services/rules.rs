@@ -8,6 +8,7 @@ use super::{AdminWrite, Change, Then};
 use crate::auth::Principal;
 use crate::rules::{self, RuleError};
 use crate::{AppError, AppResult, AppState};
+use entity::status::InboxStatus;
 
 pub use crate::pipeline::scripts::active;
 pub use crate::rules::ActiveScript;
@@ -92,11 +93,11 @@ async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str
         .exec(db)
         .await?;
     let queued = we::Entity::update_many()
-        .col_expr(we::Column::Status, Expr::value(crate::pipeline::inbox::PENDING))
+        .col_expr(we::Column::Status, Expr::value(InboxStatus::Pending))
         .col_expr(we::Column::Attempts, Expr::value(0))
         .filter(we::Column::AppId.eq(app_id))
         .filter(we::Column::EventType.eq(event_type))
-        .filter(we::Column::Status.is_in(["processed", "ignored"]))
+        .filter(we::Column::Status.is_in([InboxStatus::Processed, InboxStatus::Ignored]))
         .filter(we::Column::IsTest.eq(false))
         .exec(db)
         .await?

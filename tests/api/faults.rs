@@ -131,7 +131,7 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
         let row = stored
             .get(id.as_str())
             .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
-        assert_eq!(row.status, "processed", "{id}: {row:?}");
+        assert_eq!(row.status, entity::status::InboxStatus::Processed, "{id}: {row:?}");
     }
     // Applied exactly once: one fact per processed event, one entitlement per sale.
     let facts = entity::access_fact::Entity::find().all(db).await.unwrap();

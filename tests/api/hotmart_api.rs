@@ -405,7 +405,7 @@ async fn a_run_left_running_by_a_dead_process_is_finished_as_failed() {
             since: sea_orm::Set(old),
             until: sea_orm::Set(old),
             dry_run: sea_orm::Set(true),
-            status: sea_orm::Set("running".into()),
+            status: sea_orm::Set(entity::status::RunStatus::Running),
             started_at: sea_orm::Set(old),
             heartbeat_at: sea_orm::Set(Some(old)),
             progress: sea_orm::Set(0),

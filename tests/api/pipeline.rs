@@ -669,3 +669,43 @@ async fn postgres_tables_the_user_may_not_analyse_are_left_to_autovacuum() {
     db.execute_unprepared(&format!("DROP OWNED BY {role}")).await.unwrap();
     db.execute_unprepared(&format!("DROP ROLE {role}")).await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unknown_stored_status_is_an_error_never_a_default() {
+    use sea_orm::ConnectionTrait;
+    let (app, _) = app_with_plan().await;
+    deliver(&app, &[recent("purchase_approved.json", &[])]).await;
+    assert_eq!(state_of(&app.access(ANA).await).0, "ACTIVE");
+    // A value no version of Porteiro writes (a hand edit, a newer schema's value).
+    app.state
+        .db
+        .execute_unprepared("UPDATE entitlement SET status = 'PAUSED'")
+        .await
+        .unwrap();
+    app.state.access.forget_app(app.app("default").await.id);
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "query($e: String!) { access(email: $e) { status active } }",
+            json!({"e": ANA}),
+        )
+        .await;
+    // Read as an error, never as some status (before, an unknown value read as REVOKED).
+    assert!(v.get("errors").is_some(), "{v}");
+    assert!(v["data"].is_null() || v["data"]["access"].is_null(), "{v}");
+    let inbox = app
+        .state
+        .db
+        .execute_unprepared("UPDATE webhook_event SET status = 'archived'")
+        .await
+        .unwrap();
+    assert!(inbox.rows_affected() > 0);
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "{ webhookEvents(first: 5) { nodes { status } } }",
+            json!({}),
+        )
+        .await;
+    assert!(v.get("errors").is_some(), "{v}");
+}

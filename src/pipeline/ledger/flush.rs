@@ -109,7 +109,7 @@ impl Ledger {
                 target_kind: Set(r.target_kind.clone()),
                 target_id: Set(r.target_id),
                 source: Set(r.source.clone()),
-                status: Set(r.status.clone()),
+                status: Set(r.status),
                 granted_at: Set(r.granted_at),
                 revoked_at: Set(r.revoked_at),
                 expires_at: Set(r.expires_at),
@@ -315,7 +315,7 @@ async fn write_outcomes(db: &impl ConnectionTrait, rows: &[Outcome]) -> AppResul
     for o in rows {
         values.extend([
             o.id.into(),
-            o.status.to_string().into(),
+            o.status.as_str().into(),
             o.error.clone().into(),
             o.decision.clone().into(),
             o.rule_version.into(),

@@ -15,7 +15,7 @@ use super::access_cache::Changed;
 use super::history;
 use super::outbox::{self, Announcement};
 use crate::AppResult;
-use crate::domain::{Email, EntitlementStatus, Fact, Projection, TargetKind, project};
+use crate::domain::{Email, Fact, Projection, TargetKind, project};
 use crate::rules::CurrentAccess;
 
 /// (app, source)
@@ -32,7 +32,7 @@ mod flush;
 /// body again).
 pub struct Outcome {
     pub id: i32,
-    pub status: &'static str,
+    pub status: entity::status::InboxStatus,
     pub error: Option<String>,
     pub decision: Option<String>,
     pub rule_version: Option<i32>,
@@ -282,7 +282,7 @@ impl Ledger {
         let key = (app_id, source.to_string());
         self.load_source(db, &key).await?;
         Ok(self.rows[&key].as_ref().map(|r| CurrentAccess {
-            status: EntitlementStatus::parse(&r.status).effective(r.expires_at, chrono::Utc::now()),
+            status: r.status.effective(r.expires_at, chrono::Utc::now()),
             expires_at: r.expires_at,
         }))
     }
@@ -597,7 +597,7 @@ impl Ledger {
                 target_kind: String::new(),
                 target_id: 0,
                 source: key.1.clone(),
-                status: String::new(),
+                status: p.status,
                 granted_at: None,
                 revoked_at: None,
                 expires_at: None,
@@ -613,7 +613,7 @@ impl Ledger {
         row.buyer_id = buyer_id;
         row.target_kind = p.target.0.as_str().into();
         row.target_id = p.target.1;
-        row.status = p.status.as_str().into();
+        row.status = p.status;
         row.granted_at = p.granted_at;
         row.revoked_at = p.revoked_at;
         row.expires_at = p.expires_at;
