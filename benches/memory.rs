@@ -4,6 +4,8 @@
 //!
 //! `cargo bench --bench memory`; PORTEIRO_BENCH_DATABASE_URL for PostgreSQL (an empty
 //! database), PORTEIRO_BENCH_FLOOD_SECS (default 60), PORTEIRO_BENCH_ENTITLEMENTS (default 1M).
+// A test or a benchmark fails by panicking.
+#![allow(clippy::unwrap_used)]
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -77,8 +79,7 @@ fn rss_mib(pid: u32) -> f64 {
         .lines()
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 /// Samples the process's RSS every 100 ms until told to stop; returns the peak.
@@ -276,7 +277,7 @@ async fn main() {
                     .body(body)
                     .send()
                     .await;
-                (r.map(|r| r.status().as_u16()).unwrap_or(0), t.elapsed())
+                (r.map_or(0, |r| r.status().as_u16()), t.elapsed())
             }));
         }
         let (mut lat, mut refused) = (Vec::new(), 0);

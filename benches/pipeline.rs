@@ -2,6 +2,8 @@
 //!
 //! `cargo bench --bench pipeline` (SQLite in a temp dir; set PORTEIRO_BENCH_DATABASE_URL to a
 //! PostgreSQL database to measure that instead). Prints figures; asserts nothing.
+// A test or a benchmark fails by panicking.
+#![allow(clippy::unwrap_used)]
 use std::time::{Duration, Instant};
 
 use porteiro::auth::{self, Role};

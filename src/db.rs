@@ -330,7 +330,7 @@ fn gate(db: &DatabaseConnection) -> Option<Arc<Gate>> {
         .connect_options()
         .get_filename()
         .to_path_buf();
-    let mut gates = GATES.lock().unwrap_or_else(|p| p.into_inner());
+    let mut gates = GATES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     Some(gates.entry(file).or_default().clone())
 }
 

@@ -203,6 +203,6 @@ impl Runs {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, watch::Sender<Option<Stop>>>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }

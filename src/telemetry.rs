@@ -16,7 +16,7 @@ pub fn render() -> String {
     HANDLE
         .get()
         .and_then(|h| h.as_ref())
-        .map(|h| h.render())
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
         .unwrap_or_default()
 }
 

@@ -184,7 +184,7 @@ fn index<T: IntoIden + Copy + 'static>(name: &str, table: T, cols: &[T], unique:
     if unique {
         idx.unique();
     }
-    idx.to_owned()
+    idx.clone()
 }
 
 #[async_trait::async_trait]

@@ -241,7 +241,7 @@ impl NotificationQuery {
 
     /// The event types an endpoint can subscribe to.
     async fn notification_event_types(&self) -> Vec<String> {
-        EVENT_TYPES.iter().map(|s| s.to_string()).collect()
+        EVENT_TYPES.iter().map(std::string::ToString::to_string).collect()
     }
 
     /// Deliveries, newest first.

@@ -39,7 +39,7 @@ pub fn detect_format(content_type: Option<&str>, body: &[u8]) -> Format {
         return Format::V2;
     }
     match body.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') | Some(b'[') | None => Format::V2,
+        Some(b'{' | b'[') | None => Format::V2,
         Some(_) => Format::V1,
     }
 }
@@ -549,7 +549,7 @@ pub fn redacted_body(format: Format, body: &[u8]) -> String {
         },
         _ => match serde_json::from_slice::<Value>(body) {
             Ok(Value::Object(mut m)) => {
-                for (k, v) in m.iter_mut() {
+                for (k, v) in &mut m {
                     if k.eq_ignore_ascii_case("hottok") {
                         *v = Value::String(MASK.into());
                     }

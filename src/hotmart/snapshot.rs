@@ -83,7 +83,7 @@ pub async fn fetch(
             let base = subs.len() as u64;
             let found = api
                 .subscriptions(creds, &[(from, a.to_string()), (to, b.to_string())], |n| {
-                    progress.count(base + n as u64)
+                    progress.count(base + n as u64);
                 })
                 .await?;
             add(found, &mut subs);

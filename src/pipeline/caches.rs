@@ -52,7 +52,7 @@ impl<K: Hash + Eq> Generations<K> {
         f(&|k| g.get(k).copied().unwrap_or(0))
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, u64>> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

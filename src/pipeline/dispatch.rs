@@ -132,7 +132,7 @@ impl Dispatcher {
     }
 
     fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<i32, usize>> {
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+        self.in_flight.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -282,12 +282,13 @@ pub async fn deliver_due(d: &Arc<Dispatcher>, now: DateTime<Utc>) -> AppResult<V
         };
         let dispatcher = d.clone();
         handles.push(tokio::spawn(async move {
-            let _slot = slot;
+            // Held until the send ended, however it ended (a panic included).
+            let held = slot;
             if let Err(err) = attempt(&dispatcher, &e, &n, row).await {
                 err.log();
             }
             // A slot is free: the next due delivery of this endpoint need not wait for the tick.
-            drop(_slot);
+            drop(held);
             dispatcher.wake();
         }));
     }
@@ -366,7 +367,7 @@ async fn send(d: &Dispatcher, e: &ep::Model, n: &note::Model) -> AppResult<Outco
             _ => break,
         }
     }
-    let excerpt = String::from_utf8_lossy(&body).replace('\0', "").to_string();
+    let excerpt = String::from_utf8_lossy(&body).replace('\0', "").clone();
     Ok(Outcome {
         status: Some(status),
         error: None,

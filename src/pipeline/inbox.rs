@@ -117,7 +117,9 @@ impl Recent {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Generations> {
-        self.generations.lock().unwrap_or_else(|p| p.into_inner())
+        self.generations
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn contains(&self, app_id: i32, id: &str) -> bool {
@@ -218,10 +220,14 @@ impl Ingest {
     /// full, read-only, database down). A write that commits (`probe` it, at most what the
     /// caller's pace allows) or the next stored group clears it.
     pub async fn cannot_store(&self, db: &sea_orm::DatabaseConnection) -> Option<String> {
-        let why = self.failing.lock().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let why = self
+            .failing
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()?;
         match crate::db::probe_write(db).await {
             Ok(()) => {
-                *self.failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *self.failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 None
             }
             Err(e) => {
@@ -256,7 +262,7 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touch
         let inputs: Vec<&RecordInput> = group.iter().map(|j| &j.input).collect();
         match write_group(&db, &inputs).await {
             Ok(outs) => {
-                *failing.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
                 touch(&db, &touched, &inputs, &outs).await;
                 for (j, out) in group.into_iter().zip(outs) {
                     let _ = j.reply.send(Ok(out));
@@ -266,7 +272,7 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touch
                 e.log();
                 if let AppError::Unavailable(db_err) = &e {
                     crate::db::note_write_failure(&db_err.to_string());
-                    *failing.lock().unwrap_or_else(|p| p.into_inner()) = Some(db_err.to_string());
+                    *failing.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(db_err.to_string());
                 }
                 let why = format!("the group could not be stored ({})", e.code());
                 for j in group {
@@ -282,7 +288,7 @@ async fn writer(db: sea_orm::DatabaseConnection, rx: flume::Receiver<Job>, touch
 async fn touch(db: &sea_orm::DatabaseConnection, touched: &Touched, inputs: &[&RecordInput], outs: &[Recorded]) {
     let mut due: std::collections::BTreeMap<i32, bool> = std::collections::BTreeMap::new();
     {
-        let mut last = touched.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = touched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let now = std::time::Instant::now();
         for (i, out) in inputs.iter().zip(outs) {
             if i.origin != ORIGIN_WEBHOOK || !matches!(out, Recorded::New(_)) {

@@ -125,8 +125,7 @@ fn decision_map(action: &str, at: Option<i64>) -> Map {
 }
 
 fn ms(t: Option<DateTime<Utc>>) -> serde_json::Value {
-    t.map(|t| json!(t.timestamp_millis()))
-        .unwrap_or(serde_json::Value::Null)
+    t.map_or(serde_json::Value::Null, |t| json!(t.timestamp_millis()))
 }
 
 fn event_value(e: &PaymentEvent) -> serde_json::Value {
@@ -303,7 +302,10 @@ fn to_decision(v: Dynamic) -> Result<Decision, RuleError> {
         "revoke" => Ok(Decision::Revoke { at }),
         "suspend" => Ok(Decision::Suspend),
         "ignore" => {
-            let reason = map.get("reason").map(|r| r.to_string()).unwrap_or_default();
+            let reason = map
+                .get("reason")
+                .map(std::string::ToString::to_string)
+                .unwrap_or_default();
             if reason.trim().is_empty() {
                 return Err(RuleError::plain("ignore(reason) needs a reason"));
             }

@@ -99,15 +99,14 @@ pub async fn view(state: &AppState, app_id: i32) -> AppResult<IntegrationView> {
         webhook_url: webhook_url(&state.settings.public_url, &app.webhook_key),
         environment: row
             .as_ref()
-            .map(|r| Environment::parse(&r.environment))
-            .unwrap_or(Environment::Production),
+            .map_or(Environment::Production, |r| Environment::parse(&r.environment)),
         hottok: row.as_ref().map(|r| info(&r.hottok_last4)).unwrap_or(none.clone()),
         basic: row.as_ref().map(|r| info(&r.basic_last4)).unwrap_or(none.clone()),
         client_id: row.as_ref().map(|r| info(&r.client_id_last4)).unwrap_or(none.clone()),
         client_secret: row.as_ref().map(|r| info(&r.client_secret_last4)).unwrap_or(none),
         last_webhook_at: row.as_ref().and_then(|r| r.last_webhook_at),
         last_test_event_at: row.as_ref().and_then(|r| r.last_test_event_at),
-        rejected_webhooks: row.as_ref().map(|r| r.rejected_webhooks).unwrap_or(0),
+        rejected_webhooks: row.as_ref().map_or(0, |r| r.rejected_webhooks),
         reconcile_every_minutes: row.as_ref().and_then(|r| r.reconcile_every_minutes),
     })
 }

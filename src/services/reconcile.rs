@@ -111,11 +111,11 @@ struct RowProgress<'a> {
 
 impl Progress for RowProgress<'_> {
     fn stage(&self, stage: RunStage) {
-        *self.latest.lock().unwrap_or_else(|p| p.into_inner()) = (stage, 0);
+        *self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (stage, 0);
         self.inner.stage(stage);
     }
     fn count(&self, n: u64) {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner()).1 = n;
+        self.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner).1 = n;
         self.inner.count(n);
     }
 }
@@ -180,7 +180,7 @@ async fn run_job(
         tokio::select! {
             r = &mut work => break r.map_err(Err),
             _ = ticker.tick() => {
-                let (stage, n) = *rows.latest.lock().unwrap_or_else(|p| p.into_inner());
+                let (stage, n) = *rows.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if let Err(e) = beat(&state.db, run_id, stage, n).await {
                     e.log();
                 }
@@ -194,7 +194,7 @@ async fn run_job(
             }
         }
     };
-    let (stage, n) = *rows.latest.lock().unwrap_or_else(|p| p.into_inner());
+    let (stage, n) = *rows.latest.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut am: run::ActiveModel = started.into();
     am.finished_at = Set(Some(super::now()));
     am.heartbeat_at = Set(Some(super::now()));
@@ -598,7 +598,7 @@ pub async fn run_due(state: &AppState) -> AppResult<usize> {
         };
         match reconcile(state, integ.app_id, req, &Silent).await {
             Ok(r) if r.status == RunStatus::Failed => {
-                tracing::warn!(app_id = integ.app_id, error = ?r.error, "scheduled reconciliation failed")
+                tracing::warn!(app_id = integ.app_id, error = ?r.error, "scheduled reconciliation failed");
             }
             Ok(_) => ran += 1,
             Err(e) => e.log(),

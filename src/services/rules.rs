@@ -56,8 +56,7 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     let latest = versions(&txn, who.app_id, Some(event_type))
         .await?
         .first()
-        .map(|r| r.version)
-        .unwrap_or(0);
+        .map_or(0, |r| r.version);
     let queued = deactivate_all(&txn, who.app_id, event_type).await?;
     let row = rs::ActiveModel {
         app_id: Set(who.app_id),

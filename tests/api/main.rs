@@ -1,4 +1,6 @@
 //! One integration binary; one file per capability.
+// A test or a benchmark fails by panicking.
+#![allow(clippy::unwrap_used)]
 mod fake_hotmart;
 mod helpers;
 
