@@ -198,17 +198,14 @@ impl std::str::FromStr for Role {
 
 pub fn parse_ttl(s: &str) -> anyhow::Result<chrono::Duration> {
     let s = s.trim();
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num
-        .parse()
-        .with_context(|| format!("--ttl {s:?}: expected a number followed by s, m, h or d"))?;
-    let d = match unit {
-        "s" | "" => chrono::Duration::seconds(n),
-        "m" => chrono::Duration::minutes(n),
-        "h" => chrono::Duration::hours(n),
-        "d" => chrono::Duration::days(n),
-        _ => bail!("--ttl {s:?}: unit must be s, m, h or d"),
+    // A bare number is seconds, as it always was; anything else is humantime's ("30m", "12h",
+    // "7days", "1h 30m").
+    let parsed = match s.parse::<u64>() {
+        Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s),
     };
+    let d = parsed.with_context(|| format!("--ttl {s:?}: expected a duration such as 30m, 12h or 7d"))?;
+    let d = chrono::Duration::from_std(d).context("--ttl is too long")?;
     if d <= chrono::Duration::zero() || d > chrono::Duration::days(366) {
         bail!("--ttl must be between 1 second and 366 days");
     }
@@ -682,4 +679,21 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     let term = std::future::pending::<()>();
     tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_ttl;
+
+    #[test]
+    fn token_lifetimes_read_as_durations_within_bounds() {
+        assert_eq!(parse_ttl("30m").unwrap(), chrono::Duration::minutes(30));
+        assert_eq!(parse_ttl(" 12h ").unwrap(), chrono::Duration::hours(12));
+        assert_eq!(parse_ttl("7d").unwrap(), chrono::Duration::days(7));
+        assert_eq!(parse_ttl("1h 30m").unwrap(), chrono::Duration::minutes(90));
+        assert_eq!(parse_ttl("3600").unwrap(), chrono::Duration::hours(1));
+        for bad in ["", "0", "0s", "367d", "12 parsecs", "-1h"] {
+            assert!(parse_ttl(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -425,27 +425,6 @@ pub fn runs<T>(rows: &[T], max_rows: usize, max_bytes: usize, size: impl Fn(&T) 
     out
 }
 
-/// A raw statement written with `?` placeholders, numbered `$1, $2…` for PostgreSQL: one SQL
-/// text for both databases.
-pub fn statement(backend: DbBackend, sql: &str, values: Vec<sea_orm::Value>) -> Statement {
-    let sql = if backend == DbBackend::Postgres {
-        let mut n = 0;
-        let mut out = String::with_capacity(sql.len() + 8);
-        for c in sql.chars() {
-            if c == '?' {
-                n += 1;
-                out.push_str(&format!("${n}"));
-            } else {
-                out.push(c);
-            }
-        }
-        out
-    } else {
-        sql.to_string()
-    };
-    Statement::from_sql_and_values(backend, sql, values)
-}
-
 pub fn is_unique_violation(e: &DbErr) -> bool {
     matches!(e.sql_err(), Some(sea_orm::SqlErr::UniqueConstraintViolation(_)))
 }

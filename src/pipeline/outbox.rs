@@ -161,18 +161,28 @@ pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) ->
     if counts.is_empty() {
         return Ok(());
     }
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
     let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(counts.len() * 4);
-    for ((app_id, kind), n) in &counts {
-        values.extend([(*app_id).into(), day.clone().into(), (*kind).into(), (*n).into()]);
+    let (tally, n) = (Alias::new("access_change_tally"), Alias::new("n"));
+    let key = ["app_id", "day", "kind"].map(Alias::new);
+    let mut insert = Query::insert();
+    insert
+        .into_table(tally.clone())
+        .columns(key.clone().into_iter().chain([n.clone()]))
+        .on_conflict(
+            OnConflict::columns(key)
+                .value(
+                    n.clone(),
+                    Expr::col((tally, n.clone())).add(Expr::col((Alias::new("excluded"), n))),
+                )
+                .to_owned(),
+        );
+    for ((app_id, kind), count) in counts {
+        insert
+            .values([app_id.into(), day.clone().into(), kind.into(), count.into()])
+            .map_err(AppError::internal)?;
     }
-    let sql = format!(
-        "INSERT INTO access_change_tally (app_id, day, kind, n) VALUES {} \
-         ON CONFLICT (app_id, day, kind) DO UPDATE SET n = access_change_tally.n + excluded.n",
-        vec!["(?, ?, ?, ?)"; counts.len()].join(", ")
-    );
-    db.execute_raw(crate::db::statement(db.get_database_backend(), &sql, values))
-        .await?;
+    db.execute_raw(db.get_database_backend().build(&insert)).await?;
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! The console's first screen: what arrived lately and what it did, counted in the database.
 use chrono::{DateTime, TimeDelta, Utc};
 use entity::status::InboxStatus;
-use sea_orm::{ConnectionTrait, DbBackend};
+use entity::webhook_event as we;
+use sea_orm::sea_query::{Alias, Asterisk, Expr, ExprTrait, Query, SelectStatement};
+use sea_orm::{ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, PaginatorTrait, QueryFilter};
 
 use crate::AppResult;
 
@@ -33,11 +35,8 @@ fn hour_of(backend: DbBackend, column: &str) -> String {
     }
 }
 
-async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: sea_orm::Value) -> AppResult<Vec<Bucket>> {
-    let backend = db.get_database_backend();
-    let rows = db
-        .query_all_raw(crate::db::statement(backend, sql, vec![app_id.into(), since]))
-        .await?;
+async fn buckets(db: &impl ConnectionTrait, query: SelectStatement) -> AppResult<Vec<Bucket>> {
+    let rows = db.query_all_raw(db.get_database_backend().build(&query)).await?;
     let mut out = Vec::new();
     for r in rows {
         out.push(Bucket {
@@ -51,30 +50,39 @@ async fn buckets(db: &impl ConnectionTrait, sql: &str, app_id: i32, since: sea_o
 }
 
 async fn count(db: &impl ConnectionTrait, app_id: i32, status: InboxStatus) -> AppResult<i64> {
-    let backend = db.get_database_backend();
-    let row = db
-        .query_one_raw(crate::db::statement(
-            backend,
-            "SELECT COUNT(*) AS n FROM webhook_event WHERE app_id = ? AND status = ?",
-            vec![app_id.into(), status.as_str().into()],
-        ))
+    let n = we::Entity::find()
+        .filter(we::Column::AppId.eq(app_id))
+        .filter(we::Column::Status.eq(status))
+        .count(db)
         .await?;
-    Ok(row.map(|r| r.try_get::<i64>("", "n")).transpose()?.unwrap_or(0))
+    Ok(i64::try_from(n).unwrap_or(i64::MAX))
 }
 
 pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> AppResult<Overview> {
     let backend = db.get_database_backend();
-    let hour = hour_of(backend, "received_at");
-    let events = format!(
-        "SELECT {hour} AS at, status AS kind, COUNT(*) AS n FROM webhook_event \
-         WHERE app_id = ? AND received_at >= ? GROUP BY {hour}, status"
-    );
-    let changes = "SELECT day AS at, kind, n FROM access_change_tally \
-         WHERE app_id = ? AND day >= ? AND kind IN ('access.granted', 'access.revoked', 'access.expired')";
-    let first_day = (now - TimeDelta::days(14)).format("%Y-%m-%d").to_string();
+    let hour = Expr::cust(hour_of(backend, "received_at"));
+    let events = Query::select()
+        .expr_as(hour.clone(), Alias::new("at"))
+        .expr_as(Expr::col(we::Column::Status), Alias::new("kind"))
+        .expr_as(Expr::col(Asterisk).count(), Alias::new("n"))
+        .from(we::Entity)
+        .and_where(Expr::col(we::Column::AppId).eq(app_id))
+        .and_where(Expr::col(we::Column::ReceivedAt).gte(now - TimeDelta::hours(24)))
+        .add_group_by([hour, Expr::col(we::Column::Status)])
+        .to_owned();
+    let tally = Alias::new("access_change_tally");
+    let changes = Query::select()
+        .expr_as(Expr::col(Alias::new("day")), Alias::new("at"))
+        .column(Alias::new("kind"))
+        .column(Alias::new("n"))
+        .from(tally)
+        .and_where(Expr::col(Alias::new("app_id")).eq(app_id))
+        .and_where(Expr::col(Alias::new("day")).gte((now - TimeDelta::days(14)).format("%Y-%m-%d").to_string()))
+        .and_where(Expr::col(Alias::new("kind")).is_in(["access.granted", "access.revoked", "access.expired"]))
+        .to_owned();
     Ok(Overview {
-        events_per_hour: buckets(db, &events, app_id, (now - TimeDelta::hours(24)).into()).await?,
-        changes_per_day: buckets(db, changes, app_id, first_day.into()).await?,
+        events_per_hour: buckets(db, events).await?,
+        changes_per_day: buckets(db, changes).await?,
         backlog: count(db, app_id, InboxStatus::Pending).await?,
         failed: count(db, app_id, InboxStatus::Failed).await?,
         unmapped: count(db, app_id, InboxStatus::Unmapped).await?,

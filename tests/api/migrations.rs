@@ -349,8 +349,28 @@ async fn the_paid_at_migration_recomputes_completions_and_disputes() {
     assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "SUSPENDED");
 }
 
+/// Runs `sql` written with `?` placeholders (numbered `$1…` for PostgreSQL; these statements have
+/// no `?` in a literal).
 async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::Value>) -> Vec<sea_orm::QueryResult> {
-    db.query_all_raw(porteiro::db::statement(db.get_database_backend(), sql, values))
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DbBackend::Postgres => {
+            let mut n = 0;
+            sql.split('?')
+                .enumerate()
+                .map(|(i, part)| {
+                    if i == 0 {
+                        part.to_string()
+                    } else {
+                        n += 1;
+                        format!("${n}{part}")
+                    }
+                })
+                .collect()
+        }
+        _ => sql.to_string(),
+    };
+    db.query_all_raw(sea_orm::Statement::from_sql_and_values(backend, sql, values))
         .await
         .unwrap()
 }

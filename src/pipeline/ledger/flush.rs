@@ -298,39 +298,87 @@ async fn write_outcomes(db: &impl ConnectionTrait, rows: &[Outcome]) -> AppResul
     if rows.is_empty() {
         return Ok(());
     }
-    const COLUMNS: usize = 14;
-    let one = format!("({})", vec!["?"; COLUMNS].join(","));
-    let sql = format!(
-        "WITH v(id, status, error, decision, rule_version, email, source_key, target_kind, target_id, tx, \
-         occurred_at, event_type, attempts, processed_at) AS (VALUES {}) \
-         UPDATE webhook_event SET status = v.status, error = v.error, decision = v.decision, \
-         rule_version = v.rule_version, email = v.email, source_key = v.source_key, \
-         target_kind = v.target_kind, target_id = v.target_id, \"transaction\" = v.tx, \
-         occurred_at = COALESCE(v.occurred_at, webhook_event.occurred_at), \
-         event_type = COALESCE(v.event_type, webhook_event.event_type), attempts = v.attempts, \
-         processed_at = v.processed_at FROM v WHERE webhook_event.id = v.id",
-        vec![one.as_str(); rows.len()].join(",")
-    );
-    let mut values: Vec<sea_orm::Value> = Vec::with_capacity(rows.len() * COLUMNS);
-    for o in rows {
-        values.extend([
-            o.id.into(),
-            o.status.as_str().into(),
-            o.error.clone().into(),
-            o.decision.clone().into(),
-            o.rule_version.into(),
-            o.email.clone().into(),
-            o.source_key.clone().into(),
-            o.target_kind.clone().into(),
-            o.target_id.into(),
-            o.transaction.clone().into(),
-            o.occurred_at.into(),
-            o.event_type.clone().into(),
-            o.attempts.into(),
-            o.processed_at.into(),
-        ]);
-    }
-    let stmt = crate::db::statement(db.get_database_backend(), &sql, values);
-    db.execute_raw(stmt).await?;
+    use entity::webhook_event as we;
+    use sea_orm::sea_query::{Alias, CommonTableExpression, Expr, ExprTrait, Func, ValueTuple, WithClause};
+    // WITH v(id, status, …) AS (VALUES (…), …) UPDATE webhook_event SET status = v.status, …
+    // FROM v WHERE webhook_event.id = v.id: the same statement on both databases.
+    const COLUMNS: [&str; 14] = [
+        "id",
+        "status",
+        "error",
+        "decision",
+        "rule_version",
+        "email",
+        "source_key",
+        "target_kind",
+        "target_id",
+        "tx",
+        "occurred_at",
+        "event_type",
+        "attempts",
+        "processed_at",
+    ];
+    let tuples: Vec<ValueTuple> = rows
+        .iter()
+        .map(|o| {
+            ValueTuple::Many(vec![
+                o.id.into(),
+                o.status.as_str().into(),
+                o.error.clone().into(),
+                o.decision.clone().into(),
+                o.rule_version.into(),
+                o.email.clone().into(),
+                o.source_key.clone().into(),
+                o.target_kind.clone().into(),
+                o.target_id.into(),
+                o.transaction.clone().into(),
+                o.occurred_at.into(),
+                o.event_type.clone().into(),
+                o.attempts.into(),
+                o.processed_at.into(),
+            ])
+        })
+        .collect();
+    let v = Alias::new("v");
+    let given = |c: &str| Expr::col((v.clone(), Alias::new(c)));
+    let kept = |given: Expr, stored: we::Column| Func::coalesce([given, Expr::col((we::Entity, stored))]);
+    let cte = CommonTableExpression::new()
+        .table_name(v.clone())
+        .columns(COLUMNS.map(Alias::new))
+        .query(
+            Query::select()
+                .column(sea_orm::sea_query::Asterisk)
+                .from_values(tuples, Alias::new("given"))
+                .to_owned(),
+        )
+        .to_owned();
+    let update = Query::update()
+        .table(we::Entity)
+        .values([
+            (we::Column::Status, given("status")),
+            (we::Column::Error, given("error")),
+            (we::Column::Decision, given("decision")),
+            (we::Column::RuleVersion, given("rule_version")),
+            (we::Column::Email, given("email")),
+            (we::Column::SourceKey, given("source_key")),
+            (we::Column::TargetKind, given("target_kind")),
+            (we::Column::TargetId, given("target_id")),
+            (we::Column::Transaction, given("tx")),
+            (
+                we::Column::OccurredAt,
+                kept(given("occurred_at"), we::Column::OccurredAt).into(),
+            ),
+            (
+                we::Column::EventType,
+                kept(given("event_type"), we::Column::EventType).into(),
+            ),
+            (we::Column::Attempts, given("attempts")),
+            (we::Column::ProcessedAt, given("processed_at")),
+        ])
+        .from(v.clone())
+        .and_where(Expr::col((we::Entity, we::Column::Id)).equals((v, Alias::new("id"))))
+        .to_owned()
+        .with(WithClause::new().cte(cte).to_owned());
+    db.execute_raw(db.get_database_backend().build(&update)).await?;
     Ok(())
 }
