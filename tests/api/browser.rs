@@ -2,17 +2,18 @@
 //! whole first day of an admin, from the sign-in link to a rule rollback. A screenshot of every
 //! page is kept in `target/browser-artifacts/` (CI prints where when the test fails).
 //!
-//! The WebDriver client is the few calls below over reqwest: fantoccini's TLS features pull a C
-//! build (aws-lc) for a connection that is plain HTTP to a local chromedriver.
+//! The WebDriver client is fantoccini over plain HTTP (hyper's connector, no TLS stack: the
+//! chromedriver it talks to is local). Its helpers below wait for what a page renders.
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
+use fantoccini::wd::WebDriverCompatibleCommand;
+use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
 
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Driver(Child);
@@ -25,13 +26,29 @@ impl Drop for Driver {
 }
 
 struct Browser {
-    http: reqwest::Client,
-    base: String,
+    client: Client,
     _driver: Driver,
     artifacts: std::path::PathBuf,
 }
 
 type Step<T> = Result<T, String>;
+
+fn step<T>(r: Result<T, fantoccini::error::CmdError>) -> Step<T> {
+    r.map_err(|e| e.to_string())
+}
+
+/// Chromium's performance log (`POST /session/{id}/se/log`), which WebDriver itself lacks.
+#[derive(Debug)]
+struct PerformanceLog;
+
+impl WebDriverCompatibleCommand for PerformanceLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(json!({"type": "performance"}).to_string()))
+    }
+}
 
 impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why it cannot.
@@ -48,16 +65,15 @@ impl Browser {
             .spawn()
             .map_err(|e| format!("chromedriver: {e}"))?;
         let driver = Driver(child);
-        let http = reqwest::Client::new();
         let base = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
-        while http.get(format!("{base}/status")).send().await.is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             if started.elapsed() > WAIT {
                 return Err("chromedriver did not start".into());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let caps = json!({"capabilities": {"alwaysMatch": {
+        let caps = json!({
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
@@ -70,54 +86,36 @@ impl Browser {
             // Every request the browser makes, failed ones included (a closed network fails
             // them, and failed loads leave no resource timing entry to look at).
             "goog:loggingPrefs": {"performance": "ALL"}
-        }}});
-        let v: Value = http
-            .post(format!("{base}/session"))
-            .json(&caps)
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        let id = v["value"]["sessionId"]
-            .as_str()
-            .ok_or_else(|| format!("no session: {v}"))?
-            .to_string();
+        });
+        let Value::Object(caps) = caps else {
+            return Err("capabilities are an object".into());
+        };
+        let mut client = None;
+        // chromedriver may listen a moment before it takes sessions.
+        while client.is_none() {
+            match ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+                .capabilities(caps.clone())
+                .connect(&base)
+                .await
+            {
+                Ok(c) => client = Some(c),
+                Err(e) if started.elapsed() > WAIT => return Err(format!("no session: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
         let artifacts = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser-artifacts");
         std::fs::create_dir_all(&artifacts).map_err(|e| e.to_string())?;
         Ok(Browser {
-            http,
-            base: format!("{base}/session/{id}"),
+            client: client.ok_or("no session")?,
             _driver: driver,
             artifacts,
         })
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Step<Value> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let v: Value = req
-            .send()
-            .await
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
-        if v["value"]["error"].is_string() {
-            return Err(format!("{path}: {}", v["value"]["message"]));
-        }
-        Ok(v["value"].clone())
-    }
-
     /// The URLs the browser requested since the last call (the performance log's network
     /// requests).
     async fn requested(&self) -> Step<Vec<String>> {
-        let log = self
-            .call(reqwest::Method::POST, "/se/log", Some(json!({"type": "performance"})))
-            .await?;
+        let log = step(self.client.issue_cmd(PerformanceLog).await)?;
         Ok(log
             .as_array()
             .cloned()
@@ -130,91 +128,54 @@ impl Browser {
     }
 
     async fn goto(&self, url: &str) -> Step<()> {
-        self.call(reqwest::Method::POST, "/url", Some(json!({"url": url})))
-            .await
-            .map(|_| ())
+        step(self.client.goto(url).await)
     }
 
-    async fn find_now(&self, css: &str) -> Step<String> {
-        let v = self
-            .call(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({"using": "css selector", "value": css})),
-            )
-            .await?;
-        v[ELEMENT]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| format!("{css}: {v}"))
-    }
-
-    /// The element, once it is there.
-    async fn find(&self, css: &str) -> Step<String> {
-        let started = Instant::now();
-        loop {
-            match self.find_now(css).await {
-                Ok(e) => return Ok(e),
-                Err(e) if started.elapsed() > WAIT => return Err(format!("never appeared: {e}")),
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        }
-    }
-
-    /// Retries while the page re-renders under us (a stale or not yet clickable element).
-    async fn retrying<F, Fut>(&self, what: &str, op: F) -> Step<()>
+    /// Retries while the page renders or re-renders under us (an element not there yet, stale,
+    /// or not yet clickable).
+    async fn retrying<T, F, Fut>(&self, what: &str, op: F) -> Step<T>
     where
         F: Fn() -> Fut,
-        Fut: std::future::Future<Output = Step<()>>,
+        Fut: std::future::Future<Output = Step<T>>,
     {
         let started = Instant::now();
         loop {
             match op().await {
-                Ok(()) => return Ok(()),
+                Ok(v) => return Ok(v),
                 Err(e) if started.elapsed() > WAIT => return Err(format!("{what}: {e}")),
                 Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
             }
         }
     }
 
+    /// The element if it is there now.
+    async fn find_now(&self, css: &str) -> Step<fantoccini::elements::Element> {
+        step(self.client.find(Locator::Css(css)).await)
+    }
+
+    /// The element, once it is there.
+    async fn find(&self, css: &str) -> Step<fantoccini::elements::Element> {
+        self.retrying(&format!("never appeared: {css}"), || self.find_now(css))
+            .await
+    }
+
     async fn click(&self, css: &str) -> Step<()> {
-        self.retrying(css, || async {
-            let e = self.find(css).await?;
-            self.call(reqwest::Method::POST, &format!("/element/{e}/click"), Some(json!({})))
-                .await
-                .map(|_| ())
-        })
-        .await
+        self.retrying(css, || async { step(self.find(css).await?.click().await) })
+            .await
     }
 
     async fn type_into(&self, css: &str, text: &str) -> Step<()> {
         self.retrying(css, || async {
             let e = self.find(css).await?;
-            self.call(reqwest::Method::POST, &format!("/element/{e}/clear"), Some(json!({})))
-                .await?;
-            self.call(
-                reqwest::Method::POST,
-                &format!("/element/{e}/value"),
-                Some(json!({"text": text})),
-            )
-            .await
-            .map(|_| ())
+            step(e.clear().await)?;
+            step(e.send_keys(text).await)
         })
         .await
     }
 
     async fn text(&self, css: &str) -> Step<String> {
-        let out = std::sync::Mutex::new(String::new());
-        self.retrying(css, || async {
-            let e = self.find(css).await?;
-            let v = self
-                .call(reqwest::Method::GET, &format!("/element/{e}/text"), None)
-                .await?;
-            *out.lock().unwrap() = v.as_str().unwrap_or_default().to_string();
-            Ok(())
-        })
-        .await?;
-        Ok(out.into_inner().unwrap())
+        self.retrying(css, || async { step(self.find(css).await?.text().await) })
+            .await
     }
 
     /// Waits until the element's text contains `want`.
@@ -233,42 +194,28 @@ impl Browser {
     }
 
     async fn js(&self, script: &str, args: Value) -> Step<Value> {
-        self.call(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({"script": script, "args": args})),
-        )
-        .await
+        let args = match args {
+            Value::Array(a) => a,
+            other => vec![other],
+        };
+        step(self.client.execute(script, args).await)
     }
 
     async fn accept_dialog(&self) -> Step<()> {
-        let started = Instant::now();
-        loop {
-            if self
-                .call(reqwest::Method::POST, "/alert/accept", Some(json!({})))
-                .await
-                .is_ok()
-            {
-                return Ok(());
-            }
-            if started.elapsed() > WAIT {
-                return Err("no dialog to accept".into());
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        self.retrying("no dialog to accept", || async {
+            step(self.client.accept_alert().await)
+        })
+        .await
     }
 
     async fn screenshot(&self, name: &str) {
-        if let Ok(v) = self.call(reqwest::Method::GET, "/screenshot", None).await
-            && let Some(b64) = v.as_str()
-            && let Ok(png) = base64::engine::general_purpose::STANDARD.decode(b64)
-        {
+        if let Ok(png) = self.client.screenshot().await {
             let _ = std::fs::write(self.artifacts.join(format!("{name}.png")), png);
         }
     }
 
-    async fn close(&self) {
-        let _ = self.http.delete(&self.base).send().await;
+    async fn close(self) {
+        let _ = self.client.close().await;
     }
 }
 
@@ -286,14 +233,11 @@ async fn an_admins_first_day_in_the_console() {
     let result = first_day(&browser, &app).await;
     if let Err(e) = &result {
         browser.screenshot("failure").await;
-        let src = browser.call(reqwest::Method::GET, "/source", None).await;
-        let _ = std::fs::write(
-            browser.artifacts.join("failure.html"),
-            src.map(|v| v.as_str().unwrap_or_default().to_string())
-                .unwrap_or_default(),
-        );
+        let src = browser.client.source().await.unwrap_or_default();
+        let _ = std::fs::write(browser.artifacts.join("failure.html"), src);
+        let artifacts = browser.artifacts.clone();
         browser.close().await;
-        panic!("{e} (screenshots in {})", browser.artifacts.display());
+        panic!("{e} (screenshots in {})", artifacts.display());
     }
     browser.close().await;
 }
