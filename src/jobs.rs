@@ -206,3 +206,40 @@ impl Runs {
         self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_failing_round_does_not_end_its_loop_and_stop_waits_for_the_round_in_hand() {
+        let rounds = Arc::new(AtomicUsize::new(0));
+        let finished = Arc::new(AtomicUsize::new(0));
+        let mut jobs = Jobs::default();
+        let (r, f) = (rounds.clone(), finished.clone());
+        jobs.spawn("test_flaky", Every::period(Duration::from_millis(10)), move || {
+            let (r, f) = (r.clone(), f.clone());
+            Box::pin(async move {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                f.fetch_add(1, Ordering::SeqCst);
+                if n % 2 == 0 {
+                    Err(crate::AppError::bad("every other round fails"))
+                } else {
+                    Ok(())
+                }
+            })
+        });
+        while rounds.load(Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        jobs.stop().await;
+        // Every round that began also finished: stop waited for it.
+        assert_eq!(rounds.load(Ordering::SeqCst), finished.load(Ordering::SeqCst));
+        let after = rounds.load(Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(rounds.load(Ordering::SeqCst), after, "no round after stop");
+    }
+}

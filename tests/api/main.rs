@@ -17,6 +17,7 @@ mod faults;
 mod fuzz;
 mod hotmart_api;
 mod integration;
+mod jobs;
 mod migrations;
 mod notifications;
 mod pipeline;
