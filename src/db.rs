@@ -8,8 +8,8 @@ use sea_orm::sqlx::sqlite::{SqliteJournalMode, SqliteSynchronous};
 use std::sync::Arc;
 
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr, ExecResult,
-    QueryResult, SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
 };
 
 /// Connects with SQLite's `synchronous=FULL`: a commit is on disk before we answer 2xx, so a
@@ -291,24 +291,39 @@ impl WriteTxn {
     }
 }
 
-#[async_trait::async_trait]
-impl ConnectionTrait for WriteTxn {
-    fn get_database_backend(&self) -> DbBackend {
-        self.txn.get_database_backend()
-    }
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.txn.execute_raw(stmt).await
-    }
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.txn.execute_unprepared(sql).await
-    }
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.txn.query_one_raw(stmt).await
-    }
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.txn.query_all_raw(stmt).await
-    }
+/// Implements [`ConnectionTrait`] for a type by handing every call to one of its fields (a
+/// write transaction, and what wraps one).
+#[macro_export]
+macro_rules! delegate_connection {
+    ($t:ty, $field:ident) => {
+        #[async_trait::async_trait]
+        impl sea_orm::ConnectionTrait for $t {
+            fn get_database_backend(&self) -> sea_orm::DbBackend {
+                self.$field.get_database_backend()
+            }
+            async fn execute_raw(&self, stmt: sea_orm::Statement) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+                self.$field.execute_raw(stmt).await
+            }
+            async fn execute_unprepared(&self, sql: &str) -> Result<sea_orm::ExecResult, sea_orm::DbErr> {
+                self.$field.execute_unprepared(sql).await
+            }
+            async fn query_one_raw(
+                &self,
+                stmt: sea_orm::Statement,
+            ) -> Result<Option<sea_orm::QueryResult>, sea_orm::DbErr> {
+                self.$field.query_one_raw(stmt).await
+            }
+            async fn query_all_raw(
+                &self,
+                stmt: sea_orm::Statement,
+            ) -> Result<Vec<sea_orm::QueryResult>, sea_orm::DbErr> {
+                self.$field.query_all_raw(stmt).await
+            }
+        }
+    };
 }
+
+delegate_connection!(WriteTxn, txn);
 
 /// The write lock of one SQLite file in this process. Ingest goes first: a webhook waits for
 /// its commit before it is answered, while the worker's batches can always come a little later.

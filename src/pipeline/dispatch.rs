@@ -567,23 +567,7 @@ pub async fn prune(db: &DatabaseConnection, days: i64) -> AppResult<u64> {
         .await?;
     let done: Vec<i32> = old.into_iter().filter(|id| !pending.contains(id)).collect();
     let txn = crate::db::write_txn(db).await?;
-    let ds: Vec<i32> = delivery::Entity::find()
-        .select_only()
-        .column(delivery::Column::Id)
-        .filter(delivery::Column::NotificationId.is_in(done.clone()))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    for chunk in ds.chunks(500) {
-        attempt_row::Entity::delete_many()
-            .filter(attempt_row::Column::DeliveryId.is_in(chunk.to_vec()))
-            .exec(&txn)
-            .await?;
-    }
-    delivery::Entity::delete_many()
-        .filter(delivery::Column::NotificationId.is_in(done.clone()))
-        .exec(&txn)
-        .await?;
+    delete_deliveries(&txn, delivery::Column::NotificationId.is_in(done.clone())).await?;
     let n = note::Entity::delete_many()
         .filter(note::Column::Id.is_in(done))
         .exec(&txn)
@@ -591,6 +575,26 @@ pub async fn prune(db: &DatabaseConnection, days: i64) -> AppResult<u64> {
         .rows_affected;
     txn.commit().await?;
     Ok(n)
+}
+
+/// Deletes the deliveries `which` selects with their attempts, in the caller's transaction (the
+/// foreign keys cascade, but SQLite only cascades with its foreign-key pragma on).
+pub async fn delete_deliveries(db: &impl ConnectionTrait, which: sea_orm::sea_query::SimpleExpr) -> AppResult<()> {
+    let ids: Vec<i32> = delivery::Entity::find()
+        .select_only()
+        .column(delivery::Column::Id)
+        .filter(which.clone())
+        .into_tuple()
+        .all(db)
+        .await?;
+    for chunk in ids.chunks(500) {
+        attempt_row::Entity::delete_many()
+            .filter(attempt_row::Column::DeliveryId.is_in(chunk.to_vec()))
+            .exec(db)
+            .await?;
+    }
+    delivery::Entity::delete_many().filter(which).exec(db).await?;
+    Ok(())
 }
 
 /// Where an endpoint's signing secret (or the previous one) is sealed.

@@ -15,7 +15,6 @@ pub mod reconcile;
 pub mod rules;
 
 use chrono::{DateTime, Utc};
-use sea_orm::{ConnectionTrait, DbBackend, DbErr, ExecResult, QueryResult, Statement};
 use serde_json::Value;
 
 use crate::audit;
@@ -35,25 +34,8 @@ pub struct AdminWrite<'a> {
     txn: WriteTxn,
 }
 
-/// Reads and writes of the change go through it as through its transaction.
-#[async_trait::async_trait]
-impl ConnectionTrait for AdminWrite<'_> {
-    fn get_database_backend(&self) -> DbBackend {
-        self.txn.get_database_backend()
-    }
-    async fn execute_raw(&self, stmt: Statement) -> Result<ExecResult, DbErr> {
-        self.txn.execute_raw(stmt).await
-    }
-    async fn execute_unprepared(&self, sql: &str) -> Result<ExecResult, DbErr> {
-        self.txn.execute_unprepared(sql).await
-    }
-    async fn query_one_raw(&self, stmt: Statement) -> Result<Option<QueryResult>, DbErr> {
-        self.txn.query_one_raw(stmt).await
-    }
-    async fn query_all_raw(&self, stmt: Statement) -> Result<Vec<QueryResult>, DbErr> {
-        self.txn.query_all_raw(stmt).await
-    }
-}
+// Reads and writes of the change go through it as through its transaction.
+crate::delegate_connection!(AdminWrite<'_>, txn);
 
 /// One audit row: what was done to what, before and after.
 pub struct Change {

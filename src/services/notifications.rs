@@ -217,25 +217,8 @@ pub async fn delete_endpoint(state: &AppState, who: &Principal, id: i32) -> AppR
     who.require_admin()?;
     let txn = AdminWrite::begin(state, who).await?;
     let row = find(&txn, who.app_id, id).await?;
-    // Attempts and deliveries go with it (their foreign keys cascade, but SQLite only cascades
-    // with its foreign-key pragma on, so it is said here too).
-    let ids: Vec<i32> = delivery::Entity::find()
-        .select_only()
-        .column(delivery::Column::Id)
-        .filter(delivery::Column::EndpointId.eq(id))
-        .into_tuple()
-        .all(&txn)
-        .await?;
-    for chunk in ids.chunks(500) {
-        attempt::Entity::delete_many()
-            .filter(attempt::Column::DeliveryId.is_in(chunk.to_vec()))
-            .exec(&txn)
-            .await?;
-    }
-    delivery::Entity::delete_many()
-        .filter(delivery::Column::EndpointId.eq(id))
-        .exec(&txn)
-        .await?;
+    // Attempts and deliveries go with it.
+    dispatch::delete_deliveries(&txn, delivery::Column::EndpointId.eq(id)).await?;
     ep::Entity::delete_by_id(id).exec(&txn).await?;
     txn.commit(
         change("notification_endpoint.delete", &row, Some(public(&row)), None),
