@@ -6,7 +6,6 @@ use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, Simpl
 use super::catalog::{ProductPackage, SubscriptionPlan};
 use super::{GqlResult, caller, gql, gql_shared, parse_id};
 use crate::domain::{EntitlementStatus, TargetKind};
-use crate::pipeline::access_cache;
 use crate::services::{Page, buyers as svc, catalog, entitlements};
 
 #[derive(Enum, Copy, Clone, Eq, PartialEq)]
@@ -188,7 +187,7 @@ pub struct AccessKey(i32, String);
 pub struct CodesKey(i32);
 
 impl Loader<AccessKey> for Loaders {
-    type Value = std::sync::Arc<access_cache::Holdings>;
+    type Value = std::sync::Arc<svc::Holdings>;
     type Error = std::sync::Arc<crate::AppError>;
 
     async fn load(&self, keys: &[AccessKey]) -> Result<HashMap<AccessKey, Self::Value>, Self::Error> {
@@ -200,12 +199,10 @@ impl Loader<AccessKey> for Loaders {
         }
         let mut out = HashMap::new();
         for (app_id, emails) in by_app {
-            let held = access_cache::holdings(&self.0.access, &self.0.db, app_id, &emails)
-                .await
-                .map_err(|e| {
-                    e.log();
-                    std::sync::Arc::new(e)
-                })?;
+            let held = svc::holdings(&self.0, app_id, &emails).await.map_err(|e| {
+                e.log();
+                std::sync::Arc::new(e)
+            })?;
             out.extend(held.into_iter().map(|(e, h)| (AccessKey(app_id, e), h)));
         }
         Ok(out)
@@ -423,9 +420,7 @@ impl BuyerQuery {
             // without the loader's batching delay.
             (Some(e), None) => {
                 let email = svc::parse_email(&e).map_err(gql)?;
-                let views = access_cache::access(&state.access, &state.db, who.app_id, &email)
-                    .await
-                    .map_err(gql)?;
+                let views = svc::access(state, who.app_id, &email).await.map_err(gql)?;
                 Ok(views.into_iter().map(Into::into).collect())
             }
             (email, code) => match find_buyer(state, who.app_id, email, code).await? {

@@ -1,10 +1,8 @@
 use async_graphql::{Context, ID, Json, Object, SimpleObject};
-use chrono::Utc;
 
 use super::buyers::{AccessTarget, PageInfo};
 use super::{GqlResult, caller, gql, parse_id};
 use crate::domain::Decision;
-use crate::pipeline::worker as processor;
 use crate::services::{Page, events as inbox};
 
 /// One delivery in the inbox, with what became of it.
@@ -42,7 +40,7 @@ impl From<entity::webhook_event::Model> for WebhookEvent {
             .as_deref()
             .and_then(|d| serde_json::from_str::<Decision>(d).ok())
             .map(|d| d.label());
-        let raw_payload = crate::hotmart::redacted_body(r.format, &r.raw_body);
+        let raw_payload = inbox::payload(&r);
         WebhookEvent {
             raw_payload,
             id: ID(r.id.to_string()),
@@ -168,16 +166,7 @@ impl EventMutation {
     /// the decision. Nothing is stored or changed.
     async fn simulate_webhook(&self, ctx: &Context<'_>, payload: String) -> GqlResult<Simulation> {
         let (state, who) = caller(ctx)?;
-        let eval = processor::evaluate(
-            state,
-            &state.db,
-            who.app_id,
-            crate::hotmart::Format::V2,
-            payload.as_bytes(),
-            Utc::now(),
-        )
-        .await
-        .map_err(gql)?;
+        let eval = inbox::simulate(state, who, &payload).await.map_err(gql)?;
         let ev = eval.event.as_ref();
         Ok(Simulation {
             status: eval.status.to_string(),

@@ -8,7 +8,6 @@ use async_graphql::dataloader::{DataLoader, Loader};
 
 use super::buyers::{Loaders, PageInfo};
 use super::{GqlResult, caller, gql, gql_shared, parse_id};
-use crate::pipeline::outbox::EVENT_TYPES;
 use crate::services::Page;
 use crate::services::notifications::{self as svc, DeliveryFilter, DeliveryView, EndpointInput};
 use entity::status::DeliveryStatus as Stored;
@@ -241,7 +240,7 @@ impl NotificationQuery {
 
     /// The event types an endpoint can subscribe to.
     async fn notification_event_types(&self) -> Vec<String> {
-        EVENT_TYPES.iter().map(std::string::ToString::to_string).collect()
+        svc::EVENT_TYPES.iter().map(std::string::ToString::to_string).collect()
     }
 
     /// Deliveries, newest first.

@@ -47,7 +47,7 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
 /// within that second with every counter (the webhooks answered 503 among them).
 #[handler]
 pub async fn metrics(state: Data<&AppState>) -> poem::Response {
-    crate::pipeline::inbox::measure_backlog(&state.ingest, &state.db).await;
+    crate::services::overview::measure_backlog(&state).await;
     poem::Response::builder()
         .content_type("text/plain; version=0.0.4")
         .body(crate::telemetry::render())

@@ -7,7 +7,7 @@ use super::{Page, Paged};
 use crate::domain::Email;
 use crate::{AppError, AppResult};
 
-pub use crate::pipeline::access_cache::AccessView;
+pub use crate::pipeline::access_cache::{AccessView, Holdings};
 
 pub fn parse_email(raw: &str) -> AppResult<Email> {
     Email::parse(raw).map_err(|m| AppError::InvalidFields(vec![("email".into(), m)]))
@@ -105,4 +105,18 @@ pub async fn list(
     }
     let rows = q.order_by_asc(buyer::Column::Id).limit(page.first + 1).all(db).await?;
     Ok(Paged::from_probe(rows, page.first))
+}
+
+/// What these buyers hold, from the access cache where it can (the loaders' batch read).
+pub async fn holdings(
+    state: &crate::AppState,
+    app_id: i32,
+    emails: &[Email],
+) -> AppResult<std::collections::HashMap<String, std::sync::Arc<Holdings>>> {
+    crate::pipeline::access_cache::holdings(&state.access, &state.db, app_id, emails).await
+}
+
+/// One buyer's access as of now, through the cache.
+pub async fn access(state: &crate::AppState, app_id: i32, email: &Email) -> AppResult<Vec<AccessView>> {
+    crate::pipeline::access_cache::access(&state.access, &state.db, app_id, email).await
 }

@@ -7,7 +7,9 @@ use serde_json::json;
 use super::{AdminWrite, Change, Then};
 use super::{Page, Paged};
 use crate::auth::Principal;
+use crate::hotmart::Format;
 use crate::pipeline::inbox;
+use crate::pipeline::worker::{self, Evaluation};
 use crate::{AppError, AppResult, AppState};
 use entity::status::InboxStatus;
 
@@ -119,4 +121,23 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
     )
     .await?;
     Ok(n)
+}
+
+/// What processing a Hotmart payload (v2 JSON) would conclude now: parsed, linked and decided
+/// by the current rules. Nothing is stored or changed.
+pub async fn simulate(state: &AppState, who: &Principal, payload: &str) -> AppResult<Evaluation> {
+    worker::evaluate(
+        state,
+        &state.db,
+        who.app_id,
+        Format::V2,
+        payload.as_bytes(),
+        chrono::Utc::now(),
+    )
+    .await
+}
+
+/// The stored body of an event as an admin may see it (the Hottok masked).
+pub fn payload(row: &we::Model) -> String {
+    crate::hotmart::redacted_body(row.format, &row.raw_body)
 }

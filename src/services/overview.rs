@@ -88,3 +88,9 @@ pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> A
         unmapped: count(db, app_id, InboxStatus::Unmapped).await?,
     })
 }
+
+/// Counts the inbox backlog into `/metrics` (waiting a second at most; see
+/// [`crate::pipeline::inbox::measure_backlog`]).
+pub async fn measure_backlog(state: &crate::AppState) {
+    crate::pipeline::inbox::measure_backlog(&state.ingest, &state.db).await;
+}
