@@ -132,24 +132,3 @@ impl EntitlementStatus {
         }
     }
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sea_orm::ActiveEnum;
-
-    #[test]
-    fn every_value_reads_back_and_an_unknown_one_is_an_error() {
-        for s in InboxStatus::ALL {
-            let v = InboxStatus::try_from_value(&String::from(*s)).unwrap();
-            assert_eq!(v.as_str(), *s);
-            assert_eq!(InboxStatus::parse(s).unwrap(), v);
-        }
-        assert!(InboxStatus::try_from_value(&"PENDING".to_string()).is_err());
-        let e = EntitlementStatus::parse("GONE").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "\"GONE\" is not a valid entitlement status (one of ACTIVE, SUSPENDED, REVOKED, EXPIRED)"
-        );
-    }
-}

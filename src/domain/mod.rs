@@ -135,3 +135,39 @@ pub fn fact_of(
 }
 
 pub use entity::status::EntitlementStatus;
+
+#[cfg(test)]
+mod status_tests {
+    use entity::status::{DeliveryStatus, EntitlementStatus, Format, InboxStatus, RunStage, RunStatus};
+    use sea_orm::ActiveEnum;
+
+    /// Each closed column reads back every value it lists, and nothing else.
+    fn round_trips<T: ActiveEnum<Value = String> + PartialEq + std::fmt::Debug>(
+        all: &[&str],
+        parse: fn(&str) -> Option<T>,
+    ) {
+        for s in all {
+            let v = T::try_from_value(&(*s).to_string()).unwrap();
+            assert_eq!(v.to_value(), *s);
+            assert_eq!(parse(s), Some(v));
+        }
+        assert!(T::try_from_value(&"no-such-value".to_string()).is_err());
+    }
+
+    #[test]
+    fn every_stored_value_reads_back_and_an_unknown_one_is_an_error() {
+        round_trips(InboxStatus::ALL, |s| InboxStatus::parse(s).ok());
+        round_trips(Format::ALL, |s| Format::parse(s).ok());
+        round_trips(RunStatus::ALL, |s| RunStatus::parse(s).ok());
+        round_trips(RunStage::ALL, |s| RunStage::parse(s).ok());
+        round_trips(DeliveryStatus::ALL, |s| DeliveryStatus::parse(s).ok());
+        round_trips(EntitlementStatus::ALL, |s| EntitlementStatus::parse(s).ok());
+        // One casing per column, as stored: another casing is another value.
+        assert!(InboxStatus::try_from_value(&"PENDING".to_string()).is_err());
+        let e = EntitlementStatus::parse("GONE").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "\"GONE\" is not a valid entitlement status (one of ACTIVE, SUSPENDED, REVOKED, EXPIRED)"
+        );
+    }
+}
