@@ -72,22 +72,3 @@ pub async fn by_slug_cached(state: &crate::AppState, slug: &str) -> AppResult<Op
     }
     Ok(found)
 }
-
-/// The app behind a webhook key, from the webhook path's cache (a key never changes its app).
-pub async fn by_webhook_key_cached(state: &crate::AppState, key: &str) -> AppResult<Option<app::Model>> {
-    if let Some(a) = state.hot.apps_by_key.get(key) {
-        return Ok(Some(a));
-    }
-    let found = by_webhook_key(&state.db, key).await?;
-    if let Some(a) = &found {
-        state.hot.apps_by_key.insert(key.to_string(), a.clone());
-    }
-    Ok(found)
-}
-
-pub async fn by_webhook_key(db: &impl ConnectionTrait, key: &str) -> AppResult<Option<app::Model>> {
-    Ok(app::Entity::find()
-        .filter(app::Column::WebhookKey.eq(key))
-        .one(db)
-        .await?)
-}
