@@ -12,7 +12,11 @@ use crate::config::{Settings, redact_url};
 use crate::{AppState, services};
 
 #[derive(Parser, Debug)]
-#[command(name = "porteiro", version, about = "Delivers digital products sold on Hotmart")]
+#[command(
+    name = "porteiro",
+    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BUILT_FROM_COMMIT"), ")"),
+    about = "Delivers digital products sold on Hotmart"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -271,6 +275,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => serve(settings).await,
         Command::Migrate { action } => {
             let db = crate::db::connect(&settings.database_url).await?;
+            crate::db::refuse_newer_schema(&db).await?;
             match action {
                 MigrateAction::Up => Migrator::up(&db, None).await?,
                 MigrateAction::Down { all } => Migrator::down(&db, if all { None } else { Some(1) }).await?,

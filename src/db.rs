@@ -260,8 +260,45 @@ pub async fn analyze_grown(db: &DatabaseConnection) -> Result<Vec<String>, DbErr
     Ok(done)
 }
 
-pub async fn migrate(db: &DatabaseConnection) -> Result<(), DbErr> {
-    Migrator::up(db, None).await
+pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
+    refuse_newer_schema(db).await?;
+    Ok(Migrator::up(db, None).await?)
+}
+
+/// Refuses a database that a newer Porteiro migrated: this binary would run against tables it
+/// does not know (and `migrate down` could not undo what it never wrote).
+pub async fn refuse_newer_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
+    use sea_orm::sea_query::{Alias, Query};
+    let table = "seaql_migrations";
+    if !migration::SchemaManager::new(db).has_table(table).await? {
+        return Ok(());
+    }
+    let known: std::collections::HashSet<String> =
+        Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
+    let query = Query::select()
+        .column(Alias::new("version"))
+        .from(Alias::new(table))
+        .to_owned();
+    let mut unknown: Vec<String> = Vec::new();
+    for row in db.query_all_raw(db.get_database_backend().build(&query)).await? {
+        let version: String = row.try_get("", "version")?;
+        if !known.contains(&version) {
+            unknown.push(version);
+        }
+    }
+    if unknown.is_empty() {
+        return Ok(());
+    }
+    unknown.sort();
+    anyhow::bail!(
+        "this database was migrated by a newer Porteiro than this one ({}; this binary knows up to {}): \
+         run that version or a newer one, or restore the backup taken before the upgrade",
+        unknown.join(", "),
+        Migrator::migrations()
+            .last()
+            .map(|m| m.name().to_string())
+            .unwrap_or_default()
+    )
 }
 
 /// A write transaction. On SQLite it also holds the process's write gate for its database file:

@@ -374,3 +374,69 @@ async fn exec(db: &sea_orm::DatabaseConnection, sql: &str, values: Vec<sea_orm::
         .await
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_binary_older_than_the_schema_refuses_to_start() {
+    let app = TestApp::spawn().await;
+    let future = "m29991231_000001_from_a_newer_porteiro";
+    app.state
+        .db
+        .execute_unprepared(&format!(
+            "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{future}', 0)"
+        ))
+        .await
+        .unwrap();
+    let settings = (*app.state.settings).clone();
+    let err = match porteiro::AppState::init(settings).await {
+        Ok(_) => panic!("started against a schema newer than it knows"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(
+        err.contains("migrated by a newer Porteiro") && err.contains(future),
+        "{err}"
+    );
+    // The binary says the same and exits non-zero, whether asked to serve or to migrate.
+    let dir = app.state.settings.data_dir.clone();
+    for args in [&["serve"][..], &["migrate", "up"], &["migrate", "status"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+            .args(args)
+            .current_dir(&dir)
+            .env("PORTEIRO_DATA_DIR", &dir)
+            .env("PORTEIRO_BIND", "127.0.0.1:0")
+            .env("DATABASE_URL", &app.state.settings.database_url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started: {stderr}");
+        assert!(
+            stderr.contains("migrated by a newer Porteiro") && stderr.contains(future),
+            "{args:?}: {stderr}"
+        );
+        assert!(stderr.contains("restore the backup"), "{stderr}");
+    }
+}
+
+#[test]
+fn the_version_names_the_commit_it_was_built_from() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        v.starts_with(&format!("porteiro {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "{v}"
+    );
+    // Built from a git checkout, the commit is known (12 hex digits); from a source archive it
+    // says "unknown".
+    let commit = v.trim().trim_end_matches(')').rsplit(' ').next().unwrap_or_default();
+    if std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".git").exists() {
+        assert!(
+            commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit()),
+            "{v}"
+        );
+    } else {
+        assert_eq!(commit, "unknown", "{v}");
+    }
+}
