@@ -633,24 +633,37 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let (tx, rx) = watch::channel(false);
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
-    eprintln!("porteiro listening on http://{addr}");
-    eprintln!(
-        "  admin console: http://{addr}/console/ (sign in: cargo run --release -- login --app {})",
-        default_app.slug
-    );
-    eprintln!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql");
-    eprintln!("  apps' access API: http://{addr}/v1/docs");
     // The webhook key is a credential: the start-up banner (which ends up in logs) masks it.
-    eprintln!(
-        "  Hotmart webhook URL of app '{}': {}{} (the whole URL: `porteiro apps list` or hotmartIntegration {{ webhookUrl }})",
-        default_app.slug,
-        state.settings.public_url,
-        crate::http::loggable_path(&format!("/webhooks/hotmart/{}", default_app.webhook_key))
-    );
-    eprintln!(
-        "  admin token: cargo run --release -- token --app {} --role admin",
-        default_app.slug
-    );
+    let banner = [
+        format!(
+            "  admin console: http://{addr}/console/ (sign in: cargo run --release -- login --app {})",
+            default_app.slug
+        ),
+        format!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql"),
+        format!("  apps' access API: http://{addr}/v1/docs"),
+        format!(
+            "  Hotmart webhook URL of app '{}': {}{} (the whole URL: `porteiro apps list` or hotmartIntegration {{ webhookUrl }})",
+            default_app.slug,
+            state.settings.public_url,
+            crate::http::loggable_path(&format!("/webhooks/hotmart/{}", default_app.webhook_key))
+        ),
+        format!(
+            "  admin token: cargo run --release -- token --app {} --role admin",
+            default_app.slug
+        ),
+    ];
+    if state.settings.log_json {
+        // Every line of the log is one JSON object, the banner's included.
+        tracing::info!(address = %format!("http://{addr}"), "porteiro listening");
+        for line in &banner {
+            tracing::info!("{}", line.trim());
+        }
+    } else {
+        eprintln!("porteiro listening on http://{addr}");
+        for line in &banner {
+            eprintln!("{line}");
+        }
+    }
     let runs = state.runs.clone();
     tokio::spawn(async move {
         shutdown_signal().await;

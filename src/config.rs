@@ -37,6 +37,8 @@ struct RawSettings {
     /// Let notification endpoints point at loopback, private and link-local addresses.
     notify_allow_private_targets: bool,
     notify_retention_days: i64,
+    /// `text` (default) or `json`; read by `main` before the rest (logging starts first).
+    log_format: String,
 }
 
 impl Default for RawSettings {
@@ -63,6 +65,7 @@ impl Default for RawSettings {
             scheduler_tick_secs: 60,
             notify_allow_private_targets: false,
             notify_retention_days: 30,
+            log_format: "text".into(),
         }
     }
 }
@@ -97,6 +100,8 @@ pub struct Settings {
     pub notify_allow_private_targets: bool,
     /// Delivered and dead notifications older than this are deleted.
     pub notify_retention_days: i64,
+    /// One JSON object a line (`PORTEIRO_LOG_FORMAT=json`) instead of text.
+    pub log_json: bool,
 }
 
 impl std::fmt::Debug for Settings {
@@ -243,6 +248,11 @@ impl Settings {
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
             notify_allow_private_targets: raw.notify_allow_private_targets,
             notify_retention_days: raw.notify_retention_days.max(1),
+            log_json: match raw.log_format.to_ascii_lowercase().as_str() {
+                "text" => false,
+                "json" => true,
+                other => bail!("PORTEIRO_LOG_FORMAT must be text or json, got {other:?}"),
+            },
             sqlite_durable: match raw.sqlite_synchronous.to_ascii_lowercase().as_str() {
                 "full" => true,
                 "normal" => false,

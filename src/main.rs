@@ -11,13 +11,28 @@ async fn main() -> std::process::ExitCode {
     porteiro::install_crypto_provider();
     // sqlx logs every statement at INFO; keep it quiet unless asked.
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,sea_orm=warn"));
-    // Colour codes only for a person at a terminal: a file, a pipe or journald gets plain text.
-    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(terminal)
-        .init();
+    // `PORTEIRO_LOG_FORMAT=json`: one JSON object a line for log shippers, each request's lines
+    // carrying its `request_id`. Read here, before the settings, since logging starts first; the
+    // settings check the value.
+    let json = std::env::var("PORTEIRO_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    if json {
+        tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .init();
+    } else {
+        // Colour codes only for a person at a terminal: a file, a pipe or journald gets plain text.
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(terminal)
+            .init();
+    }
     match porteiro::cli::run(porteiro::cli::Cli::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

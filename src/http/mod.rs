@@ -48,25 +48,49 @@ pub fn loggable_path(path: &str) -> String {
     }
 }
 
-/// One line per request: method, masked path (no query string), status and time taken.
+/// The request's id: the caller's `x-request-id` when it is a plain token (a proxy's), else a
+/// new one.
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        })
+        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string)
+}
+
+/// One line per request: method, masked path (no query string), status and time taken. Every
+/// line logged while the request is handled carries its `request_id`, which the answer returns
+/// as `x-request-id`.
 async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    use tracing::Instrument;
+    let id = request_id(&req);
+    let span = tracing::info_span!("request", request_id = %id);
     let method = req.method().clone();
     let path = loggable_path(req.uri().path());
     let started = std::time::Instant::now();
-    let res = next.call(req).await.map(IntoResponse::into_response);
-    let status = match &res {
-        Ok(r) => r.status(),
-        Err(e) => e.status(),
-    };
-    tracing::info!(
-        target: "porteiro::http",
-        %method,
-        path = %path,
-        status = status.as_u16(),
-        ms = started.elapsed().as_secs_f64() * 1000.0,
-        "request"
-    );
-    res
+    let mut res = next
+        .call(req)
+        .instrument(span.clone())
+        .await
+        .map_or_else(poem::Error::into_response, IntoResponse::into_response);
+    if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
+        res.headers_mut().insert("x-request-id", v);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            target: "porteiro::http",
+            %method,
+            path = %path,
+            status = res.status().as_u16(),
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    });
+    Ok(res)
 }
 
 pub async fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpAcceptor> {

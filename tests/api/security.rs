@@ -174,3 +174,90 @@ async fn the_webhook_key_never_reaches_the_log() {
     // Written to a pipe, not a terminal: plain text, no colour codes for a file or journald.
     assert!(!log.contains('\u{1b}'), "terminal escapes in a piped log:\n{log}");
 }
+
+/// `PORTEIRO_LOG_FORMAT=json`: every line the server writes is one JSON object, and a request's
+/// lines carry the id its answer returns as `x-request-id` (the caller's own, when it sends one).
+#[tokio::test]
+async fn json_logs_are_one_object_a_line_with_the_request_id() {
+    porteiro::install_crypto_provider();
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("server.log");
+    let log_file = std::fs::File::create(&log_path).unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Killed(
+        std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+            .arg("serve")
+            .current_dir(dir.path())
+            .env(
+                "DATABASE_URL",
+                format!("sqlite://{}?mode=rwc", dir.path().join("p.db").display()),
+            )
+            .env("PORTEIRO_DATA_DIR", dir.path().join("keys"))
+            .env("PORTEIRO_BIND", "127.0.0.1:0")
+            .env("PORTEIRO_LOG_FORMAT", "json")
+            .env("RUST_LOG", "info,sqlx=warn")
+            .env_remove("PORTEIRO_MASTER_KEY")
+            .env_remove("PORTEIRO_JWT_KEY")
+            .stderr(log_file)
+            .spawn()
+            .unwrap(),
+    );
+    let lines = || -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&log_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+            .collect()
+    };
+    let mut addr = None;
+    for _ in 0..200 {
+        addr = lines().iter().find_map(|l| l["address"].as_str().map(str::to_string));
+        if addr.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let addr = addr.expect("the server logged its address");
+    let client = reqwest::Client::new();
+    let res = client.get(format!("{addr}/healthz")).send().await.unwrap();
+    let minted = res.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(minted.len(), 32, "{minted}");
+    let res = client
+        .get(format!("{addr}/readyz"))
+        .header("x-request-id", "proxy-7f3a.1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["x-request-id"], "proxy-7f3a.1");
+    // A header that is no plain token is replaced, never echoed.
+    let res = client
+        .get(format!("{addr}/healthz"))
+        .header("x-request-id", "a b\"<script>")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(res.headers()["x-request-id"], "a b\"<script>");
+    let mut found = (false, false);
+    for _ in 0..100 {
+        let all = lines();
+        let logged = |id: &str| {
+            all.iter()
+                .any(|l| l["message"] == "request" && l["span"]["request_id"] == id && l["status"] == 200)
+        };
+        found = (logged(&minted), logged("proxy-7f3a.1"));
+        if found == (true, true) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    drop(server);
+    assert_eq!(found, (true, true), "{:#?}", lines());
+    // Every line parsed (above); none holds a terminal escape.
+    assert!(!std::fs::read_to_string(&log_path).unwrap().contains('\u{1b}'));
+}
