@@ -54,10 +54,7 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium, or says why it cannot.
     async fn start() -> Result<Browser, String> {
         porteiro::install_crypto_provider();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| e.to_string())?
-            .port();
+        let port = free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())

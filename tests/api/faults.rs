@@ -306,11 +306,7 @@ impl OwnPostgres {
             .ok()?
             .success()
             .then_some(())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
+        let port = free_port();
         let pg = OwnPostgres { dir, port, bin };
         pg.run("initdb", &["-A", "trust", "-U", "postgres", "-D"])
             .then_some(())?;

@@ -69,6 +69,16 @@ pub async fn pg_value<T: sea_orm::TryGetable>(db: &impl ConnectionTrait, sql: &s
 /// A test whose precondition is missing here (root, a browser, PostgreSQL's server binaries):
 /// skipped with a note, except where `CI_REQUIRE_ALL` is set (`.ci/run`), where a required test
 /// that cannot run is a failure, never a pass.
+/// A port free now for a server started a little later, outside the kernel's ephemeral range
+/// (32768–60999 by default): no other test's `:0` listener or client socket can take it
+/// meanwhile, as they could a port reserved with `:0` and freed.
+pub fn free_port() -> u16 {
+    (0..10_000)
+        .map(|_| rand::random_range(20_000u16..30_000))
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below the ephemeral range")
+}
+
 pub fn cannot_run(why: &str) {
     if std::env::var("CI_REQUIRE_ALL").is_ok() {
         panic!("a required test could not run: {why}");

@@ -575,12 +575,8 @@ async fn endpoints_on_private_networks_are_refused_unless_the_operator_allows_th
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_notification_survives_a_kill_9_between_the_change_and_its_delivery() {
     let (app, _) = app_with_plan().await;
-    // The receiver is down at first: reserve a port, then free it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The receiver is down at first.
+    let port = free_port();
     let url = format!("http://127.0.0.1:{port}/hook");
     let (_, secret) = endpoint(&app, &url, &[]).await;
     let db_url = app.state.settings.database_url.clone();
