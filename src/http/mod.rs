@@ -59,7 +59,17 @@ fn request_id(req: &Request) -> String {
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         })
-        .map_or_else(|| uuid::Uuid::new_v4().simple().to_string(), str::to_string)
+        .map_or_else(minted_id, str::to_string)
+}
+
+/// A new request id: this process's random prefix and a counter, 32 hex digits. Unique across
+/// processes without a random draw per request (a `getrandom` call each, on the ack and the
+/// access check).
+fn minted_id() -> String {
+    static PREFIX: std::sync::LazyLock<u64> = std::sync::LazyLock::new(rand::random);
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{:016x}{n:016x}", *PREFIX)
 }
 
 /// One line per request: method, masked path (no query string), status and time taken. Every

@@ -228,6 +228,12 @@ async fn json_logs_are_one_object_a_line_with_the_request_id() {
     let res = client.get(format!("{addr}/healthz")).send().await.unwrap();
     let minted = res.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(minted.len(), 32, "{minted}");
+    let again = client.get(format!("{addr}/healthz")).send().await.unwrap();
+    assert_ne!(
+        again.headers()["x-request-id"],
+        minted.as_str(),
+        "every request gets its own id"
+    );
     let res = client
         .get(format!("{addr}/readyz"))
         .header("x-request-id", "proxy-7f3a.1")
