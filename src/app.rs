@@ -11,6 +11,14 @@ impl AppState {
     pub async fn init(settings: Settings) -> anyhow::Result<Self> {
         let db = crate::db::connect_with(&settings.database_url, settings.sqlite_durable).await?;
         crate::db::migrate(&db).await?;
+        if let Err(e) = crate::ops::key_check::verify_or_seal(&db, &settings.secret_box()).await {
+            // A key this start generated belongs to nothing: leave the directory as it was, so
+            // the right key can simply be put back.
+            if settings.master_key_generated {
+                let _ = std::fs::remove_file(settings.data_dir.join("master.key"));
+            }
+            return Err(e);
+        }
         services::apps::ensure(&db, &settings.default_app).await?;
         let orphans = services::reconcile::sweep_orphans(&db).await?;
         if orphans > 0 {
@@ -64,6 +72,7 @@ pub fn start_jobs(state: &AppState) -> std::io::Result<Jobs> {
     start_worker(&mut jobs, state)?;
     start_dispatcher(&mut jobs, state);
     start_upkeep(&mut jobs, state);
+    start_backups(&mut jobs, state);
     Ok(jobs)
 }
 
@@ -122,4 +131,23 @@ pub fn start_upkeep(jobs: &mut Jobs, state: &AppState) {
             })
         },
     );
+}
+
+/// Scheduled backups (`PORTEIRO_BACKUP_EVERY`): one whenever the newest is older than the period,
+/// looked at every minute, so a restart neither skips one nor takes an extra one.
+pub fn start_backups(jobs: &mut Jobs, state: &AppState) {
+    let Some(plan) = state.settings.backup.clone() else {
+        return;
+    };
+    let src = crate::ops::backup::Source::of(&state.settings);
+    let look = plan.every.min(Duration::from_secs(60));
+    jobs.spawn("backup", Every::period(look), move || {
+        let (src, plan) = (src.clone(), plan.clone());
+        tick(async move {
+            crate::ops::backup::scheduled_round(&src, &plan)
+                .await
+                .map(|_| ())
+                .map_err(crate::AppError::internal)
+        })
+    });
 }

@@ -1,5 +1,5 @@
 //! The command line: `serve` (default), `migrate`, `token`, `apps`, `rules`, `replay`,
-//! `reconcile`, `keys`, `schema`.
+//! `reconcile`, `keys`, `schema`, `backup`, `restore`, `doctor`.
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
@@ -14,7 +14,7 @@ use crate::{AppState, services};
 #[derive(Parser, Debug)]
 #[command(
     name = "porteiro",
-    version = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BUILT_FROM_COMMIT"), ")"),
+    version = crate::version(),
     about = "Delivers digital products sold on Hotmart"
 )]
 pub struct Cli {
@@ -94,6 +94,33 @@ pub enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysAction,
+    },
+    /// Back up the database (and, when asked, the keys) while the service runs, or check a backup.
+    Backup {
+        /// A new directory to write the backup into.
+        #[arg(long, required_unless_present = "verify", conflicts_with = "verify")]
+        to: Option<PathBuf>,
+        /// Check a backup directory (manifest, checksum, integrity, keys) instead.
+        #[arg(long, value_name = "PATH")]
+        verify: Option<PathBuf>,
+        /// Put the data directory's keys (master.key, jwt.key) in the backup: keep it as safe
+        /// as the keys themselves.
+        #[arg(long, conflicts_with = "without_keys")]
+        with_keys: bool,
+        /// Leave the keys out: the backup restores only next to the same master.key.
+        #[arg(long)]
+        without_keys: bool,
+    },
+    /// Restore a SQLite backup into an empty data directory (the service stopped).
+    Restore {
+        #[arg(long)]
+        from: PathBuf,
+    },
+    /// Check this installation the way support would, and say what to fix.
+    Doctor {
+        /// Send nothing off this machine (no DNS lookup, no call to Hotmart).
+        #[arg(long)]
+        offline: bool,
     },
     /// Notification endpoints.
     Notify {
@@ -268,6 +295,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", crate::http::v1::spec());
             return Ok(());
         }
+        Command::Backup {
+            to,
+            verify,
+            with_keys,
+            without_keys,
+        } => return backup(to, verify, with_keys, without_keys).await,
+        Command::Restore { from } => return restore(&from).await,
+        Command::Doctor { offline } => {
+            let report = match Settings::load_existing() {
+                Ok(settings) => crate::ops::doctor::examine(settings, offline).await,
+                Err(e) => bail!("{e:#}\nfix: point PORTEIRO_DATA_DIR and DATABASE_URL at the installation"),
+            };
+            println!("{report}");
+            if report.worst() == crate::ops::doctor::Level::Fail {
+                bail!("doctor found problems");
+            }
+            return Ok(());
+        }
         _ => {}
     }
     let settings = Settings::load()?;
@@ -277,7 +322,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let db = crate::db::connect(&settings.database_url).await?;
             crate::db::refuse_newer_schema(&db).await?;
             match action {
-                MigrateAction::Up => Migrator::up(&db, None).await?,
+                MigrateAction::Up => {
+                    for (name, what) in crate::db::pending_rewrites(&db).await? {
+                        println!("{name} rewrites stored data: {what}");
+                    }
+                    Migrator::up(&db, None).await?;
+                }
                 MigrateAction::Down { all } => Migrator::down(&db, if all { None } else { Some(1) }).await?,
                 MigrateAction::Status => Migrator::status(&db).await?,
             }
@@ -354,7 +404,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => rotate_master(settings, new_key.as_deref()).await,
         Command::Keys { action } => api_keys(settings, action).await,
         Command::Notify { action } => notify(settings, action).await,
-        Command::Schema | Command::Openapi => unreachable!("handled above"),
+        Command::Schema
+        | Command::Openapi
+        | Command::Backup { .. }
+        | Command::Restore { .. }
+        | Command::Doctor { .. } => {
+            unreachable!("handled above")
+        }
     }
 }
 
@@ -437,6 +493,108 @@ async fn notify(settings: Settings, action: NotifyAction) -> anyhow::Result<()> 
     Ok(())
 }
 
+async fn backup(
+    to: Option<PathBuf>,
+    verify: Option<PathBuf>,
+    with_keys: bool,
+    without_keys: bool,
+) -> anyhow::Result<()> {
+    use crate::ops::backup::{self, Keys};
+    if let Some(dir) = verify {
+        let v = backup::verify(&dir).await?;
+        let m = &v.manifest;
+        println!(
+            "{}: intact ({} {}, {} bytes, SHA-256 {}), taken {} by porteiro {}",
+            dir.display(),
+            m.backend,
+            m.file,
+            m.bytes,
+            m.sha256,
+            m.created_at.to_rfc3339(),
+            m.porteiro
+        );
+        if let Some(c) = &m.counts {
+            println!(
+                "holds {} app(s), {} event(s), {} buyer(s), {} entitlement(s); schema {}",
+                c.apps,
+                c.events,
+                c.buyers,
+                c.entitlements,
+                m.schema.as_deref().unwrap_or("none")
+            );
+        }
+        match v.keys_open {
+            Some(_) => println!("keys included: the master key opens the database's secrets"),
+            None => println!(
+                "keys not included: restoring needs master key {}",
+                m.master_key_id.as_deref().unwrap_or("(none recorded)")
+            ),
+        }
+        return Ok(());
+    }
+    let Some(to) = to else {
+        bail!("say where: --to PATH");
+    };
+    // Keys are read, never generated: a key made now would belong to nothing.
+    let settings = Settings::load_existing()?;
+    let keys = match (with_keys, without_keys, settings.master_key_from_env) {
+        (true, _, _) => Keys::Include,
+        (false, true, _) | (false, false, true) => Keys::Exclude,
+        (false, false, false) => bail!(
+            "say whether the keys go into the backup: --with-keys (the backup then opens the Hotmart \
+             credentials on its own: keep it as safe as the key) or --without-keys (it then restores only \
+             next to {}, which you keep elsewhere)",
+            settings.data_dir.join("master.key").display()
+        ),
+    };
+    let m = backup::create(&backup::Source::of(&settings), &to, keys).await?;
+    println!(
+        "backup written to {} in {:.1}s: {} bytes, {} event(s), schema {}",
+        to.display(),
+        m.seconds,
+        m.bytes,
+        m.counts.as_ref().map_or(0, |c| c.events),
+        m.schema.as_deref().unwrap_or("none")
+    );
+    if m.keys_included {
+        println!("it holds the keys (keys/): whoever reads it can read the Hotmart credentials");
+    } else {
+        println!(
+            "it does not hold the keys: restoring it needs master key {}{}",
+            m.master_key_id.as_deref().unwrap_or("(none recorded)"),
+            if settings.master_key_from_env {
+                " (PORTEIRO_MASTER_KEY)"
+            } else {
+                ""
+            }
+        );
+    }
+    Ok(())
+}
+
+async fn restore(from: &std::path::Path) -> anyhow::Result<()> {
+    // Read without touching keys: the data directory is meant to be empty.
+    let at = Settings::locations()?;
+    let r = crate::ops::backup::restore(from, &at.database_url, &at.data_dir).await?;
+    println!(
+        "restored {} (taken {}, {} event(s)) into {}",
+        from.display(),
+        r.manifest.created_at.to_rfc3339(),
+        r.manifest.counts.as_ref().map_or(0, |c| c.events),
+        r.database.display()
+    );
+    if r.keys_restored {
+        println!("keys restored into {}; start porteiro", at.data_dir.display());
+    } else {
+        println!(
+            "the backup holds no keys: put master.key {} into {} (mode 0600) or set PORTEIRO_MASTER_KEY, then start porteiro",
+            r.manifest.master_key_id.as_deref().unwrap_or("(none recorded)"),
+            at.data_dir.display()
+        );
+    }
+    Ok(())
+}
+
 /// Crash-safe order: the new key is on disk (as master.key.next, which start-up also reads)
 /// before any value is rewritten; the rewrite is one transaction; only then is it swapped in.
 async fn rotate_master(settings: Settings, new_key: Option<&str>) -> anyhow::Result<()> {
@@ -459,12 +617,15 @@ async fn rotate_master(settings: Settings, new_key: Option<&str>) -> anyhow::Res
     if !settings.master_key_from_env {
         write_key(&dir, "master.key.next", &hex::encode(new))?;
     }
-    let from = SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied());
+    let from = settings.secret_box();
     let to = SecretBox::new(new);
     let db = crate::db::connect(&settings.database_url).await?;
+    // Every other command starts by migrating too; the key check's table must exist.
+    crate::db::migrate(&db).await?;
     let txn = crate::db::write_txn(&db).await?;
     let n = services::integration::reencrypt_all(&txn, &from, &to).await?
         + services::notifications::reencrypt_all(&txn, &from, &to).await?;
+    crate::ops::key_check::seal(&txn, &to).await?;
     #[allow(clippy::disallowed_methods)] // an operator's key rotation, not an app's change
     txn.commit().await?;
     let old_id = from.current_key_id().to_string();

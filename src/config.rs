@@ -39,6 +39,14 @@ struct RawSettings {
     notify_retention_days: i64,
     /// `text` (default) or `json`; read by `main` before the rest (logging starts first).
     log_format: String,
+    /// Scheduled backups: how often (`6h`, `1d`); none unless set.
+    backup_every: Option<String>,
+    /// How many scheduled backups to keep.
+    backup_keep: usize,
+    /// Where scheduled backups go (default: `backups` in the data directory).
+    backup_dir: Option<String>,
+    /// `include` or `exclude`: whether scheduled backups carry the keys (required with `backup_every`).
+    backup_keys: Option<String>,
 }
 
 impl Default for RawSettings {
@@ -66,6 +74,10 @@ impl Default for RawSettings {
             notify_allow_private_targets: false,
             notify_retention_days: 30,
             log_format: "text".into(),
+            backup_every: None,
+            backup_keep: 7,
+            backup_dir: None,
+            backup_keys: None,
         }
     }
 }
@@ -83,6 +95,9 @@ pub struct Settings {
     pub older_master_keys: Vec<[u8; 32]>,
     /// Whether the master key came from `PORTEIRO_MASTER_KEY` (else from the data directory).
     pub master_key_from_env: bool,
+    /// Whether this process wrote a new `master.key` (none was there): start-up removes it again
+    /// if the database turns out to belong to another key.
+    pub master_key_generated: bool,
     pub webhook_body_limit: usize,
     pub graphql_body_limit: usize,
     pub rule_timeout_ms: u64,
@@ -102,6 +117,38 @@ pub struct Settings {
     pub notify_retention_days: i64,
     /// One JSON object a line (`PORTEIRO_LOG_FORMAT=json`) instead of text.
     pub log_json: bool,
+    /// Scheduled backups, when configured.
+    pub backup: Option<BackupSchedule>,
+}
+
+/// Whether a backup carries the data directory's keys: always the operator's explicit choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackupKeys {
+    Include,
+    Exclude,
+}
+
+#[derive(Debug, Clone)]
+pub struct BackupSchedule {
+    pub every: std::time::Duration,
+    pub keep: usize,
+    pub dir: PathBuf,
+    pub keys: BackupKeys,
+}
+
+/// Whether a missing key file is generated (a first start) or an error (commands that inspect an
+/// installation: a key they generated would belong to nothing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFiles {
+    Create,
+    MustExist,
+}
+
+/// Where an installation keeps its data, read without touching any key.
+#[derive(Debug, Clone)]
+pub struct Locations {
+    pub database_url: String,
+    pub data_dir: PathBuf,
 }
 
 impl std::fmt::Debug for Settings {
@@ -134,13 +181,21 @@ impl Settings {
     /// Reads `porteiro.toml` (if present) then the environment. `DATABASE_URL` is honoured as well as
     /// `PORTEIRO_DATABASE_URL`, since every tool around databases uses it.
     pub fn load() -> anyhow::Result<Self> {
-        let fig = Figment::from(Serialized::defaults(RawSettings::default()))
-            .merge(Toml::file("porteiro.toml"))
-            .merge(Env::raw().only(&["DATABASE_URL"]))
-            // PORTEIRO_TEST_DATABASE_URL belongs to the test suite, not to the service.
-            .merge(Env::prefixed("PORTEIRO_").filter(|k| !k.as_str().eq_ignore_ascii_case("test_database_url")));
-        let raw: RawSettings = fig.extract().context("invalid configuration")?;
-        Self::from_raw(raw)
+        Self::from_raw(raw()?, KeyFiles::Create)
+    }
+
+    /// Like [`Settings::load`], but a missing key file is an error rather than generated.
+    pub fn load_existing() -> anyhow::Result<Self> {
+        Self::from_raw(raw()?, KeyFiles::MustExist)
+    }
+
+    /// The database and the data directory only (nothing read from or written to the keys).
+    pub fn locations() -> anyhow::Result<Locations> {
+        let raw = raw()?;
+        Ok(Locations {
+            database_url: raw.database_url.unwrap_or_else(default_database_url),
+            data_dir: PathBuf::from(raw.data_dir),
+        })
     }
 
     /// Settings for tests and embedding: everything explicit, nothing read from the environment.
@@ -155,17 +210,20 @@ impl Settings {
             notify_allow_private_targets: true,
             ..RawSettings::default()
         };
-        Self::from_raw(raw)
+        Self::from_raw(raw, KeyFiles::Create)
     }
 
-    fn from_raw(raw: RawSettings) -> anyhow::Result<Self> {
+    fn from_raw(raw: RawSettings, key_files: KeyFiles) -> anyhow::Result<Self> {
+        let backup = backup_schedule(
+            &raw,
+            Path::new(&raw.data_dir),
+            raw.database_url.as_deref().unwrap_or("sqlite:"),
+        )?;
         let bind: SocketAddr = raw
             .bind
             .parse()
             .with_context(|| format!("PORTEIRO_BIND must be host:port, got {:?}", raw.bind))?;
-        let database_url = raw
-            .database_url
-            .unwrap_or_else(|| "sqlite://porteiro.db?mode=rwc".to_string());
+        let database_url = raw.database_url.unwrap_or_else(default_database_url);
         if !(database_url.starts_with("sqlite:")
             || database_url.starts_with("postgres://")
             || database_url.starts_with("postgresql://"))
@@ -202,7 +260,7 @@ impl Settings {
         let data_dir = PathBuf::from(&raw.data_dir);
         let jwt_key = match raw.jwt_key {
             Some(k) => k,
-            None => load_or_create_key(&data_dir, "jwt.key")?,
+            None => load_or_create_key(&data_dir, "jwt.key", key_files)?.0,
         };
         // The same check whether the key came from the environment or from the data directory.
         if jwt_key.len() < 32 {
@@ -210,9 +268,9 @@ impl Settings {
         }
         let jwt_key = SecretString::from(jwt_key);
         let master_key_from_env = raw.master_key.is_some();
-        let master_hex = match raw.master_key {
-            Some(k) => k,
-            None => load_or_create_key(&data_dir, "master.key")?,
+        let (master_hex, master_key_generated) = match raw.master_key {
+            Some(k) => (k, false),
+            None => load_or_create_key(&data_dir, "master.key", key_files)?,
         };
         let master_key = parse_master_key(&master_hex)?;
         let mut older_master_keys = Vec::new();
@@ -238,6 +296,7 @@ impl Settings {
             master_key,
             older_master_keys,
             master_key_from_env,
+            master_key_generated,
             webhook_body_limit: raw.webhook_body_limit,
             graphql_body_limit: raw.graphql_body_limit,
             rule_timeout_ms: raw.rule_timeout_ms.max(1),
@@ -248,6 +307,7 @@ impl Settings {
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
             notify_allow_private_targets: raw.notify_allow_private_targets,
             notify_retention_days: raw.notify_retention_days.max(1),
+            backup,
             log_json: match raw.log_format.to_ascii_lowercase().as_str() {
                 "text" => false,
                 "json" => true,
@@ -264,6 +324,58 @@ impl Settings {
     pub fn jwt_secret(&self) -> &[u8] {
         self.jwt_key.expose_secret().as_bytes()
     }
+
+    /// The master key ring: the current key, and older ones for reading what they sealed.
+    pub fn secret_box(&self) -> crate::secrets::SecretBox {
+        crate::secrets::SecretBox::new(self.master_key).with_older(self.older_master_keys.iter().copied())
+    }
+}
+
+fn raw() -> anyhow::Result<RawSettings> {
+    let fig = Figment::from(Serialized::defaults(RawSettings::default()))
+        .merge(Toml::file("porteiro.toml"))
+        .merge(Env::raw().only(&["DATABASE_URL"]))
+        // PORTEIRO_TEST_DATABASE_URL belongs to the test suite, not to the service.
+        .merge(Env::prefixed("PORTEIRO_").filter(|k| !k.as_str().eq_ignore_ascii_case("test_database_url")));
+    fig.extract().context("invalid configuration")
+}
+
+fn default_database_url() -> String {
+    "sqlite://porteiro.db?mode=rwc".to_string()
+}
+
+fn backup_schedule(raw: &RawSettings, data_dir: &Path, database_url: &str) -> anyhow::Result<Option<BackupSchedule>> {
+    let Some(every) = &raw.backup_every else {
+        return Ok(None);
+    };
+    let every = humantime::parse_duration(every)
+        .with_context(|| format!("PORTEIRO_BACKUP_EVERY must be a duration such as 6h or 1d, got {every:?}"))?;
+    if every < std::time::Duration::from_secs(60) {
+        bail!("PORTEIRO_BACKUP_EVERY must be at least a minute");
+    }
+    if !database_url.starts_with("sqlite:") {
+        bail!(
+            "PORTEIRO_BACKUP_EVERY backs up SQLite; for PostgreSQL schedule `porteiro backup` (pg_dump) or use the \
+             database's own backups"
+        );
+    }
+    let keys = match raw.backup_keys.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("include") => BackupKeys::Include,
+        Some("exclude") => BackupKeys::Exclude,
+        other => bail!(
+            "PORTEIRO_BACKUP_KEYS must be include or exclude when PORTEIRO_BACKUP_EVERY is set (got {other:?}): \
+             a backup without master.key cannot read the Hotmart credentials, one with it must be kept as safe as the key"
+        ),
+    };
+    Ok(Some(BackupSchedule {
+        every,
+        keep: raw.backup_keep.max(1),
+        dir: raw
+            .backup_dir
+            .as_ref()
+            .map_or_else(|| data_dir.join("backups"), PathBuf::from),
+        keys,
+    }))
 }
 
 fn parse_master_key(hex_key: &str) -> anyhow::Result<[u8; 32]> {
@@ -301,20 +413,36 @@ pub fn parse_key_hex(hex_key: &str) -> anyhow::Result<[u8; 32]> {
 /// Reads a 32-byte hex key from the data directory, creating it (mode 0600) on first start. A key
 /// file other users can read refuses to start: whoever reads it can mint admin tokens or read
 /// every stored secret.
-fn load_or_create_key(dir: &Path, name: &str) -> anyhow::Result<String> {
+fn load_or_create_key(dir: &Path, name: &str, key_files: KeyFiles) -> anyhow::Result<(String, bool)> {
     let path = dir.join(name);
     if path.exists() {
         check_private(&path)?;
         let s = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        return Ok(s.trim().to_string());
+        return Ok((s.trim().to_string(), false));
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
+    if key_files == KeyFiles::MustExist {
+        bail!(
+            "{} does not exist: this is not the data directory of a Porteiro that has started \
+             (PORTEIRO_DATA_DIR), or its keys were lost (put them back from a backup's keys/)",
+            path.display()
+        );
+    }
+    create_private_dir(dir).with_context(|| format!("cannot create data directory {}", dir.display()))?;
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     let key = hex::encode(bytes);
     write_private(&path, &key).with_context(|| format!("cannot write {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated a new key");
-    Ok(key)
+    Ok((key, true))
+}
+
+/// The data directory holds the keys: only its owner may list it.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 #[cfg(unix)]
@@ -378,10 +506,12 @@ mod tests {
     fn key_files_others_can_read_refuse_to_start() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        load_or_create_key(dir.path(), "jwt.key").unwrap();
+        load_or_create_key(dir.path(), "jwt.key", KeyFiles::Create).unwrap();
         let path = dir.path().join("jwt.key");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let err = load_or_create_key(dir.path(), "jwt.key").unwrap_err().to_string();
+        let err = load_or_create_key(dir.path(), "jwt.key", KeyFiles::Create)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("chmod 600"), "{err}");
     }
 
@@ -399,9 +529,39 @@ mod tests {
     #[test]
     fn keys_are_generated_once_and_reused() {
         let dir = tempfile::tempdir().unwrap();
-        let a = load_or_create_key(dir.path(), "k").unwrap();
-        let b = load_or_create_key(dir.path(), "k").unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.len(), 64);
+        let missing = load_or_create_key(dir.path(), "k", KeyFiles::MustExist)
+            .unwrap_err()
+            .to_string();
+        assert!(missing.contains("does not exist"), "{missing}");
+        assert!(!dir.path().join("k").exists());
+        let a = load_or_create_key(dir.path(), "k", KeyFiles::Create).unwrap();
+        let b = load_or_create_key(dir.path(), "k", KeyFiles::MustExist).unwrap();
+        assert_eq!(a.0, b.0);
+        assert!(a.1 && !b.1, "only the first call generated it");
+        assert_eq!(a.0.len(), 64);
+    }
+
+    #[test]
+    fn scheduled_backups_need_an_explicit_choice_about_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let raw = |every: Option<&str>, keys: Option<&str>| RawSettings {
+            backup_every: every.map(Into::into),
+            backup_keys: keys.map(Into::into),
+            ..RawSettings::default()
+        };
+        let sqlite = "sqlite://x.db";
+        assert!(backup_schedule(&raw(None, None), dir.path(), sqlite).unwrap().is_none());
+        let err = backup_schedule(&raw(Some("6h"), None), dir.path(), sqlite)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PORTEIRO_BACKUP_KEYS"), "{err}");
+        let s = backup_schedule(&raw(Some("6h"), Some("Include")), dir.path(), sqlite)
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.every, std::time::Duration::from_secs(6 * 3600));
+        assert_eq!((s.keep, s.keys), (7, BackupKeys::Include));
+        assert_eq!(s.dir, dir.path().join("backups"));
+        assert!(backup_schedule(&raw(Some("10s"), Some("exclude")), dir.path(), sqlite).is_err());
+        assert!(backup_schedule(&raw(Some("6h"), Some("exclude")), dir.path(), "postgres://x/y").is_err());
     }
 }

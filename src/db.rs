@@ -116,7 +116,7 @@ fn clock_ms() -> u64 {
 }
 
 /// The database file of a SQLite URL (`None` in memory or for another database).
-fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     use sea_orm::sqlx::sqlite::SqliteConnectOptions;
     let opts: SqliteConnectOptions = url.parse().ok()?;
     let file = opts.get_filename();
@@ -262,7 +262,19 @@ pub async fn analyze_grown(db: &DatabaseConnection) -> Result<Vec<String>, DbErr
 
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
     refuse_newer_schema(db).await?;
+    for (name, what) in pending_rewrites(db).await? {
+        tracing::warn!(migration = %name, "this migration rewrites stored data: {what}");
+    }
     Ok(Migrator::up(db, None).await?)
+}
+
+/// The pending migrations that rewrite stored data, and what they rewrite (said before they run).
+pub async fn pending_rewrites(db: &DatabaseConnection) -> anyhow::Result<Vec<(String, &'static str)>> {
+    Ok(Migrator::get_pending_migrations(db)
+        .await?
+        .iter()
+        .filter_map(|m| migration::rewrites_data(m.name()).map(|what| (m.name().to_string(), what)))
+        .collect())
 }
 
 /// Refuses a database that a newer Porteiro migrated: this binary would run against tables it

@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod hotmart;
 pub mod http;
 pub mod jobs;
+pub mod ops;
 pub mod pipeline;
 pub mod rules;
 pub mod secrets;
@@ -33,4 +34,9 @@ pub use state::AppState;
 /// rustls needs one crypto provider chosen per process (sqlx and reqwest would otherwise disagree).
 pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// This build's version and the commit it was built from (`porteiro --version`, backups' manifests).
+pub const fn version() -> &'static str {
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("BUILT_FROM_COMMIT"), ")")
 }

@@ -15,6 +15,7 @@ mod m20261207_000010_inbox_pending_partial;
 mod m20261214_000011_access_change_tally;
 mod m20261214_000012_drop_inbox_source_index;
 mod m20261215_000013_fact_paid_at;
+mod m20261216_000014_key_check;
 
 pub struct Migrator;
 
@@ -35,6 +36,25 @@ impl MigratorTrait for Migrator {
             Box::new(m20261214_000011_access_change_tally::Migration),
             Box::new(m20261214_000012_drop_inbox_source_index::Migration),
             Box::new(m20261215_000013_fact_paid_at::Migration),
+            Box::new(m20261216_000014_key_check::Migration),
         ]
+    }
+}
+
+/// What a migration rewrites in the data already stored, said before it runs (`None`: it only
+/// adds tables, columns or indexes). A rollback (`migrate down`) does not give the old data back:
+/// the backup taken before the upgrade does.
+pub fn rewrites_data(name: &str) -> Option<&'static str> {
+    match name {
+        "m20261201_000003_access_history" => Some(
+            "admin decisions become facts and every decided event goes back to the queue, so the \
+             worker rebuilds each buyer's access on the first start",
+        ),
+        "m20261203_000006_notifications" => Some("access ends already passed are marked as announced"),
+        "m20261215_000013_fact_paid_at" => Some(
+            "stored purchase completions and disputes go back to the queue, so the worker decides \
+             them again on the first start",
+        ),
+        _ => None,
     }
 }

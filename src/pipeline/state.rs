@@ -36,7 +36,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn new(db: DatabaseConnection, settings: Arc<Settings>) -> Self {
-        let secrets = SecretBox::new(settings.master_key).with_older(settings.older_master_keys.iter().copied());
+        let secrets = settings.secret_box();
         Pipeline {
             rules: Arc::new(RuleEngine::new(Duration::from_millis(settings.rule_timeout_ms))),
             notify: Arc::new(Dispatcher::new(

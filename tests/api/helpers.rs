@@ -126,6 +126,11 @@ impl TestApp {
         Self::start(settings, data_dir).await
     }
 
+    /// A server on given settings and data directory (a restored backup's).
+    pub async fn start_on(settings: Settings, data_dir: tempfile::TempDir) -> TestApp {
+        Self::start(settings, data_dir).await
+    }
+
     async fn start(settings: Settings, data_dir: tempfile::TempDir) -> TestApp {
         let state = AppState::init(settings).await.expect("state");
         let acceptor = porteiro::http::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();

@@ -32,7 +32,12 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: payment facts keep their charge's approval date; one step down it goes.
+    // The latest: the master key's check; one step down it goes.
+    let check = || db.execute_unprepared("SELECT key_id FROM key_check");
+    assert!(check().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the key check");
+    assert!(check().await.is_err());
+    // Then payment facts keep their charge's approval date; one step down it goes.
     let paid_at = || db.execute_unprepared("SELECT paid_at FROM access_fact");
     assert!(paid_at().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the facts' approval dates");
@@ -209,7 +214,9 @@ async fn the_tally_migration_counts_the_outbox_in() {
     use chrono::{TimeDelta, Utc};
     let app = TestApp::spawn().await;
     let db = &app.state.db;
-    Migrator::down(db, Some(3)).await.expect("before the tally");
+    Migrator::down(db, Some(steps_to_before("m20261214_000011_access_change_tally")))
+        .await
+        .expect("before the tally");
     let app_id = app.app("default").await.id;
     let today = Utc::now();
     let yesterday = today - TimeDelta::days(1);
@@ -276,6 +283,16 @@ async fn the_tally_migration_counts_the_outbox_in() {
     );
 }
 
+/// How many `down` steps lead back to just before `name` ran.
+fn steps_to_before(name: &str) -> u32 {
+    let all = Migrator::migrations();
+    let at = all
+        .iter()
+        .position(|m| m.name() == name)
+        .unwrap_or_else(|| panic!("no migration {name}"));
+    u32::try_from(all.len() - at).unwrap()
+}
+
 async fn bia_id(app: &TestApp) -> i32 {
     entity::buyer::Entity::find()
         .filter(entity::buyer::Column::Email.eq("bia@example.com"))
@@ -330,7 +347,9 @@ async fn the_paid_at_migration_recomputes_completions_and_disputes() {
     app.process_inbox().await;
     assert_eq!(app.access("ana.teste@example.com").await[0]["status"], "SUSPENDED");
     // What the old rules left: the late renewal had lifted the dispute.
-    Migrator::down(db, Some(1)).await.expect("before paid_at");
+    Migrator::down(db, Some(steps_to_before("m20261215_000013_fact_paid_at")))
+        .await
+        .expect("before paid_at");
     db.execute_unprepared("UPDATE entitlement SET status = 'ACTIVE'")
         .await
         .unwrap();
@@ -414,6 +433,46 @@ async fn a_binary_older_than_the_schema_refuses_to_start() {
         );
         assert!(stderr.contains("restore the backup"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn a_migration_that_rewrites_data_says_so_before_it_runs() {
+    let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
+    let rewriting: Vec<&String> = known.iter().filter(|n| migration::rewrites_data(n).is_some()).collect();
+    assert_eq!(
+        rewriting,
+        [
+            "m20261201_000003_access_history",
+            "m20261203_000006_notifications",
+            "m20261215_000013_fact_paid_at"
+        ],
+        "every migration named as rewriting data exists"
+    );
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    assert!(porteiro::db::pending_rewrites(db).await.unwrap().is_empty());
+    // Back to before paid_at, it is pending again: `migrate up` names it first.
+    Migrator::down(db, Some(steps_to_before("m20261215_000013_fact_paid_at")))
+        .await
+        .unwrap();
+    let pending = porteiro::db::pending_rewrites(db).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].0, "m20261215_000013_fact_paid_at");
+    let dir = app.state.settings.data_dir.clone();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+        .args(["migrate", "up"])
+        .current_dir(&dir)
+        .env("PORTEIRO_DATA_DIR", &dir)
+        .env("DATABASE_URL", &app.state.settings.database_url)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("m20261215_000013_fact_paid_at rewrites stored data: stored purchase completions"),
+        "{stdout}"
+    );
+    assert!(porteiro::db::pending_rewrites(db).await.unwrap().is_empty());
 }
 
 #[test]
