@@ -156,6 +156,14 @@ pub enum KeysAction {
         #[arg(long)]
         new_key: Option<String>,
     },
+    /// The master key that sealed this database is lost for good: record the configured key as
+    /// the database's. Secrets only the lost key could read stay unreadable (webhooks for those
+    /// apps answer 503 MISCONFIGURED) until an admin saves them again in the console.
+    Reseal {
+        /// Required: says you know those secrets are gone.
+        #[arg(long)]
+        forget_unreadable: bool,
+    },
     /// Create an API key for an app's own software; the key is printed once.
     Create {
         #[arg(long)]
@@ -402,6 +410,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             action: KeysAction::RotateMaster { new_key },
         } => rotate_master(settings, new_key.as_deref()).await,
+        Command::Keys {
+            action: KeysAction::Reseal { forget_unreadable },
+        } => reseal(settings, forget_unreadable).await,
         Command::Keys { action } => api_keys(settings, action).await,
         Command::Notify { action } => notify(settings, action).await,
         Command::Schema
@@ -445,7 +456,7 @@ async fn api_keys(settings: Settings, action: KeysAction) -> anyhow::Result<()> 
             let row = services::api_keys::revoke(&state, &who, id).await?;
             println!("{}", show(&row));
         }
-        KeysAction::RotateMaster { .. } => unreachable!("handled by rotate_master"),
+        KeysAction::RotateMaster { .. } | KeysAction::Reseal { .. } => unreachable!("handled above"),
     }
     Ok(())
 }
@@ -592,6 +603,36 @@ async fn restore(from: &std::path::Path) -> anyhow::Result<()> {
             at.data_dir.display()
         );
     }
+    Ok(())
+}
+
+async fn reseal(settings: Settings, forget_unreadable: bool) -> anyhow::Result<()> {
+    if !forget_unreadable {
+        bail!(
+            "this gives up on the secrets the old master key sealed (Hotmart credentials, Hottoks, \
+             notification signing secrets): if the old key can still be found, put it back instead. \
+             To go ahead, add --forget-unreadable"
+        );
+    }
+    let db = crate::db::connect(&settings.database_url).await?;
+    crate::db::migrate(&db).await?;
+    let ring = settings.secret_box();
+    let before = crate::ops::key_check::recorded(&db).await?.map(|(id, _)| id);
+    let txn = crate::db::write_txn(&db).await?;
+    crate::ops::key_check::seal(&txn, &ring).await?;
+    #[allow(clippy::disallowed_methods)] // an operator's key decision, not an app's change
+    txn.commit().await?;
+    tracing::warn!(
+        from = before.as_deref().unwrap_or("none"),
+        to = ring.current_key_id(),
+        "the database's master key was replaced by an operator; secrets sealed by the old one stay unreadable"
+    );
+    println!(
+        "this database now belongs with master key {} (was {}); have each app's admin save the Hotmart \
+         credentials and notification secrets again",
+        ring.current_key_id(),
+        before.as_deref().unwrap_or("none")
+    );
     Ok(())
 }
 

@@ -65,6 +65,32 @@ async fn the_master_key_rotates_and_every_secret_follows() {
 async fn a_lost_master_key_gives_503_with_a_reason_and_admins_can_overwrite_secrets() {
     let app = TestApp::spawn().await;
     app.configure_hotmart().await;
+    // Started with another key, the database refuses: it says which key sealed it.
+    let mut wrong = (*app.state.settings).clone();
+    wrong.master_key = [9u8; 32];
+    let sealed_by = app.state.secrets.current_key_id().to_string();
+    let err = match porteiro::AppState::init(wrong).await {
+        Ok(_) => panic!("served with a master key that is not the database's"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&format!("sealed with master key {sealed_by}")), "{err}");
+    // The operator gives the old key up, explicitly, with the new key configured.
+    let dir = app.state.settings.data_dir.clone();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+            .args(args)
+            .current_dir(&dir)
+            .env("PORTEIRO_DATA_DIR", &dir)
+            .env("PORTEIRO_MASTER_KEY", hex::encode([9u8; 32]))
+            .env("DATABASE_URL", &app.state.settings.database_url)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["keys", "reseal"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--forget-unreadable"));
+    let out = run(&["keys", "reseal", "--forget-unreadable"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let app = app.restart_with(|s| s.master_key = [9u8; 32]).await;
     let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
     assert_eq!(status, 503, "{v}");
