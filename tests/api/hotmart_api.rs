@@ -516,3 +516,31 @@ async fn periodic_reconciliation_runs_when_due_and_only_then() {
         json!({"trigger": "schedule", "dryRun": false, "report": {"applied": true}})
     );
 }
+
+#[tokio::test]
+async fn doctor_asks_hotmart_whether_the_credentials_are_accepted() {
+    use porteiro::ops::doctor::{Level, examine};
+    let (app, _fake) = setup().await;
+    let report = examine((*app.state.settings).clone(), false).await;
+    let api = |r: &porteiro::ops::doctor::Report| {
+        r.findings
+            .iter()
+            .find(|f| f.check == "app default Hotmart API")
+            .cloned()
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    let found = api(&report);
+    assert_eq!(found.level, Level::Ok, "{report}");
+    assert!(found.detail.contains("accepted"), "{report}");
+    // Offline, nothing is asked.
+    let offline = examine((*app.state.settings).clone(), true).await;
+    assert!(api(&offline).detail.contains("--offline"), "{offline}");
+    // Credentials Hotmart refuses are a problem, said as Hotmart's refusal.
+    save_credentials(&app, "00000000-0000-4000-8000-000000000000").await;
+    app.state.hotmart.forget(app.app("default").await.id).await;
+    let report = examine((*app.state.settings).clone(), false).await;
+    let found = api(&report);
+    assert_eq!(found.level, Level::Fail, "{report}");
+    assert!(found.detail.contains("refused the credentials"), "{report}");
+    assert_eq!(report.worst(), Level::Fail);
+}
