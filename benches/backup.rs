@@ -133,7 +133,7 @@ async fn main() {
         .await
         .unwrap();
     println!(
-        "backup, idle:                 {:>6.2}s  ({:.1} MiB written, verified in the run)",
+        "backup, idle:                 {:>6.2}s  ({:.1} MiB written)",
         idle.seconds,
         idle.bytes as f64 / 1048576.0
     );

@@ -95,6 +95,11 @@ pub enum Command {
         #[command(subcommand)]
         action: KeysAction,
     },
+    /// A buyer's personal data (LGPD): export it, erase it, mask what was stored before.
+    Buyers {
+        #[command(subcommand)]
+        action: BuyersAction,
+    },
     /// Back up the database (and, when asked, the keys) while the service runs, or check a backup.
     Backup {
         /// A new directory to write the backup into.
@@ -127,6 +132,31 @@ pub enum Command {
         #[command(subcommand)]
         action: NotifyAction,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BuyersAction {
+    /// Print everything the app holds about the person with this e-mail, as JSON.
+    Export {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        email: String,
+    },
+    /// Erase the person with this e-mail on their request: access ends, their e-mail becomes a
+    /// pseudonym and their name and personal fields are masked everywhere. Cannot be undone.
+    Erase {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        email: String,
+        /// Why (the request and its date), kept in the audit log.
+        #[arg(long)]
+        reason: String,
+    },
+    /// Mask the document, phones, address and IP in deliveries stored before they were masked
+    /// at the door (or while PORTEIRO_KEEP_PERSONAL_DATA was on). Every app.
+    MaskStored,
 }
 
 #[derive(Subcommand, Debug)]
@@ -415,6 +445,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => reseal(settings, forget_unreadable).await,
         Command::Keys { action } => api_keys(settings, action).await,
         Command::Notify { action } => notify(settings, action).await,
+        Command::Buyers { action } => buyers(settings, action).await,
         Command::Schema
         | Command::Openapi
         | Command::Backup { .. }
@@ -499,6 +530,31 @@ async fn notify(settings: Settings, action: NotifyAction) -> anyhow::Result<()> 
                     }
                 );
             }
+        }
+    }
+    Ok(())
+}
+
+async fn buyers(settings: Settings, action: BuyersAction) -> anyhow::Result<()> {
+    let state = AppState::init(settings).await?;
+    match action {
+        BuyersAction::Export { app, email } => {
+            let who = app_principal(&state, &app).await?;
+            let data = services::personal_data::export(&state, &who, &email).await?;
+            println!("{}", serde_json::to_string_pretty(&data)?);
+        }
+        BuyersAction::Erase { app, email, reason } => {
+            let who = app_principal(&state, &app).await?;
+            let e = services::personal_data::erase(&state, &who, &email, &reason).await?;
+            println!(
+                "erased: now {} ({} entitlement(s) revoked, {} purchase(s) closed, {} event(s) scrubbed)",
+                e.pseudonym, e.revoked, e.sources, e.events
+            );
+            println!("backups taken before now still hold the person: see the README (LGPD) for what to do with them");
+        }
+        BuyersAction::MaskStored => {
+            let n = services::personal_data::mask_stored(&state.db).await?;
+            println!("masked the personal fields of {n} stored delivery(ies)");
         }
     }
     Ok(())

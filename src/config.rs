@@ -39,6 +39,8 @@ struct RawSettings {
     notify_retention_days: i64,
     /// `text` (default) or `json`; read by `main` before the rest (logging starts first).
     log_format: String,
+    /// Store the buyer's document, phones, address and IP as Hotmart sent them.
+    keep_personal_data: bool,
     /// Scheduled backups: how often (`6h`, `1d`); none unless set.
     backup_every: Option<String>,
     /// How many scheduled backups to keep.
@@ -74,6 +76,7 @@ impl Default for RawSettings {
             notify_allow_private_targets: false,
             notify_retention_days: 30,
             log_format: "text".into(),
+            keep_personal_data: false,
             backup_every: None,
             backup_keep: 7,
             backup_dir: None,
@@ -119,6 +122,9 @@ pub struct Settings {
     pub log_json: bool,
     /// Scheduled backups, when configured.
     pub backup: Option<BackupSchedule>,
+    /// `PORTEIRO_KEEP_PERSONAL_DATA`: deliveries are stored with the buyer's document, phones,
+    /// address and IP (masked by default: access never needs them).
+    pub keep_personal_data: bool,
 }
 
 /// Whether a backup carries the data directory's keys: always the operator's explicit choice.
@@ -308,6 +314,7 @@ impl Settings {
             notify_allow_private_targets: raw.notify_allow_private_targets,
             notify_retention_days: raw.notify_retention_days.max(1),
             backup,
+            keep_personal_data: raw.keep_personal_data,
             log_json: match raw.log_format.to_ascii_lowercase().as_str() {
                 "text" => false,
                 "json" => true,

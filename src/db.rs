@@ -83,6 +83,9 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
                     })
                     .busy_timeout(Duration::from_secs(30))
                     .foreign_keys(true)
+                    // What a row held before it was rewritten or deleted (an erased buyer's
+                    // e-mail, a masked CPF) is zeroed in the file, not left in free space.
+                    .pragma("secure_delete", "ON")
                     // Checkpoints run beside the writers ([`spawn_checkpointer`]); this is only
                     // the backstop should they fall behind.
                     .pragma("wal_autocheckpoint", WAL_BACKSTOP_PAGES.to_string())
@@ -105,6 +108,33 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
             .map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
     }
     Database::connect(opts).await
+}
+
+/// After an erasure: SQLite's WAL still holds the pages as they were before it, until a
+/// checkpoint writes them back and the file is truncated. Tried for a few seconds (readers in
+/// flight hold it back); the regular checkpoints finish the job otherwise. PostgreSQL keeps old
+/// row versions until its vacuum (autovacuum, or `VACUUM` by the operator).
+pub async fn forget_freed(db: &DatabaseConnection) {
+    if db.get_database_backend() != DbBackend::Sqlite {
+        return;
+    }
+    for _ in 0..50 {
+        match db
+            .query_one_raw(Statement::from_string(
+                DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(TRUNCATE)",
+            ))
+            .await
+        {
+            Ok(Some(row)) if row.try_get_by_index::<i32>(0).unwrap_or(1) == 0 => return,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "the WAL could not be truncated after an erasure");
+                return;
+            }
+        }
+    }
+    tracing::warn!("the WAL stayed busy; the next checkpoints write the erasure back");
 }
 
 /// When a write last found SQLite read-only, in [`clock_ms`]; 0: never.

@@ -8,6 +8,7 @@ pub mod buyer;
 pub mod buyer_subscriber_code;
 pub mod console_token;
 pub mod entitlement;
+pub mod erased_source;
 pub mod external_product_link;
 pub mod hotmart_integration;
 pub mod notification;

@@ -430,6 +430,21 @@ impl BuyerQuery {
         }
     }
 
+    /// Everything this app holds about the person with this e-mail (LGPD art. 18): buyer rows,
+    /// subscriber codes, entitlements and their facts, events received (as stored, Hottok
+    /// masked), notifications sent about them and audit rows naming them. Admins only.
+    async fn export_buyer_data(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+    ) -> GqlResult<async_graphql::Json<serde_json::Value>> {
+        let (state, who) = caller(ctx)?;
+        crate::services::personal_data::export(state, who, &email)
+            .await
+            .map(async_graphql::Json)
+            .map_err(gql)
+    }
+
     async fn explain_access(
         &self,
         ctx: &Context<'_>,
@@ -463,6 +478,19 @@ impl BuyerQuery {
     }
 }
 
+/// What erasing a buyer did.
+#[derive(SimpleObject)]
+pub struct BuyerErasure {
+    /// What replaced their e-mail in every row (their name is masked).
+    pub pseudonym: String,
+    /// Entitlements that gave access and were revoked (announced to the app as revoked).
+    pub revoked: i32,
+    /// Purchases and subscriptions whose later events will not be applied.
+    pub sources: i32,
+    /// Stored events scrubbed.
+    pub events: i32,
+}
+
 #[derive(Default)]
 pub struct AccessMutation;
 
@@ -482,6 +510,24 @@ impl AccessMutation {
             .await
             .map_err(gql)?;
         access_of(ctx, who.app_id, &email).await
+    }
+
+    /// Erases the person with this e-mail on their request (LGPD art. 18, VI): their access ends
+    /// (announced to the app as revoked), then their e-mail is replaced by a pseudonym and their
+    /// name and personal fields are masked in every row and stored event. Later deliveries of
+    /// their purchases are not applied; a new purchase under the same e-mail is a new buyer.
+    /// Cannot be undone. Admins only.
+    async fn erase_buyer(&self, ctx: &Context<'_>, email: String, reason: String) -> GqlResult<BuyerErasure> {
+        let (state, who) = caller(ctx)?;
+        let e = crate::services::personal_data::erase(state, who, &email, &reason)
+            .await
+            .map_err(gql)?;
+        Ok(BuyerErasure {
+            pseudonym: e.pseudonym,
+            revoked: e.revoked,
+            sources: i32::try_from(e.sources).unwrap_or(i32::MAX),
+            events: i32::try_from(e.events).unwrap_or(i32::MAX),
+        })
     }
 
     /// Takes access away by hand, whatever gave it. Returns how many entitlements were revoked.

@@ -67,22 +67,32 @@ fn envelope_of(ev: PaymentEvent) -> Envelope {
 pub struct Intake {
     pub body_hottok: Option<String>,
     pub envelope: Result<Envelope, ParseError>,
+    /// The body with its personal fields masked (asked for, and there were some).
+    pub minimised: Option<Vec<u8>>,
 }
 
 /// Reads a delivery once. `Err` only for bytes that are neither JSON nor a form: those are not
 /// a delivery at all.
 pub fn intake(format: Format, body: &[u8]) -> Result<Intake, ParseError> {
+    intake_with(format, body, false)
+}
+
+/// [`intake`], masking the personal fields as well when `minimise` (read once for both).
+pub fn intake_with(format: Format, body: &[u8], minimise: bool) -> Result<Intake, ParseError> {
     match format {
         Format::V2 => {
-            let v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
+            let mut v: Value = serde_json::from_slice(body).map_err(|e| err(format!("body is not valid JSON: {e}")))?;
             let envelope = if v.is_object() {
                 v2(&v).map(envelope_of)
             } else {
                 Err(err("body must be a JSON object"))
             };
+            let body_hottok = text(&v, &["hottok"]);
+            let minimised = (minimise && super::personal::mask_json(&mut v)).then(|| v.to_string().into_bytes());
             Ok(Intake {
-                body_hottok: text(&v, &["hottok"]),
+                body_hottok,
                 envelope,
+                minimised,
             })
         }
         Format::V1 => {
@@ -90,6 +100,11 @@ pub fn intake(format: Format, body: &[u8]) -> Result<Intake, ParseError> {
             Ok(Intake {
                 body_hottok: f.get("hottok").cloned(),
                 envelope: v1(&f).map(envelope_of),
+                minimised: if minimise {
+                    super::personal::minimise(format, body)
+                } else {
+                    None
+                },
             })
         }
         Format::Api => Err(err("reconstructed events never arrive as webhooks")),

@@ -24,6 +24,8 @@ pub struct HotCache {
     pub api_keys: moka::sync::Cache<String, Option<entity::api_key::Model>>,
     /// (app, generation, event type) → the active script.
     pub scripts: moka::sync::Cache<(i32, u64, String), Option<crate::rules::ActiveScript>>,
+    /// App → whether any of its buyers was erased: the worker looks a source up only then.
+    pub erasures: moka::sync::Cache<i32, bool>,
     catalog_gen: Generations<i32>,
     rules_gen: Generations<i32>,
 }
@@ -103,6 +105,10 @@ impl Default for HotCache {
                 .time_to_live(edited)
                 .build(),
             scripts: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(edited)
+                .build(),
+            erasures: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(edited)
                 .build(),

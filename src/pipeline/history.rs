@@ -118,3 +118,36 @@ pub async fn facts(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppR
         .await?;
     Ok(rows.into_iter().filter_map(to_fact).collect())
 }
+
+/// The pseudonym of the erased buyer who held `source`, if they were erased on request (LGPD):
+/// such a source's events are not applied again. Looked up only for apps with erasures.
+pub async fn erased(
+    hot: &super::caches::HotCache,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    source: &str,
+) -> AppResult<Option<String>> {
+    use entity::erased_source as es;
+    use sea_orm::PaginatorTrait;
+    let any = match hot.erasures.get(&app_id) {
+        Some(any) => any,
+        None => {
+            let any = es::Entity::find()
+                .filter(es::Column::AppId.eq(app_id))
+                .count(db)
+                .await?
+                > 0;
+            hot.erasures.insert(app_id, any);
+            any
+        }
+    };
+    if !any {
+        return Ok(None);
+    }
+    Ok(es::Entity::find()
+        .filter(es::Column::AppId.eq(app_id))
+        .filter(es::Column::Source.eq(source))
+        .one(db)
+        .await?
+        .map(|r| r.pseudonym))
+}

@@ -90,7 +90,7 @@ pub async fn receive(
         .ok_or(Refusal::NotConfigured)?;
     // Bytes that are neither JSON nor a form are no delivery: 400 (after the token check, so
     // only the Hottok's holder learns why).
-    let intake = hotmart::intake(format, &raw);
+    let intake = hotmart::intake_with(format, &raw, !p.settings.keep_personal_data);
     // The header is the documented place; a body `hottok` (v1 forms, some v2 test events) is accepted too.
     let provided = d
         .hottok_header
@@ -104,10 +104,11 @@ pub async fn receive(
         tracing::warn!(app = %app.slug, reason = %why, "webhook rejected");
         return Err(Refusal::Hottok(why));
     }
-    let intake = intake.map_err(|e| Refusal::Malformed(e.0))?;
-    // A verified delivery is kept even when we cannot read it, and the Hottok never reaches the
-    // disk in clear.
-    let raw = hotmart::mask_secret(&raw, secret);
+    let mut intake = intake.map_err(|e| Refusal::Malformed(e.0))?;
+    // A verified delivery is kept even when we cannot read it; the Hottok never reaches the disk
+    // in clear, nor (unless the seller keeps them) the buyer's document, phones and address.
+    let raw = hotmart::mask_secret(intake.minimised.as_deref().unwrap_or(&raw), secret);
+    intake.minimised = None;
     let (event_id, event_type, occurred_at, is_test, unreadable) = match intake.envelope {
         Ok(e) => (e.event_id, e.event_type, e.occurred_at, e.is_test, None),
         Err(hotmart::ParseError(reason)) => (

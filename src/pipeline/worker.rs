@@ -33,6 +33,9 @@ pub struct Evaluation {
     /// The source's access the rules were shown (`Some` only when the rules were asked), so a
     /// decision made before the write lock can be checked inside it.
     pub seen: Option<Option<CurrentAccess>>,
+    /// The pseudonym of the erased buyer whose source this event is about: the stored row is
+    /// scrubbed like theirs.
+    pub erased: Option<String>,
 }
 
 impl Evaluation {
@@ -45,6 +48,7 @@ impl Evaluation {
             status,
             error: Some(why.into()),
             seen: None,
+            erased: None,
         }
     }
 }
@@ -116,6 +120,17 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
             "event has neither a transaction nor a subscriber code",
         ));
     };
+    // A source whose buyer was erased on request: nothing it says is applied again (a
+    // redelivery or a renewal would bring the person back).
+    if let Some(pseudonym) = history::erased(&state.hot, db, app_id, &source).await? {
+        let mut e = Evaluation::stop(
+            Some(ev),
+            InboxStatus::Ignored,
+            "the buyer of this purchase was erased on request (LGPD): its events are not applied; a new purchase is a new buyer",
+        );
+        e.erased = Some(pseudonym);
+        return done(e);
+    }
     let linked =
         targets::resolve_cached(&state.hot, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?;
     // A source that already exists keeps hearing of its facts when its product was unlinked
@@ -178,6 +193,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             rule_version: Some(script.version),
             status: InboxStatus::Unmapped,
             seen: Some(current),
+            erased: None,
         },
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
@@ -197,6 +213,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
                 status,
                 error,
                 seen: Some(current),
+                erased: None,
             }
         }
         Err(e) => Evaluation {
@@ -207,6 +224,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             rule_version: Some(script.version),
             status: InboxStatus::Failed,
             seen: Some(current),
+            erased: None,
         },
     }
 }
@@ -344,10 +362,22 @@ async fn write_outcome(
         }
         _ => None,
     };
-    let email = ev
+    let mut email = ev
         .and_then(|e| e.buyer_email.as_deref())
         .and_then(|e| crate::domain::Email::parse(e).ok());
     let (app_id, row_id) = (row.app_id, row.id);
+    if let (Some(pseudonym), Some(real)) = (&eval.erased, &email) {
+        // Stored like the erased buyer's other events: under the pseudonym, scrubbed.
+        let body = hotmart::personal::scrub(row.format, &row.raw_body, real.as_str(), pseudonym);
+        we::ActiveModel {
+            id: Set(row_id),
+            raw_body: Set(body),
+            ..Default::default()
+        }
+        .update(txn)
+        .await?;
+        email = crate::domain::Email::parse(pseudonym).ok();
+    }
     ledger.outcome(Outcome {
         id: row_id,
         status: eval.status,

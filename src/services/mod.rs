@@ -11,6 +11,7 @@ pub mod hotmart_account;
 pub mod integration;
 pub mod notifications;
 pub mod overview;
+pub mod personal_data;
 pub mod reconcile;
 pub mod rules;
 

@@ -21,6 +21,7 @@ mod integration;
 mod jobs;
 mod migrations;
 mod notifications;
+mod personal_data;
 mod pipeline;
 mod rules;
 mod schema;

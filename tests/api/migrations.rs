@@ -32,7 +32,12 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the master key's check; one step down it goes.
+    // The latest: erased buyers' sources; one step down they go.
+    let erased = || db.execute_unprepared("SELECT source FROM erased_source");
+    assert!(erased().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the erased sources");
+    assert!(erased().await.is_err());
+    // Then the master key's check.
     let check = || db.execute_unprepared("SELECT key_id FROM key_check");
     assert!(check().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the key check");

@@ -16,28 +16,28 @@ use porteiro::services::entitlements;
 
 /// What the receiver answers, in turn; the last one repeats.
 #[derive(Clone, Debug)]
-enum Reply {
+pub(crate) enum Reply {
     Status(u16),
     Redirect,
     Huge,
 }
 
 #[derive(Clone, Debug)]
-struct Got {
+pub(crate) struct Got {
     path: String,
     headers: HeaderMap,
     body: String,
 }
 
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     got: Arc<Mutex<Vec<Got>>>,
     plan: Arc<Mutex<VecDeque<Reply>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Receiver {
-    async fn start(plan: &[Reply]) -> Receiver {
+    pub(crate) async fn start(plan: &[Reply]) -> Receiver {
         Self::start_on("127.0.0.1:0", plan).await
     }
 
@@ -93,7 +93,7 @@ impl Receiver {
         }
     }
 
-    fn got(&self) -> Vec<Got> {
+    pub(crate) fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
     }
 
@@ -104,7 +104,7 @@ impl Receiver {
 
 const CREATE: &str = "mutation($i: NotificationEndpointInput!) { createNotificationEndpoint(input: $i) { secret endpoint { id uid enabled eventTypes } } }";
 
-async fn endpoint(app: &TestApp, url: &str, types: &[&str]) -> (String, String) {
+pub(crate) async fn endpoint(app: &TestApp, url: &str, types: &[&str]) -> (String, String) {
     let d = app.gql(CREATE, json!({"i": {"url": url, "eventTypes": types}})).await;
     let c = &d["createNotificationEndpoint"];
     (
@@ -124,7 +124,7 @@ async fn pump(app: &TestApp, ahead: chrono::TimeDelta) {
     }
 }
 
-async fn now_pump(app: &TestApp) {
+pub(crate) async fn now_pump(app: &TestApp) {
     pump(app, chrono::TimeDelta::zero()).await;
 }
 
@@ -135,7 +135,7 @@ fn verify(secret: &str, g: &Got) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
-fn body(g: &Got) -> Value {
+pub(crate) fn body(g: &Got) -> Value {
     serde_json::from_str(&g.body).unwrap()
 }
 
