@@ -117,6 +117,14 @@ pub fn start_upkeep(jobs: &mut Jobs, state: &AppState) {
         },
     );
 
+    if let Some(days) = state.settings.event_body_retention_days {
+        let db = state.db.clone();
+        jobs.spawn("retention", Every::period(Duration::from_secs(3600)), move || {
+            let db = db.clone();
+            tick(async move { services::personal_data::apply_retention(&db, days).await.map(|_| ()) })
+        });
+    }
+
     let st = state.clone();
     jobs.spawn(
         "reconcile_scheduler",

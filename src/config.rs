@@ -41,6 +41,8 @@ struct RawSettings {
     log_format: String,
     /// Store the buyer's document, phones, address and IP as Hotmart sent them.
     keep_personal_data: bool,
+    /// Days after which the stored bodies of decided events are emptied (none: kept).
+    event_body_retention_days: Option<u32>,
     /// Scheduled backups: how often (`6h`, `1d`); none unless set.
     backup_every: Option<String>,
     /// How many scheduled backups to keep.
@@ -77,6 +79,7 @@ impl Default for RawSettings {
             notify_retention_days: 30,
             log_format: "text".into(),
             keep_personal_data: false,
+            event_body_retention_days: None,
             backup_every: None,
             backup_keep: 7,
             backup_dir: None,
@@ -125,6 +128,9 @@ pub struct Settings {
     /// `PORTEIRO_KEEP_PERSONAL_DATA`: deliveries are stored with the buyer's document, phones,
     /// address and IP (masked by default: access never needs them).
     pub keep_personal_data: bool,
+    /// `PORTEIRO_EVENT_BODY_RETENTION_DAYS`: the stored bodies of decided events older than this
+    /// are emptied (their facts and decisions stay).
+    pub event_body_retention_days: Option<u32>,
 }
 
 /// Whether a backup carries the data directory's keys: always the operator's explicit choice.
@@ -315,6 +321,10 @@ impl Settings {
             notify_retention_days: raw.notify_retention_days.max(1),
             backup,
             keep_personal_data: raw.keep_personal_data,
+            event_body_retention_days: match raw.event_body_retention_days {
+                Some(0) => bail!("PORTEIRO_EVENT_BODY_RETENTION_DAYS must be at least 1 (unset keeps the bodies)"),
+                d => d,
+            },
             log_json: match raw.log_format.to_ascii_lowercase().as_str() {
                 "text" => false,
                 "json" => true,

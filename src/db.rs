@@ -148,6 +148,10 @@ fn clock_ms() -> u64 {
 /// The database file of a SQLite URL (`None` in memory or for another database).
 pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     use sea_orm::sqlx::sqlite::SqliteConnectOptions;
+    // sqlx reads any other string as a file name.
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
     let opts: SqliteConnectOptions = url.parse().ok()?;
     let file = opts.get_filename();
     (!file.as_os_str().is_empty() && file != std::path::Path::new(":memory:")).then(|| file.to_path_buf())

@@ -541,8 +541,8 @@ mod tests {
     }
 }
 
-/// The stored body with any Hottok inside it masked, for showing to admins. The inbox keeps the
-/// bytes verbatim; only what leaves the service is redacted.
+/// The stored body with any Hottok inside it masked, for showing to admins (a body stored before
+/// the Hottok was masked at the door may still hold one).
 pub fn redacted_body(format: Format, body: &[u8]) -> String {
     const MASK: &str = "***";
     match format {

@@ -1,4 +1,5 @@
-//! The webhook inbox: raw deliveries stored verbatim, keyed by the provider's event id.
+//! The webhook inbox: deliveries stored as received (the Hottok and, unless kept, the buyer's
+//! document, phones, address and IP masked), keyed by the provider's event id.
 use chrono::{DateTime, Utc};
 use entity::status::{Format, InboxStatus};
 use entity::webhook_event as we;

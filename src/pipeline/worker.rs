@@ -62,6 +62,9 @@ pub async fn evaluate(
     raw: &[u8],
     received_at: DateTime<Utc>,
 ) -> AppResult<Evaluation> {
+    if raw.is_empty() {
+        return Ok(Evaluation::stop(None, InboxStatus::Failed, EMPTIED));
+    }
     match hotmart::parse_event(format, raw, received_at) {
         Ok(ev) => evaluate_event(state, db, app_id, ev).await,
         Err(e) => Ok(unreadable(e)),
@@ -265,6 +268,9 @@ async fn reevaluate(
     ledger: &mut Ledger,
     row: &we::Model,
 ) -> AppResult<Evaluation> {
+    if row.raw_body.is_empty() {
+        return Ok(Evaluation::stop(None, InboxStatus::Failed, EMPTIED));
+    }
     let ev = match hotmart::parse_event(row.format, &row.raw_body, row.received_at) {
         Ok(ev) => ev,
         Err(e) => return Ok(unreadable(e)),
@@ -277,6 +283,9 @@ async fn reevaluate(
         }
     }
 }
+
+/// What the retention left: an event that cannot be decided again.
+const EMPTIED: &str = "its body was emptied by the retention (PORTEIRO_EVENT_BODY_RETENTION_DAYS): it cannot be decided again; what it decided stands";
 
 fn unreadable(e: impl std::fmt::Display) -> Evaluation {
     Evaluation::stop(None, InboxStatus::Failed, format!("cannot read the payload: {e}"))
@@ -404,6 +413,11 @@ async fn write_outcome(
             .upsert_buyer(txn, app_id, email, ev.and_then(|e| e.buyer_name.as_deref()))
             .await?;
     }
+    // A body the retention emptied cannot be read again (only a requeue that forgot to skip it
+    // gets here): what it decided stands, untouched.
+    if row.raw_body.is_empty() {
+        return Ok((eval.status, Changed::default()));
+    }
     // Whatever the old or the new outcome, every source this event touches is recomputed (a
     // replay that turns a decision into `ignore` must undo what it did).
     let touched = ledger
@@ -454,6 +468,7 @@ async fn prepare_batch(state: &Pipeline, skip: &[i32], limit: usize) -> AppResul
     let mut staged = Vec::with_capacity(parsed.len());
     for (row, ev) in parsed {
         let stage = match ev {
+            _ if row.raw_body.is_empty() => Stage::Done(Evaluation::stop(None, InboxStatus::Failed, EMPTIED)),
             Ok(ev) => prepare(state, &state.db, row.app_id, ev).await?,
             Err(e) => Stage::Done(unreadable(e)),
         };

@@ -67,6 +67,12 @@ pub async fn replay(state: &AppState, who: &Principal, id: i32) -> AppResult<we:
             "webhook event {id} is already waiting to be processed"
         )));
     }
+    if row.raw_body.is_empty() {
+        return Err(AppError::Conflict(format!(
+            "webhook event {id}'s body was emptied by the retention (PORTEIRO_EVENT_BODY_RETENTION_DAYS): \
+             it cannot be read again; its facts stand"
+        )));
+    }
     let before = json!({"status": row.status, "error": row.error});
     let row = inbox::requeue(&txn, row).await?;
 
@@ -108,7 +114,8 @@ pub async fn replay_all(state: &AppState, who: &Principal, status: &str, event_t
             sea_orm::sea_query::Expr::value(Option::<String>::None),
         )
         .filter(we::Column::AppId.eq(who.app_id))
-        .filter(we::Column::Status.eq(status));
+        .filter(we::Column::Status.eq(status))
+        .filter(super::personal_data::has_body());
     if let Some(t) = event_type {
         q = q.filter(we::Column::EventType.eq(t.trim().to_uppercase()));
     }

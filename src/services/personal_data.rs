@@ -490,3 +490,53 @@ pub async fn mask_stored(db: &sea_orm::DatabaseConnection) -> AppResult<u64> {
     crate::db::forget_freed(db).await;
     Ok(changed)
 }
+
+/// Statuses whose stored body the retention may empty: decided, nothing left to replay.
+const RETAINED: [entity::status::InboxStatus; 3] = [
+    entity::status::InboxStatus::Processed,
+    entity::status::InboxStatus::Ignored,
+    entity::status::InboxStatus::Test,
+];
+
+/// Empties the stored bodies of events decided more than `days` ago (the retention), keeping
+/// their rows, facts and decisions; a batch per transaction. How many were emptied.
+pub async fn apply_retention(db: &sea_orm::DatabaseConnection, days: u32) -> AppResult<u64> {
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(i64::from(days));
+    let mut emptied = 0;
+    loop {
+        let ids: Vec<i32> = we::Entity::find()
+            .select_only()
+            .column(we::Column::Id)
+            .filter(we::Column::Status.is_in(RETAINED))
+            .filter(we::Column::ProcessedAt.lt(cutoff))
+            .filter(has_body())
+            .order_by_asc(we::Column::Id)
+            .limit(1000)
+            .into_tuple()
+            .all(db)
+            .await?;
+        if ids.is_empty() {
+            break;
+        }
+        let txn = crate::db::write_txn(db).await?;
+        let n = we::Entity::update_many()
+            .col_expr(we::Column::RawBody, Expr::value(Vec::<u8>::new()))
+            .filter(we::Column::Id.is_in(ids))
+            .exec(&txn)
+            .await?
+            .rows_affected;
+        #[allow(clippy::disallowed_methods)] // the retention's own upkeep, not an app's change
+        txn.commit().await?;
+        emptied += n;
+    }
+    if emptied > 0 {
+        tracing::info!(emptied, days, "emptied the stored bodies of events past the retention");
+        crate::db::forget_freed(db).await;
+    }
+    Ok(emptied)
+}
+
+/// Rows whose body is still stored (the retention empties it; no delivery is empty).
+pub fn has_body() -> sea_orm::sea_query::SimpleExpr {
+    Expr::cust("length(raw_body) > 0")
+}

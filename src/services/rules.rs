@@ -98,6 +98,8 @@ async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str
         .filter(we::Column::EventType.eq(event_type))
         .filter(we::Column::Status.is_in([InboxStatus::Processed, InboxStatus::Ignored]))
         .filter(we::Column::IsTest.eq(false))
+        // An emptied body cannot be decided again: what it decided stands.
+        .filter(super::personal_data::has_body())
         .exec(db)
         .await?
         .rows_affected;

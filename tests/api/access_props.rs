@@ -529,9 +529,11 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         1 => Just(Links::Unlinked),
         1 => Just(Links::Moved),
     ];
-    let strategy = (lifecycle(now), links).prop_flat_map(|(l, links)| {
+    // Some cases erase the holder (LGPD) partway through the arrivals.
+    let erase = prop_oneof![1 => Just(None), 1 => (0.0f64..1.0).prop_map(Some)];
+    let strategy = (lifecycle(now), links, erase).prop_flat_map(|(l, links, erase)| {
         let n = l.steps.len();
-        (Just(l), arrivals(n), 1usize..4, Just(links), 0.0f64..1.0)
+        (Just(l), arrivals(n), 1usize..4, Just(links), 0.0f64..1.0, Just(erase))
     });
     // Each run draws new cases; the seed comes with every failure, and ACCESS_PROPS_SEED=<it>
     // draws the same ones again (the histories are relative to now, so they replay any day).
@@ -544,11 +546,18 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         &[seed.to_le_bytes(); 4].concat(),
     );
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let mut erasures = 0;
     for case in 0..cases {
-        let (l, order, batch, links, at) = strategy.new_tree(&mut runner).unwrap().current();
+        let (l, order, batch, links, at, erase) = strategy.new_tree(&mut runner).unwrap().current();
         let cut = (at * order.len() as f64) as usize;
+        // Erasures are drawn where the links stay (an erasure ends the case's story).
+        let erase_at = erase
+            .filter(|_| links == Links::Kept)
+            .map(|f| (f * order.len() as f64) as usize);
+        let mut erased: Option<String> = None;
         let ctx = format!(
-            "ACCESS_PROPS_SEED={seed}, case {case}, processed every {batch}, links {links:?} before arrival {cut}: {l:?}, arrival {order:?}"
+            "ACCESS_PROPS_SEED={seed}, case {case}, processed every {batch}, links {links:?} before arrival {cut}, \
+             erased before arrival {erase_at:?}: {l:?}, arrival {order:?}"
         );
         let code = format!("PROP{case:04}");
         let emails: Vec<String> = EMAILS
@@ -556,6 +565,19 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
             .map(|e| e.replace("prop.", &format!("c{case}.")))
             .collect();
         for (i, d) in order.iter().enumerate() {
+            if Some(i) == erase_at {
+                // Whoever holds the subscription now asks to be erased.
+                app.process_inbox().await;
+                if let Some((holder, ..)) = holding(&app, &emails, &ctx).await {
+                    let d = app
+                        .gql(
+                            "mutation($e: String!) { eraseBuyer(email: $e, reason: \"pedido do titular\") { pseudonym } }",
+                            json!({"e": emails[holder]}),
+                        )
+                        .await;
+                    erased = d["eraseBuyer"]["pseudonym"].as_str().map(str::to_string);
+                }
+            }
             if i == cut && links != Links::Kept {
                 // What arrived so far is applied under the old links.
                 app.process_inbox().await;
@@ -586,6 +608,17 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
             relink(plan_c.clone(), false).await;
             relink(plan_a.clone(), true).await;
         }
+        if let Some(pseudonym) = &erased {
+            // Nothing after the erasure applies: no e-mail of the case holds anything, and what
+            // the erased buyer held is revoked.
+            assert_eq!(holding(&app, &emails, &ctx).await, None, "after an erasure: {ctx}");
+            let theirs = app.access(pseudonym).await;
+            assert_eq!(theirs.len(), 1, "{theirs:?}: {ctx}");
+            assert_eq!(theirs[0]["status"], "REVOKED", "{ctx}");
+            the_overview_counts_every_announcement(&app, &ctx).await;
+            erasures += 1;
+            continue;
+        }
         let want = model(&l, now);
         if l.admin_revoke && want.is_some() {
             let holder = &emails[walk(&l.steps, now).unwrap().0];
@@ -604,6 +637,7 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         notifications_tell_the_same_story(&app, &code, moved, &ctx).await;
         the_overview_counts_every_announcement(&app, &ctx).await;
     }
+    eprintln!("{cases} histories, {erasures} of them with an erasure partway");
 }
 
 /// (holder, status, end) of the case's one subscription, as the API reports it.

@@ -393,6 +393,26 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // The buyer asks for their data, then for its erasure (LGPD): the page says what happened,
+    // and the server no longer knows the e-mail.
+    b.click("#nav-buyers").await?;
+    b.type_into("#buyer-search", &format!("{email}\u{E007}")).await?;
+    b.click(&format!("tr[data-email='{email}']")).await?;
+    b.wait_text("#personal-data", "LGPD").await?;
+    b.click("#export-data").await?;
+    b.type_into("#erase-reason", "pedido do titular em 05/12/2026").await?;
+    b.click("#erase-data").await?;
+    b.accept_dialog().await?;
+    b.wait_text("#personal-result", "erased-").await?;
+    b.screenshot("erased").await;
+    let parsed = porteiro::domain::Email::parse(&email)?;
+    let left = porteiro::services::buyers::find(&app.state.db, app.app("default").await.id, &parsed)
+        .await
+        .map_err(|e| e.to_string())?;
+    if left.is_some() {
+        return Err("the erased buyer is still there".into());
+    }
+
     // The other pages render, in English too.
     for page in ["overview", "reconcile", "notifications", "audit"] {
         b.click(&format!("#nav-{page}")).await?;

@@ -364,3 +364,57 @@ async fn erasing_needs_an_admin_a_reason_and_someone_to_erase() {
     assert_eq!(app.access(ANA).await[0]["status"], "ACTIVE", "nothing happened");
     let _ = app.state.db.execute_unprepared("SELECT 1").await;
 }
+
+#[tokio::test]
+async fn the_retention_empties_old_bodies_and_what_they_decided_stands() {
+    use entity::webhook_event as we;
+    use sea_orm::{ActiveModelTrait, Set};
+    let (app, _plan) = app_with_plan().await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.post_hotmart(&bia_sale("HPBIA0001", "bia-1")).await;
+    app.process_inbox().await;
+    let db = &app.state.db;
+    let rows = we::Entity::find().all(db).await.unwrap();
+    let (old, young) = (rows[0].clone(), rows[1].clone());
+    let mut am: we::ActiveModel = old.clone().into();
+    am.processed_at = Set(Some(chrono::Utc::now() - chrono::Duration::days(40)));
+    am.update(db).await.unwrap();
+
+    let n = porteiro::services::personal_data::apply_retention(db, 30)
+        .await
+        .unwrap();
+    assert_eq!(n, 1, "only the event decided 40 days ago");
+    let old = we::Entity::find_by_id(old.id).one(db).await.unwrap().unwrap();
+    assert!(old.raw_body.is_empty());
+    assert!(
+        old.email.is_some() && old.decision.is_some(),
+        "the row and its decision stay"
+    );
+    let young = we::Entity::find_by_id(young.id).one(db).await.unwrap().unwrap();
+    assert!(!young.raw_body.is_empty());
+    assert_eq!(app.access(ANA).await[0]["status"], "ACTIVE", "its fact stands");
+
+    // It cannot be replayed; a requeue that forgot to skip it leaves its facts alone.
+    let (_, v) = app
+        .graphql_raw(
+            Some(&app.admin()),
+            &json!({"query": "mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }", "variables": {"id": old.id.to_string()}}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "CONFLICT", "{v}");
+    let mut am: we::ActiveModel = old.clone().into();
+    am.status = Set(entity::status::InboxStatus::Pending);
+    am.update(db).await.unwrap();
+    app.process_inbox().await;
+    let old = we::Entity::find_by_id(old.id).one(db).await.unwrap().unwrap();
+    assert_eq!(old.status, entity::status::InboxStatus::Failed);
+    let why = old.error.unwrap();
+    assert!(why.contains("retention"), "{why}");
+    assert_eq!(app.access(ANA).await[0]["status"], "ACTIVE", "what it decided stands");
+    assert_eq!(
+        porteiro::services::personal_data::apply_retention(db, 30)
+            .await
+            .unwrap(),
+        0
+    );
+}

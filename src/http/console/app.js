@@ -36,6 +36,11 @@ const TEXT = {
     backlog: "Na fila", failed: "Com falha", unmapped: "Não mapeados", events_hour: "Eventos por hora (24 h)",
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
+    personal_data: "Dados pessoais (LGPD)",
+    personal_help: "A pedido do titular: baixe tudo o que o Porteiro guarda sobre esta pessoa, ou apague. Apagar encerra o acesso agora (o app é avisado), troca o e-mail por um pseudônimo e mascara nome e dados pessoais em todos os registros. Não pode ser desfeito.",
+    export_data: "Baixar dados (JSON)", erase_data: "Apagar dados desta pessoa",
+    erase_reason: "Motivo do apagamento (ex.: pedido do titular e a data)",
+    erase_confirm: "Apagar definitivamente os dados de", erased_as: "Apagado. Agora aparece como",
   },
   en: {
     lang: "Language", signout: "Sign out", overview: "Overview", integration: "Hotmart integration",
@@ -58,6 +63,11 @@ const TEXT = {
     target: "Package or plan", no_access: "No access", type: "Type", email: "E-mail", since: "Since", to: "Until",
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
+    personal_data: "Personal data (LGPD)",
+    personal_help: "On the person's request: download everything Porteiro holds about them, or erase it. Erasing ends their access now (the app is told), replaces the e-mail by a pseudonym and masks their name and personal fields in every record. It cannot be undone.",
+    export_data: "Download data (JSON)", erase_data: "Erase this person's data",
+    erase_reason: "Why (e.g. the person's request and its date)",
+    erase_confirm: "Erase for good the data of", erased_as: "Erased. Now shown as",
     payload: "Stored payload", filter: "Filter", all: "all", error: "Error", queued: "queued",
     event_type: "Event type", versions: "Versions", active: "active", activate: "Activate (roll back)",
     simulate: "Simulate", simulate_help: "Pick a stored event or paste a payload: see the decision, without effect.",
@@ -440,6 +450,34 @@ async function buyerDetail(box, email) {
     } catch (e) { showErrors(form, e); }
   });
   box.append(form);
+  if (b) box.append(personalData(box, b.email));
+}
+// The LGPD's requests: an export to hand to the person, an erasure that says what it does.
+function personalData(box, email) {
+  const out = h("p", { id: "personal-result", role: "status" });
+  const download = h("button", { type: "button", id: "export-data", onclick: async () => {
+    try {
+      const d = await gql(`query($e: String!) { exportBuyerData(email: $e) }`, { e: email });
+      const blob = new Blob([JSON.stringify(d.exportBuyerData, null, 2)], { type: "application/json" });
+      const a = h("a", { href: URL.createObjectURL(blob), download: `dados-${email}.json` });
+      document.body.append(a); a.click(); a.remove();
+    } catch (e) { toast(e.message); }
+  } }, t("export_data"));
+  const reason = h("input", { type: "text", name: "erase-reason", id: "erase-reason" });
+  const erase = h("button", { type: "submit", class: "danger shrink", id: "erase-data" }, t("erase_data"));
+  const form = h("form", { id: "erase-form" },
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "erase-reason" }, t("erase_reason")), reason), erase));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    if (!confirm(`${t("erase_confirm")} ${email}?`)) return;
+    try {
+      const d = await gql(`mutation($e: String!, $r: String!) { eraseBuyer(email: $e, reason: $r) { pseudonym revoked } }`,
+        { e: email, r: reason.value });
+      box.replaceChildren(h("p", { id: "personal-result", role: "status" }, `${t("erased_as")} ${d.eraseBuyer.pseudonym}`));
+    } catch (e) { showErrors(form, e); }
+  });
+  return h("section", { id: "personal-data" }, h("h2", {}, t("personal_data")), h("p", { class: "muted" }, t("personal_help")),
+    download, form, out);
 }
 async function explainAccess(box, email, target) {
   const d = await gql(`query($e: String!, $t: TargetInput!) { explainAccess(email: $e, target: $t) {
