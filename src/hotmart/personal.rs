@@ -5,7 +5,7 @@
 //! Erasing a buyer goes further: [`scrub`] also replaces their e-mail and names.
 use serde_json::Value;
 
-use super::Format;
+use entity::status::Format;
 
 pub const MASK: &str = "***";
 
