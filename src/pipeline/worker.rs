@@ -91,6 +91,19 @@ enum Stage {
 /// Checks and maps an understood event and finds its script. Reads only (cached).
 async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: PaymentEvent) -> AppResult<Stage> {
     let done = |e| Ok(Stage::Done(e));
+    // A source whose buyer was erased on request: nothing about it is applied or kept in clear
+    // again (a redelivery or a renewal would bring the person back), whatever the event's type.
+    if let Some(source) = ev.source_key()
+        && let Some(pseudonym) = history::erased(&state.hot, db, app_id, &source).await?
+    {
+        let mut e = Evaluation::stop(
+            Some(ev),
+            InboxStatus::Ignored,
+            "the buyer of this purchase was erased on request (LGPD): its events are not applied; a new purchase is a new buyer",
+        );
+        e.erased = Some(pseudonym);
+        return done(e);
+    }
     if ev.is_test {
         return done(Evaluation::stop(
             Some(ev),
@@ -123,17 +136,6 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
             "event has neither a transaction nor a subscriber code",
         ));
     };
-    // A source whose buyer was erased on request: nothing it says is applied again (a
-    // redelivery or a renewal would bring the person back).
-    if let Some(pseudonym) = history::erased(&state.hot, db, app_id, &source).await? {
-        let mut e = Evaluation::stop(
-            Some(ev),
-            InboxStatus::Ignored,
-            "the buyer of this purchase was erased on request (LGPD): its events are not applied; a new purchase is a new buyer",
-        );
-        e.erased = Some(pseudonym);
-        return done(e);
-    }
     let linked =
         targets::resolve_cached(&state.hot, db, app_id, ev.product_id.as_deref(), ev.plan_id.as_deref()).await?;
     // A source that already exists keeps hearing of its facts when its product was unlinked

@@ -305,6 +305,25 @@ async fn an_erased_buyer_is_gone_from_the_disk_and_the_answers_and_does_not_come
         assert!(!stored(&app, needle).await, "{needle} came back with the redelivery");
     }
 
+    // A backup taken now does not hold her.
+    if !is_pg() {
+        let dir = tempfile::tempdir().unwrap();
+        let to = dir.path().join("after-erasure");
+        porteiro::ops::backup::create(
+            &porteiro::ops::backup::Source::of(&app.state.settings),
+            &to,
+            porteiro::ops::backup::Keys::Exclude,
+        )
+        .await
+        .unwrap();
+        let bytes = std::fs::read(to.join("porteiro.db")).unwrap();
+        assert!(
+            !contains(&bytes, ANA) && !contains(&bytes, ANA_NAME),
+            "the backup holds her"
+        );
+        assert!(contains(&bytes, "bia@example.com"));
+    }
+
     // A new purchase under the same e-mail is a new buyer.
     let new = recent(
         "purchase_approved.json",
