@@ -238,23 +238,24 @@ async fn read_sqlite(file: &Path) -> anyhow::Result<Facts> {
     })
 }
 
-async fn read_postgres(url: &str) -> anyhow::Result<Facts> {
+/// The first column of a query's one row (PostgreSQL's facts for the manifest).
+async fn pg_value<T: sea_orm::TryGetable>(db: &sea_orm::DatabaseConnection, sql: &str) -> anyhow::Result<Option<T>> {
     use sea_orm::ConnectionTrait;
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), sql))
+        .await?;
+    Ok(row.map(|r| r.try_get_by_index::<T>(0)).transpose()?)
+}
+
+async fn read_postgres(url: &str) -> anyhow::Result<Facts> {
     let db = crate::db::connect(url).await?;
-    let schema = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT MAX(version) AS v FROM seaql_migrations",
-        ))
+    let schema = pg_value::<Option<String>>(&db, "SELECT MAX(version) FROM seaql_migrations")
         .await?
-        .and_then(|r| r.try_get::<Option<String>>("", "v").ok().flatten());
+        .flatten();
     let key = crate::ops::key_check::recorded(&db).await.ok().flatten();
     let mut counts = Vec::new();
     for count in COUNTS {
-        let row = db
-            .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), count))
-            .await?;
-        counts.push(row.map(|r| r.try_get_by_index::<i64>(0)).transpose()?.unwrap_or(0));
+        counts.push(pg_value::<i64>(&db, count).await?.unwrap_or(0));
     }
     Ok(Facts {
         schema,
@@ -300,16 +301,10 @@ async fn pg_dump(url: &str, out: &Path) -> anyhow::Result<()> {
 }
 
 async fn pg_server_major(url: &str) -> anyhow::Result<u32> {
-    use sea_orm::ConnectionTrait;
     let db = crate::db::connect(url).await?;
-    let row = db
-        .query_one_raw(sea_orm::Statement::from_string(
-            db.get_database_backend(),
-            "SELECT current_setting('server_version_num')::int AS v",
-        ))
+    let v = pg_value::<i32>(&db, "SELECT current_setting('server_version_num')::int")
         .await?
         .context("the server did not say its version")?;
-    let v: i32 = row.try_get("", "v")?;
     Ok(u32::try_from(v / 10_000).unwrap_or(0))
 }
 

@@ -88,46 +88,46 @@ async fn footprint(db: &impl ConnectionTrait, app_id: i32, email: &Email) -> App
     })
 }
 
-async fn facts_of(db: &impl ConnectionTrait, app_id: i32, email: &Email, f: &Footprint) -> AppResult<Vec<af::Model>> {
-    let mut out = af::Entity::find()
-        .filter(af::Column::AppId.eq(app_id))
-        .filter(af::Column::Email.eq(email.as_str()))
+/// The rows of one of the app's tables that name the person or one of their sources, by id.
+async fn naming<E>(
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    email: &Email,
+    f: &Footprint,
+    (app, mail, source): (E::Column, E::Column, E::Column),
+    id: fn(&E::Model) -> i32,
+) -> AppResult<Vec<E::Model>>
+where
+    E: EntityTrait,
+{
+    let mut out = E::find()
+        .filter(app.eq(app_id))
+        .filter(mail.eq(email.as_str()))
         .all(db)
         .await?;
     let sources: Vec<String> = f.sources.iter().cloned().collect();
     for chunk in sources.chunks(CHUNK) {
         out.extend(
-            af::Entity::find()
-                .filter(af::Column::AppId.eq(app_id))
-                .filter(af::Column::Source.is_in(chunk.to_vec()))
+            E::find()
+                .filter(app.eq(app_id))
+                .filter(source.is_in(chunk.to_vec()))
                 .all(db)
                 .await?,
         );
     }
-    out.sort_by_key(|r| r.id);
-    out.dedup_by_key(|r| r.id);
+    out.sort_by_key(id);
+    out.dedup_by_key(|r| id(r));
     Ok(out)
 }
 
+async fn facts_of(db: &impl ConnectionTrait, app_id: i32, email: &Email, f: &Footprint) -> AppResult<Vec<af::Model>> {
+    let columns = (af::Column::AppId, af::Column::Email, af::Column::Source);
+    naming::<af::Entity>(db, app_id, email, f, columns, |r| r.id).await
+}
+
 async fn events_of(db: &impl ConnectionTrait, app_id: i32, email: &Email, f: &Footprint) -> AppResult<Vec<we::Model>> {
-    let mut out = we::Entity::find()
-        .filter(we::Column::AppId.eq(app_id))
-        .filter(we::Column::Email.eq(email.as_str()))
-        .all(db)
-        .await?;
-    let sources: Vec<String> = f.sources.iter().cloned().collect();
-    for chunk in sources.chunks(CHUNK) {
-        out.extend(
-            we::Entity::find()
-                .filter(we::Column::AppId.eq(app_id))
-                .filter(we::Column::SourceKey.is_in(chunk.to_vec()))
-                .all(db)
-                .await?,
-        );
-    }
-    out.sort_by_key(|r| r.id);
-    out.dedup_by_key(|r| r.id);
-    Ok(out)
+    let columns = (we::Column::AppId, we::Column::Email, we::Column::SourceKey);
+    naming::<we::Entity>(db, app_id, email, f, columns, |r| r.id).await
 }
 
 async fn audit_of(db: &impl ConnectionTrait, app_id: i32, email: &str) -> AppResult<Vec<audit_log::Model>> {
