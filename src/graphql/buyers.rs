@@ -530,16 +530,19 @@ impl AccessMutation {
         })
     }
 
-    /// Takes access away by hand, whatever gave it. Returns how many entitlements were revoked.
+    /// Takes access away by hand. With `source` (an `Access.source`: one sale, subscription or
+    /// courtesy), only what that source gives; without it, everything the buyer holds to the
+    /// target, whatever gave it. Returns how many entitlements were revoked.
     async fn revoke_access(
         &self,
         ctx: &Context<'_>,
         email: String,
         target: TargetInput,
         reason: String,
+        source: Option<String>,
     ) -> GqlResult<i32> {
         let (state, who) = caller(ctx)?;
-        entitlements::revoke_manual(state, who, &email, target.parse()?, &reason)
+        entitlements::revoke_manual(state, who, &email, target.parse()?, source.as_deref(), &reason)
             .await
             .map_err(gql)
     }

@@ -123,7 +123,8 @@ pub async fn grant_manual(
     Ok(())
 }
 
-/// Revokes every entitlement the buyer holds to the target, whatever its source. The revoke is a
+/// Revokes every entitlement the buyer holds to the target, whatever its source, or only the
+/// one from `source`. The revoke is a
 /// fact of each source, so no later Hotmart event of those sources brings access back. Returns
 /// how many entitlements gave access until now.
 pub async fn revoke_manual(
@@ -131,6 +132,7 @@ pub async fn revoke_manual(
     who: &Principal,
     email: &str,
     target: (TargetKind, i32),
+    source: Option<&str>,
     reason: &str,
 ) -> AppResult<i32> {
     who.require_admin()?;
@@ -147,6 +149,19 @@ pub async fn revoke_manual(
         .filter(entitlement::Column::TargetId.eq(target.1))
         .all(&txn)
         .await?;
+    // One row of the console (a sale, a subscription, a courtesy) revokes only its own source.
+    let rows = match source {
+        None => rows,
+        Some(s) => {
+            let one: Vec<_> = rows.into_iter().filter(|r| r.source == s.trim()).collect();
+            if one.is_empty() {
+                return Err(AppError::not_found(format!(
+                    "{email} holds nothing to this package or plan from source {s}"
+                )));
+            }
+            one
+        }
+    };
     let (mut n, mut changed) = (0, Changed::default());
     for r in rows {
         let (live, c) = revoke_row(&txn, who.app_id, &r, &who.actor(), &reason).await?;

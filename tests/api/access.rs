@@ -118,3 +118,47 @@ async fn buyers_can_be_searched_and_paged() {
     let v = app.gql_as(&app.admin(), q, json!({"f": 1000})).await;
     assert_eq!(error_code(&v), "BAD_USER_INPUT");
 }
+
+#[tokio::test]
+async fn revoking_one_row_ends_only_its_source_and_revoking_all_ends_every_one() {
+    let (app, plan) = app_with_plan().await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    app.gql(
+        "mutation($id: ID!) { grantAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}, reason: \"cortesia\") { status } }",
+        json!({"id": plan}),
+    )
+    .await;
+    let rows = app.access("ana.teste@example.com").await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    let source_of = |rows: &[serde_json::Value], manual: bool| {
+        rows.iter()
+            .find(|r| r["source"].as_str().unwrap().starts_with("manual:") == manual)
+            .unwrap()["source"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let courtesy = source_of(&rows, true);
+    let paid = source_of(&rows, false);
+    let revoke = "mutation($id: ID!, $s: String) { revokeAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}, reason: \"fim da cortesia\", source: $s) }";
+    let d = app.gql(revoke, json!({"id": plan, "s": courtesy})).await;
+    assert_eq!(d["revokeAccess"], 1);
+    let rows = app.access("ana.teste@example.com").await;
+    let status = |s: &str| rows.iter().find(|r| r["source"] == s).unwrap()["status"].clone();
+    assert_eq!(status(&courtesy), "REVOKED");
+    assert_eq!(status(&paid), "ACTIVE", "the paid sale keeps its access");
+    // A source the buyer does not hold to that plan is not found, and changes nothing.
+    let (_, v) = app
+        .graphql_raw(
+            Some(&app.admin()),
+            &json!({"query": revoke, "variables": {"id": plan, "s": "HPNOPE"}}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{v}");
+    // Without a source, everything the plan gives ends.
+    let d = app.gql(revoke, json!({"id": plan, "s": null})).await;
+    assert_eq!(d["revokeAccess"], 1, "the paid one was the only one still live");
+    let rows = app.access("ana.teste@example.com").await;
+    assert!(rows.iter().all(|r| r["status"] == "REVOKED"), "{rows:?}");
+}

@@ -205,6 +205,15 @@ impl Browser {
         .await
     }
 
+    /// Types `text` into a `prompt()` and accepts it.
+    async fn answer_prompt(&self, text: &str) -> Step<()> {
+        self.retrying("no prompt to answer", || async {
+            step(self.client.send_alert_text(text).await)?;
+            step(self.client.accept_alert().await)
+        })
+        .await
+    }
+
     async fn screenshot(&self, name: &str) {
         if let Ok(png) = self.client.screenshot().await {
             let _ = std::fs::write(self.artifacts.join(format!("{name}.png")), png);
@@ -356,8 +365,33 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.type_into("#buyer-search", &format!("{email}\u{E007}")).await?;
     b.click(&format!("tr[data-email='{email}']")).await?;
     b.wait_text("#access-table", "Curso de Fotografia").await?;
-    b.wait_text("#access-table", "ACTIVE").await?;
+    b.wait_text("#access-table", "Ativo").await?;
+    b.find("#access-table .badge[data-status=ACTIVE]").await?;
     b.screenshot("buyers").await;
+
+    // A courtesy on top of the sale; its row's Revogar ends the courtesy, not the paid access.
+    b.type_into("#grant-reason", "cortesia de teste").await?;
+    b.click("#grant-form button[type=submit]").await?;
+    b.wait_text("#access-table", "manual:").await?;
+    b.js(
+        "[...document.querySelectorAll('#access-table tbody tr')].find((r) => r.textContent.includes('manual:')).querySelector('.revoke-one').click()",
+        json!([]),
+    )
+    .await?;
+    b.answer_prompt("fim da cortesia").await?;
+    b.wait_text("#access-table", "Revogado").await?;
+    let held = app.access(&email).await;
+    let by = |manual: bool| {
+        held.iter()
+            .find(|a| a["source"].as_str().unwrap_or_default().starts_with("manual:") == manual)
+            .map(|a| a["status"].clone())
+    };
+    if by(true) != Some(json!("REVOKED")) || by(false) != Some(json!("ACTIVE")) {
+        return Err(format!(
+            "the courtesy's Revogar did more or less than its row: {held:?}"
+        ));
+    }
+    b.screenshot("revoke-one").await;
 
     // A rule with a syntax error says where; a good one saves; rollback returns to the default.
     b.goto(&format!("{}/console/#/rules?type=PURCHASE_APPROVED", app.addr))

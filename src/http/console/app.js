@@ -36,6 +36,8 @@ const TEXT = {
     backlog: "Na fila", failed: "Com falha", unmapped: "Não mapeados", events_hour: "Eventos por hora (24 h)",
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
+    kind_PACKAGE: "pacote", kind_PLAN: "plano",
+    revoke_all: "Revogar todo o acesso a", revoke_all_confirm: "Isto encerra todas estas origens de",
     personal_data: "Dados pessoais (LGPD)",
     personal_help: "A pedido do titular: baixe tudo o que o Porteiro guarda sobre esta pessoa, ou apague. Apagar encerra o acesso agora (o app é avisado), troca o e-mail por um pseudônimo e mascara nome e dados pessoais em todos os registros. Não pode ser desfeito.",
     export_data: "Baixar dados (JSON)", erase_data: "Apagar dados desta pessoa",
@@ -63,6 +65,8 @@ const TEXT = {
     target: "Package or plan", no_access: "No access", type: "Type", email: "E-mail", since: "Since", to: "Until",
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
+    kind_PACKAGE: "package", kind_PLAN: "plan",
+    revoke_all: "Revoke all access to", revoke_all_confirm: "This ends every one of these sources of",
     personal_data: "Personal data (LGPD)",
     personal_help: "On the person's request: download everything Porteiro holds about them, or erase it. Erasing ends their access now (the app is told), replaces the e-mail by a pseudonym and masks their name and personal fields in every record. It cannot be undone.",
     export_data: "Download data (JSON)", erase_data: "Erase this person's data",
@@ -109,7 +113,22 @@ function toast(msg) {
 }
 const fmt = (iso) => (iso ? new Date(iso).toLocaleString(lang) : "—");
 const hhmm = (iso) => new Date(iso).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
-const badge = (s) => h("span", { class: `badge ${s}` }, s);
+// Statuses as the API spells them (class, and the tests' selectors) shown in the page's language.
+const STATUS = {
+  "pt-BR": {
+    ACTIVE: "Ativo", SUSPENDED: "Suspenso", REVOKED: "Revogado", EXPIRED: "Expirado",
+    processed: "Processado", pending: "Na fila", failed: "Com falha", ignored: "Ignorado", unmapped: "Não mapeado",
+    test: "Teste", PENDING: "Pendente", DELIVERED: "Entregue", DEAD: "Desistido", running: "Em andamento",
+    succeeded: "Concluída", queued: "Na fila", cancelled: "Cancelada",
+  },
+  en: {
+    ACTIVE: "Active", SUSPENDED: "Suspended", REVOKED: "Revoked", EXPIRED: "Expired",
+    processed: "Processed", pending: "Pending", failed: "Failed", ignored: "Ignored", unmapped: "Unmapped",
+    test: "Test", PENDING: "Pending", DELIVERED: "Delivered", DEAD: "Given up", running: "Running",
+    succeeded: "Succeeded", queued: "Queued", cancelled: "Cancelled",
+  },
+};
+const badge = (s) => h("span", { class: `badge ${s}`, "data-status": s }, (STATUS[lang] && STATUS[lang][s]) || s);
 
 // ---------------------------------------------------------------- GraphQL
 class GqlError extends Error {
@@ -419,21 +438,41 @@ async function buyerDetail(box, email) {
   box.append(rows.length ? h("table", { id: "access-table" },
     h("thead", {}, h("tr", {}, h("th", {}, t("target")), h("th", {}, t("status")), h("th", {}, t("end")), h("th", {}, t("source")), h("th", {}))),
     h("tbody", {}, rows.map((a) => h("tr", {},
-      h("td", {}, a.target ? `${a.target.name} (${a.target.kind.toLowerCase()})` : "—"), h("td", {}, badge(a.status)),
+      h("td", {}, a.target ? `${a.target.name} (${t(`kind_${a.target.kind}`)})` : "—"), h("td", {}, badge(a.status)),
       h("td", {}, fmt(a.expiresAt)), h("td", { class: "code" }, a.source),
       h("td", {}, a.target ? [h("button", { type: "button", onclick: () => explainAccess(explain, email, a.target) }, t("explain")), " ",
-        isAdmin() && a.active ? h("button", { type: "button", class: "danger", onclick: async () => {
+        // This row's button ends only this row's source (a sale, a subscription, a courtesy).
+        isAdmin() && a.active ? h("button", { type: "button", class: "danger revoke-one", onclick: async () => {
           const reason = prompt(t("reason"));
           if (!reason) return;
           try {
-            await gql(`mutation($e: String!, $t: TargetInput!, $r: String!) { revokeAccess(email: $e, target: $t, reason: $r) }`,
-              { e: email, t: { kind: a.target.kind, id: a.target.id }, r: reason });
+            await gql(`mutation($e: String!, $t: TargetInput!, $r: String!, $s: String) { revokeAccess(email: $e, target: $t, reason: $r, source: $s) }`,
+              { e: email, t: { kind: a.target.kind, id: a.target.id }, r: reason, s: a.source });
             buyerDetail(box, email);
           } catch (e) { toast(e.message); }
         } }, t("revoke")) : null] : null))))) : h("p", { class: "muted" }, t("no_access")), explain);
+  // Ending everything a target gives is its own button, whose confirmation lists what ends.
+  const live = new Map();
+  for (const a of rows) if (a.active && a.target) {
+    const k = `${a.target.kind}:${a.target.id}`;
+    if (!live.has(k)) live.set(k, { target: a.target, sources: [] });
+    live.get(k).sources.push(a.source);
+  }
+  if (isAdmin()) for (const { target, sources } of live.values()) if (sources.length > 1) {
+    box.append(h("p", {}, h("button", { type: "button", class: "danger revoke-all", onclick: async () => {
+      if (!confirm(`${t("revoke_all_confirm")} ${target.name}:\n${sources.join("\n")}`)) return;
+      const reason = prompt(t("reason"));
+      if (!reason) return;
+      try {
+        await gql(`mutation($e: String!, $t: TargetInput!, $r: String!) { revokeAccess(email: $e, target: $t, reason: $r) }`,
+          { e: email, t: { kind: target.kind, id: target.id }, r: reason });
+        buyerDetail(box, email);
+      } catch (e) { toast(e.message); }
+    } }, `${t("revoke_all")} ${target.name}`)));
+  }
   if (!isAdmin()) return;
   const opts = [...d.productPackages.map((p) => ["PACKAGE", p]), ...d.subscriptionPlans.map((p) => ["PLAN", p])];
-  const sel = h("select", { name: "target", id: "grant-target" }, opts.map(([k, p]) => h("option", { value: `${k}:${p.id}` }, `${p.name} (${k.toLowerCase()})`)));
+  const sel = h("select", { name: "target", id: "grant-target" }, opts.map(([k, p]) => h("option", { value: `${k}:${p.id}` }, `${p.name} (${t(`kind_${k}`)})`)));
   const until = h("input", { type: "datetime-local", name: "expiresAt" });
   const reason = h("input", { type: "text", name: "reason", id: "grant-reason" });
   const form = h("form", { id: "grant-form" }, h("h2", {}, t("grant")),
