@@ -23,6 +23,9 @@ pub struct Model {
     pub last_webhook_at: Option<DateTimeUtc>,
     pub last_test_event_at: Option<DateTimeUtc>,
     pub rejected_webhooks: i64,
+    pub last_rejected_at: Option<DateTimeUtc>,
+    /// `NOT_CONFIGURED` (no Hottok saved), `MISSING_HOTTOK` or `WRONG_HOTTOK`.
+    pub last_rejected_reason: Option<String>,
     pub reconcile_every_minutes: Option<i32>,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,

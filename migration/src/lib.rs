@@ -17,6 +17,7 @@ mod m20261214_000012_drop_inbox_source_index;
 mod m20261215_000013_fact_paid_at;
 mod m20261216_000014_key_check;
 mod m20261217_000015_erased_source;
+mod m20261218_000016_rejected_reason;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261215_000013_fact_paid_at::Migration),
             Box::new(m20261216_000014_key_check::Migration),
             Box::new(m20261217_000015_erased_source::Migration),
+            Box::new(m20261218_000016_rejected_reason::Migration),
         ]
     }
 }

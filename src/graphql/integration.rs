@@ -48,8 +48,12 @@ pub struct HotmartIntegration {
     pub last_test_event_at: Option<super::DateTime>,
     /// True once a Hotmart "send test" event arrived with the right Hottok.
     pub verified: bool,
-    /// Deliveries refused for a missing or wrong Hottok.
+    /// Deliveries refused for a missing or wrong Hottok, or before a Hottok was saved.
     pub rejected_webhooks: i64,
+    /// When a delivery was last refused (its body is never kept).
+    pub last_rejected_at: Option<super::DateTime>,
+    /// Why: NOT_CONFIGURED (no Hottok saved yet), MISSING_HOTTOK or WRONG_HOTTOK.
+    pub last_rejected_reason: Option<String>,
     /// Periodic reconciliation interval; null when off.
     pub reconcile_every_minutes: Option<i32>,
 }
@@ -67,6 +71,8 @@ impl From<IntegrationView> for HotmartIntegration {
             last_webhook_at: v.last_webhook_at.map(Into::into),
             last_test_event_at: v.last_test_event_at.map(Into::into),
             rejected_webhooks: v.rejected_webhooks,
+            last_rejected_at: v.last_rejected_at.map(Into::into),
+            last_rejected_reason: v.last_rejected_reason,
             reconcile_every_minutes: v.reconcile_every_minutes,
         }
     }

@@ -2,7 +2,7 @@
 //! the URL, the body, the Hottok, and the raw bytes stored (with the Hottok masked) before any
 //! parsing can refuse them. Store first, think later: the worker reads them.
 use entity::{app, hotmart_integration as hi};
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, Set};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::Pipeline;
@@ -84,10 +84,10 @@ pub async fn receive(
         BodyError::Unreadable(why) => Refusal::BadBody(why),
     })?;
     let format = hotmart::detect_format(d.content_type, &raw);
-    let expected = hottok(p, app.id)
-        .await
-        .map_err(Refusal::Unavailable)?
-        .ok_or(Refusal::NotConfigured)?;
+    let Some(expected) = hottok(p, app.id).await.map_err(Refusal::Unavailable)? else {
+        note_refusal(&p.db, app.id, "NOT_CONFIGURED").await;
+        return Err(Refusal::NotConfigured);
+    };
     // Bytes that are neither JSON nor a form are no delivery: 400 (after the token check, so
     // only the Hottok's holder learns why).
     let intake = hotmart::intake_with(format, &raw, !p.settings.keep_personal_data);
@@ -98,9 +98,11 @@ pub async fn receive(
         .or_else(|| intake.as_ref().ok().and_then(|i| i.body_hottok.clone()));
     let secret = expected.expose_secret();
     if let Err(why) = hotmart::verify_hottok(secret, provided.as_deref()) {
-        if let Err(e) = count_rejected(&p.db, app.id).await {
-            e.log();
-        }
+        let reason = match why {
+            hotmart::VerifyError::Missing => "MISSING_HOTTOK",
+            hotmart::VerifyError::Mismatch => "WRONG_HOTTOK",
+        };
+        note_refusal(&p.db, app.id, reason).await;
         tracing::warn!(app = %app.slug, reason = %why, "webhook rejected");
         return Err(Refusal::Hottok(why));
     }
@@ -195,16 +197,47 @@ pub async fn hottok(p: &Pipeline, app_id: i32) -> AppResult<Option<SecretString>
 }
 
 /// Counts a delivery refused for its Hottok (the console shows it).
-async fn count_rejected(db: &impl ConnectionTrait, app_id: i32) -> AppResult<()> {
+/// Counts a refused delivery and remembers when and why (never its body), for the console's
+/// "it arrived, but…". An app with no integration row yet gets one. A failure here is logged:
+/// the refusal stands either way.
+async fn note_refusal(db: &impl ConnectionTrait, app_id: i32, reason: &str) {
+    if let Err(e) = record_refusal(db, app_id, reason).await {
+        e.log();
+    }
+}
+
+async fn record_refusal(db: &impl ConnectionTrait, app_id: i32, reason: &str) -> AppResult<()> {
     use sea_orm::sea_query::{Expr, ExprTrait};
-    hi::Entity::update_many()
+    let now = chrono::Utc::now();
+    let n = hi::Entity::update_many()
         .col_expr(
             hi::Column::RejectedWebhooks,
             Expr::col(hi::Column::RejectedWebhooks).add(1),
         )
+        .col_expr(hi::Column::LastRejectedAt, Expr::value(now))
+        .col_expr(hi::Column::LastRejectedReason, Expr::value(reason))
         .filter(hi::Column::AppId.eq(app_id))
         .exec(db)
-        .await?;
+        .await?
+        .rows_affected;
+    if n == 0 {
+        let row = hi::ActiveModel {
+            app_id: Set(app_id),
+            environment: Set("PRODUCTION".into()),
+            rejected_webhooks: Set(1),
+            last_rejected_at: Set(Some(now)),
+            last_rejected_reason: Set(Some(reason.to_string())),
+            created_at: Set(now),
+            updated_at: Set(now),
+            ..Default::default()
+        };
+        // Two first refusals at once: the second finds the first's row next time.
+        if let Err(e) = hi::Entity::insert(row).exec(db).await
+            && !crate::db::is_unique_violation(&e)
+        {
+            return Err(e.into());
+        }
+    }
     Ok(())
 }
 

@@ -53,6 +53,8 @@ pub struct IntegrationView {
     pub last_webhook_at: Option<DateTime<Utc>>,
     pub last_test_event_at: Option<DateTime<Utc>>,
     pub rejected_webhooks: i64,
+    pub last_rejected_at: Option<DateTime<Utc>>,
+    pub last_rejected_reason: Option<String>,
     pub reconcile_every_minutes: Option<i32>,
 }
 
@@ -107,6 +109,8 @@ pub async fn view(state: &AppState, app_id: i32) -> AppResult<IntegrationView> {
         last_webhook_at: row.as_ref().and_then(|r| r.last_webhook_at),
         last_test_event_at: row.as_ref().and_then(|r| r.last_test_event_at),
         rejected_webhooks: row.as_ref().map_or(0, |r| r.rejected_webhooks),
+        last_rejected_at: row.as_ref().and_then(|r| r.last_rejected_at),
+        last_rejected_reason: row.as_ref().and_then(|r| r.last_rejected_reason.clone()),
         reconcile_every_minutes: row.as_ref().and_then(|r| r.reconcile_every_minutes),
     })
 }

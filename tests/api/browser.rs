@@ -277,6 +277,30 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         .await?;
     eprintln!("console: first contentful paint {paint} ms (goal < 1000 ms)");
 
+    // The first day is a checklist. Hotmart's test, sent before the Hottok is saved, is refused,
+    // and the page says so instead of waiting; the URL is not one Hotmart can reach.
+    b.find("#first-day li[data-step=hottok][data-done=no]").await?;
+    b.find("#first-day li[data-step=url][data-done=no]").await?;
+    let hotmart_test = fixture_with(
+        "purchase_approved.json",
+        &[
+            ("id", json!("hotmart-test-1")),
+            ("data.product.id", json!(0)),
+            ("data.purchase.transaction", json!("HP16015479281022")),
+        ],
+    );
+    let (status, _) = app.post_hotmart(&hotmart_test).await;
+    if status != 401 {
+        return Err(format!("a delivery before the Hottok answered {status}"));
+    }
+    b.click("#nav-integration").await?;
+    b.wait_text("#test-refused", "ainda não foi salva").await?;
+    b.find("#url-warning").await?;
+    b.click("#nav-overview").await?;
+    b.wait_text("#first-day li[data-step=test]", "ainda não foi salva")
+        .await?;
+    b.screenshot("first-day").await;
+
     // Hotmart integration: a wrong Client ID first, shown on its field.
     b.click("#nav-integration").await?;
     b.find("#webhook-url").await?;
@@ -295,7 +319,6 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     }
     b.click("#copy-webhook").await?;
     b.wait_text("#copy-webhook", "Copiado").await?;
-    b.wait_text("#test-status", "Aguardando").await?;
     b.type_into("#f-clientId", "not-a-uuid").await?;
     b.click("#save-integration").await?;
     b.wait_text("#err-clientId", "Client ID").await?;
@@ -327,6 +350,15 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     if page.contains(HOTTOK) || page.contains(CLIENT_SECRET) {
         return Err("a stored secret is shown in the page".into());
     }
+    // Sent again with the Hottok saved, the test arrives and the page sees it live.
+    let (status, _) = app
+        .post_hotmart(&hotmart_test.replace("hotmart-test-1", "hotmart-test-2"))
+        .await;
+    if status != 200 {
+        return Err(format!("Hotmart's test answered {status}"));
+    }
+    app.process_inbox().await;
+    b.wait_text("#test-status", "recebido").await?;
     b.screenshot("integration").await;
 
     // A package with a product ID; a second one with the same ID names the first.

@@ -164,3 +164,31 @@ async fn viewers_cannot_change_the_integration() {
         .await;
     assert_eq!(v["data"]["hotmartIntegration"]["hottok"]["set"], false);
 }
+
+#[tokio::test]
+async fn refused_deliveries_are_remembered_with_their_reason_never_their_body() {
+    let app = TestApp::spawn().await;
+    let q = "{ hotmartIntegration { rejectedWebhooks lastRejectedAt lastRejectedReason } }";
+    let body = fixture("purchase_approved.json");
+    // Before any Hottok is saved.
+    let (status, _) = app.post_hotmart(&body).await;
+    assert_eq!(status, 401);
+    let d = app.gql(q, json!({})).await;
+    assert_eq!(d["hotmartIntegration"]["lastRejectedReason"], "NOT_CONFIGURED", "{d}");
+    assert_eq!(d["hotmartIntegration"]["rejectedWebhooks"], 1);
+    assert!(d["hotmartIntegration"]["lastRejectedAt"].is_string());
+    // Saving the Hottok over the row the refusal created works as on a fresh app.
+    app.configure_hotmart().await;
+    let (status, _) = app.post_hotmart_with(&body, Some("WRONG"), "application/json").await;
+    assert_eq!(status, 401);
+    let d = app.gql(q, json!({})).await;
+    assert_eq!(d["hotmartIntegration"]["lastRejectedReason"], "WRONG_HOTTOK", "{d}");
+    let (status, _) = app.post_hotmart_with(&body, None, "application/json").await;
+    assert_eq!(status, 401);
+    let d = app.gql(q, json!({})).await;
+    assert_eq!(d["hotmartIntegration"]["lastRejectedReason"], "MISSING_HOTTOK", "{d}");
+    assert_eq!(d["hotmartIntegration"]["rejectedWebhooks"], 3);
+    assert!(app.events().await.is_empty(), "no refused body is stored");
+    let (status, _) = app.post_hotmart(&body).await;
+    assert_eq!(status, 200, "the saved Hottok is the one checked");
+}

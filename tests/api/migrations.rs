@@ -32,7 +32,12 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: erased buyers' sources; one step down they go.
+    // The latest: the integration's last refusal; one step down it goes.
+    let refused = || db.execute_unprepared("SELECT last_rejected_reason FROM hotmart_integration");
+    assert!(refused().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the last refusal");
+    assert!(refused().await.is_err());
+    // Then erased buyers' sources.
     let erased = || db.execute_unprepared("SELECT source FROM erased_source");
     assert!(erased().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the erased sources");

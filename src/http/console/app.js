@@ -37,6 +37,16 @@ const TEXT = {
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
     kind_PACKAGE: "pacote", kind_PLAN: "plano",
+    first_day: "Primeiros passos", arrived_at: "Chegou às",
+    refused_NOT_CONFIGURED: "mas a Hottok ainda não foi salva: salve-a e envie o teste de novo",
+    refused_WRONG_HOTTOK: "mas a Hottok não confere com a salva: copie-a de novo da Hotmart",
+    refused_MISSING_HOTTOK: "mas veio sem Hottok",
+    url_not_public: "A Hotmart só entrega em um endereço HTTPS público; este não é: configure PORTEIRO_PUBLIC_URL com o endereço do seu proxy (README, Deploy).",
+    step_hottok: "Salve a Hottok (na Hotmart: Ferramentas › Webhook › a chave do seu produto) em Integração Hotmart.",
+    step_url: "Cole a URL do webhook na Hotmart (versão 2.0.0).",
+    step_test: "Na Hotmart, clique em \u201cEnviar teste\u201d.",
+    step_catalog: "Crie um pacote ou plano com o ID do produto Hotmart.",
+    step_sale: "A primeira venda real chega e dá acesso.",
     revoke_all: "Revogar todo o acesso a", revoke_all_confirm: "Isto encerra todas estas origens de",
     personal_data: "Dados pessoais (LGPD)",
     personal_help: "A pedido do titular: baixe tudo o que o Porteiro guarda sobre esta pessoa, ou apague. Apagar encerra o acesso agora (o app é avisado), troca o e-mail por um pseudônimo e mascara nome e dados pessoais em todos os registros. Não pode ser desfeito.",
@@ -66,6 +76,16 @@ const TEXT = {
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
     kind_PACKAGE: "package", kind_PLAN: "plan",
+    first_day: "First steps", arrived_at: "Arrived at",
+    refused_NOT_CONFIGURED: "but no Hottok is saved yet: save it and send the test again",
+    refused_WRONG_HOTTOK: "but the Hottok does not match the saved one: copy it again from Hotmart",
+    refused_MISSING_HOTTOK: "but it came without a Hottok",
+    url_not_public: "Hotmart only delivers to a public HTTPS address, and this is not one: set PORTEIRO_PUBLIC_URL to your proxy's address (README, Deploy).",
+    step_hottok: "Save the Hottok (in Hotmart: Tools › Webhook, your product's key) under Hotmart integration.",
+    step_url: "Paste the webhook URL into Hotmart (version 2.0.0).",
+    step_test: "In Hotmart, press \u201cSend test\u201d.",
+    step_catalog: "Create a package or plan with the Hotmart product ID.",
+    step_sale: "The first real sale arrives and gives access.",
     revoke_all: "Revoke all access to", revoke_all_confirm: "This ends every one of these sources of",
     personal_data: "Personal data (LGPD)",
     personal_help: "On the person's request: download everything Porteiro holds about them, or erase it. Erasing ends their access now (the app is told), replaces the e-mail by a pseudonym and masks their name and personal fields in every record. It cannot be undone.",
@@ -240,7 +260,28 @@ function bars(buckets, keys, colors, slots) {
 const legend = (keys, colors, labels) =>
   h("div", { class: "legend" }, keys.map((k, i) => h("span", {}, h("i", { style: `background:${colors[i]}` }), labels ? labels[i] : k)));
 
+// The first day, step by step, until every step is done.
+async function firstDay(main) {
+  const q = await gql(`{ hotmartIntegration { webhookUrl lastTestEventAt lastRejectedAt lastRejectedReason hottok { set } }
+    productPackages { hotmartProductIds } subscriptionPlans { hotmartProductIds }
+    webhookEvents(status: "processed", first: 1) { nodes { id } } }`);
+  const i = q.hotmartIntegration;
+  const linked = [...q.productPackages, ...q.subscriptionPlans].some((p) => p.hotmartProductIds.length > 0);
+  const steps = [
+    ["hottok", i.hottok.set, t("step_hottok")],
+    ["url", publicUrl(i.webhookUrl), publicUrl(i.webhookUrl) ? t("step_url") : t("url_not_public")],
+    ["test", !!i.lastTestEventAt, h("span", {}, t("step_test"), " ", testStatus(i))],
+    ["catalog", linked, t("step_catalog")],
+    ["sale", q.webhookEvents.nodes.length > 0, t("step_sale")],
+  ];
+  if (steps.every(([, done]) => done)) return;
+  main.append(h("section", { class: "card", id: "first-day" }, h("h2", {}, t("first_day")),
+    h("ol", {}, steps.map(([id, done, text]) => h("li", { "data-step": id, "data-done": done ? "yes" : "no", class: done ? "ok" : "" },
+      done ? "✓ " : "○ ", text)))));
+}
+
 RENDER.overview = async (main) => {
+  await firstDay(main);
   const d = (await gql(`{ overview { backlog failed unmapped lastWebhookAt generatedAt
       eventsPerHour { at kind count } changesPerDay { at kind count } } }`)).overview;
   main.append(
@@ -275,17 +316,15 @@ RENDER.integration = async (main) => {
     copy.textContent = t("copied");
   } }, t("copy"));
   const live = h("p", { id: "test-status", role: "status" });
-  const showLive = (at) => {
-    live.replaceChildren(at ? h("span", { class: "ok" }, `${t("test_received")} ${hhmm(at)}`) : h("span", { class: "muted" }, t("waiting_test")));
-  };
-  showLive(d.lastTestEventAt);
-  const started = d.lastTestEventAt;
+  const showLive = (x) => live.replaceChildren(testStatus(x));
+  showLive(d);
   timers.push(setInterval(async () => {
-    const x = (await gql("{ hotmartIntegration { lastTestEventAt } }")).hotmartIntegration.lastTestEventAt;
-    if (x !== started) showLive(x);
+    showLive((await gql("{ hotmartIntegration { lastTestEventAt lastRejectedAt lastRejectedReason } }")).hotmartIntegration);
   }, 3000));
-  main.append(h("section", { class: "card" },
-    h("label", { for: "webhook-url" }, t("webhook_url")), h("div", { class: "row" }, url, copy), live));
+  // The Hottok first: a test sent before it is saved is refused, and the page says so.
+  const urlCard = h("section", { class: "card" },
+    h("label", { for: "webhook-url" }, t("webhook_url")), h("div", { class: "row" }, url, copy),
+    publicUrl(d.webhookUrl) ? null : h("p", { class: "warn", id: "url-warning" }, t("url_not_public")), live);
 
   const secret = (name, label, s) =>
     h("div", {}, h("label", { for: `f-${name}` }, label),
@@ -323,8 +362,32 @@ RENDER.integration = async (main) => {
       route();
     } catch (e) { showErrors(form, e); }
   });
-  main.append(form);
+  main.append(form, urlCard);
 };
+
+// Whether Hotmart can reach a URL: HTTPS on a public host.
+function publicUrl(u) {
+  try {
+    const { protocol, hostname } = new URL(u);
+    const h4 = hostname.split(".").map(Number);
+    const privateV4 = h4.length === 4 && h4.every((n) => n >= 0 && n < 256) &&
+      (h4[0] === 10 || h4[0] === 127 || (h4[0] === 192 && h4[1] === 168) || (h4[0] === 172 && h4[1] >= 16 && h4[1] < 32) || h4[0] === 0);
+    const local = hostname === "localhost" || hostname.endsWith(".local") || hostname.endsWith(".test") || hostname.startsWith("[");
+    return protocol === "https:" && !privateV4 && !local;
+  } catch { return false; }
+}
+
+// What happened to Hotmart's test: received, refused (and why), or still awaited.
+function testStatus(x) {
+  const test = x.lastTestEventAt && new Date(x.lastTestEventAt);
+  const refused = x.lastRejectedAt && new Date(x.lastRejectedAt);
+  if (refused && (!test || refused > test)) {
+    return h("span", { class: "warn", id: "test-refused" },
+      `${t("arrived_at")} ${hhmm(x.lastRejectedAt)}, ${t(`refused_${x.lastRejectedReason}`)}`);
+  }
+  if (test) return h("span", { class: "ok" }, `${t("test_received")} ${hhmm(x.lastTestEventAt)}`);
+  return h("span", { class: "muted" }, t("waiting_test"));
+}
 
 // ---- catalog
 function chipsInput(name, values) {
