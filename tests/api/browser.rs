@@ -496,6 +496,46 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     .await?;
     b.wait_text("#nav-audit", "Audit log").await?;
 
+    // On a phone (390 × 844), no page scrolls sideways.
+    b.client
+        .set_window_size(390, 844)
+        .await
+        .map_err(|e| format!("window size: {e}"))?;
+    for page in [
+        "overview",
+        "integration",
+        "catalog",
+        "buyers",
+        "events",
+        "rules",
+        "reconcile",
+        "notifications",
+        "audit",
+    ] {
+        b.click(&format!("#nav-{page}")).await?;
+        b.find(&format!("#nav-{page}[aria-current=page]")).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let widths = b
+            .js(
+                "return [document.documentElement.scrollWidth, window.innerWidth]",
+                json!([]),
+            )
+            .await?;
+        let (scroll, inner) = (widths[0].as_i64().unwrap_or(0), widths[1].as_i64().unwrap_or(0));
+        if inner == 0 || scroll > inner {
+            b.screenshot(&format!("phone-{page}")).await;
+            return Err(format!(
+                "{page} scrolls sideways on a phone: {scroll} px in a {inner} px window"
+            ));
+        }
+        b.screenshot(&format!("phone-{page}")).await;
+        eprintln!("phone: {page} {scroll} px wide in a {inner} px window");
+    }
+    b.client
+        .set_window_size(1280, 900)
+        .await
+        .map_err(|e| format!("window size: {e}"))?;
+
     // Nothing the console, the API's docs page or GraphiQL asked for went anywhere but this
     // server (the browser's own log of requests, failed ones included).
     only_this_server(b, app, "the console").await?;

@@ -37,7 +37,7 @@ const TEXT = {
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
     kind_PACKAGE: "pacote", kind_PLAN: "plano",
-    first_day: "Primeiros passos", arrived_at: "Chegou às",
+    first_day: "Primeiros passos", arrived_at: "Chegou às", chart_empty: "Nada neste período ainda.",
     refused_NOT_CONFIGURED: "mas a Hottok ainda não foi salva: salve-a e envie o teste de novo",
     refused_WRONG_HOTTOK: "mas a Hottok não confere com a salva: copie-a de novo da Hotmart",
     refused_MISSING_HOTTOK: "mas veio sem Hottok",
@@ -76,7 +76,7 @@ const TEXT = {
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
     kind_PACKAGE: "package", kind_PLAN: "plan",
-    first_day: "First steps", arrived_at: "Arrived at",
+    first_day: "First steps", arrived_at: "Arrived at", chart_empty: "Nothing in this period yet.",
     refused_NOT_CONFIGURED: "but no Hottok is saved yet: save it and send the test again",
     refused_WRONG_HOTTOK: "but the Hottok does not match the saved one: copy it again from Hotmart",
     refused_MISSING_HOTTOK: "but it came without a Hottok",
@@ -223,15 +223,32 @@ async function route() {
 }
 
 // ---- overview
+// A slot's label in the browser's time zone: hours ("2026-12-05T17", UTC) and days ("2026-12-05").
+function slotLabel(s) {
+  if (s.length > 10) return new Date(`${s}:00:00Z`).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
+  return new Date(`${s}T12:00:00Z`).toLocaleDateString(lang, { day: "2-digit", month: "2-digit" });
+}
+const kindLabel = (k) => (STATUS[lang] && STATUS[lang][k]) || t(k) || k;
+
 function bars(buckets, keys, colors, slots) {
-  const W = 720, H = 160, pad = 18;
   const totals = slots.map((s) => keys.reduce((n, k) => n + (buckets.find((b) => b.at === s && b.kind === k)?.count || 0), 0));
+  if (totals.every((n) => n === 0)) return h("p", { class: "muted empty-chart" }, t("chart_empty"));
+  const W = 720, H = 160, pad = 34;
   const max = Math.max(1, ...totals);
   const w = (W - pad) / slots.length;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H + 14}`);
+  svg.setAttribute("viewBox", `0 0 ${W} ${H + 18}`);
   svg.setAttribute("class", "chart");
   svg.setAttribute("role", "img");
+  const text = (x, y, content, anchor = "start") => {
+    const tx = document.createElementNS(svg.namespaceURI, "text");
+    Object.entries({ x, y, "text-anchor": anchor }).forEach(([a, v]) => tx.setAttribute(a, v));
+    tx.textContent = content;
+    svg.append(tx);
+  };
+  // The count axis: zero and the tallest bar's total.
+  text(pad - 6, H, "0", "end");
+  text(pad - 6, 16, String(max), "end");
   slots.forEach((s, i) => {
     let y = H;
     keys.forEach((k, j) => {
@@ -242,23 +259,17 @@ function bars(buckets, keys, colors, slots) {
       const r = document.createElementNS(svg.namespaceURI, "rect");
       Object.entries({ x: pad + i * w + 1, y, width: Math.max(1, w - 2), height: hgt, fill: colors[j] }).forEach(([a, v]) => r.setAttribute(a, v));
       const title = document.createElementNS(svg.namespaceURI, "title");
-      title.textContent = `${s} ${k}: ${c}`;
+      title.textContent = `${slotLabel(s)} ${kindLabel(k)}: ${c}`;
       r.append(title);
       svg.append(r);
     });
-    if (i % Math.ceil(slots.length / 8) === 0) {
-      const tx = document.createElementNS(svg.namespaceURI, "text");
-      tx.setAttribute("x", pad + i * w);
-      tx.setAttribute("y", H + 12);
-      tx.textContent = s.slice(5).replace("T", " ") + (s.length > 10 ? "h" : "");
-      svg.append(tx);
-    }
+    if (i % Math.ceil(slots.length / 8) === 0) text(pad + i * w, H + 15, slotLabel(s));
   });
-  svg.setAttribute("aria-label", slots.map((s, i) => `${s}: ${totals[i]}`).join(", "));
+  svg.setAttribute("aria-label", slots.map((s, i) => `${slotLabel(s)}: ${totals[i]}`).join(", "));
   return svg;
 }
 const legend = (keys, colors, labels) =>
-  h("div", { class: "legend" }, keys.map((k, i) => h("span", {}, h("i", { style: `background:${colors[i]}` }), labels ? labels[i] : k)));
+  h("div", { class: "legend" }, keys.map((k, i) => h("span", {}, h("i", { style: `background:${colors[i]}` }), labels ? labels[i] : kindLabel(k))));
 
 // The first day, step by step, until every step is done.
 async function firstDay(main) {
@@ -657,7 +668,7 @@ async function showEvent(box, id, reload) {
     isAdmin() ? h("p", {}, h("button", { type: "button", id: "replay-one", onclick: async () => {
       try { await gql(`mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }`, { id }); toast(t("queued")); reload(); } catch (x) { toast(x.message); }
     } }, t("replay"))) : null,
-    h("h2", {}, t("payload")), h("pre", { id: "event-payload" }, pretty));
+    h("h2", {}, t("payload")), h("pre", { id: "event-payload", tabindex: 0, "aria-label": t("payload") }, pretty));
   box.scrollIntoView({ block: "nearest" });
 }
 
