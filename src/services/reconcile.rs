@@ -225,13 +225,15 @@ async fn run_job(
             RunStatus::Failed
         }
     };
-    let saved = am.update(&state.db).await?;
-    crate::telemetry::reconciliation(label.as_str());
+    // The run's end and its audit row commit together: whoever waits for the status (the
+    // `wait` of the mutation) finds the audit row too.
+    let txn = crate::db::write_txn(&state.db).await?;
+    let saved = am.update(&txn).await?;
     if let Ok(report) = &outcome
         && report.applied
     {
         audit::record(
-            &state.db,
+            &txn,
             audit::Entry {
                 app_id,
                 actor: &req.actor,
@@ -244,6 +246,9 @@ async fn run_job(
         )
         .await?;
     }
+    #[allow(clippy::disallowed_methods)] // a run's end and its summary, audited here
+    txn.commit().await?;
+    crate::telemetry::reconciliation(label.as_str());
     Ok(saved)
 }
 
