@@ -436,16 +436,16 @@ function markConflict(form, err) {
 function targetForm(kind, row, done) {
   const isPlan = kind === "plan";
   const name = h("input", { type: "text", name: "name", id: `${kind}-name`, value: row?.name || "" });
-  const desc = h("input", { type: "text", name: "description", value: row?.description || "" });
+  const desc = h("input", { type: "text", name: "description", id: `${kind}-description`, value: row?.description || "" });
   const ids = chipsInput("hotmartProductIds", row?.hotmartProductIds || []);
   const planIds = isPlan ? chipsInput("planIds", row?.hotmartPlanIds || []) : null;
   const days = isPlan
     ? h("div", { class: "row" },
-      h("div", {}, h("label", {}, t("period_days")), h("input", { type: "number", name: "periodDays", value: row?.periodDays ?? 30 })),
-      h("div", {}, h("label", {}, t("grace_days")), h("input", { type: "number", name: "graceDays", value: row?.graceDays ?? 3 })))
-    : h("div", {}, h("label", {}, t("access_days")), h("input", { type: "number", name: "accessDays", value: row?.accessDays ?? "" }));
+      h("div", {}, h("label", { for: `${kind}-period` }, t("period_days")), h("input", { type: "number", name: "periodDays", id: `${kind}-period`, value: row?.periodDays ?? 30 })),
+      h("div", {}, h("label", { for: `${kind}-grace` }, t("grace_days")), h("input", { type: "number", name: "graceDays", id: `${kind}-grace`, value: row?.graceDays ?? 3 })))
+    : h("div", {}, h("label", { for: `${kind}-days` }, t("access_days")), h("input", { type: "number", name: "accessDays", id: `${kind}-days`, value: row?.accessDays ?? "" }));
   const form = h("form", { class: "card", id: `${kind}-form` },
-    h("label", { for: `${kind}-name` }, t("name")), name, h("label", {}, t("description")), desc,
+    h("label", { for: `${kind}-name` }, t("name")), name, h("label", { for: `${kind}-description` }, t("description")), desc,
     h("label", {}, t("product_ids")), ids, isPlan ? [h("label", {}, t("plan_ids")), planIds] : null, days,
     h("p", {}, h("button", { type: "submit", class: "primary", id: `${kind}-save` }, row ? t("save") : t("create")), " ",
       h("button", { type: "button", onclick: () => form.remove() }, t("cancel"))));
@@ -547,11 +547,11 @@ async function buyerDetail(box, email) {
   if (!isAdmin()) return;
   const opts = [...d.productPackages.map((p) => ["PACKAGE", p]), ...d.subscriptionPlans.map((p) => ["PLAN", p])];
   const sel = h("select", { name: "target", id: "grant-target" }, opts.map(([k, p]) => h("option", { value: `${k}:${p.id}` }, `${p.name} (${t(`kind_${k}`)})`)));
-  const until = h("input", { type: "datetime-local", name: "expiresAt" });
+  const until = h("input", { type: "datetime-local", name: "expiresAt", id: "grant-until" });
   const reason = h("input", { type: "text", name: "reason", id: "grant-reason" });
   const form = h("form", { id: "grant-form" }, h("h2", {}, t("grant")),
     h("div", { class: "row" }, h("div", {}, h("label", { for: "grant-target" }, t("target")), sel),
-      h("div", {}, h("label", {}, t("until")), until), h("div", {}, h("label", { for: "grant-reason" }, t("reason")), reason),
+      h("div", {}, h("label", { for: "grant-until" }, t("until")), until), h("div", {}, h("label", { for: "grant-reason" }, t("reason")), reason),
       h("button", { type: "submit", class: "primary shrink" }, t("grant"))));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -819,9 +819,9 @@ RENDER.notifications = async (main) => {
     } }, t("delete"))] : null))))));
   if (isAdmin()) {
     const url = h("input", { type: "url", name: "url", id: "ep-url", placeholder: "https://" });
-    const desc = h("input", { type: "text", name: "description" });
+    const desc = h("input", { type: "text", name: "description", id: "ep-description" });
     const types = d.notificationEventTypes.map((x) => h("label", { style: "display:inline;font-weight:400;margin-right:10px" }, h("input", { type: "checkbox", value: x }), ` ${x}`));
-    const form = h("form", { id: "endpoint-form" }, h("h2", {}, t("create")), h("label", { for: "ep-url" }, t("url")), url, h("label", {}, t("description")), desc,
+    const form = h("form", { id: "endpoint-form" }, h("h2", {}, t("create")), h("label", { for: "ep-url" }, t("url")), url, h("label", { for: "ep-description" }, t("description")), desc,
       h("p", {}, types), h("button", { type: "submit", class: "primary" }, t("create")));
     form.addEventListener("submit", async (ev) => {
       ev.preventDefault();
