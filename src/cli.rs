@@ -892,9 +892,15 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     let default_app = services::apps::ensure(&state.db, &state.settings.default_app).await?;
     let addr = crate::http::local_addr(&acceptor).unwrap_or(state.settings.bind);
     // The webhook key is a credential: the start-up banner (which ends up in logs) masks it.
+    // Say how to sign in the way this process was started: through cargo, or the binary itself.
+    let me = if std::env::var_os("CARGO").is_some() {
+        "cargo run --release --".to_string()
+    } else {
+        std::env::args().next().unwrap_or_else(|| "porteiro".into())
+    };
     let banner = [
         format!(
-            "  admin console: http://{addr}/console/ (sign in: cargo run --release -- login --app {})",
+            "  admin console: http://{addr}/console/ (sign in: {me} login --app {})",
             default_app.slug
         ),
         format!("  GraphQL (GraphiQL in a browser): http://{addr}/graphql"),

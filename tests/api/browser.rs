@@ -404,9 +404,9 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     // A courtesy on top of the sale; its row's Revogar ends the courtesy, not the paid access.
     b.type_into("#grant-reason", "cortesia de teste").await?;
     b.click("#grant-form button[type=submit]").await?;
-    b.wait_text("#access-table", "manual:").await?;
+    b.wait_text("#access-table", "Cortesia do admin").await?;
     b.js(
-        "[...document.querySelectorAll('#access-table tbody tr')].find((r) => r.textContent.includes('manual:')).querySelector('.revoke-one').click()",
+        "document.querySelector('#access-table td[data-source^=\"manual:\"]').closest('tr').querySelector('.revoke-one').click()",
         json!([]),
     )
     .await?;

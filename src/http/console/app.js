@@ -36,7 +36,8 @@ const TEXT = {
     backlog: "Na fila", failed: "Com falha", unmapped: "Não mapeados", events_hour: "Eventos por hora (24 h)",
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
-    kind_PACKAGE: "pacote", kind_PLAN: "plano",
+    kind_PACKAGE: "pacote", kind_PLAN: "plano", subscriber_codes: "Código de assinante",
+    source_manual: "Cortesia do admin", source_subscription: "Assinatura", source_purchase: "Compra",
     first_day: "Primeiros passos", arrived_at: "Chegou às", chart_empty: "Nada neste período ainda.",
     refused_NOT_CONFIGURED: "mas a Hottok ainda não foi salva: salve-a e envie o teste de novo",
     refused_WRONG_HOTTOK: "mas a Hottok não confere com a salva: copie-a de novo da Hotmart",
@@ -75,7 +76,8 @@ const TEXT = {
     target: "Package or plan", no_access: "No access", type: "Type", email: "E-mail", since: "Since", to: "Until",
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
-    kind_PACKAGE: "package", kind_PLAN: "plan",
+    kind_PACKAGE: "package", kind_PLAN: "plan", subscriber_codes: "Subscriber code",
+    source_manual: "Admin courtesy", source_subscription: "Subscription", source_purchase: "Purchase",
     first_day: "First steps", arrived_at: "Arrived at", chart_empty: "Nothing in this period yet.",
     refused_NOT_CONFIGURED: "but no Hottok is saved yet: save it and send the test again",
     refused_WRONG_HOTTOK: "but the Hottok does not match the saved one: copy it again from Hotmart",
@@ -148,6 +150,34 @@ const STATUS = {
     succeeded: "Succeeded", queued: "Queued", cancelled: "Cancelled",
   },
 };
+// Hotmart's event types in the seller's words (the code stays in the tooltip).
+const EVENT_NAMES = {
+  "pt-BR": {
+    PURCHASE_APPROVED: "Compra aprovada", PURCHASE_COMPLETE: "Compra concluída", PURCHASE_CANCELED: "Compra cancelada",
+    PURCHASE_REFUNDED: "Reembolso", PURCHASE_CHARGEBACK: "Chargeback", PURCHASE_PROTEST: "Pedido de reembolso",
+    PURCHASE_DELAYED: "Pagamento atrasado", PURCHASE_EXPIRED: "Compra expirada", PURCHASE_BILLET_PRINTED: "Boleto impresso",
+    PURCHASE_OUT_OF_SHOPPING_CART: "Abandono de carrinho", SUBSCRIPTION_CANCELLATION: "Assinatura cancelada",
+    SWITCH_PLAN: "Troca de plano", UPDATE_SUBSCRIPTION_CHARGE_DATE: "Nova data de cobrança",
+    CLUB_FIRST_ACCESS: "Primeiro acesso (Club)", CLUB_MODULE_COMPLETED: "Módulo concluído (Club)",
+    ADMIN_GRANT: "Concessão do admin", ADMIN_REVOKE: "Revogação do admin", UNREADABLE: "Ilegível",
+  },
+  en: {
+    PURCHASE_APPROVED: "Purchase approved", PURCHASE_COMPLETE: "Purchase complete", PURCHASE_CANCELED: "Purchase cancelled",
+    PURCHASE_REFUNDED: "Refund", PURCHASE_CHARGEBACK: "Chargeback", PURCHASE_PROTEST: "Refund request",
+    PURCHASE_DELAYED: "Payment late", PURCHASE_EXPIRED: "Purchase expired", PURCHASE_BILLET_PRINTED: "Boleto printed",
+    PURCHASE_OUT_OF_SHOPPING_CART: "Cart abandoned", SUBSCRIPTION_CANCELLATION: "Subscription cancelled",
+    SWITCH_PLAN: "Plan switch", UPDATE_SUBSCRIPTION_CHARGE_DATE: "New charge date",
+    CLUB_FIRST_ACCESS: "First access (Club)", CLUB_MODULE_COMPLETED: "Module completed (Club)",
+    ADMIN_GRANT: "Admin grant", ADMIN_REVOKE: "Admin revoke", UNREADABLE: "Unreadable",
+  },
+};
+const eventName = (code) => h("span", { title: code, "data-event-type": code }, (EVENT_NAMES[lang] && EVENT_NAMES[lang][code]) || code);
+// Where access comes from, in words: a courtesy, a subscription, a purchase.
+function sourceLabel(source) {
+  if (source.startsWith("manual:")) return t("source_manual");
+  if (source.startsWith("sub:")) return `${t("source_subscription")} ${source.slice(4)}`;
+  return `${t("source_purchase")} ${source}`;
+}
 const badge = (s) => h("span", { class: `badge ${s}`, "data-status": s }, (STATUS[lang] && STATUS[lang][s]) || s);
 
 // ---------------------------------------------------------------- GraphQL
@@ -506,14 +536,14 @@ async function buyerDetail(box, email) {
     productPackages { id name } subscriptionPlans { id name } }`, { e: email });
   const b = d.buyer;
   box.replaceChildren(h("h2", { id: "buyer-email" }, b ? `${b.email} ${b.name ? `(${b.name})` : ""}` : email));
-  if (b && b.subscriberCodes.length) box.append(h("p", { class: "muted" }, b.subscriberCodes.join(", ")));
+  if (b && b.subscriberCodes.length) box.append(h("p", { class: "muted" }, `${t("subscriber_codes")}: ${b.subscriberCodes.join(", ")}`));
   const rows = b ? b.access : [];
   const explain = h("div", { id: "explain" });
   box.append(rows.length ? h("table", { id: "access-table" },
     h("thead", {}, h("tr", {}, h("th", {}, t("target")), h("th", {}, t("status")), h("th", {}, t("end")), h("th", {}, t("source")), h("th", {}))),
     h("tbody", {}, rows.map((a) => h("tr", {},
       h("td", {}, a.target ? `${a.target.name} (${t(`kind_${a.target.kind}`)})` : "—"), h("td", {}, badge(a.status)),
-      h("td", {}, fmt(a.expiresAt)), h("td", { class: "code" }, a.source),
+      h("td", {}, a.expiresAt ? fmt(a.expiresAt) : t("lifetime")), h("td", { title: a.source, "data-source": a.source }, sourceLabel(a.source)),
       h("td", {}, a.target ? [h("button", { type: "button", onclick: () => explainAccess(explain, email, a.target) }, t("explain")), " ",
         // This row's button ends only this row's source (a sale, a subscription, a courtesy).
         isAdmin() && a.active ? h("button", { type: "button", class: "danger revoke-one", onclick: async () => {
@@ -642,7 +672,7 @@ RENDER.events = async (main) => {
       nodes { id eventId eventType status email receivedAt decision ruleVersion error } } }`, v);
     table.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, [t("received"), t("type"), t("status"), t("email"), t("decision")].map((x) => h("th", {}, x)))),
       h("tbody", {}, d.webhookEvents.nodes.map((e) => h("tr", { class: "click", tabindex: 0, "data-event": e.eventId, onclick: () => showEvent(detail, e.id, load) },
-        h("td", {}, fmt(e.receivedAt)), h("td", {}, e.eventType), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision || e.error || "—"))))));
+        h("td", {}, fmt(e.receivedAt)), h("td", {}, eventName(e.eventType)), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision || e.error || "—"))))));
   };
   const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); load(); } },
     h("div", {}, h("label", { for: "ev-status" }, t("status")), status), h("div", {}, h("label", { for: "ev-type" }, t("type")), type),
