@@ -205,6 +205,14 @@ impl Browser {
         .await
     }
 
+    /// The text of the dialog on screen.
+    async fn alert_text(&self) -> Step<String> {
+        self.retrying("no dialog on screen", || async {
+            step(self.client.get_alert_text().await)
+        })
+        .await
+    }
+
     /// Types `text` into a `prompt()` and accepts it.
     async fn answer_prompt(&self, text: &str) -> Step<()> {
         self.retrying("no prompt to answer", || async {
@@ -447,9 +455,14 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.wait_text("main h2", "v0").await?;
     b.screenshot("rules").await;
 
-    // Deleting the package its buyer holds asks first, then revokes.
+    // Deleting asks first; a package its buyer holds asks again, counting them, then revokes.
     b.click("#nav-catalog").await?;
     b.click("#packages tr[data-name='Curso de Fotografia'] .danger").await?;
+    b.accept_dialog().await?;
+    let asked = b.alert_text().await?;
+    if !asked.contains("1 comprador tem acesso") {
+        return Err(format!("the second confirmation says {asked:?}"));
+    }
     b.accept_dialog().await?;
     let started = Instant::now();
     while b.text("#packages").await?.contains("Curso de Fotografia") {

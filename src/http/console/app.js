@@ -19,7 +19,7 @@ const TEXT = {
     name: "Nome", description: "Descrição", product_ids: "IDs de produto Hotmart", plan_ids: "IDs de plano Hotmart",
     access_days: "Dias de acesso (vazio: vitalício)", period_days: "Dias por cobrança", grace_days: "Dias de tolerância",
     add_id: "digite um ID e Enter", new_package: "Novo pacote", new_plan: "Novo plano", lifetime: "vitalício",
-    days: "dias", confirm_force: "compradores têm acesso. Excluir mesmo assim e revogar esse acesso?",
+    days: "dias", confirm_force: "acesso. Excluir mesmo assim e revogar esse acesso?",
     search: "Buscar por e-mail ou código de assinante", status: "Status", end: "Termina", source: "Origem",
     explain: "Por quê?", grant: "Conceder acesso", revoke: "Revogar", reason: "Motivo", until: "Até (opcional)",
     target: "Pacote ou plano", no_access: "Sem acesso", type: "Tipo", email: "E-mail", since: "Desde", to: "Até",
@@ -37,6 +37,10 @@ const TEXT = {
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
     kind_PACKAGE: "pacote", kind_PLAN: "plano", subscriber_codes: "Código de assinante",
+    buyer_one: "comprador tem", buyer_other: "compradores têm",
+    confirm_delete: "Excluir", close: "Fechar",
+    dec_grant_lifetime: "Concede acesso vitalício", dec_grant_until: "Concede acesso até", dec_revoke: "Revoga o acesso",
+    dec_revoke_at: "Revoga o acesso em", dec_suspend: "Suspende o acesso", dec_ignore: "Ignorado",
     source_manual: "Cortesia do admin", source_subscription: "Assinatura", source_purchase: "Compra",
     first_day: "Primeiros passos", arrived_at: "Chegou às", chart_empty: "Nada neste período ainda.",
     refused_NOT_CONFIGURED: "mas a Hottok ainda não foi salva: salve-a e envie o teste de novo",
@@ -70,13 +74,17 @@ const TEXT = {
     name: "Name", description: "Description", product_ids: "Hotmart product IDs", plan_ids: "Hotmart plan IDs",
     access_days: "Access days (empty: lifetime)", period_days: "Days per charge", grace_days: "Grace days",
     add_id: "type an ID and press Enter", new_package: "New package", new_plan: "New plan", lifetime: "lifetime",
-    days: "days", confirm_force: "buyers hold access. Delete anyway and revoke that access?",
+    days: "days", confirm_force: "access. Delete anyway and revoke that access?",
     search: "Search by e-mail or subscriber code", status: "Status", end: "Ends", source: "Source",
     explain: "Why?", grant: "Grant access", revoke: "Revoke", reason: "Reason", until: "Until (optional)",
     target: "Package or plan", no_access: "No access", type: "Type", email: "E-mail", since: "Since", to: "Until",
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
     kind_PACKAGE: "package", kind_PLAN: "plan", subscriber_codes: "Subscriber code",
+    buyer_one: "buyer holds", buyer_other: "buyers hold",
+    confirm_delete: "Delete", close: "Close",
+    dec_grant_lifetime: "Grants lifetime access", dec_grant_until: "Grants access until", dec_revoke: "Revokes access",
+    dec_revoke_at: "Revokes access at", dec_suspend: "Suspends access", dec_ignore: "Ignored",
     source_manual: "Admin courtesy", source_subscription: "Subscription", source_purchase: "Purchase",
     first_day: "First steps", arrived_at: "Arrived at", chart_empty: "Nothing in this period yet.",
     refused_NOT_CONFIGURED: "but no Hottok is saved yet: save it and send the test again",
@@ -133,7 +141,22 @@ function toast(msg) {
   $("#toast").append(d);
   setTimeout(() => d.remove(), 4000);
 }
-const fmt = (iso) => (iso ? new Date(iso).toLocaleString(lang) : "—");
+// dd/mm/aaaa HH:mm in the browser's time zone (pt-BR), the locale's order otherwise.
+const fmt = (iso) => (iso ? new Date(iso).toLocaleString(lang, { day: "2-digit", month: "2-digit", year: "numeric", hour: "2-digit", minute: "2-digit" }) : "—");
+// "1 comprador", "2 compradores": the word by the count's plural category.
+const plural = (n, forms) => `${n} ${forms[new Intl.PluralRules(lang).select(n)] || forms.other}`;
+// A rule's decision (the API's "grant until …", "revoke", "ignore: …") in the page's language.
+function decisionText(d) {
+  if (!d) return "—";
+  let m;
+  if (d === "grant") return t("dec_grant_lifetime");
+  if ((m = /^grant until (.+)$/.exec(d))) return `${t("dec_grant_until")} ${fmt(m[1])}`;
+  if (d === "revoke") return t("dec_revoke");
+  if ((m = /^revoke at (.+)$/.exec(d))) return `${t("dec_revoke_at")} ${fmt(m[1])}`;
+  if (d === "suspend") return t("dec_suspend");
+  if ((m = /^ignore: (.*)$/.exec(d))) return `${t("dec_ignore")}: ${m[1]}`;
+  return d;
+}
 const hhmm = (iso) => new Date(iso).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
 // Statuses as the API spells them (class, and the tests' selectors) shown in the page's language.
 const STATUS = {
@@ -501,12 +524,14 @@ function targetForm(kind, row, done) {
 async function deleteTarget(kind, row) {
   const T = kind === "plan" ? "SubscriptionPlan" : "ProductPackage";
   const m = `mutation($id: ID!, $f: Boolean!) { delete${T}(id: $id, force: $f) { deleted revokedAccess } }`;
+  // Every delete asks first; one that would end buyers' access asks again, with their count.
+  if (!confirm(`${t("confirm_delete")} ${row.name}?`)) return;
   try {
     await gql(m, { id: row.id, f: false });
   } catch (e) {
     const n = /^(\d+) buyer/.exec(e.message);
     if (e.code !== "CONFLICT" || !n) throw e;
-    if (!confirm(`${row.name}: ${n[1]} ${t("confirm_force")}`)) return;
+    if (!confirm(`${row.name}: ${plural(Number(n[1]), { one: t("buyer_one"), other: t("buyer_other") })} ${t("confirm_force")}`)) return;
     await gql(m, { id: row.id, f: true });
   }
   toast(t("saved"));
@@ -672,7 +697,7 @@ RENDER.events = async (main) => {
       nodes { id eventId eventType status email receivedAt decision ruleVersion error } } }`, v);
     table.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, [t("received"), t("type"), t("status"), t("email"), t("decision")].map((x) => h("th", {}, x)))),
       h("tbody", {}, d.webhookEvents.nodes.map((e) => h("tr", { class: "click", tabindex: 0, "data-event": e.eventId, onclick: () => showEvent(detail, e.id, load) },
-        h("td", {}, fmt(e.receivedAt)), h("td", {}, eventName(e.eventType)), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision || e.error || "—"))))));
+        h("td", {}, fmt(e.receivedAt)), h("td", {}, eventName(e.eventType)), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision ? decisionText(e.decision) : e.error || "—"))))));
   };
   const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); load(); } },
     h("div", {}, h("label", { for: "ev-status" }, t("status")), status), h("div", {}, h("label", { for: "ev-type" }, t("type")), type),
@@ -692,8 +717,10 @@ async function showEvent(box, id, reload) {
   let pretty = e.rawPayload;
   try { pretty = JSON.stringify(JSON.parse(e.rawPayload), null, 2); } catch { /* a form post stays as it came */ }
   box.hidden = false;
-  box.replaceChildren(h("h2", {}, `${e.eventType} · ${e.eventId}`),
-    h("p", {}, badge(e.status), ` ${t("decision")}: ${e.decision || "—"} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, e.error) : null),
+  box.replaceChildren(
+    h("p", {}, h("button", { type: "button", id: "close-event", class: "shrink", onclick: () => { box.hidden = true; box.replaceChildren(); } }, t("close"))),
+    h("h2", {}, eventName(e.eventType), ` · ${e.eventId}`),
+    h("p", {}, badge(e.status), ` ${t("decision")}: ${decisionText(e.decision)} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, e.error) : null),
     h("p", { class: "muted" }, `${t("received")} ${fmt(e.receivedAt)} · ${e.email || ""} ${e.transaction || ""} ${e.source || ""}`),
     isAdmin() ? h("p", {}, h("button", { type: "button", id: "replay-one", onclick: async () => {
       try { await gql(`mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }`, { id }); toast(t("queued")); reload(); } catch (x) { toast(x.message); }
