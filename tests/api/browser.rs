@@ -329,7 +329,7 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.wait_text("#copy-webhook", "Copiado").await?;
     b.type_into("#f-clientId", "not-a-uuid").await?;
     b.click("#save-integration").await?;
-    b.wait_text("#err-clientId", "Client ID").await?;
+    b.wait_text("#err-clientId", "UUID").await?;
     b.screenshot("integration-error").await;
     let basic = base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     b.type_into("#f-hottok", HOTTOK).await?;
@@ -440,8 +440,8 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     let set_source = "const a = document.querySelector('#rule-source'); a.value = arguments[0]; a.dispatchEvent(new Event('input'));";
     b.js(set_source, json!(["let x = ;\nx"])).await?;
     b.click("#rule-save").await?;
-    let err = b.wait_text("#rule-error", "line").await?;
-    if !err.contains("column") {
+    let err = b.wait_text("#rule-error", "linha").await?;
+    if !err.contains("coluna") {
         return Err(format!("no column in {err:?}"));
     }
     b.find(".line-bad").await?;

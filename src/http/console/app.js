@@ -37,6 +37,17 @@ const TEXT = {
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
     kind_PACKAGE: "pacote", kind_PLAN: "plano", subscriber_codes: "Código de assinante",
+    already_linked: "já está ligado a", details: "Detalhes técnicos", rule_error: "O script tem um erro.", rule_error_at: "O script tem um erro na linha", column: "coluna",
+    err_BAD_USER_INPUT: "Verifique os campos destacados.", err_NOT_FOUND: "Não encontrado: talvez já tenha sido excluído.",
+    err_FORBIDDEN: "Só administradores podem fazer isto.", err_UNAUTHENTICATED: "Sua sessão terminou: entre de novo.",
+    err_CONFLICT: "Isto conflita com o que já existe.", err_MISCONFIGURED: "O servidor não está configurado para isto: veja o log (porteiro doctor ajuda).",
+    err_INTERNAL: "Erro interno: tente de novo; se continuar, veja o log.", err_UNAVAILABLE: "O banco de dados não respondeu: tente de novo em instantes.",
+    err_UPSTREAM: "A Hotmart recusou ou não respondeu.",
+    field_invalid: "Valor inválido.", field_email: "E-mail inválido.", field_reason: "Diga o motivo.", field_name: "Dê um nome.",
+    field_hottok: "Hottok inválida: copie-a de novo da Hotmart.", field_basic: "O Basic deve ser o base64 de client_id:client_secret.",
+    field_clientId: "O Client ID é um UUID (copie da Hotmart).", field_clientSecret: "O Client Secret é um UUID (copie da Hotmart).",
+    field_hotmartProductIds: "ID de produto inválido ou já ligado a outro pacote ou plano.", field_url: "URL inválida: use https://.",
+    field_source: "O script tem um erro.", field_reconcileEveryMinutes: "Entre 15 minutos e 7 dias.",
     buyer_one: "comprador tem", buyer_other: "compradores têm",
     confirm_delete: "Excluir", close: "Fechar",
     dec_grant_lifetime: "Concede acesso vitalício", dec_grant_until: "Concede acesso até", dec_revoke: "Revoga o acesso",
@@ -81,6 +92,17 @@ const TEXT = {
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
     kind_PACKAGE: "package", kind_PLAN: "plan", subscriber_codes: "Subscriber code",
+    already_linked: "is already linked to", details: "Technical details", rule_error: "The script has an error.", rule_error_at: "The script has an error on line", column: "column",
+    err_BAD_USER_INPUT: "Check the highlighted fields.", err_NOT_FOUND: "Not found: it may have been deleted.",
+    err_FORBIDDEN: "Only admins can do this.", err_UNAUTHENTICATED: "Your session ended: sign in again.",
+    err_CONFLICT: "This conflicts with what exists.", err_MISCONFIGURED: "The server is not configured for this: see its log (porteiro doctor helps).",
+    err_INTERNAL: "Internal error: try again; if it persists, see the log.", err_UNAVAILABLE: "The database did not answer: try again in a moment.",
+    err_UPSTREAM: "Hotmart refused or did not answer.",
+    field_invalid: "Invalid value.", field_email: "Invalid e-mail.", field_reason: "Say why.", field_name: "Give it a name.",
+    field_hottok: "Invalid Hottok: copy it again from Hotmart.", field_basic: "Basic must be the base64 of client_id:client_secret.",
+    field_clientId: "The Client ID is a UUID (copy it from Hotmart).", field_clientSecret: "The Client Secret is a UUID (copy it from Hotmart).",
+    field_hotmartProductIds: "Invalid product ID, or one linked to another package or plan.", field_url: "Invalid URL: use https://.",
+    field_source: "The script has an error.", field_reconcileEveryMinutes: "Between 15 minutes and 7 days.",
     buyer_one: "buyer holds", buyer_other: "buyers hold",
     confirm_delete: "Delete", close: "Close",
     dec_grant_lifetime: "Grants lifetime access", dec_grant_until: "Grants access until", dec_revoke: "Revokes access",
@@ -204,14 +226,24 @@ function sourceLabel(source) {
 const badge = (s) => h("span", { class: `badge ${s}`, "data-status": s }, (STATUS[lang] && STATUS[lang][s]) || s);
 
 // ---------------------------------------------------------------- GraphQL
+// The server's errors come with a code (and, for input, the fields at fault): the page says
+// them in its own language; the server's own words stay in `detail` (shown folded, for support).
 class GqlError extends Error {
   constructor(errors) {
-    super(errors.map((e) => e.message).join("; "));
+    const code = errors[0]?.extensions?.code;
+    const detail = errors.map((e) => e.message).join("; ");
+    super(t(`err_${code}`) !== `err_${code}` ? t(`err_${code}`) : detail);
+    this.detail = detail;
     this.errors = errors;
-    this.code = errors[0]?.extensions?.code;
+    this.code = code;
     this.fields = errors.flatMap((e) => e.extensions?.fields || []);
   }
 }
+// A field's error in the page's language (the server's words in the tooltip).
+const fieldError = (f) => {
+  const key = `field_${f.field}`;
+  return t(key) !== key ? t(key) : t("field_invalid");
+};
 async function gql(query, variables = {}) {
   const res = await fetch("/graphql", {
     method: "POST",
@@ -232,14 +264,15 @@ function showErrors(form, err) {
     const input = form.querySelector(`[name="${f.field}"]`);
     if (input) {
       input.setAttribute("aria-invalid", "true");
-      const msg = h("div", { class: "error", id: `err-${f.field}`, role: "alert" }, f.message);
+      const msg = h("div", { class: "error", id: `err-${f.field}`, role: "alert", title: f.message }, fieldError(f));
       input.after(msg);
       input.setAttribute("aria-describedby", msg.id);
       placed = true;
     }
   }
   if (!placed) {
-    const box = h("div", { class: "error", role: "alert" }, err.message);
+    const box = h("div", { class: "error", role: "alert" }, err.message,
+      err.detail && err.detail !== err.message ? h("details", {}, h("summary", {}, t("details")), err.detail) : null);
     form.append(box);
   }
 }
@@ -477,13 +510,13 @@ function chipsInput(name, values) {
 }
 /// A CONFLICT names the ID that is taken and who holds it: mark that chip.
 function markConflict(form, err) {
-  const m = /Hotmart (?:product|plan) (\S+) is already linked to (.+?);/.exec(err.message);
+  const m = /Hotmart (?:product|plan) (\S+) is already linked to (.+?);/.exec(err.detail || err.message);
   if (!m) return false;
   const chip = form.querySelector(`.chip[data-id="${CSS.escape(m[1])}"]`);
   if (!chip) return false;
   chip.classList.add("bad");
-  chip.setAttribute("title", err.message);
-  chip.parentElement.after(h("div", { class: "error", role: "alert", id: "conflict" }, `${m[1]}: ${m[2]}`));
+  chip.setAttribute("title", err.detail || err.message);
+  chip.parentElement.after(h("div", { class: "error", role: "alert", id: "conflict" }, `${m[1]} ${t("already_linked")} ${m[2]}`));
   return true;
 }
 function targetForm(kind, row, done) {
@@ -529,7 +562,7 @@ async function deleteTarget(kind, row) {
   try {
     await gql(m, { id: row.id, f: false });
   } catch (e) {
-    const n = /^(\d+) buyer/.exec(e.message);
+    const n = /^(\d+) buyer/.exec(e.detail || e.message);
     if (e.code !== "CONFLICT" || !n) throw e;
     if (!confirm(`${row.name}: ${plural(Number(n[1]), { one: t("buyer_one"), other: t("buyer_other") })} ${t("confirm_force")}`)) return;
     await gql(m, { id: row.id, f: true });
@@ -794,9 +827,12 @@ RENDER.rules = async (main) => {
       toast(`${t("saved")}: v${v.version}`);
       route();
     } catch (e) {
-      const m = /line (\d+)(?:, column (\d+))?/.exec(e.message);
+      const m = /line (\d+)(?:, column (\d+))?/.exec(e.detail || e.message);
       if (m) ed.markLine(Number(m[1]));
-      status.append(h("p", { class: "error", role: "alert", id: "rule-error" }, e.message));
+      // Where the script is wrong, in words; the engine's own message folded below.
+      status.append(h("div", { class: "error", role: "alert", id: "rule-error" },
+        m ? `${t("rule_error_at")} ${m[1]}${m[2] ? `, ${t("column")} ${m[2]}` : ""}` : t("rule_error"),
+        h("details", {}, h("summary", {}, t("details")), e.detail || e.message)));
     }
   } }, t("save"));
   body.append(h("section", { class: "card" }, h("h2", {}, `${type} · v${r.activeVersion}${r.isDefault ? ` (${t("default_script")})` : ""}`), ed, status, h("p", {}, save)));
