@@ -502,6 +502,41 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         }
         b.screenshot(page).await;
     }
+    // In pt-BR no page shows the console's English words: statuses, kinds, buttons, headings.
+    // What the seller typed or Hotmart sent (payloads, scripts, codes) is left out of the check.
+    let english = regex_lite::Regex::new(
+        r"\b(Active|Revoked|Suspended|Expired|Processed|Pending|Failed|Ignored|Unmapped|processed|pending|failed|ignored|unmapped|package|plan|grant|revoke|until|Endpoints|Delivered|Deliveries|Purchase|Subscription|Refund|never|Save|Delete|Edit|Cancel|Create|Replay|Search|Buyers|Events|Rules|Overview|Source|Reason|lifetime|days)\b",
+    )
+    .map_err(|e| e.to_string())?;
+    for page in [
+        "overview",
+        "integration",
+        "catalog",
+        "buyers",
+        "events",
+        "rules",
+        "reconcile",
+        "notifications",
+        "audit",
+    ] {
+        b.click(&format!("#nav-{page}")).await?;
+        b.find(&format!("#nav-{page}[aria-current=page]")).await?;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let text = b
+            .js(
+                "const m = document.querySelector('main').cloneNode(true);
+                 m.querySelectorAll('pre, code, .code, textarea, input, details, [data-raw], [data-source], [data-event-type]').forEach((e) => e.remove());
+                 return [document.querySelector('header').innerText, document.querySelector('nav').innerText, m.innerText].join(String.fromCharCode(10));",
+                json!([]),
+            )
+            .await?;
+        let text = text.as_str().unwrap_or_default();
+        if let Some(m) = english.find(text) {
+            let at = text[..m.start()].rfind('\n').map_or(0, |i| i + 1);
+            let line = text[at..].lines().next().unwrap_or_default();
+            return Err(format!("{page} shows English in pt-BR: {:?} in {line:?}", m.as_str()));
+        }
+    }
     b.js(
         "const s = document.querySelector('#lang'); s.value = 'en'; s.dispatchEvent(new Event('change'));",
         json!([]),

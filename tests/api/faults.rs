@@ -463,16 +463,18 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    worker.stop().await;
     assert!(drained, "the worker resumed by itself");
     let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
+    let facts = entity::access_fact::Entity::find().count(db).await.unwrap();
+    // Stopped only now: the worker thread's runtime drives the PostgreSQL connections it opened
+    // in the shared pool, and a query on one after that runtime ends fails.
+    worker.stop().await;
     let stored: std::collections::HashMap<&str, &str> =
         rows.iter().map(|r| (r.event_id.as_str(), r.status.as_str())).collect();
     let acked = acked.lock().unwrap().clone();
     for id in &acked {
         assert_eq!(stored.get(id.as_str()), Some(&"processed"), "acknowledged {id}");
     }
-    let facts = entity::access_fact::Entity::find().count(db).await.unwrap();
     assert_eq!(facts as usize, rows.len(), "each event applied once");
 }
 

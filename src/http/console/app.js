@@ -37,7 +37,29 @@ const TEXT = {
     changes_day: "Acessos por dia (14 dias)", granted: "concedidos", revoked: "revogados", expired: "expirados",
     viewer_only: "Você entrou como leitor: só administradores alteram.", more: "Mais",
     kind_PACKAGE: "pacote", kind_PLAN: "plano", subscriber_codes: "Código de assinante",
-    already_linked: "já está ligado a", details: "Detalhes técnicos", rule_error: "O script tem um erro.", rule_error_at: "O script tem um erro na linha", column: "coluna",
+    audit_target: "Alvo", actor_rules: "regras", actor_timer: "relógio", role_admin: "admin", role_viewer: "leitor",
+    audit_forced: "exclusão forçada: revogou o acesso de", buyer_word_one: "comprador", buyer_word_other: "compradores",
+    "act_access.change": "Acesso alterado", "act_access.granted": "Acesso concedido", "act_access.revoked": "Acesso revogado",
+    "act_access.expired": "Acesso expirado", "act_api_key.create": "Chave de API criada", "act_api_key.revoke": "Chave de API revogada",
+    "act_buyer.erase": "Dados apagados (LGPD)", "act_integration.save": "Integração salva", "act_notification.resend": "Notificação reenviada",
+    "act_notification_endpoint.create": "Destino criado", "act_notification_endpoint.delete": "Destino excluído",
+    "act_notification_endpoint.rotate_secret": "Segredo do destino trocado", "act_notification_endpoint.update": "Destino alterado",
+    "act_package.create": "Pacote criado", "act_package.update": "Pacote alterado", "act_package.delete": "Pacote excluído",
+    "act_plan.create": "Plano criado", "act_plan.update": "Plano alterado", "act_plan.delete": "Plano excluído",
+    "act_reconcile.apply": "Reconciliação aplicada", "act_reconcile.cancel": "Reconciliação cancelada",
+    "act_rule.activate": "Regra ativada", "act_rule.save": "Regra salva", "act_subscription.cancel": "Assinatura cancelada",
+    "act_subscription.reactivate": "Assinatura reativada", "act_webhook.replay": "Evento reprocessado", "act_webhook.replay_all": "Eventos reprocessados",
+    already_linked: "já está ligado a", details: "Detalhes técnicos",
+    reason_test: "Evento de teste da Hotmart: registrado, nunca dá acesso", reason_no_access: "{1} não muda acesso",
+    reason_no_email: "{1} sem e-mail de comprador válido", reason_no_transaction: "{1} sem transação legível",
+    reason_no_source: "o evento não tem transação nem código de assinante",
+    reason_unmapped: "o produto Hotmart {1} não está ligado a nenhum pacote ou plano: ligue-o e reprocesse este evento",
+    reason_unlinked: "o produto Hotmart {1} não está mais ligado a nenhum pacote ou plano: ligue-o e reprocesse este evento",
+    reason_no_rule: "sem regra para {1}", reason_rule_failed: "a regra {1} v{2} falhou (veja os detalhes técnicos)",
+    reason_unreadable: "conteúdo ilegível: guardado para revisão e reprocessamento",
+    reason_erased: "o comprador desta compra foi apagado a pedido (LGPD): os eventos dela não são aplicados",
+    reason_retention: "o conteúdo foi esvaziado pela retenção: não pode ser decidido de novo",
+    reason_attempts: "não pôde ser aplicado após {1} tentativas: reprocesse quando corrigido", rule_error: "O script tem um erro.", rule_error_at: "O script tem um erro na linha", column: "coluna",
     err_BAD_USER_INPUT: "Verifique os campos destacados.", err_NOT_FOUND: "Não encontrado: talvez já tenha sido excluído.",
     err_FORBIDDEN: "Só administradores podem fazer isto.", err_UNAUTHENTICATED: "Sua sessão terminou: entre de novo.",
     err_CONFLICT: "Isto conflita com o que já existe.", err_MISCONFIGURED: "O servidor não está configurado para isto: veja o log (porteiro doctor ajuda).",
@@ -92,7 +114,29 @@ const TEXT = {
     received: "Received", decision: "Decision", rule_version: "Rule version", replay: "Replay",
     replay_unmapped: "Replay all unmapped", replay_failed: "Replay all failed",
     kind_PACKAGE: "package", kind_PLAN: "plan", subscriber_codes: "Subscriber code",
-    already_linked: "is already linked to", details: "Technical details", rule_error: "The script has an error.", rule_error_at: "The script has an error on line", column: "column",
+    audit_target: "Target", actor_rules: "rules", actor_timer: "timer", role_admin: "admin", role_viewer: "viewer",
+    audit_forced: "forced delete: revoked the access of", buyer_word_one: "buyer", buyer_word_other: "buyers",
+    "act_access.change": "Access changed", "act_access.granted": "Access granted", "act_access.revoked": "Access revoked",
+    "act_access.expired": "Access expired", "act_api_key.create": "API key created", "act_api_key.revoke": "API key revoked",
+    "act_buyer.erase": "Data erased (LGPD)", "act_integration.save": "Integration saved", "act_notification.resend": "Notification resent",
+    "act_notification_endpoint.create": "Endpoint created", "act_notification_endpoint.delete": "Endpoint deleted",
+    "act_notification_endpoint.rotate_secret": "Endpoint secret rotated", "act_notification_endpoint.update": "Endpoint changed",
+    "act_package.create": "Package created", "act_package.update": "Package changed", "act_package.delete": "Package deleted",
+    "act_plan.create": "Plan created", "act_plan.update": "Plan changed", "act_plan.delete": "Plan deleted",
+    "act_reconcile.apply": "Reconciliation applied", "act_reconcile.cancel": "Reconciliation cancelled",
+    "act_rule.activate": "Rule activated", "act_rule.save": "Rule saved", "act_subscription.cancel": "Subscription cancelled",
+    "act_subscription.reactivate": "Subscription reactivated", "act_webhook.replay": "Event replayed", "act_webhook.replay_all": "Events replayed",
+    already_linked: "is already linked to", details: "Technical details",
+    reason_test: "Hotmart test event: recorded, never grants access", reason_no_access: "{1} does not change access",
+    reason_no_email: "{1} carries no valid buyer e-mail", reason_no_transaction: "{1} carries no readable transaction",
+    reason_no_source: "the event has neither a transaction nor a subscriber code",
+    reason_unmapped: "Hotmart product {1} is not linked to any package or plan: link it, then replay this event",
+    reason_unlinked: "Hotmart product {1} is no longer linked to any package or plan: link it, then replay this event",
+    reason_no_rule: "no rule for {1}", reason_rule_failed: "rule {1} v{2} failed (see the technical details)",
+    reason_unreadable: "unreadable payload: kept for review and replay",
+    reason_erased: "the buyer of this purchase was erased on request (LGPD): its events are not applied",
+    reason_retention: "its body was emptied by the retention: it cannot be decided again",
+    reason_attempts: "could not be applied after {1} attempts: replay it once fixed", rule_error: "The script has an error.", rule_error_at: "The script has an error on line", column: "column",
     err_BAD_USER_INPUT: "Check the highlighted fields.", err_NOT_FOUND: "Not found: it may have been deleted.",
     err_FORBIDDEN: "Only admins can do this.", err_UNAUTHENTICATED: "Your session ended: sign in again.",
     err_CONFLICT: "This conflicts with what exists.", err_MISCONFIGURED: "The server is not configured for this: see its log (porteiro doctor helps).",
@@ -176,7 +220,7 @@ function decisionText(d) {
   if (d === "revoke") return t("dec_revoke");
   if ((m = /^revoke at (.+)$/.exec(d))) return `${t("dec_revoke_at")} ${fmt(m[1])}`;
   if (d === "suspend") return t("dec_suspend");
-  if ((m = /^ignore: (.*)$/.exec(d))) return `${t("dec_ignore")}: ${m[1]}`;
+  if ((m = /^ignore: (.*)$/.exec(d))) return h("span", {}, `${t("dec_ignore")}: `, reasonText(m[1]));
   return d;
 }
 const hhmm = (iso) => new Date(iso).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
@@ -217,6 +261,30 @@ const EVENT_NAMES = {
   },
 };
 const eventName = (code) => h("span", { title: code, "data-event-type": code }, (EVENT_NAMES[lang] && EVENT_NAMES[lang][code]) || code);
+// Why an event stopped where it did, in the page's language: the worker's reasons have fixed
+// shapes. A reason a rule script wrote is the script author's words, shown as written.
+const REASONS = [
+  [/^Hotmart test event: recorded, never grants access$/, "reason_test"],
+  [/^(\w+) does not change access$/, "reason_no_access"],
+  [/^(\w+) carries no valid buyer e-mail$/, "reason_no_email"],
+  [/^(\w+) carries no readable transaction$/, "reason_no_transaction"],
+  [/^event has neither a transaction nor a subscriber code$/, "reason_no_source"],
+  [/^Hotmart product (\S+) is not linked to any package or plan/, "reason_unmapped"],
+  [/^Hotmart product (\S+) is no longer linked/, "reason_unlinked"],
+  [/^no rule for (\w+)$/, "reason_no_rule"],
+  [/^rule (\w+) v(\d+) failed: /, "reason_rule_failed"],
+  [/^cannot read the (?:payload|delivery): /, "reason_unreadable"],
+  [/^the buyer of this purchase was erased/, "reason_erased"],
+  [/^its body was emptied by the retention/, "reason_retention"],
+  [/^could not be applied after (\d+) attempts/, "reason_attempts"],
+];
+function reasonText(why) {
+  for (const [re, key] of REASONS) {
+    const m = re.exec(why);
+    if (m) return h("span", { title: why }, m.slice(1).reduce((text, v, i) => text.replace(`{${i + 1}}`, v), t(key)));
+  }
+  return h("span", { "data-raw": "", title: why }, why);
+}
 // Where access comes from, in words: a courtesy, a subscription, a purchase.
 function sourceLabel(source) {
   if (source.startsWith("manual:")) return t("source_manual");
@@ -716,7 +784,7 @@ RENDER.buyers = async (main) => {
 RENDER.events = async (main) => {
   const params = new URLSearchParams(location.hash.split("?")[1] || "");
   const status = h("select", { name: "status", id: "ev-status" }, ["", "pending", "processed", "ignored", "unmapped", "failed", "test"].map((s) =>
-    h("option", { value: s, selected: params.get("status") === s }, s || t("all"))));
+    h("option", { value: s, selected: params.get("status") === s }, s ? kindLabel(s) : t("all"))));
   const type = h("input", { type: "text", name: "eventType", id: "ev-type", placeholder: "PURCHASE_APPROVED" });
   const email = h("input", { type: "text", name: "email", id: "ev-email" });
   const since = h("input", { type: "date", name: "since", id: "ev-since" });
@@ -730,7 +798,7 @@ RENDER.events = async (main) => {
       nodes { id eventId eventType status email receivedAt decision ruleVersion error } } }`, v);
     table.replaceChildren(h("table", {}, h("thead", {}, h("tr", {}, [t("received"), t("type"), t("status"), t("email"), t("decision")].map((x) => h("th", {}, x)))),
       h("tbody", {}, d.webhookEvents.nodes.map((e) => h("tr", { class: "click", tabindex: 0, "data-event": e.eventId, onclick: () => showEvent(detail, e.id, load) },
-        h("td", {}, fmt(e.receivedAt)), h("td", {}, eventName(e.eventType)), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision ? decisionText(e.decision) : e.error || "—"))))));
+        h("td", {}, fmt(e.receivedAt)), h("td", {}, eventName(e.eventType)), h("td", {}, badge(e.status)), h("td", {}, e.email || "—"), h("td", {}, e.decision ? decisionText(e.decision) : e.error ? reasonText(e.error) : "—"))))));
   };
   const form = h("form", { class: "row", onsubmit: (e) => { e.preventDefault(); load(); } },
     h("div", {}, h("label", { for: "ev-status" }, t("status")), status), h("div", {}, h("label", { for: "ev-type" }, t("type")), type),
@@ -753,7 +821,7 @@ async function showEvent(box, id, reload) {
   box.replaceChildren(
     h("p", {}, h("button", { type: "button", id: "close-event", class: "shrink", onclick: () => { box.hidden = true; box.replaceChildren(); } }, t("close"))),
     h("h2", {}, eventName(e.eventType), ` · ${e.eventId}`),
-    h("p", {}, badge(e.status), ` ${t("decision")}: ${decisionText(e.decision)} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, e.error) : null),
+    h("p", {}, badge(e.status), ` ${t("decision")}: ${decisionText(e.decision)} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, reasonText(e.error)) : null),
     h("p", { class: "muted" }, `${t("received")} ${fmt(e.receivedAt)} · ${e.email || ""} ${e.transaction || ""} ${e.source || ""}`),
     isAdmin() ? h("p", {}, h("button", { type: "button", id: "replay-one", onclick: async () => {
       try { await gql(`mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }`, { id }); toast(t("queued")); reload(); } catch (x) { toast(x.message); }
@@ -937,10 +1005,28 @@ RENDER.notifications = async (main) => {
 };
 
 // ---- audit
+// Who did it, in words: "role:subject" (the console's sessions say "console:<who>").
+function actorText(actor) {
+  if (actor === "rules") return t("actor_rules");
+  if (actor === "timer") return t("actor_timer");
+  const m = /^(admin|viewer):(?:console:)?(.+)$/.exec(actor);
+  return m ? `${m[2]} (${m[1] === "admin" ? t("role_admin") : t("role_viewer")})` : actor;
+}
+// The reason the ledger writes for a rule's change: "PURCHASE_APPROVED (grant until …)".
+function auditReason(r) {
+  const m = /^([A-Z_]+) \((.*)\)$/.exec(r || "");
+  if (m && EVENT_NAMES.en[m[1]]) return h("span", {}, eventName(m[1]), " — ", decisionText(m[2]));
+  const forced = /^forced: revoked access of (\d+) buyer/.exec(r || "");
+  if (forced) return `${t("audit_forced")} ${plural(Number(forced[1]), { one: t("buyer_word_one"), other: t("buyer_word_other") })}`;
+  // An admin's own words.
+  return h("span", { "data-raw": "" }, r || "");
+}
 RENDER.audit = async (main) => {
   const d = (await gql(`{ auditLog(first: 100) { nodes { actor action target reason createdAt before after } } }`)).auditLog.nodes;
-  main.append(h("section", { class: "card" }, h("table", { id: "audit-table" }, h("thead", {}, h("tr", {}, [t("when"), t("actor"), t("action"), t("target"), t("reason")].map((x) => h("th", {}, x)))),
-    h("tbody", {}, d.map((a) => h("tr", { title: JSON.stringify({ before: a.before, after: a.after }) }, h("td", {}, fmt(a.createdAt)), h("td", {}, a.actor), h("td", {}, a.action), h("td", { class: "code" }, a.target), h("td", {}, a.reason)))))));
+  main.append(h("section", { class: "card" }, h("table", { id: "audit-table" }, h("thead", {}, h("tr", {}, [t("when"), t("actor"), t("action"), t("audit_target"), t("reason")].map((x) => h("th", {}, x)))),
+    h("tbody", {}, d.map((a) => h("tr", { title: JSON.stringify({ before: a.before, after: a.after }) }, h("td", {}, fmt(a.createdAt)), h("td", {}, actorText(a.actor)),
+      h("td", { title: a.action }, t(`act_${a.action}`) !== `act_${a.action}` ? t(`act_${a.action}`) : a.action),
+      h("td", { class: "code" }, a.target), h("td", {}, auditReason(a.reason))))))));
 };
 
 // ---------------------------------------------------------------- start
