@@ -169,7 +169,14 @@ async fn login(state: Data<&AppState>, Form(f): Form<LoginForm>) -> Response {
                 status,
                 "Entrar",
                 &format!(
-                    "<p role=\"alert\">{}</p><p>Peça outro link com <code>porteiro login --app SLUG</code>.</p>",
+                    "<p role=\"alert\">{}</p><p>Peça outro link com <code>porteiro login --app SLUG</code>.</p>\
+                     <p lang=\"en\">{}</p>",
+                    // The seller reads Portuguese first; the server's words follow for support.
+                    if e.http_status() == 401 || e.http_status() == 404 {
+                        "Este link de acesso não vale mais: já foi usado, expirou ou não existe."
+                    } else {
+                        "Não foi possível entrar agora: tente de novo em instantes."
+                    },
                     escape(&e.public_message())
                 ),
             )

@@ -274,6 +274,7 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.goto(&link).await?;
     b.click("#signin").await?;
     b.wait_text("main", "porteiro login").await?;
+    b.wait_text("main", "não vale mais").await?;
     b.goto(&format!("{}/console/", app.addr)).await?;
     b.wait_text("#who", "default · admin").await?;
     // A figure, not an assertion: the goal is a first paint under 1 s on loopback.
