@@ -178,6 +178,19 @@ async fn snapshot_sqlite(live: &Path, out: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl Counts {
+    /// From the answers to [`COUNTS`], in its order.
+    fn of(n: &[i64]) -> Self {
+        let at = |i: usize| n.get(i).copied().unwrap_or(0);
+        Counts {
+            apps: at(0),
+            events: at(1),
+            buyers: at(2),
+            entitlements: at(3),
+        }
+    }
+}
+
 /// What [`Counts`] counts, in its order.
 const COUNTS: [&str; 4] = [
     "SELECT COUNT(*) FROM app",
@@ -228,12 +241,7 @@ async fn read_sqlite(file: &Path) -> anyhow::Result<Facts> {
     Ok(Facts {
         schema,
         key,
-        counts: Counts {
-            apps: counts[0],
-            events: counts[1],
-            buyers: counts[2],
-            entitlements: counts[3],
-        },
+        counts: Counts::of(&counts),
         integrity,
     })
 }
@@ -260,12 +268,7 @@ async fn read_postgres(url: &str) -> anyhow::Result<Facts> {
     Ok(Facts {
         schema,
         key,
-        counts: Counts {
-            apps: counts[0],
-            events: counts[1],
-            buyers: counts[2],
-            entitlements: counts[3],
-        },
+        counts: Counts::of(&counts),
         integrity: "ok".into(),
     })
 }

@@ -27,16 +27,7 @@ fn sale(i: usize) -> String {
 /// A store with its Hottok and API credentials saved and a plan for the fixtures' product.
 async fn store() -> TestApp {
     let app = TestApp::spawn().await;
-    app.gql(
-        "mutation($h: String!, $b: String!, $i: String!, $s: String!) { saveHotmartIntegration(input: {hottok: $h, basic: $b, clientId: $i, clientSecret: $s}) { hottok { set } } }",
-        json!({
-            "h": HOTTOK,
-            "b": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{CLIENT_ID}:{CLIENT_SECRET}")),
-            "i": CLIENT_ID,
-            "s": CLIENT_SECRET,
-        }),
-    )
-    .await;
+    app.configure_hotmart_api().await;
     app.create_plan("Mensal", &["4100001"]).await;
     app
 }

@@ -509,17 +509,7 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         r"\b(Active|Revoked|Suspended|Expired|Processed|Pending|Failed|Ignored|Unmapped|processed|pending|failed|ignored|unmapped|package|plan|grant|revoke|until|Endpoints|Delivered|Deliveries|Purchase|Subscription|Refund|never|Save|Delete|Edit|Cancel|Create|Replay|Search|Buyers|Events|Rules|Overview|Source|Reason|lifetime|days)\b",
     )
     .map_err(|e| e.to_string())?;
-    for page in [
-        "overview",
-        "integration",
-        "catalog",
-        "buyers",
-        "events",
-        "rules",
-        "reconcile",
-        "notifications",
-        "audit",
-    ] {
+    for page in PAGES {
         b.click(&format!("#nav-{page}")).await?;
         b.find(&format!("#nav-{page}[aria-current=page]")).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -555,17 +545,7 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         .set_window_size(390, 844)
         .await
         .map_err(|e| format!("window size: {e}"))?;
-    for page in [
-        "overview",
-        "integration",
-        "catalog",
-        "buyers",
-        "events",
-        "rules",
-        "reconcile",
-        "notifications",
-        "audit",
-    ] {
+    for page in PAGES {
         b.click(&format!("#nav-{page}")).await?;
         b.find(&format!("#nav-{page}[aria-current=page]")).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -615,34 +595,13 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
 /// violation.
 async fn accessible(b: &Browser, axe: &str) -> Step<()> {
     let mut found = Vec::new();
-    for page in [
-        "overview",
-        "integration",
-        "catalog",
-        "buyers",
-        "events",
-        "rules",
-        "reconcile",
-        "notifications",
-        "audit",
-    ] {
+    for page in PAGES {
         b.click(&format!("#nav-{page}")).await?;
         b.find(&format!("#nav-{page}[aria-current=page]")).await?;
         tokio::time::sleep(Duration::from_millis(300)).await;
         b.js(axe, json!([])).await?;
-        let v = step(
-            b.client
-                .execute_async(
-                    "const done = arguments[arguments.length - 1];
-                     axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations
-                       .filter((v) => v.impact === 'critical' || v.impact === 'serious')
-                       .map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)));",
-                    vec![],
-                )
-                .await,
-        )?;
-        for x in v.as_array().cloned().unwrap_or_default() {
-            found.push(format!("{page}: {}", x.as_str().unwrap_or_default()));
+        for x in axe_violations(b).await? {
+            found.push(format!("{page}: {x}"));
         }
     }
     // And the forms that open inside pages: a new plan, a buyer's detail with its grant form.
@@ -661,19 +620,8 @@ async fn accessible(b: &Browser, axe: &str) -> Step<()> {
         b.js(open, json!([])).await?;
         b.find(shown).await?;
         b.js(axe, json!([])).await?;
-        let v = step(
-            b.client
-                .execute_async(
-                    "const done = arguments[arguments.length - 1];
-                     axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations
-                       .filter((v) => v.impact === 'critical' || v.impact === 'serious')
-                       .map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)));",
-                    vec![],
-                )
-                .await,
-        )?;
-        for x in v.as_array().cloned().unwrap_or_default() {
-            found.push(format!("{view}: {}", x.as_str().unwrap_or_default()));
+        for x in axe_violations(b).await? {
+            found.push(format!("{view}: {x}"));
         }
     }
     if !found.is_empty() {
@@ -697,6 +645,40 @@ fn axe_source() -> Option<String> {
             None
         }
     }
+}
+
+/// Every page of the console, as its nav names them.
+const PAGES: [&str; 9] = [
+    "overview",
+    "integration",
+    "catalog",
+    "buyers",
+    "events",
+    "rules",
+    "reconcile",
+    "notifications",
+    "audit",
+];
+
+/// axe-core's critical and serious violations on the page as it is now (axe already injected).
+async fn axe_violations(b: &Browser) -> Step<Vec<String>> {
+    let v = step(
+        b.client
+            .execute_async(
+                "const done = arguments[arguments.length - 1];
+                 axe.run(document, { resultTypes: ['violations'] }).then((r) => done(r.violations
+                   .filter((v) => v.impact === 'critical' || v.impact === 'serious')
+                   .map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`)));",
+                vec![],
+            )
+            .await,
+    )?;
+    Ok(v.as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|x| x.as_str().unwrap_or_default().to_string())
+        .collect())
 }
 
 async fn only_this_server(b: &Browser, app: &TestApp, page: &str) -> Step<()> {

@@ -219,6 +219,20 @@ impl TestApp {
         format!("{}/webhooks/hotmart/{}", self.addr, self.app(app).await.webhook_key)
     }
 
+    /// The Hottok and the REST API's credentials (Basic, Client ID, Client Secret), saved.
+    pub async fn configure_hotmart_api(&self) {
+        self.gql(
+            "mutation($h: String!, $b: String!, $i: String!, $s: String!) { saveHotmartIntegration(input: {hottok: $h, basic: $b, clientId: $i, clientSecret: $s}) { hottok { set } } }",
+            json!({
+                "h": HOTTOK,
+                "b": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{CLIENT_ID}:{CLIENT_SECRET}")),
+                "i": CLIENT_ID,
+                "s": CLIENT_SECRET,
+            }),
+        )
+        .await;
+    }
+
     pub async fn configure_hotmart(&self) {
         self.gql(
             "mutation($h: String!) { saveHotmartIntegration(input: {hottok: $h}) { hottok { set } } }",

@@ -97,16 +97,7 @@ async fn a_lost_master_key_gives_503_with_a_reason_and_admins_can_overwrite_secr
     assert_eq!(v["error"], "MISCONFIGURED", "{v}");
     assert!(v["message"].as_str().unwrap().contains("master key"), "{v}");
     // The admin re-enters the secrets: saving never needs the unreadable ones.
-    app.gql(
-        "mutation($h: String!, $b: String!, $i: String!, $s: String!) { saveHotmartIntegration(input: {hottok: $h, basic: $b, clientId: $i, clientSecret: $s}) { hottok { set } } }",
-        json!({
-            "h": HOTTOK,
-            "b": base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{CLIENT_ID}:{CLIENT_SECRET}")),
-            "i": CLIENT_ID,
-            "s": CLIENT_SECRET,
-        }),
-    )
-    .await;
+    app.configure_hotmart_api().await;
     let (status, v) = app.post_hotmart(&fixture("purchase_approved.json")).await;
     assert_eq!(status, 200, "{v}");
 }
