@@ -160,7 +160,7 @@ macro_rules! string_type {
 }
 
 string_type!(Timestamp, "string_date-time", Some("date-time"));
-string_type!(EmailParam, "string_email", Some("email"));
+string_type!(EmailParam, "string_idn-email", Some("idn-email"));
 string_type!(Text, "string", None::<&'static str>);
 
 /// A moment, written as everywhere in Porteiro: RFC 3339, UTC with `Z`, milliseconds
@@ -180,7 +180,8 @@ impl poem_openapi::types::ParseFromJSON for Timestamp {
     }
 }
 
-/// An e-mail address as a query parameter (`format: email`). Any text is taken here; the
+/// An e-mail address as a query parameter (`format: idn-email`: other scripts than Latin are
+/// accepted, RFC 6531). Any text is taken here; the
 /// service checks it and answers a 400 that names the field.
 struct EmailParam(String);
 
