@@ -356,7 +356,10 @@ async fn the_openapi_document_and_its_page_are_served_offline() {
     assert!(lookup["415"].is_object(), "the lookup's 415 is documented: {lookup}");
     let params = spec["paths"]["/access/check"]["get"]["parameters"].as_array().unwrap();
     let email = params.iter().find(|p| p["name"] == "email").unwrap();
-    assert_eq!(email["schema"]["format"], "idn-email", "addresses in any script, as accepted");
+    assert_eq!(
+        email["schema"]["format"], "idn-email",
+        "addresses in any script, as accepted"
+    );
     assert!(
         email["description"].as_str().unwrap().contains("exactly one"),
         "{email}"
