@@ -454,7 +454,7 @@ fn load_or_create_key(dir: &Path, name: &str, key_files: KeyFiles) -> anyhow::Re
 }
 
 /// The data directory holds the keys: only its owner may list it.
-fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut b = std::fs::DirBuilder::new();
     b.recursive(true);
     #[cfg(unix)]

@@ -628,29 +628,22 @@ fn sync_file(path: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot sync {}", path.display()))
 }
 
+/// Makes the new names (a rename, a new file) durable, not only the files' bytes.
+#[cfg(unix)]
 fn sync_dir(path: &Path) -> anyhow::Result<()> {
-    // Makes the new names (a rename, a new file) durable, not only the files' bytes.
-    #[cfg(unix)]
-    std::fs::File::open(path)?.sync_all()?;
-    let _ = path;
+    std::fs::File::open(path)?
+        .sync_all()
+        .with_context(|| format!("cannot sync {}", path.display()))
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A directory only its owner may list (it may hold keys), like the data directory.
 fn create_private_dir(path: &Path) -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        if !path.exists() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(path)
-                .with_context(|| format!("cannot create {}", path.display()))?;
-        }
-    }
-    #[cfg(not(unix))]
-    std::fs::create_dir_all(path)?;
-    Ok(())
+    crate::config::create_private_dir(path).with_context(|| format!("cannot create {}", path.display()))
 }
 
 #[cfg(test)]

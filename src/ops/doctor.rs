@@ -1,5 +1,5 @@
 //! `porteiro doctor`: looks at an installation the way support would and says what to fix.
-//! It changes nothing (no migration, no key generated, a write probe that is rolled back) and,
+//! It changes nothing (no migration, no key generated; its write probe rewrites a row as it is) and,
 //! with `--offline`, sends no request off this machine.
 use std::fmt;
 use std::path::Path;
@@ -9,9 +9,7 @@ use chrono::Utc;
 use entity::status::{DeliveryStatus, InboxStatus};
 use entity::{app, hotmart_integration as hi, notification_delivery as nd, webhook_event as we};
 use migration::MigratorTrait;
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use crate::AppState;
 use crate::config::Settings;
@@ -320,7 +318,7 @@ async fn database(r: &mut Report, settings: &Settings) -> Option<DatabaseConnect
         );
         return None;
     }
-    match write_probe(&db).await {
+    match crate::db::probe_write(&db).await {
         Ok(()) => r.ok(CHECK, "reachable and writable, schema up to date"),
         Err(e) => {
             r.fail(
@@ -331,14 +329,6 @@ async fn database(r: &mut Report, settings: &Settings) -> Option<DatabaseConnect
         }
     }
     Some(db)
-}
-
-/// A write that is rolled back: the lock taken and the page touched, nothing kept.
-async fn write_probe(db: &DatabaseConnection) -> Result<(), sea_orm::DbErr> {
-    let txn = crate::db::write_txn(db).await?;
-    txn.execute_unprepared("UPDATE app SET id = id WHERE id = (SELECT MIN(id) FROM app)")
-        .await?;
-    txn.rollback().await
 }
 
 async fn keys(r: &mut Report, state: &AppState) -> bool {

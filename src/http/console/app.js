@@ -30,7 +30,7 @@ const TEXT = {
     simulate: "Simular", simulate_help: "Escolha um evento guardado ou cole um payload: a decisão aparece sem efeito.",
     pick_event: "Evento guardado", paste_payload: "Ou cole um payload", diff: "Diferença para a ativa",
     default_script: "padrão", dry_run: "Simular (sem aplicar)", apply: "Aplicar", progress: "Progresso",
-    drift: "Diferenças", endpoints: "Endpoints", deliveries: "Entregas", url: "URL", secret_once: "Segredo de assinatura (mostrado só agora):",
+    drift: "Diferenças", endpoints: "Destinos", deliveries: "Entregas", url: "URL", secret_once: "Segredo de assinatura (mostrado só agora):",
     send_test: "Enviar teste", resend: "Reenviar", attempts: "Tentativas", next_try: "Próxima tentativa",
     code: "Código", latency: "Latência", actor: "Quem", action: "Ação", when: "Quando",
     backlog: "Na fila", failed: "Com falha", unmapped: "Não mapeados", events_hour: "Eventos por hora (24 h)",
