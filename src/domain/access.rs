@@ -19,7 +19,9 @@
 //!   history has lapsed there, and only a new paid transaction revives it.
 //! - A refund or chargeback ends access and makes its transaction final: it never grants again.
 //! - An admin revoke outranks every later Hotmart fact until an admin grants again.
-//! - The holder is the e-mail of the latest fact that carries one.
+//! - The holder is the e-mail of the latest fact that carries one, until an admin moves the
+//!   source to another e-mail: from then on only another admin move changes it (the buyer who
+//!   "bought with another e-mail" keeps what support moved, whatever Hotmart sends later).
 use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
@@ -45,10 +47,12 @@ pub enum Effect {
     AdminGrant,
     /// An admin takes access away; later Hotmart facts cannot bring it back.
     AdminRevoke,
+    /// An admin moves the source to the fact's e-mail; later Hotmart facts do not move it back.
+    AdminMove,
 }
 
 impl Effect {
-    pub const ALL: [Effect; 7] = [
+    pub const ALL: [Effect; 8] = [
         Effect::Paid,
         Effect::Move,
         Effect::EndBy,
@@ -56,6 +60,7 @@ impl Effect {
         Effect::Terminate,
         Effect::AdminGrant,
         Effect::AdminRevoke,
+        Effect::AdminMove,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +72,7 @@ impl Effect {
             Effect::Terminate => "terminate",
             Effect::AdminGrant => "admin_grant",
             Effect::AdminRevoke => "admin_revoke",
+            Effect::AdminMove => "admin_move",
         }
     }
 
@@ -85,6 +91,8 @@ impl Effect {
             Effect::Terminate => 4,
             Effect::AdminGrant => 5,
             Effect::AdminRevoke => 6,
+            // It changes who holds, never what is held.
+            Effect::AdminMove => 7,
         }
     }
 }
@@ -222,9 +230,12 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
     let mut finals: HashSet<&str> = HashSet::new();
     let mut disputes: HashSet<&str> = HashSet::new();
     let mut admin_revoked = false;
+    // Set by an admin move: Hotmart facts no longer decide who holds.
+    let mut moved_by_admin = false;
 
     for (at, role, f) in steps(facts) {
         if role != Role::Charge
+            && (!moved_by_admin || f.effect == Effect::AdminMove)
             && let Some(e) = &f.email
         {
             holder = Some(e.clone());
@@ -335,6 +346,12 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                 s.status = EntitlementStatus::Revoked;
                 s.revoked_at.get_or_insert(f.occurred_at);
                 touch(s);
+            }
+            Effect::AdminMove => {
+                moved_by_admin = true;
+                if let Some(s) = state.as_mut() {
+                    touch(s);
+                }
             }
             Effect::AdminGrant => {
                 admin_revoked = false;
@@ -496,6 +513,24 @@ mod tests {
         admin.email = None;
         let p = project(&[late, fact(Effect::Paid, 0, Some("T1"), Some(33)), admin]).unwrap();
         assert_eq!(p.holder.as_deref(), Some("new@example.com"));
+    }
+
+    #[test]
+    fn an_admin_move_holds_against_later_facts_under_the_old_email() {
+        let mut moved = fact(Effect::AdminMove, 3, None, None);
+        moved.email = Some("other@example.com".into());
+        let mut renewal = fact(Effect::Paid, 30, Some("T2"), Some(63));
+        renewal.email = Some("a@example.com".into());
+        let facts = [fact(Effect::Paid, 0, Some("T1"), Some(33)), moved.clone(), renewal];
+        let p = project(&facts).unwrap();
+        assert_eq!(p.holder.as_deref(), Some("other@example.com"));
+        assert_eq!((p.status, p.expires_at), (EntitlementStatus::Active, Some(t(63))));
+        // A later move by an admin still moves it.
+        let mut back = fact(Effect::AdminMove, 40, None, None);
+        back.email = Some("a@example.com".into());
+        let mut again = facts.to_vec();
+        again.push(back);
+        assert_eq!(project(&again).unwrap().holder.as_deref(), Some("a@example.com"));
     }
 
     #[test]

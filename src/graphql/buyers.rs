@@ -114,6 +114,22 @@ impl Access {
             }))
     }
 
+    /// For an admin's grant (a courtesy): who gave it, when and why. Null for Hotmart sources.
+    async fn courtesy(&self, ctx: &Context<'_>) -> GqlResult<Option<Courtesy>> {
+        if !self.source.starts_with("manual:") {
+            return Ok(None);
+        }
+        let (state, _) = caller(ctx)?;
+        let grant = crate::pipeline::history::last_admin_grant(&state.db, self.app_id, &self.source)
+            .await
+            .map_err(gql)?;
+        Ok(grant.map(|f| Courtesy {
+            granted_by: f.actor,
+            granted_at: f.occurred_at.into(),
+            reason: f.reason,
+        }))
+    }
+
     /// The subscription plan, when this is access to one.
     async fn plan(&self, ctx: &Context<'_>) -> GqlResult<Option<SubscriptionPlan>> {
         if self.target_ref.0 != TargetKind::Plan {
@@ -130,6 +146,15 @@ impl Access {
                 TargetView::Package(_) => None,
             }))
     }
+}
+
+/// An admin's grant, in the words a seller reads: "Cortesia de ana@loja — motivo".
+#[derive(SimpleObject)]
+pub struct Courtesy {
+    /// Who granted it (`admin:<subject>`, `admin:console:<who>`).
+    pub granted_by: String,
+    pub granted_at: super::DateTime,
+    pub reason: String,
 }
 
 impl From<svc::AccessView> for Access {
@@ -322,11 +347,12 @@ pub struct ExplainStep {
     pub webhook_event_id: Option<ID>,
     /// Hotmart's event id, or `admin:…` for admin facts.
     pub event_id: String,
-    /// The Hotmart event type, or ADMIN_GRANT / ADMIN_REVOKE.
+    /// The Hotmart event type, or ADMIN_GRANT / ADMIN_REVOKE / ADMIN_MOVE.
     pub event_type: String,
     pub occurred_at: super::DateTime,
     pub transaction: Option<String>,
-    /// What the fact does: PAID, MOVE, END_BY, SUSPEND, TERMINATE, ADMIN_GRANT, ADMIN_REVOKE.
+    /// What the fact does: PAID, MOVE, END_BY, SUSPEND, TERMINATE, ADMIN_GRANT, ADMIN_REVOKE,
+    /// ADMIN_MOVE (the source moved to this fact's e-mail).
     pub effect: String,
     /// The end the fact sets (PAID: what the charge covers; END_BY: the latest end).
     pub until: Option<super::DateTime>,
@@ -510,6 +536,25 @@ impl AccessMutation {
             .await
             .map_err(gql)?;
         access_of(ctx, who.app_id, &email).await
+    }
+
+    /// Moves everything the buyer with `email` holds (sales, subscriptions, courtesies, ended ones
+    /// too) to `newEmail`, the support case "comprei com outro e-mail". The app is told
+    /// `access.revoked` for the old e-mail and `access.granted` for the new one; Hotmart events
+    /// that later arrive under the old e-mail for those sources leave them with the new one.
+    /// Audited; admins only. Returns the new e-mail's access.
+    async fn change_buyer_email(
+        &self,
+        ctx: &Context<'_>,
+        email: String,
+        new_email: String,
+        reason: String,
+    ) -> GqlResult<Vec<Access>> {
+        let (state, who) = caller(ctx)?;
+        entitlements::change_email(state, who, &email, &new_email, &reason)
+            .await
+            .map_err(gql)?;
+        access_of(ctx, who.app_id, &new_email).await
     }
 
     /// Erases the person with this e-mail on their request (LGPD art. 18, VI): their access ends

@@ -93,6 +93,8 @@ pub struct SaveHotmartIntegrationInput {
 #[derive(SimpleObject)]
 pub struct ConnectionTest {
     pub ok: bool,
+    /// OK, BAD_CREDENTIALS, FORBIDDEN, NOT_FOUND, RATE_LIMITED, UNREACHABLE or HOTMART_ERROR.
+    pub code: String,
     pub environment: String,
     /// Success, or the precise reason it failed.
     pub message: String,
@@ -163,6 +165,7 @@ impl IntegrationMutation {
         let t = hotmart_account::test_connection(state, who).await.map_err(gql)?;
         Ok(ConnectionTest {
             ok: t.ok,
+            code: t.code.into(),
             environment: t.environment,
             message: t.message,
         })

@@ -92,6 +92,20 @@ pub enum ApiError {
     Decode(String),
 }
 
+impl ApiError {
+    /// A stable name for the kind of failure (consoles say it in their own language).
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::BadCredentials(_) => "BAD_CREDENTIALS",
+            ApiError::Forbidden(_) => "FORBIDDEN",
+            ApiError::NotFound(_) => "NOT_FOUND",
+            ApiError::RateLimited => "RATE_LIMITED",
+            ApiError::InvalidParameter { .. } | ApiError::Hotmart { .. } | ApiError::Decode(_) => "HOTMART_ERROR",
+            ApiError::Network(_) => "UNREACHABLE",
+        }
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ErrorEnvelope {
     #[serde(default)]

@@ -119,6 +119,17 @@ pub async fn facts(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppR
     Ok(rows.into_iter().filter_map(to_fact).collect())
 }
 
+/// The latest admin grant of a source: who gave it, when and why (a courtesy's story).
+pub async fn last_admin_grant(db: &impl ConnectionTrait, app_id: i32, source: &str) -> AppResult<Option<af::Model>> {
+    Ok(af::Entity::find()
+        .filter(af::Column::AppId.eq(app_id))
+        .filter(af::Column::Source.eq(source))
+        .filter(af::Column::Effect.eq(crate::domain::Effect::AdminGrant.as_str()))
+        .order_by_desc(af::Column::OccurredAt)
+        .one(db)
+        .await?)
+}
+
 /// The pseudonym of the erased buyer who held `source`, if they were erased on request (LGPD):
 /// such a source's events are not applied again. Looked up only for apps with erasures.
 pub async fn erased(

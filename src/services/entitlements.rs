@@ -40,6 +40,7 @@ fn admin_fact(
         ),
         event_type: match effect {
             Effect::AdminGrant => "ADMIN_GRANT".into(),
+            Effect::AdminMove => "ADMIN_MOVE".into(),
             _ => "ADMIN_REVOKE".into(),
         },
         transaction: None,
@@ -207,6 +208,70 @@ pub async fn revoke_source(
         Some(r) => revoke_row(db, app_id, &r, actor, reason).await,
         None => Ok((0, Changed::default())),
     }
+}
+
+/// Moves everything a buyer holds, every source and ended ones too, to another e-mail (the daily
+/// "comprei com outro e-mail"). Each source gets an admin move fact, so Hotmart events that later
+/// arrive under the old e-mail leave it where support put it; the app hears `access.revoked` for
+/// the old e-mail and `access.granted` for the new one. Returns how many entitlements moved.
+pub async fn change_email(state: &AppState, who: &Principal, from: &str, to: &str, reason: &str) -> AppResult<i32> {
+    who.require_admin()?;
+    let from = buyers::parse_email(from)?;
+    let to = buyers::parse_email(to).map_err(|_| {
+        AppError::InvalidFields(vec![(
+            "newEmail".into(),
+            "the new e-mail is not a valid address".into(),
+        )])
+    })?;
+    if from == to {
+        return Err(AppError::InvalidFields(vec![(
+            "newEmail".into(),
+            "the new e-mail is the buyer's current one".into(),
+        )]));
+    }
+    let reason = require_reason(reason)?;
+    let txn = crate::db::write_txn(&state.db).await?;
+    let Some(old) = buyers::find(&txn, who.app_id, &from).await? else {
+        return Err(AppError::not_found(format!("no buyer with e-mail {from}")));
+    };
+    let rows = entitlement::Entity::find()
+        .filter(entitlement::Column::AppId.eq(who.app_id))
+        .filter(entitlement::Column::BuyerId.eq(old.id))
+        .all(&txn)
+        .await?;
+    if rows.is_empty() {
+        return Err(AppError::not_found(format!("{from} holds nothing to move")));
+    }
+    let mut ledger = Ledger::default();
+    // The person is the same: the new e-mail's buyer gets the name if it has none.
+    let name = (!old.name.is_empty()).then_some(old.name.as_str());
+    ledger.upsert_buyer(&txn, who.app_id, &to, name).await?;
+    let mut changed = Changed::default();
+    for r in &rows {
+        let target = (
+            TargetKind::parse(&r.target_kind).unwrap_or(TargetKind::Plan),
+            r.target_id,
+        );
+        let f = admin_fact(Effect::AdminMove, target, None, Some(to.as_str()), &reason);
+        changed.extend(add_admin_fact(&txn, &mut ledger, who.app_id, &r.source, &f, &who.actor()).await?);
+    }
+    crate::audit::record(
+        &txn,
+        crate::audit::Entry {
+            app_id: who.app_id,
+            actor: &who.actor(),
+            action: "buyer.email_change",
+            target: format!("buyer:{}", old.id),
+            before: Some(serde_json::json!({ "email": from.as_str() })),
+            after: Some(serde_json::json!({ "email": to.as_str(), "entitlements": rows.len() })),
+            reason: &reason,
+        },
+    )
+    .await?;
+    #[allow(clippy::disallowed_methods)] // the ledger wrote the per-entitlement audit rows, and the summary is above
+    txn.commit().await?;
+    state.access_changed(&changed);
+    Ok(rows.len() as i32)
 }
 
 /// One step of the history behind a buyer's access.

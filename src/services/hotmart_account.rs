@@ -12,6 +12,8 @@ use crate::{AppError, AppResult, AppState};
 #[derive(Debug, Clone)]
 pub struct ConnectionTest {
     pub ok: bool,
+    /// `OK`, or the kind of failure ([`crate::hotmart::api::ApiError::code`]).
+    pub code: &'static str,
     pub environment: String,
     pub message: String,
 }
@@ -27,11 +29,13 @@ pub async fn test_connection(state: &AppState, who: &Principal) -> AppResult<Con
     Ok(match state.hotmart.token(&creds).await {
         Ok(_) => ConnectionTest {
             ok: true,
+            code: "OK",
             message: format!("Hotmart accepted the {environment} credentials"),
             environment,
         },
         Err(e) => ConnectionTest {
             ok: false,
+            code: e.code(),
             message: e.to_string(),
             environment,
         },

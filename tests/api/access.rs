@@ -162,3 +162,159 @@ async fn revoking_one_row_ends_only_its_source_and_revoking_all_ends_every_one()
     let rows = app.access("ana.teste@example.com").await;
     assert!(rows.iter().all(|r| r["status"] == "REVOKED"), "{rows:?}");
 }
+
+#[tokio::test]
+async fn a_buyer_who_bought_with_another_email_is_moved_and_stays_moved() {
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
+    let (app, plan) = app_with_plan().await;
+    app.paused_endpoint().await;
+    let (old, new) = ("ana.teste@example.com", "ana.nova@example.com");
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    app.gql(
+        "mutation($id: ID!) { grantAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}, reason: \"cortesia\") { status } }",
+        json!({"id": plan}),
+    )
+    .await;
+    let before = app.access(old).await;
+    assert_eq!(before.len(), 2, "{before:?}");
+    let change = "mutation($e: String!, $n: String!) { changeBuyerEmail(email: $e, newEmail: $n, reason: \"comprou com outro e-mail\") { status source expiresAt } }";
+    let d = app.gql(change, json!({"e": old, "n": new})).await;
+    let moved = d["changeBuyerEmail"].as_array().unwrap();
+    assert_eq!(moved.len(), 2, "{d}");
+    assert!(moved.iter().all(|r| r["status"] == "ACTIVE"), "{d}");
+    assert!(app.access(old).await.is_empty(), "nothing stays with the old e-mail");
+    // The subscriber code follows: the subscription is found under the new e-mail.
+    let d = app
+        .gql("{ buyer(subscriberCode: \"SBX7Q2LM\") { email } }", json!({}))
+        .await;
+    assert_eq!(d["buyer"]["email"], new, "{d}");
+
+    // The app heard: revoked for the old e-mail, granted for the new one, once per source.
+    let notes = entity::notification::Entity::find()
+        .filter(entity::notification::Column::EntitlementId.is_not_null())
+        .order_by_asc(entity::notification::Column::Id)
+        .all(&app.state.db)
+        .await
+        .unwrap();
+    let told = |kind: &str, email: &str| {
+        notes
+            .iter()
+            .filter(|n| {
+                let body: serde_json::Value = serde_json::from_str(&n.payload).unwrap();
+                n.event_type == kind && body["data"]["buyer"]["email"] == email
+            })
+            .count()
+    };
+    assert_eq!(told("access.revoked", old), 2);
+    assert_eq!(told("access.granted", new), 2);
+
+    // A renewal that Hotmart still sends under the old e-mail extends the moved subscription.
+    let renewal = recent(
+        "purchase_approved.json",
+        &[
+            ("id", json!("renewal-under-the-old-email")),
+            ("creation_date", json!(at(1_749_823_300_000))),
+            ("data.purchase.approved_date", json!(at(1_749_823_300_000))),
+            ("data.purchase.transaction", json!("HP14880000000002")),
+            ("data.purchase.date_next_charge", json!(at(1_752_415_200_000))),
+        ],
+    );
+    assert_eq!(app.post_hotmart(&renewal).await.0, 200);
+    app.process_inbox().await;
+    assert!(app.access(old).await.is_empty(), "the old e-mail does not get it back");
+    let now = app.access(new).await;
+    let paid = now.iter().find(|r| r["source"] == "sub:SBX7Q2LM").unwrap();
+    assert_eq!(paid["status"], "ACTIVE");
+    assert!(ms_of(&paid["expiresAt"]) > at(1_752_415_200_000), "{paid}");
+
+    // The history says who moved it and why; the audit log has the summary and one row per source.
+    let d = app
+        .gql(
+            "query($id: ID!) { explainAccess(email: \"ana.nova@example.com\", target: {kind: PLAN, id: $id}) { steps { eventType effect email decision } } }",
+            json!({"id": plan}),
+        )
+        .await;
+    let steps = d["explainAccess"]["steps"].as_array().unwrap();
+    assert_eq!(
+        steps
+            .iter()
+            .filter(|s| s["effect"] == "ADMIN_MOVE" && s["email"] == new)
+            .count(),
+        2,
+        "{d}"
+    );
+    let audit = entity::audit_log::Entity::find().all(&app.state.db).await.unwrap();
+    let summary: Vec<_> = audit.iter().filter(|a| a.action == "buyer.email_change").collect();
+    assert_eq!(summary.len(), 1);
+    assert_eq!(summary[0].reason, "comprou com outro e-mail");
+    assert!(summary[0].after.as_deref().unwrap().contains(new));
+    assert_eq!(audit.iter().filter(|a| a.action == "access.move").count(), 2);
+    // The audit log names them as a seller would: the e-mails, the plan's name.
+    let d = app
+        .gql(
+            "{ auditLog(first: 20) { nodes { action subject { kind name } } } }",
+            json!({}),
+        )
+        .await;
+    let nodes = d["auditLog"]["nodes"].as_array().unwrap();
+    let subject = |action: &str| {
+        nodes
+            .iter()
+            .filter(|n| n["action"] == action)
+            .map(|n| {
+                (
+                    n["subject"]["kind"].as_str().unwrap().to_string(),
+                    n["subject"]["name"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        subject("buyer.email_change"),
+        vec![("buyer".to_string(), format!("{old} → {new}"))]
+    );
+    assert_eq!(
+        subject("access.move"),
+        vec![("entitlement".to_string(), format!("{new} — Mensal")); 2]
+    );
+    assert_eq!(subject("plan.create"), vec![("plan".to_string(), "Mensal".to_string())]);
+    // A deleted plan keeps its name in the log.
+    let d = app
+        .gql(
+            "mutation($id: ID!) { deleteSubscriptionPlan(id: $id, force: true) { deleted } }",
+            json!({"id": plan}),
+        )
+        .await;
+    assert_eq!(d["deleteSubscriptionPlan"]["deleted"], true, "{d}");
+    let d = app
+        .gql(
+            "{ auditLog(first: 50) { nodes { action subject { name } } } }",
+            json!({}),
+        )
+        .await;
+    let names: Vec<&str> = d["auditLog"]["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["action"] == "access.move" || n["action"] == "plan.delete")
+        .map(|n| n["subject"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{d}");
+    assert!(names.iter().all(|n| n.ends_with("Mensal")), "{names:?}");
+
+    // Mistakes are refused.
+    for (e, n, code) in [
+        (new, new, "BAD_USER_INPUT"),
+        (new, "not-an-email", "BAD_USER_INPUT"),
+        ("ninguem@example.com", "x@example.com", "NOT_FOUND"),
+    ] {
+        let (_, v) = app
+            .graphql_raw(
+                Some(&app.admin()),
+                &json!({"query": change, "variables": {"e": e, "n": n}}),
+            )
+            .await;
+        assert_eq!(error_code(&v), code, "{e} → {n}: {v}");
+    }
+}

@@ -2,7 +2,7 @@
 //!
 //! A random subscription lifecycle (charges paid, delayed and retried, completed, disputed and
 //! won or lost, refunded, charged back, cancelled and reactivated, switched, an e-mail change,
-//! an admin revoke) is turned into Hotmart events. The reference model below reads those abstract
+//! an admin revoke, support moving it to another e-mail) is turned into Hotmart events. The reference model below reads those abstract
 //! steps with the semantics in the README's table; the implementation gets the events in any
 //! arrival order, with duplicates and copies re-sent under new ids. Both must agree.
 //! - `pure_*`: many cases through the default rule scripts and the projection, no database.
@@ -20,7 +20,13 @@ use crate::helpers::*;
 
 const DAY: i64 = 86_400_000;
 const GRACE: i64 = 3 * DAY;
-const EMAILS: [&str; 2] = ["prop.ana@example.com", "prop.ana.nova@example.com"];
+/// The buyer's e-mails: Hotmart's steps use the first two; support moves access to the third.
+const EMAILS: [&str; 3] = [
+    "prop.ana@example.com",
+    "prop.ana.nova@example.com",
+    "prop.ana.outra@example.com",
+];
+const MOVED_TO: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -34,6 +40,8 @@ enum Kind {
     Switch,
     /// The admin's revoke (the model's own step; the implementation gets it through the API).
     AdminRevoke,
+    /// Support moves the access to another e-mail (also the model's own step).
+    AdminMove,
 }
 
 /// One thing Hotmart said, abstractly.
@@ -54,6 +62,9 @@ struct Step {
 struct Lifecycle {
     steps: Vec<Step>,
     admin_revoke: bool,
+    /// After everything arrived, support moves it to [`MOVED_TO`]; copies of earlier events
+    /// then arrive again under the old e-mails.
+    moved: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -104,8 +115,9 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
         0u32..200,
         prop::option::of(0usize..5),
         prop::bool::weighted(0.15),
+        prop::bool::weighted(0.2),
     )
-        .prop_map(move |(charges, start_days_ago, email_change_at, admin_revoke)| {
+        .prop_map(move |(charges, start_days_ago, email_change_at, admin_revoke, moved)| {
             // Half a day off the clock, so no step falls on the moment the test runs.
             let t0 = now - i64::from(start_days_ago) * DAY - DAY / 2;
             let mut steps = Vec::new();
@@ -165,7 +177,11 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
                     steps.push(step(Kind::Cancel, at(d + 15), 0, next, 0, email));
                 }
             }
-            Lifecycle { steps, admin_revoke }
+            Lifecycle {
+                steps,
+                admin_revoke,
+                moved,
+            }
         })
 }
 
@@ -176,20 +192,25 @@ fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
 /// back, is refunded or charged back, whatever else happens meanwhile; refunds and chargebacks
 /// end access and their charge for good.
 fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> {
-    let without_admin = walk(&l.steps, now);
-    if !l.admin_revoke || without_admin.is_none() {
-        return without_admin;
-    }
-    // The admin revokes what exists, now; later Hotmart facts cannot undo it.
-    let mut steps = l.steps.clone();
-    steps.push(Step {
-        kind: Kind::AdminRevoke,
+    // Admins act on what exists, now.
+    walk(&l.steps, now)?;
+    let admin = |kind, email| Step {
+        kind,
         at: now,
         charge: 0,
         date: 0,
         paid: 0,
-        email: usize::MAX,
-    });
+        email,
+    };
+    let mut steps = l.steps.clone();
+    // Later Hotmart facts cannot undo a revoke.
+    if l.admin_revoke {
+        steps.push(admin(Kind::AdminRevoke, usize::MAX));
+    }
+    // Nor a move: whatever e-mail they carry, the access stays where support put it.
+    if l.moved {
+        steps.push(admin(Kind::AdminMove, MOVED_TO));
+    }
     walk(&steps, now)
 }
 
@@ -219,8 +240,9 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
     let mut dead_charges: Vec<usize> = vec![];
     let mut open_disputes: Vec<usize> = vec![];
     let mut holder = 0;
+    let mut moved = false;
     for (t, charge_only, st) in moments {
-        if st.email != usize::MAX && !charge_only {
+        if st.email != usize::MAX && !charge_only && (!moved || st.kind == Kind::AdminMove) {
             holder = st.email;
         }
         if matches!(s, S::On | S::Paused) && end.is_some_and(|e| e <= t) {
@@ -265,6 +287,7 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
                 open_disputes.clear();
                 s = S::Ended;
             }
+            Kind::AdminMove => moved = true,
             Kind::Refund | Kind::Chargeback => {
                 dead_charges.push(st.charge);
                 open_disputes.retain(|c| *c != st.charge);
@@ -331,7 +354,7 @@ fn kind_of(k: Kind) -> EventKind {
         Kind::Refund => EventKind::PurchaseRefunded,
         Kind::Chargeback => EventKind::PurchaseChargeback,
         Kind::Switch => EventKind::SwitchPlan,
-        Kind::AdminRevoke => unreachable!("admin steps are not Hotmart events"),
+        Kind::AdminRevoke | Kind::AdminMove => unreachable!("admin steps are not Hotmart events"),
     }
 }
 
@@ -394,6 +417,22 @@ fn pure_every_arrival_order_with_duplicates_matches_the_model() {
                     reason: "fraud".into(),
                 });
             }
+            if l.moved && domain::project(&facts).is_some() {
+                facts.push(domain::Fact {
+                    effect: domain::Effect::AdminMove,
+                    occurred_at: ms(now),
+                    paid_at: None,
+                    key: "admin:2".into(),
+                    event_type: "ADMIN_MOVE".into(),
+                    transaction: None,
+                    until: None,
+                    email: Some(EMAILS[MOVED_TO].into()),
+                    target: (plan_a.kind, plan_a.id),
+                    event_row: 0,
+                    rule_version: None,
+                    reason: "comprou com outro e-mail".into(),
+                });
+            }
             let got = domain::project(&facts).map(|p| {
                 let holder = EMAILS.iter().position(|e| Some(*e) == p.holder.as_deref()).unwrap();
                 let status = p.status.effective(p.expires_at, ms(now));
@@ -418,7 +457,7 @@ fn webhook(st: &Step, id: &str, code: &str) -> String {
         Kind::Refund => "purchase_refunded.json",
         Kind::Chargeback => "purchase_chargeback.json",
         Kind::Switch => "switch_plan.json",
-        Kind::AdminRevoke => unreachable!("admin steps are not Hotmart events"),
+        Kind::AdminRevoke | Kind::AdminMove => unreachable!("admin steps are not Hotmart events"),
     };
     let mut edits = vec![("id", json!(id)), ("creation_date", json!(st.at))];
     match st.kind {
@@ -546,7 +585,7 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
         &[seed.to_le_bytes(); 4].concat(),
     );
     let mut runner = TestRunner::new_with_rng(Config::default(), rng);
-    let mut erasures = 0;
+    let (mut erasures, mut moves) = (0, 0);
     for case in 0..cases {
         let (l, order, batch, links, at, erase) = strategy.new_tree(&mut runner).unwrap().current();
         let cut = (at * order.len() as f64) as usize;
@@ -632,12 +671,30 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
                 .await;
             }
         }
+        if l.moved && want.is_some() {
+            let holder = &emails[walk(&l.steps, now).unwrap().0];
+            let d = app
+                .gql(
+                    "mutation($e: String!, $n: String!) { changeBuyerEmail(email: $e, newEmail: $n, reason: \"comprou com outro e-mail\") { status } }",
+                    json!({"e": holder, "n": emails[MOVED_TO]}),
+                )
+                .await;
+            assert!(d["changeBuyerEmail"].is_array(), "{d}: {ctx}");
+            moves += 1;
+            // Copies of the first few events come again under the old e-mails and new ids.
+            for d in order.iter().take(3) {
+                let id = format!("{code}-{}-after-move", d.id);
+                let body = webhook(&l.steps[d.step], &id, &code).replace("prop.", &format!("c{case}."));
+                assert_eq!(app.post_hotmart(&body).await.0, 200);
+            }
+            app.process_inbox().await;
+        }
         assert_eq!(holding(&app, &emails, &ctx).await, want, "{ctx}");
         let moved = l.steps.iter().any(|s| s.kind == Kind::Switch);
         notifications_tell_the_same_story(&app, &code, moved, &ctx).await;
         the_overview_counts_every_announcement(&app, &ctx).await;
     }
-    eprintln!("{cases} histories, {erasures} of them with an erasure partway");
+    eprintln!("{cases} histories: {erasures} with an erasure partway, {moves} moved to another e-mail");
 }
 
 /// (holder, status, end) of the case's one subscription, as the API reports it.

@@ -413,7 +413,9 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     // A courtesy on top of the sale; its row's Revogar ends the courtesy, not the paid access.
     b.type_into("#grant-reason", "cortesia de teste").await?;
     b.click("#grant-form button[type=submit]").await?;
-    b.wait_text("#access-table", "Cortesia do admin").await?;
+    // The row says whose courtesy it is and why, in the seller's words.
+    b.wait_text("#access-table", "Cortesia de").await?;
+    b.wait_text("#access-table", "cortesia de teste").await?;
     b.js(
         "document.querySelector('#access-table td[data-source^=\"manual:\"]').closest('tr').querySelector('.revoke-one').click()",
         json!([]),
@@ -433,6 +435,25 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         ));
     }
     b.screenshot("revoke-one").await;
+
+    // "Comprei com outro e-mail": the confirmation lists what moves, then the page shows the
+    // new e-mail holding it, and the server agrees.
+    let moved_to = "outro.email@example.com";
+    b.type_into("#move-email", moved_to).await?;
+    b.type_into("#move-reason", "comprou com outro e-mail").await?;
+    b.click("#move-submit").await?;
+    let asked = b.alert_text().await?;
+    if !asked.contains(&email) || !asked.contains(moved_to) || !asked.contains("Curso de Fotografia") {
+        return Err(format!("the move's confirmation says {asked:?}"));
+    }
+    b.accept_dialog().await?;
+    b.wait_text("#buyer-email", moved_to).await?;
+    b.wait_text("#access-table", "Ativo").await?;
+    if !app.access(&email).await.is_empty() || app.access(moved_to).await.len() != 2 {
+        return Err("the e-mail change did not move both rows".into());
+    }
+    b.screenshot("moved").await;
+    let email = moved_to.to_string();
 
     // A rule with a syntax error says where; a good one saves; rollback returns to the default.
     b.goto(&format!("{}/console/#/rules?type=PURCHASE_APPROVED", app.addr))

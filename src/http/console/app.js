@@ -41,7 +41,7 @@ const TEXT = {
     audit_forced: "exclusão forçada: revogou o acesso de", buyer_word_one: "comprador", buyer_word_other: "compradores",
     "act_access.change": "Acesso alterado", "act_access.granted": "Acesso concedido", "act_access.revoked": "Acesso revogado",
     "act_access.expired": "Acesso expirado", "act_api_key.create": "Chave de API criada", "act_api_key.revoke": "Chave de API revogada",
-    "act_buyer.erase": "Dados apagados (LGPD)", "act_integration.save": "Integração salva", "act_notification.resend": "Notificação reenviada",
+    "act_buyer.erase": "Dados apagados (LGPD)", "act_buyer.email_change": "E-mail trocado", "act_access.move": "Acesso movido", "act_integration.save": "Integração salva", "act_notification.resend": "Notificação reenviada",
     "act_notification_endpoint.create": "Destino criado", "act_notification_endpoint.delete": "Destino excluído",
     "act_notification_endpoint.rotate_secret": "Segredo do destino trocado", "act_notification_endpoint.update": "Destino alterado",
     "act_package.create": "Pacote criado", "act_package.update": "Pacote alterado", "act_package.delete": "Pacote excluído",
@@ -59,6 +59,15 @@ const TEXT = {
     reason_unreadable: "conteúdo ilegível: guardado para revisão e reprocessamento",
     reason_erased: "o comprador desta compra foi apagado a pedido (LGPD): os eventos dela não são aplicados",
     reason_retention: "o conteúdo foi esvaziado pela retenção: não pode ser decidido de novo",
+    reason_payment_refused: "pagamento recusado: nenhum acesso é dado ou tirado",
+    subj_entitlement: "acesso", subj_package: "pacote", subj_plan: "plano", subj_buyer: "comprador", subj_api_key: "chave de API",
+    subj_notification_endpoint: "destino", subj_subscription: "assinatura", subj_reconciliation_run: "reconciliação",
+    subj_hotmart_integration: "integração Hotmart", subj_webhook_events: "eventos",
+    conn_OK: "a Hotmart aceitou as credenciais", conn_BAD_CREDENTIALS: "a Hotmart recusou as credenciais: confira Basic, Client ID e Client Secret, e se não são de sandbox em produção (ou o contrário)",
+    conn_FORBIDDEN: "a Hotmart diz que esta conta não pode fazer isto", conn_RATE_LIMITED: "a Hotmart limitou as chamadas: tente de novo em alguns minutos",
+    conn_UNREACHABLE: "não foi possível falar com a Hotmart (rede ou DNS do servidor)", conn_HOTMART_ERROR: "a Hotmart respondeu com um erro (veja os detalhes no log)",
+    conn_NOT_FOUND: "a Hotmart não encontrou o recurso", env_production: "Produção", env_sandbox: "Sandbox",
+    reason_slip_expired: "boleto vencido sem pagamento: nenhum acesso foi dado",
     reason_attempts: "não pôde ser aplicado após {1} tentativas: reprocesse quando corrigido", rule_error: "O script tem um erro.", rule_error_at: "O script tem um erro na linha", column: "coluna",
     err_BAD_USER_INPUT: "Verifique os campos destacados.", err_NOT_FOUND: "Não encontrado: talvez já tenha sido excluído.",
     err_FORBIDDEN: "Só administradores podem fazer isto.", err_UNAUTHENTICATED: "Sua sessão terminou: entre de novo.",
@@ -86,6 +95,13 @@ const TEXT = {
     step_catalog: "Crie um pacote ou plano com o ID do produto Hotmart.",
     step_sale: "A primeira venda real chega e dá acesso.",
     revoke_all: "Revogar todo o acesso a", revoke_all_confirm: "Isto encerra todas estas origens de",
+    source_manual_by: "Cortesia de", on_day: "em", period_weekly: "semanal", period_monthly: "mensal",
+    period_quarterly: "trimestral", period_half: "semestral", period_yearly: "anual", period_every: "a cada {1} dias",
+    move_title: "Trocar o e-mail", move_to: "Novo e-mail", move_button: "Mover o acesso",
+    move_help: "Para quem comprou com outro e-mail: todo o acesso deste comprador passa para o novo e-mail. O app é avisado (revogado para o antigo, concedido para o novo) e eventos da Hotmart que ainda chegarem com o e-mail antigo não o trazem de volta.",
+    move_confirm: "Mover todo o acesso de", moved: "Acesso movido para o novo e-mail.", field_newEmail: "E-mail inválido ou igual ao atual.",
+    eff_PAID: "pago", eff_MOVE: "troca de plano", eff_END_BY: "termina até", eff_SUSPEND: "suspende", eff_TERMINATE: "encerra",
+    eff_ADMIN_GRANT: "concessão do admin", eff_ADMIN_REVOKE: "revogação do admin", eff_ADMIN_MOVE: "movido pelo admin para outro e-mail",
     personal_data: "Dados pessoais (LGPD)",
     personal_help: "A pedido do titular: baixe tudo o que o Porteiro guarda sobre esta pessoa, ou apague. Apagar encerra o acesso agora (o app é avisado), troca o e-mail por um pseudônimo e mascara nome e dados pessoais em todos os registros. Não pode ser desfeito.",
     export_data: "Baixar dados (JSON)", erase_data: "Apagar dados desta pessoa",
@@ -118,7 +134,7 @@ const TEXT = {
     audit_forced: "forced delete: revoked the access of", buyer_word_one: "buyer", buyer_word_other: "buyers",
     "act_access.change": "Access changed", "act_access.granted": "Access granted", "act_access.revoked": "Access revoked",
     "act_access.expired": "Access expired", "act_api_key.create": "API key created", "act_api_key.revoke": "API key revoked",
-    "act_buyer.erase": "Data erased (LGPD)", "act_integration.save": "Integration saved", "act_notification.resend": "Notification resent",
+    "act_buyer.erase": "Data erased (LGPD)", "act_buyer.email_change": "E-mail changed", "act_access.move": "Access moved", "act_integration.save": "Integration saved", "act_notification.resend": "Notification resent",
     "act_notification_endpoint.create": "Endpoint created", "act_notification_endpoint.delete": "Endpoint deleted",
     "act_notification_endpoint.rotate_secret": "Endpoint secret rotated", "act_notification_endpoint.update": "Endpoint changed",
     "act_package.create": "Package created", "act_package.update": "Package changed", "act_package.delete": "Package deleted",
@@ -136,6 +152,12 @@ const TEXT = {
     reason_unreadable: "unreadable payload: kept for review and replay",
     reason_erased: "the buyer of this purchase was erased on request (LGPD): its events are not applied",
     reason_retention: "its body was emptied by the retention: it cannot be decided again",
+    reason_payment_refused: "payment refused: no access is given or taken",
+    subj_entitlement: "access", subj_package: "package", subj_plan: "plan", subj_buyer: "buyer", subj_api_key: "API key",
+    subj_notification_endpoint: "endpoint", subj_subscription: "subscription", subj_reconciliation_run: "reconciliation",
+    subj_hotmart_integration: "Hotmart integration", subj_webhook_events: "events",
+    conn_OK: "Hotmart accepted the credentials", env_production: "Production", env_sandbox: "Sandbox",
+    reason_slip_expired: "payment slip expired unpaid: no access was given",
     reason_attempts: "could not be applied after {1} attempts: replay it once fixed", rule_error: "The script has an error.", rule_error_at: "The script has an error on line", column: "column",
     err_BAD_USER_INPUT: "Check the highlighted fields.", err_NOT_FOUND: "Not found: it may have been deleted.",
     err_FORBIDDEN: "Only admins can do this.", err_UNAUTHENTICATED: "Your session ended: sign in again.",
@@ -163,6 +185,13 @@ const TEXT = {
     step_catalog: "Create a package or plan with the Hotmart product ID.",
     step_sale: "The first real sale arrives and gives access.",
     revoke_all: "Revoke all access to", revoke_all_confirm: "This ends every one of these sources of",
+    source_manual_by: "Courtesy from", on_day: "on", period_weekly: "weekly", period_monthly: "monthly",
+    period_quarterly: "quarterly", period_half: "half-yearly", period_yearly: "yearly", period_every: "every {1} days",
+    move_title: "Change the e-mail", move_to: "New e-mail", move_button: "Move the access",
+    move_help: "For someone who bought with another e-mail: all of this buyer's access moves to the new e-mail. The app is told (revoked for the old one, granted for the new one), and Hotmart events that still arrive under the old e-mail do not bring it back.",
+    move_confirm: "Move all access of", moved: "Access moved to the new e-mail.", field_newEmail: "Invalid e-mail, or the same as the current one.",
+    eff_PAID: "paid", eff_MOVE: "plan switch", eff_END_BY: "ends by", eff_SUSPEND: "suspends", eff_TERMINATE: "ends",
+    eff_ADMIN_GRANT: "admin grant", eff_ADMIN_REVOKE: "admin revoke", eff_ADMIN_MOVE: "moved by an admin to another e-mail",
     personal_data: "Personal data (LGPD)",
     personal_help: "On the person's request: download everything Porteiro holds about them, or erase it. Erasing ends their access now (the app is told), replaces the e-mail by a pseudonym and masks their name and personal fields in every record. It cannot be undone.",
     export_data: "Download data (JSON)", erase_data: "Erase this person's data",
@@ -248,7 +277,7 @@ const EVENT_NAMES = {
     PURCHASE_OUT_OF_SHOPPING_CART: "Abandono de carrinho", SUBSCRIPTION_CANCELLATION: "Assinatura cancelada",
     SWITCH_PLAN: "Troca de plano", UPDATE_SUBSCRIPTION_CHARGE_DATE: "Nova data de cobrança",
     CLUB_FIRST_ACCESS: "Primeiro acesso (Club)", CLUB_MODULE_COMPLETED: "Módulo concluído (Club)",
-    ADMIN_GRANT: "Concessão do admin", ADMIN_REVOKE: "Revogação do admin", UNREADABLE: "Ilegível",
+    ADMIN_GRANT: "Concessão do admin", ADMIN_REVOKE: "Revogação do admin", ADMIN_MOVE: "Troca de e-mail pelo admin", UNREADABLE: "Ilegível",
   },
   en: {
     PURCHASE_APPROVED: "Purchase approved", PURCHASE_COMPLETE: "Purchase complete", PURCHASE_CANCELED: "Purchase cancelled",
@@ -257,7 +286,7 @@ const EVENT_NAMES = {
     PURCHASE_OUT_OF_SHOPPING_CART: "Cart abandoned", SUBSCRIPTION_CANCELLATION: "Subscription cancelled",
     SWITCH_PLAN: "Plan switch", UPDATE_SUBSCRIPTION_CHARGE_DATE: "New charge date",
     CLUB_FIRST_ACCESS: "First access (Club)", CLUB_MODULE_COMPLETED: "Module completed (Club)",
-    ADMIN_GRANT: "Admin grant", ADMIN_REVOKE: "Admin revoke", UNREADABLE: "Unreadable",
+    ADMIN_GRANT: "Admin grant", ADMIN_REVOKE: "Admin revoke", ADMIN_MOVE: "E-mail changed by an admin", UNREADABLE: "Unreadable",
   },
 };
 const eventName = (code) => h("span", { title: code, "data-event-type": code }, (EVENT_NAMES[lang] && EVENT_NAMES[lang][code]) || code);
@@ -277,6 +306,9 @@ const REASONS = [
   [/^the buyer of this purchase was erased/, "reason_erased"],
   [/^its body was emptied by the retention/, "reason_retention"],
   [/^could not be applied after (\d+) attempts/, "reason_attempts"],
+  // The default rule scripts' own words (rules/*.rhai); a seller's scripts speak for themselves.
+  [/^payment refused: no access is given or taken$/, "reason_payment_refused"],
+  [/^payment slip expired unpaid: no access was given$/, "reason_slip_expired"],
 ];
 function reasonText(why) {
   for (const [re, key] of REASONS) {
@@ -285,11 +317,25 @@ function reasonText(why) {
   }
   return h("span", { "data-raw": "", title: why }, why);
 }
-// Where access comes from, in words: a courtesy, a subscription, a purchase.
-function sourceLabel(source) {
-  if (source.startsWith("manual:")) return t("source_manual");
-  if (source.startsWith("sub:")) return `${t("source_subscription")} ${source.slice(4)}`;
-  return `${t("source_purchase")} ${source}`;
+// A source in a seller's words: "Compra HP… em 04/12", "Assinatura SB… (mensal)",
+// "Cortesia de ana@loja — motivo".
+const dayMonth = (iso) => new Date(iso).toLocaleDateString(lang, { day: "2-digit", month: "2-digit" });
+function periodWord(days) {
+  const named = { 7: "period_weekly", 30: "period_monthly", 31: "period_monthly", 90: "period_quarterly", 180: "period_half", 365: "period_yearly" };
+  return named[days] ? t(named[days]) : t("period_every").replace("{1}", days);
+}
+function sourceLabel(a) {
+  const source = a.source;
+  if (source.startsWith("manual:")) {
+    const c = a.courtesy;
+    return c ? `${t("source_manual_by")} ${actorText(c.grantedBy)} — ${c.reason}` : t("source_manual");
+  }
+  if (source.startsWith("sub:")) {
+    const p = a.plan?.periodDays;
+    return `${t("source_subscription")} ${source.slice(4)}${p ? ` (${periodWord(p)})` : ""}`;
+  }
+  const code = source.replace(/^txn:/, "");
+  return `${t("source_purchase")} ${code}${a.grantedAt ? ` ${t("on_day")} ${dayMonth(a.grantedAt)}` : ""}`;
 }
 const badge = (s) => h("span", { class: `badge ${s}`, "data-status": s }, (STATUS[lang] && STATUS[lang][s]) || s);
 
@@ -496,7 +542,7 @@ RENDER.integration = async (main) => {
       h("input", { type: "password", id: `f-${name}`, name, autocomplete: "off",
         placeholder: s.set ? `${t("stored_ends")} ${s.last4}` : t("not_set") }));
   const env = h("select", { id: "f-environment", name: "environment" },
-    ["PRODUCTION", "SANDBOX"].map((e) => h("option", { value: e, selected: d.environment === e }, e)));
+    ["PRODUCTION", "SANDBOX"].map((e) => h("option", { value: e, selected: d.environment === e }, t(`env_${e.toLowerCase()}`))));
   const every = h("input", { type: "number", id: "f-reconcile", name: "reconcileEveryMinutes", min: 0, value: d.reconcileEveryMinutes ?? "" });
   const form = h("form", { id: "integration-form", class: "card", novalidate: true },
     secret("hottok", t("hottok"), d.hottok), secret("basic", t("basic"), d.basic),
@@ -507,8 +553,9 @@ RENDER.integration = async (main) => {
       h("button", { type: "button", id: "test-api", disabled: !isAdmin(), onclick: async (ev) => {
         ev.target.disabled = true;
         try {
-          const r = (await gql("mutation { testHotmartConnection { ok environment message } }")).testHotmartConnection;
-          toast(`${r.ok ? "✓" : "✗"} ${r.environment}: ${r.message}`);
+          const r = (await gql("mutation { testHotmartConnection { ok code environment message } }")).testHotmartConnection;
+          const said = t(`conn_${r.code}`) !== `conn_${r.code}` ? t(`conn_${r.code}`) : r.message;
+          toast(`${r.ok ? "✓" : "✗"} ${t(`env_${r.environment}`)}: ${said}`);
         } catch (e) { toast(e.message); } finally { ev.target.disabled = false; }
       } }, t("test_api"))),
   );
@@ -656,7 +703,7 @@ RENDER.catalog = async (main) => {
 };
 
 // ---- buyers
-const ACCESS = "id status active expiresAt source reason target { kind id name }";
+const ACCESS = "id status active grantedAt expiresAt source reason target { kind id name } plan { periodDays } courtesy { grantedBy reason }";
 async function buyerDetail(box, email) {
   const d = await gql(`query($e: String!) { buyer(email: $e) { email name subscriberCodes access { ${ACCESS} } }
     productPackages { id name } subscriptionPlans { id name } }`, { e: email });
@@ -669,7 +716,7 @@ async function buyerDetail(box, email) {
     h("thead", {}, h("tr", {}, h("th", {}, t("target")), h("th", {}, t("status")), h("th", {}, t("end")), h("th", {}, t("source")), h("th", {}))),
     h("tbody", {}, rows.map((a) => h("tr", {},
       h("td", {}, a.target ? `${a.target.name} (${t(`kind_${a.target.kind}`)})` : "—"), h("td", {}, badge(a.status)),
-      h("td", {}, a.expiresAt ? fmt(a.expiresAt) : t("lifetime")), h("td", { title: a.source, "data-source": a.source }, sourceLabel(a.source)),
+      h("td", {}, a.expiresAt ? fmt(a.expiresAt) : t("lifetime")), h("td", { title: a.source, "data-source": a.source }, sourceLabel(a)),
       h("td", {}, a.target ? [h("button", { type: "button", onclick: () => explainAccess(explain, email, a.target) }, t("explain")), " ",
         // This row's button ends only this row's source (a sale, a subscription, a courtesy).
         isAdmin() && a.active ? h("button", { type: "button", class: "danger revoke-one", onclick: async () => {
@@ -719,7 +766,30 @@ async function buyerDetail(box, email) {
     } catch (e) { showErrors(form, e); }
   });
   box.append(form);
+  if (b && rows.length) box.append(changeEmail(box, b.email, rows));
   if (b) box.append(personalData(box, b.email));
+}
+// "Comprei com outro e-mail": everything moves to the new e-mail; the confirmation lists it.
+function changeEmail(box, email, rows) {
+  const to = h("input", { type: "email", name: "newEmail", id: "move-email", autocomplete: "off" });
+  const reason = h("input", { type: "text", name: "reason", id: "move-reason" });
+  const form = h("form", { id: "move-form" }, h("h2", {}, t("move_title")), h("p", { class: "muted" }, t("move_help")),
+    h("div", { class: "row" }, h("div", {}, h("label", { for: "move-email" }, t("move_to")), to),
+      h("div", {}, h("label", { for: "move-reason" }, t("reason")), reason),
+      h("button", { type: "submit", class: "primary shrink", id: "move-submit" }, t("move_button"))));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    form.querySelectorAll(".error").forEach((e) => e.remove());
+    const what = rows.map((a) => `• ${a.target ? a.target.name : "—"}: ${sourceLabel(a)}`).join("\n");
+    if (!confirm(`${t("move_confirm")} ${email} → ${to.value.trim()}:\n${what}`)) return;
+    try {
+      await gql(`mutation($e: String!, $n: String!, $r: String!) { changeBuyerEmail(email: $e, newEmail: $n, reason: $r) { id } }`,
+        { e: email, n: to.value.trim(), r: reason.value });
+      toast(t("moved"));
+      buyerDetail(box, to.value.trim());
+    } catch (e) { showErrors(form, e); }
+  });
+  return form;
 }
 // The LGPD's requests: an export to hand to the person, an erasure that says what it does.
 function personalData(box, email) {
@@ -752,8 +822,8 @@ async function explainAccess(box, email, target) {
   const d = await gql(`query($e: String!, $t: TargetInput!) { explainAccess(email: $e, target: $t) {
       steps { source eventId eventType occurredAt effect until decision ruleVersion } } }`, { e: email, t: { kind: target.kind, id: target.id } });
   box.replaceChildren(h("h2", {}, `${t("explain")} ${target.name}`), h("ol", { id: "explain-steps" },
-    d.explainAccess.steps.map((s) => h("li", {}, h("b", {}, s.eventType), ` ${fmt(s.occurredAt)} → ${s.effect}`,
-      s.until ? ` (${t("end")}: ${fmt(s.until)})` : "", ` — ${s.decision}`, s.ruleVersion !== null ? ` [v${s.ruleVersion}]` : ""))));
+    d.explainAccess.steps.map((s) => h("li", {}, h("b", {}, eventName(s.eventType)), ` ${fmt(s.occurredAt)} → ${t(`eff_${s.effect}`)}`,
+      s.until ? ` (${t("end")}: ${fmt(s.until)})` : "", " — ", decisionText(s.decision), s.ruleVersion !== null ? ` [v${s.ruleVersion}]` : ""))));
 }
 RENDER.buyers = async (main) => {
   const q = h("input", { type: "search", id: "buyer-search", name: "search", placeholder: t("search"), "aria-label": t("search") });
@@ -1021,12 +1091,19 @@ function auditReason(r) {
   // An admin's own words.
   return h("span", { "data-raw": "" }, r || "");
 }
+// What a row is about, in names: "Plano Mensal (plano)", "ana@… — Plano Mensal", an event's type.
+function subjectText(s) {
+  if (s.kind === "webhook_event" || s.kind === "rule") return eventName(s.name);
+  if (s.kind === "webhook_events") return `${t("subj_webhook_events")}: ${STATUS[lang]?.[s.name] || s.name}`;
+  const kind = t(`subj_${s.kind}`) !== `subj_${s.kind}` ? t(`subj_${s.kind}`) : s.kind;
+  return s.name ? `${s.name} (${kind})` : kind;
+}
 RENDER.audit = async (main) => {
-  const d = (await gql(`{ auditLog(first: 100) { nodes { actor action target reason createdAt before after } } }`)).auditLog.nodes;
+  const d = (await gql(`{ auditLog(first: 100) { nodes { actor action target subject { kind name } reason createdAt before after } } }`)).auditLog.nodes;
   main.append(h("section", { class: "card" }, h("table", { id: "audit-table" }, h("thead", {}, h("tr", {}, [t("when"), t("actor"), t("action"), t("audit_target"), t("reason")].map((x) => h("th", {}, x)))),
     h("tbody", {}, d.map((a) => h("tr", { title: JSON.stringify({ before: a.before, after: a.after }) }, h("td", {}, fmt(a.createdAt)), h("td", {}, actorText(a.actor)),
       h("td", { title: a.action }, t(`act_${a.action}`) !== `act_${a.action}` ? t(`act_${a.action}`) : a.action),
-      h("td", { class: "code" }, a.target), h("td", {}, auditReason(a.reason))))))));
+      h("td", { title: a.target, "data-target": a.target }, subjectText(a.subject)), h("td", {}, auditReason(a.reason))))))));
 };
 
 // ---------------------------------------------------------------- start
