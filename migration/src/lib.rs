@@ -18,6 +18,7 @@ mod m20261215_000013_fact_paid_at;
 mod m20261216_000014_key_check;
 mod m20261217_000015_erased_source;
 mod m20261218_000016_rejected_reason;
+mod m20261219_000017_rollups;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261216_000014_key_check::Migration),
             Box::new(m20261217_000015_erased_source::Migration),
             Box::new(m20261218_000016_rejected_reason::Migration),
+            Box::new(m20261219_000017_rollups::Migration),
         ]
     }
 }

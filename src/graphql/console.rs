@@ -15,7 +15,7 @@ pub struct Me {
 
 #[derive(SimpleObject)]
 pub struct CountBucket {
-    /// `YYYY-MM-DDTHH` (UTC) for hours, `YYYY-MM-DD` for days.
+    /// `YYYY-MM-DDTHH` (UTC) for hours, `YYYY-MM-DD` (UTC) for days.
     pub at: String,
     /// An event status, or a notification type.
     pub kind: String,
@@ -33,8 +33,20 @@ pub struct Overview {
     /// Events that need an admin: failed (kept for review and replay) and unmapped.
     pub failed: i64,
     pub unmapped: i64,
+    /// Every package and plan with its live holders, most held first. Kept by counters as
+    /// access changes; an end that passes counts once the expiry timer notes it (seconds).
+    pub holders: Vec<TargetHolders>,
     pub last_webhook_at: Option<super::DateTime>,
     pub generated_at: super::DateTime,
+}
+
+#[derive(SimpleObject)]
+pub struct TargetHolders {
+    pub target: super::buyers::AccessTarget,
+    /// Buyers with access now.
+    pub active: i64,
+    /// Buyers whose access a dispute holds.
+    pub suspended: i64,
 }
 
 fn buckets(b: Vec<overview::Bucket>) -> Vec<CountBucket> {
@@ -76,6 +88,21 @@ impl ConsoleQuery {
             backlog: o.backlog,
             failed: o.failed,
             unmapped: o.unmapped,
+            holders: o
+                .holders
+                .into_iter()
+                .filter_map(|h| {
+                    Some(TargetHolders {
+                        target: super::buyers::AccessTarget {
+                            kind: h.kind?.into(),
+                            id: async_graphql::ID(h.id.to_string()),
+                            name: h.name,
+                        },
+                        active: h.active,
+                        suspended: h.suspended,
+                    })
+                })
+                .collect(),
             last_webhook_at: last.map(Into::into),
             generated_at: now.into(),
         })

@@ -278,6 +278,32 @@ async fn all_links(db: &impl ConnectionTrait, app_id: i32) -> AppResult<LinkMap>
 }
 
 /// Two queries whatever the number of packages.
+/// Every package and plan of an app: (kind, id, name), without their links.
+pub async fn all_targets(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<(TargetKind, i32, String)>> {
+    use sea_orm::QuerySelect;
+    let packages: Vec<(i32, String)> = entity::product_package::Entity::find()
+        .select_only()
+        .column(entity::product_package::Column::Id)
+        .column(entity::product_package::Column::Name)
+        .filter(entity::product_package::Column::AppId.eq(app_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    let plans: Vec<(i32, String)> = entity::subscription_plan::Entity::find()
+        .select_only()
+        .column(entity::subscription_plan::Column::Id)
+        .column(entity::subscription_plan::Column::Name)
+        .filter(entity::subscription_plan::Column::AppId.eq(app_id))
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(packages
+        .into_iter()
+        .map(|(id, n)| (TargetKind::Package, id, n))
+        .chain(plans.into_iter().map(|(id, n)| (TargetKind::Plan, id, n)))
+        .collect())
+}
+
 pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
     let rows = pkg::Entity::find()
         .filter(pkg::Column::AppId.eq(app_id))

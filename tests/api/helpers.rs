@@ -402,3 +402,52 @@ pub fn ms_of(v: &Value) -> i64 {
         .unwrap()
         .timestamp_millis()
 }
+
+/// The admin screens' counters (folded and not yet folded) against a count of the rows
+/// themselves, for every app: webhook events by hour and status and by status, live holders by
+/// target and status. Folds first when `fold` (both paths must agree).
+pub async fn the_rollups_equal_a_recount(db: &sea_orm::DatabaseConnection, fold: bool, context: &str) {
+    if fold {
+        porteiro::services::overview::fold(db).await.unwrap();
+    }
+    let backend = db.get_database_backend();
+    let hour = match backend {
+        sea_orm::DbBackend::Postgres => "to_char(received_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24')",
+        _ => "replace(substr(received_at, 1, 13), ' ', 'T')",
+    };
+    let rows = |sql: String| async move {
+        let mut out: Vec<(i32, String, String, i64)> = db
+            .query_all_raw(sea_orm::Statement::from_string(backend, sql))
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.try_get("", "app_id").unwrap(),
+                    r.try_get("", "family").unwrap(),
+                    r.try_get("", "bucket").unwrap(),
+                    r.try_get("", "n").unwrap(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let kept = rows(
+        "SELECT app_id, family, bucket, CAST(SUM(n) AS BIGINT) AS n FROM \
+         (SELECT app_id, family, bucket, n FROM rollup UNION ALL SELECT app_id, family, bucket, n FROM rollup_delta) t \
+         GROUP BY app_id, family, bucket HAVING SUM(n) <> 0"
+            .into(),
+    )
+    .await;
+    let live = "status IN ('ACTIVE', 'SUSPENDED') AND NOT expiry_noted";
+    let counted = rows(format!(
+        "SELECT app_id, 'inbox' AS family, {hour} || '|' || status AS bucket, COUNT(*) AS n FROM webhook_event \
+         GROUP BY app_id, {hour} || '|' || status \
+         UNION ALL SELECT app_id, 'inbox_status', status, COUNT(*) FROM webhook_event GROUP BY app_id, status \
+         UNION ALL SELECT app_id, 'holders', target_kind || ':' || target_id || '|' || status, COUNT(*) \
+         FROM entitlement WHERE {live} GROUP BY app_id, target_kind || ':' || target_id || '|' || status"
+    ))
+    .await;
+    assert_eq!(kept, counted, "the rollups drifted from the rows: {context}");
+}

@@ -25,6 +25,7 @@ async fn every_job_reports_its_last_run_and_all_stop_together() {
             "dispatch",
             "expiry",
             "prune",
+            "rollups",
             "reconcile_scheduler"
         ]
     );

@@ -32,7 +32,18 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the integration's last refusal; one step down it goes.
+    // The latest: the admin screens' counters and their triggers; one step down they go.
+    let rollups = || db.execute_unprepared("SELECT n FROM rollup_delta");
+    assert!(rollups().await.is_ok());
+    Migrator::down(db, Some(1)).await.expect("the rollups");
+    assert!(rollups().await.is_err());
+    let triggers = if pg {
+        "SELECT count(*) AS n FROM pg_trigger WHERE tgname LIKE '%rollup%'"
+    } else {
+        "SELECT count(*) AS n FROM sqlite_master WHERE type = 'trigger' AND name LIKE '%rollup%'"
+    };
+    assert_eq!(exec(db, triggers, vec![]).await[0].try_get::<i64>("", "n").unwrap(), 0);
+    // Then the integration's last refusal; one step down it goes.
     let refused = || db.execute_unprepared("SELECT last_rejected_reason FROM hotmart_integration");
     assert!(refused().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the last refusal");
@@ -508,4 +519,84 @@ fn the_version_names_the_commit_it_was_built_from() {
     } else {
         assert_eq!(commit, "unknown", "{v}");
     }
+}
+
+#[tokio::test]
+async fn the_rollups_migration_counts_what_exists_and_the_triggers_keep_counting() {
+    let (app, plan) = app_with_plan().await;
+    let db = &app.state.db;
+    let ctx = "rollups";
+    let sale = |i: usize| {
+        recent(
+            "purchase_approved.json",
+            &[
+                ("id", json!(format!("rollup-{i}"))),
+                ("data.buyer.email", json!(format!("r{i}@example.com"))),
+                ("data.purchase.transaction", json!(format!("HPROLL{i:04}"))),
+                ("data.subscription.subscriber.code", json!(format!("SBROLL{i:02}"))),
+            ],
+        )
+    };
+    for i in 0..4 {
+        assert_eq!(app.post_hotmart(&sale(i)).await.0, 200);
+    }
+    app.process_inbox().await;
+    // Rows written before the counters existed, some still pending.
+    Migrator::down(db, Some(steps_to_before("m20261219_000017_rollups")))
+        .await
+        .expect("before the rollups");
+    for i in 4..7 {
+        assert_eq!(app.post_hotmart(&sale(i)).await.0, 200);
+    }
+    Migrator::up(db, None).await.expect("the rollups");
+    the_rollups_equal_a_recount(db, false, ctx).await;
+    let o = app
+        .gql(
+            "{ overview { backlog holders { target { id name } active suspended } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(o["overview"]["backlog"], 3, "{o}");
+    assert_eq!(
+        o["overview"]["holders"],
+        json!([{"target": {"id": plan, "name": "Mensal"}, "active": 4, "suspended": 0}])
+    );
+    // Processing, a dispute, a replay, a forced delete and a fold: still equal, the overview follows.
+    app.process_inbox().await;
+    let protest = recent(
+        "purchase_protest.json",
+        &[
+            ("id", json!("rollup-protest")),
+            ("data.buyer.email", json!("r1@example.com")),
+            ("data.purchase.transaction", json!("HPROLL0001")),
+            ("data.subscription.subscriber.code", json!("SBROLL01")),
+        ],
+    );
+    assert_eq!(app.post_hotmart(&protest).await.0, 200);
+    app.process_inbox().await;
+    the_rollups_equal_a_recount(db, true, ctx).await;
+    let o = app
+        .gql("{ overview { backlog holders { active suspended } } }", json!({}))
+        .await;
+    assert_eq!(o["overview"]["holders"], json!([{"active": 6, "suspended": 1}]), "{o}");
+    let unknown = recent(
+        "purchase_approved.json",
+        &[("id", json!("rollup-unknown")), ("data.product.id", json!(9_999_999))],
+    );
+    assert_eq!(app.post_hotmart(&unknown).await.0, 200);
+    app.process_inbox().await;
+    app.gql("mutation { replayWebhookEvents(status: \"unmapped\") }", json!({}))
+        .await;
+    the_rollups_equal_a_recount(db, false, ctx).await;
+    app.process_inbox().await;
+    let d = app
+        .gql(
+            "mutation($id: ID!) { deleteSubscriptionPlan(id: $id, force: true) { deleted } }",
+            json!({"id": plan}),
+        )
+        .await;
+    assert_eq!(d["deleteSubscriptionPlan"]["deleted"], true, "{d}");
+    the_rollups_equal_a_recount(db, true, ctx).await;
+    let o = app.gql("{ overview { backlog holders { active } } }", json!({})).await;
+    assert_eq!(o["overview"], json!({"backlog": 0, "holders": []}), "{o}");
 }

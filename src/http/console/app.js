@@ -60,6 +60,7 @@ const TEXT = {
     reason_erased: "o comprador desta compra foi apagado a pedido (LGPD): os eventos dela não são aplicados",
     reason_retention: "o conteúdo foi esvaziado pela retenção: não pode ser decidido de novo",
     reason_payment_refused: "pagamento recusado: nenhum acesso é dado ou tirado",
+    holders_title: "Quem tem acesso agora", holders_active: "Com acesso", holders_suspended: "Suspensos (disputa)",
     subj_entitlement: "acesso", subj_package: "pacote", subj_plan: "plano", subj_buyer: "comprador", subj_api_key: "chave de API",
     subj_notification_endpoint: "destino", subj_subscription: "assinatura", subj_reconciliation_run: "reconciliação",
     subj_hotmart_integration: "integração Hotmart", subj_webhook_events: "eventos",
@@ -153,6 +154,7 @@ const TEXT = {
     reason_erased: "the buyer of this purchase was erased on request (LGPD): its events are not applied",
     reason_retention: "its body was emptied by the retention: it cannot be decided again",
     reason_payment_refused: "payment refused: no access is given or taken",
+    holders_title: "Who has access now", holders_active: "With access", holders_suspended: "Suspended (dispute)",
     subj_entitlement: "access", subj_package: "package", subj_plan: "plan", subj_buyer: "buyer", subj_api_key: "API key",
     subj_notification_endpoint: "endpoint", subj_subscription: "subscription", subj_reconciliation_run: "reconciliation",
     subj_hotmart_integration: "Hotmart integration", subj_webhook_events: "events",
@@ -406,6 +408,17 @@ function nav(current) {
   );
 }
 
+// On a phone tables become cards (app.css): each cell is labelled with its column's heading.
+function labelCells(root) {
+  for (const table of root.querySelectorAll("table")) {
+    const heads = [...table.querySelectorAll("thead th")].map((th) => th.textContent.trim());
+    if (!heads.some(Boolean)) continue;
+    for (const tr of table.querySelectorAll("tbody tr")) {
+      [...tr.children].forEach((td, i) => { if (heads[i] && !td.dataset.label) td.dataset.label = heads[i]; });
+    }
+  }
+}
+new MutationObserver(() => labelCells(document.querySelector("main") || document)).observe(document.documentElement, { childList: true, subtree: true });
 async function route() {
   timers.forEach(clearInterval);
   timers = [];
@@ -494,7 +507,8 @@ async function firstDay(main) {
 RENDER.overview = async (main) => {
   await firstDay(main);
   const d = (await gql(`{ overview { backlog failed unmapped lastWebhookAt generatedAt
-      eventsPerHour { at kind count } changesPerDay { at kind count } } }`)).overview;
+      eventsPerHour { at kind count } changesPerDay { at kind count }
+      holders { target { kind id name } active suspended } } }`)).overview;
   main.append(
     h("div", { class: "stats" },
       h("div", { class: "card stat" }, t("backlog"), h("b", { id: "stat-backlog" }, d.backlog)),
@@ -514,6 +528,13 @@ RENDER.overview = async (main) => {
     h("section", { class: "card" }, h("h2", {}, t("changes_day")), bars(d.changesPerDay, ck, cc, days),
       legend(ck, cc, [t("granted"), t("revoked"), t("expired")])),
   );
+  // Who holds what now: every package and plan, most held first.
+  if (d.holders.length) main.append(h("section", { class: "card", id: "holders" }, h("h2", {}, t("holders_title")),
+    h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("target")), h("th", { class: "num" }, t("holders_active")), h("th", { class: "num" }, t("holders_suspended")))),
+      h("tbody", {}, d.holders.map((x) => h("tr", { "data-target": `${x.target.kind}:${x.target.id}` },
+        h("td", { "data-label": t("target") }, `${x.target.name} (${t(`kind_${x.target.kind}`)})`),
+        h("td", { class: "num", "data-label": t("holders_active") }, new Intl.NumberFormat(lang).format(x.active)),
+        h("td", { class: "num", "data-label": t("holders_suspended") }, new Intl.NumberFormat(lang).format(x.suspended))))))));
 };
 
 // ---- integration
