@@ -19,6 +19,7 @@ mod m20261216_000014_key_check;
 mod m20261217_000015_erased_source;
 mod m20261218_000016_rejected_reason;
 mod m20261219_000017_rollups;
+mod m20261219_000018_admin_indexes;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261217_000015_erased_source::Migration),
             Box::new(m20261218_000016_rejected_reason::Migration),
             Box::new(m20261219_000017_rollups::Migration),
+            Box::new(m20261219_000018_admin_indexes::Migration),
         ]
     }
 }

@@ -399,6 +399,10 @@ pub struct BuyerQuery;
 
 #[Object]
 impl BuyerQuery {
+    /// Buyers by id; with `search`, those whose e-mail starts with it (any case), or whose
+    /// subscriber code or transaction is exactly it, by e-mail. Both served by indexes, so a page
+    /// costs the same however many buyers there are; a part in the middle of an e-mail or a name
+    /// does not match.
     async fn buyers(
         &self,
         ctx: &Context<'_>,

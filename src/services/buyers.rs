@@ -1,6 +1,5 @@
 //! Buyers (the app's end users) and what they can access.
 use entity::{buyer, buyer_subscriber_code as subcode};
-use sea_orm::sea_query::ExprTrait;
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 
 use super::{Page, Paged};
@@ -85,25 +84,79 @@ pub async fn subscriber_codes(
     Ok(out)
 }
 
+/// Buyers, by id; or those a search finds, by e-mail. A search matches, through indexes on both
+/// databases: an e-mail that starts with it (case-insensitive, as e-mails are stored in lower
+/// case), a subscriber code or a transaction equal to it.
 pub async fn list(
     db: &impl ConnectionTrait,
     app_id: i32,
     search: Option<&str>,
     page: Page,
 ) -> AppResult<Paged<buyer::Model>> {
+    use sea_orm::sea_query::{Expr, Query};
     let mut q = buyer::Entity::find().filter(buyer::Column::AppId.eq(app_id));
-    if let Some(s) = search.map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty()) {
-        let pattern = format!("%{}%", s.replace(['\\', '%', '_'], ""));
-        q = q.filter(
-            buyer::Column::Email
-                .like(pattern.clone())
-                .or(buyer::Column::Name.like(pattern)),
-        );
-    }
+    let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) else {
+        if let Some(after) = page.after {
+            q = q.filter(buyer::Column::Id.gt(after));
+        }
+        let rows = q.order_by_asc(buyer::Column::Id).limit(page.first + 1).all(db).await?;
+        return Ok(Paged::from_probe(rows, page.first));
+    };
+    let prefix = s.to_lowercase();
+    // Every string that starts with the prefix sorts, byte by byte, between it and it followed
+    // by the highest code point.
+    let upper = format!("{prefix}\u{10FFFF}");
+    let email = match db.get_database_backend() {
+        sea_orm::DbBackend::Postgres => Expr::cust_with_values(
+            r#""buyer"."email" COLLATE "C" >= $1 AND "buyer"."email" COLLATE "C" < $2"#,
+            [prefix.clone(), upper],
+        ),
+        _ => Expr::cust_with_values(
+            r#""buyer"."email" >= ? AND "buyer"."email" < ?"#,
+            [prefix.clone(), upper],
+        ),
+    };
+    let code = s.to_uppercase();
+    let by_code = Query::select()
+        .column(subcode::Column::BuyerId)
+        .from(subcode::Entity)
+        .and_where(subcode::Column::AppId.eq(app_id))
+        .and_where(subcode::Column::Code.eq(code.clone()))
+        .to_owned();
+    let by_transaction = Query::select()
+        .column(entity::entitlement::Column::BuyerId)
+        .from(entity::entitlement::Entity)
+        .and_where(entity::entitlement::Column::AppId.eq(app_id))
+        .and_where(entity::entitlement::Column::Source.eq(format!("txn:{code}")))
+        .to_owned();
+    // A subscription's charges are transactions too: whoever their events name.
+    let by_charge = Query::select()
+        .column(entity::webhook_event::Column::Email)
+        .from(entity::webhook_event::Entity)
+        .and_where(entity::webhook_event::Column::AppId.eq(app_id))
+        .and_where(entity::webhook_event::Column::Transaction.eq(code.clone()))
+        .to_owned();
+    q = q.filter(
+        sea_orm::Condition::any()
+            .add(email)
+            .add(buyer::Column::Id.in_subquery(by_code))
+            .add(buyer::Column::Id.in_subquery(by_transaction))
+            .add(buyer::Column::Email.in_subquery(by_charge)),
+    );
+    // Pages of a search go by e-mail (unique per app), so each costs the same as the first.
     if let Some(after) = page.after {
-        q = q.filter(buyer::Column::Id.gt(after));
+        let last = buyer::Entity::find_by_id(after)
+            .filter(buyer::Column::AppId.eq(app_id))
+            .one(db)
+            .await?
+            .ok_or_else(|| crate::AppError::bad("after is not a cursor from this list"))?;
+        q = q.filter(buyer::Column::Email.gt(last.email));
     }
-    let rows = q.order_by_asc(buyer::Column::Id).limit(page.first + 1).all(db).await?;
+    let rows = q
+        .order_by_asc(buyer::Column::Email)
+        .limit(page.first + 1)
+        .all(db)
+        .await?;
     Ok(Paged::from_probe(rows, page.first))
 }
 

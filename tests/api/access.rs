@@ -110,11 +110,36 @@ async fn buyers_can_be_searched_and_paged() {
         .await;
     assert_eq!(d["buyers"]["nodes"].as_array().unwrap().len(), 2);
     assert_eq!(d["buyers"]["pageInfo"]["hasNextPage"], false);
-    let d = app.gql(q, json!({"s": "OTHER.org"})).await;
+    // A search is an e-mail prefix, any case, paged by e-mail.
+    let d = app.gql(q, json!({"s": "MARIA@"})).await;
     assert_eq!(
         d["buyers"]["nodes"],
         json!([{"email": "maria@other.org", "access": [{"active": true}]}])
     );
+    let emails = |d: &serde_json::Value| {
+        d["buyers"]["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["email"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let d = app.gql(q, json!({"s": "Buyer", "f": 3})).await;
+    assert_eq!(
+        emails(&d),
+        ["buyer0@example.com", "buyer1@example.com", "buyer2@example.com"]
+    );
+    let d = app
+        .gql(
+            q,
+            json!({"s": "Buyer", "f": 3, "a": d["buyers"]["pageInfo"]["endCursor"]}),
+        )
+        .await;
+    assert_eq!(emails(&d), ["buyer3@example.com", "buyer4@example.com"]);
+    assert_eq!(d["buyers"]["pageInfo"]["hasNextPage"], false);
+    // Not a part in the middle: that would read every buyer.
+    let d = app.gql(q, json!({"s": "other.org"})).await;
+    assert_eq!(emails(&d), Vec::<String>::new());
     let v = app.gql_as(&app.admin(), q, json!({"f": 1000})).await;
     assert_eq!(error_code(&v), "BAD_USER_INPUT");
 }
@@ -316,5 +341,25 @@ async fn a_buyer_who_bought_with_another_email_is_moved_and_stays_moved() {
             )
             .await;
         assert_eq!(error_code(&v), code, "{e} → {n}: {v}");
+    }
+}
+
+#[tokio::test]
+async fn a_search_finds_a_buyer_by_subscriber_code_or_transaction() {
+    let (app, _) = app_with_plan().await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    let q = "query($s: String) { buyers(search: $s) { nodes { email } } }";
+    for s in ["sbx7q2lm", "SBX7Q2LM", "hp14880000000001", "ana.teste@"] {
+        let d = app.gql(q, json!({"s": s})).await;
+        assert_eq!(d["buyers"]["nodes"], json!([{"email": "ana.teste@example.com"}]), "{s}");
+    }
+    for s in ["SBX7Q2L", "HP1488", "teste"] {
+        let d = app.gql(q, json!({"s": s})).await;
+        assert_eq!(
+            d["buyers"]["nodes"],
+            json!([]),
+            "{s}: codes and transactions match whole"
+        );
     }
 }

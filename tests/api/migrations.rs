@@ -32,7 +32,19 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the admin screens' counters and their triggers; one step down they go.
+    // The latest: the admin screens' indexes; one step down they go.
+    let index_count = || async {
+        let sql = if pg {
+            "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'idx_webhook_event_app_status_id'"
+        } else {
+            "SELECT count(*) AS n FROM sqlite_master WHERE type = 'index' AND name = 'idx_webhook_event_app_status_id'"
+        };
+        exec(db, sql, vec![]).await[0].try_get::<i64>("", "n").unwrap()
+    };
+    assert_eq!(index_count().await, 1);
+    Migrator::down(db, Some(1)).await.expect("the admin indexes");
+    assert_eq!(index_count().await, 0);
+    // Then the admin screens' counters and their triggers.
     let rollups = || db.execute_unprepared("SELECT n FROM rollup_delta");
     assert!(rollups().await.is_ok());
     Migrator::down(db, Some(1)).await.expect("the rollups");
