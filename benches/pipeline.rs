@@ -139,6 +139,29 @@ async fn main() {
         .unwrap_or_else(|_| format!("sqlite://{}?mode=rwc", dir.path().join("bench.db").display()));
     let settings = Settings::for_tests(&url, dir.path()).unwrap();
     let state = AppState::init(settings).await.unwrap();
+    // PORTEIRO_BENCH_WITHOUT_ROLLUPS=1: the same binary without the admin counters' triggers
+    // (migration 17), to weigh what they cost the webhook path.
+    if std::env::var("PORTEIRO_BENCH_WITHOUT_ROLLUPS").is_ok_and(|v| v == "1") {
+        use sea_orm::ConnectionTrait;
+        let drops: &[&str] = match state.db.get_database_backend() {
+            sea_orm::DbBackend::Postgres => &[
+                "DROP TRIGGER webhook_event_rollup ON webhook_event",
+                "DROP TRIGGER entitlement_rollup ON entitlement",
+            ],
+            _ => &[
+                "DROP TRIGGER webhook_event_rollup_insert",
+                "DROP TRIGGER webhook_event_rollup_update",
+                "DROP TRIGGER webhook_event_rollup_delete",
+                "DROP TRIGGER entitlement_rollup_insert",
+                "DROP TRIGGER entitlement_rollup_update",
+                "DROP TRIGGER entitlement_rollup_delete",
+            ],
+        };
+        for sql in drops {
+            state.db.execute_unprepared(sql).await.unwrap();
+        }
+        println!("(without the rollup triggers)");
+    }
     // The database's upkeep runs beside the server as it does in `serve` (WAL checkpoints).
     let mut upkeep = porteiro::jobs::Jobs::default();
     porteiro::app::start_maintenance(&mut upkeep, &state);

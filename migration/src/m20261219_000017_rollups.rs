@@ -5,9 +5,11 @@
 //!   by target and status.
 //!
 //! Triggers keep them, in the transaction of the write itself, whichever code path writes
-//! (the worker, a bulk replay, a prune, a migration). They only append to `rollup_delta`, so two
-//! writers never wait for each other's counter rows; a job folds the deltas into `rollup` every
-//! few seconds, and readers add what is not folded yet. The migration counts what exists.
+//! (the worker, a bulk replay, a prune, a migration). On PostgreSQL they only append to
+//! `rollup_delta`, so two writers never wait for each other's counter rows; a job folds the
+//! deltas into `rollup` every few seconds, and readers add what is not folded yet. On SQLite,
+//! where writers take turns anyway, they upsert `rollup` directly. The migration counts what
+//! exists.
 use sea_orm_migration::prelude::*;
 
 #[derive(DeriveMigrationName)]
@@ -42,6 +44,15 @@ fn inbox_hour(backend: sea_orm::DbBackend, r: &str) -> String {
     }
 }
 
+/// The two deltas an event row adds (`sign` "") or takes away ("-"), on PostgreSQL.
+fn inbox_deltas(r: &str, sign: &str) -> String {
+    format!(
+        "INSERT INTO rollup_delta (app_id, family, bucket, n) VALUES \
+         ({r}.app_id, 'inbox', {}, {sign}1), ({r}.app_id, 'inbox_status', {r}.status, {sign}1);",
+        inbox_hour(sea_orm::DbBackend::Postgres, r)
+    )
+}
+
 fn holder_bucket(r: &str) -> String {
     format!("{r}.target_kind || ':' || {r}.target_id || '|' || {r}.status")
 }
@@ -60,17 +71,31 @@ const SQLITE_TRIGGERS: &[&str] = &[
 ];
 
 fn sqlite_triggers() -> Vec<String> {
-    let b = sea_orm::DbBackend::Sqlite;
-    let inbox = |r: &str, sign: &str| {
+    // One writer at a time on SQLite: the counters are upserted in place (cheaper than a
+    // delta row and its index), and nothing waits for anyone's counter row.
+    let upsert = |app: String, family: &str, bucket: String, n: &str| {
         format!(
-            "INSERT INTO rollup_delta (app_id, family, bucket, n) VALUES \
-             ({r}.app_id, 'inbox', {}, {sign}1), ({r}.app_id, 'inbox_status', {r}.status, {sign}1);",
-            inbox_hour(b, r)
+            "INSERT INTO rollup (app_id, family, bucket, n) VALUES ({app}, '{family}', {bucket}, {n}) \
+             ON CONFLICT (app_id, family, bucket) DO UPDATE SET n = n + excluded.n;"
+        )
+    };
+    let inbox = |r: &str, sign: &str| {
+        let n = format!("{sign}1");
+        format!(
+            "{} {}",
+            upsert(
+                format!("{r}.app_id"),
+                "inbox",
+                inbox_hour(sea_orm::DbBackend::Sqlite, r),
+                &n
+            ),
+            upsert(format!("{r}.app_id"), "inbox_status", format!("{r}.status"), &n)
         )
     };
     let holders = |r: &str, sign: &str| {
         format!(
-            "INSERT INTO rollup_delta (app_id, family, bucket, n) SELECT {r}.app_id, 'holders', {}, {sign}1 WHERE {};",
+            "INSERT INTO rollup (app_id, family, bucket, n) SELECT {r}.app_id, 'holders', {}, {sign}1 WHERE {} \
+             ON CONFLICT (app_id, family, bucket) DO UPDATE SET n = n + excluded.n;",
             holder_bucket(r),
             holder_counts(r)
         )
@@ -109,14 +134,7 @@ fn sqlite_triggers() -> Vec<String> {
 }
 
 fn postgres_triggers() -> Vec<String> {
-    let b = sea_orm::DbBackend::Postgres;
-    let inbox = |r: &str, sign: &str| {
-        format!(
-            "INSERT INTO rollup_delta (app_id, family, bucket, n) VALUES \
-             ({r}.app_id, 'inbox', {}, {sign}1), ({r}.app_id, 'inbox_status', {r}.status, {sign}1);",
-            inbox_hour(b, r)
-        )
-    };
+    let inbox = inbox_deltas;
     let holders = |r: &str, sign: &str| {
         format!(
             "IF {} THEN INSERT INTO rollup_delta (app_id, family, bucket, n) VALUES ({r}.app_id, 'holders', {}, {sign}1); END IF;",

@@ -93,7 +93,7 @@ pub async fn list(
     search: Option<&str>,
     page: Page,
 ) -> AppResult<Paged<buyer::Model>> {
-    use sea_orm::sea_query::{Expr, Query};
+    use sea_orm::sea_query::Expr;
     let mut q = buyer::Entity::find().filter(buyer::Column::AppId.eq(app_id));
     let Some(s) = search.map(str::trim).filter(|s| !s.is_empty()) else {
         if let Some(after) = page.after {
@@ -116,33 +116,56 @@ pub async fn list(
             [prefix.clone(), upper],
         ),
     };
+    // Exact codes and transactions first, each one indexed lookup: the page's query then ORs
+    // the e-mail range with a short list of ids, which both databases serve by index (an OR of
+    // subqueries makes PostgreSQL read every buyer).
     let code = s.to_uppercase();
-    let by_code = Query::select()
+    let mut ids: Vec<i32> = subcode::Entity::find()
+        .select_only()
         .column(subcode::Column::BuyerId)
-        .from(subcode::Entity)
-        .and_where(subcode::Column::AppId.eq(app_id))
-        .and_where(subcode::Column::Code.eq(code.clone()))
-        .to_owned();
-    let by_transaction = Query::select()
-        .column(entity::entitlement::Column::BuyerId)
-        .from(entity::entitlement::Entity)
-        .and_where(entity::entitlement::Column::AppId.eq(app_id))
-        .and_where(entity::entitlement::Column::Source.eq(format!("txn:{code}")))
-        .to_owned();
-    // A subscription's charges are transactions too: whoever their events name.
-    let by_charge = Query::select()
-        .column(entity::webhook_event::Column::Email)
-        .from(entity::webhook_event::Entity)
-        .and_where(entity::webhook_event::Column::AppId.eq(app_id))
-        .and_where(entity::webhook_event::Column::Transaction.eq(code.clone()))
-        .to_owned();
-    q = q.filter(
-        sea_orm::Condition::any()
-            .add(email)
-            .add(buyer::Column::Id.in_subquery(by_code))
-            .add(buyer::Column::Id.in_subquery(by_transaction))
-            .add(buyer::Column::Email.in_subquery(by_charge)),
+        .filter(subcode::Column::AppId.eq(app_id))
+        .filter(subcode::Column::Code.eq(code.clone()))
+        .into_tuple()
+        .all(db)
+        .await?;
+    ids.extend(
+        entity::entitlement::Entity::find()
+            .select_only()
+            .column(entity::entitlement::Column::BuyerId)
+            .filter(entity::entitlement::Column::AppId.eq(app_id))
+            .filter(entity::entitlement::Column::Source.eq(format!("txn:{code}")))
+            .into_tuple::<i32>()
+            .all(db)
+            .await?,
     );
+    // A subscription's charges are transactions too: whoever their events name.
+    let charged: Vec<Option<String>> = entity::webhook_event::Entity::find()
+        .select_only()
+        .column(entity::webhook_event::Column::Email)
+        .filter(entity::webhook_event::Column::AppId.eq(app_id))
+        .filter(entity::webhook_event::Column::Transaction.eq(code))
+        .limit(100)
+        .into_tuple()
+        .all(db)
+        .await?;
+    let charged: Vec<String> = charged.into_iter().flatten().collect();
+    if !charged.is_empty() {
+        ids.extend(
+            buyer::Entity::find()
+                .select_only()
+                .column(buyer::Column::Id)
+                .filter(buyer::Column::AppId.eq(app_id))
+                .filter(buyer::Column::Email.is_in(charged))
+                .into_tuple::<i32>()
+                .all(db)
+                .await?,
+        );
+    }
+    let mut found = sea_orm::Condition::any().add(email);
+    if !ids.is_empty() {
+        found = found.add(buyer::Column::Id.is_in(ids));
+    }
+    q = q.filter(found);
     // Pages of a search go by e-mail (unique per app), so each costs the same as the first.
     if let Some(after) = page.after {
         let last = buyer::Entity::find_by_id(after)

@@ -182,6 +182,25 @@ pub async fn fold(db: &sea_orm::DatabaseConnection) -> AppResult<u64> {
                      ON CONFLICT (app_id, family, bucket) DO UPDATE SET n = rollup.n + excluded.n"
                 ))
                 .await?;
+            // A queue table: what a big fold deleted is swept now rather than read past by the
+            // next overviews until autovacuum comes (outside a transaction, as VACUUM must be).
+            if r.rows_affected() > 0 {
+                let left = db
+                    .query_one_raw(Statement::from_string(
+                        DbBackend::Postgres,
+                        "SELECT COUNT(*) AS n FROM rollup_delta",
+                    ))
+                    .await?
+                    .map(|r| r.try_get::<i64>("", "n"))
+                    .transpose()?
+                    .unwrap_or(0);
+                // Autovacuum still comes if this may not run (a role without the right).
+                if left < BATCH
+                    && let Err(e) = db.execute_unprepared("VACUUM rollup_delta").await
+                {
+                    tracing::debug!(error = %e, "VACUUM rollup_delta");
+                }
+            }
             Ok(r.rows_affected())
         }
         _ => {

@@ -401,6 +401,11 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.click(&format!("tr[data-event='{event_id}']")).await?;
     b.wait_text("#event-payload", v["data"]["purchase"]["transaction"].as_str().unwrap())
         .await?;
+    // The price the payload carries, as a Brazilian reads money.
+    let price = b.text("#event-price").await?;
+    if !price.contains("R$") || !price.contains("97,00") {
+        return Err(format!("the event's price reads {price:?}"));
+    }
     b.screenshot("events").await;
     b.click("#nav-buyers").await?;
     b.type_into("#buyer-search", &format!("{email}\u{E007}")).await?;

@@ -60,7 +60,7 @@ const TEXT = {
     reason_erased: "o comprador desta compra foi apagado a pedido (LGPD): os eventos dela não são aplicados",
     reason_retention: "o conteúdo foi esvaziado pela retenção: não pode ser decidido de novo",
     reason_payment_refused: "pagamento recusado: nenhum acesso é dado ou tirado",
-    holders_title: "Quem tem acesso agora", holders_active: "Com acesso", holders_suspended: "Suspensos (disputa)",
+    price: "Valor", holders_title: "Quem tem acesso agora", holders_active: "Com acesso", holders_suspended: "Suspensos (disputa)",
     subj_entitlement: "acesso", subj_package: "pacote", subj_plan: "plano", subj_buyer: "comprador", subj_api_key: "chave de API",
     subj_notification_endpoint: "destino", subj_subscription: "assinatura", subj_reconciliation_run: "reconciliação",
     subj_hotmart_integration: "integração Hotmart", subj_webhook_events: "eventos",
@@ -154,7 +154,7 @@ const TEXT = {
     reason_erased: "the buyer of this purchase was erased on request (LGPD): its events are not applied",
     reason_retention: "its body was emptied by the retention: it cannot be decided again",
     reason_payment_refused: "payment refused: no access is given or taken",
-    holders_title: "Who has access now", holders_active: "With access", holders_suspended: "Suspended (dispute)",
+    price: "Price", holders_title: "Who has access now", holders_active: "With access", holders_suspended: "Suspended (dispute)",
     subj_entitlement: "access", subj_package: "package", subj_plan: "plan", subj_buyer: "buyer", subj_api_key: "API key",
     subj_notification_endpoint: "endpoint", subj_subscription: "subscription", subj_reconciliation_run: "reconciliation",
     subj_hotmart_integration: "Hotmart integration", subj_webhook_events: "events",
@@ -906,13 +906,22 @@ RENDER.events = async (main) => {
 };
 async function showEvent(box, id, reload) {
   const e = (await gql(`query($id: ID!) { webhookEvent(id: $id) { id eventId eventType status format email transaction source receivedAt occurredAt processedAt decision ruleVersion error attempts rawPayload } }`, { id })).webhookEvent;
-  let pretty = e.rawPayload;
-  try { pretty = JSON.stringify(JSON.parse(e.rawPayload), null, 2); } catch { /* a form post stays as it came */ }
+  let pretty = e.rawPayload, price = null;
+  try {
+    const body = JSON.parse(e.rawPayload);
+    pretty = JSON.stringify(body, null, 2);
+    // What the buyer paid, when the payload says it (v2 purchases), in the reader's format.
+    const p = body?.data?.purchase?.price;
+    if (p && typeof p.value === "number" && /^[A-Z]{3}$/.test(p.currency_value || "")) {
+      price = new Intl.NumberFormat(lang, { style: "currency", currency: p.currency_value }).format(p.value);
+    }
+  } catch { /* a form post stays as it came */ }
   box.hidden = false;
   box.replaceChildren(
     h("p", {}, h("button", { type: "button", id: "close-event", class: "shrink", onclick: () => { box.hidden = true; box.replaceChildren(); } }, t("close"))),
     h("h2", {}, eventName(e.eventType), ` · ${e.eventId}`),
-    h("p", {}, badge(e.status), ` ${t("decision")}: ${decisionText(e.decision)} · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, reasonText(e.error)) : null),
+    h("p", {}, badge(e.status), ` ${t("decision")}: `, decisionText(e.decision), ` · ${t("rule_version")}: ${e.ruleVersion ?? "—"}`, e.error ? h("div", { class: "error" }, reasonText(e.error)) : null),
+    price ? h("p", { id: "event-price" }, `${t("price")}: ${price}`) : null,
     h("p", { class: "muted" }, `${t("received")} ${fmt(e.receivedAt)} · ${e.email || ""} ${e.transaction || ""} ${e.source || ""}`),
     isAdmin() ? h("p", {}, h("button", { type: "button", id: "replay-one", onclick: async () => {
       try { await gql(`mutation($id: ID!) { replayWebhookEvent(id: $id) { status } }`, { id }); toast(t("queued")); reload(); } catch (x) { toast(x.message); }
