@@ -17,6 +17,8 @@ use serde_json::{Value, json};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const ROUNDS: usize = 40;
+const HOTTOK: &str = "BENCHHOTTOKabcdefghijklmnopqrstuv0001234";
+const FLOOD: usize = 4000;
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
@@ -70,6 +72,10 @@ async fn main() {
             v
         }
     };
+    gql(format!(
+        "mutation {{ saveHotmartIntegration(input: {{hottok: \"{HOTTOK}\"}}) {{ webhookUrl }} }}"
+    ))
+    .await;
     gql(
         "mutation { createSubscriptionPlan(input: {name: \"Mensal\", hotmartProductIds: [\"4100001\"]}) { id } }"
             .into(),
@@ -274,4 +280,108 @@ async fn main() {
             }
         );
     }
+
+    // The overview under a flood: the worker's end-to-end rate with admins polling the overview
+    // (4 a second, as four consoles open) against the same flood without them, alternated.
+    let mut worker = porteiro::jobs::Jobs::default();
+    porteiro::app::start_worker(&mut worker, &state).unwrap();
+    let hook = format!("{addr}/webhooks/hotmart/{}", app.webhook_key);
+    let base: Value = serde_json::from_str(include_str!("../rules/fixtures/purchase_approved.json")).unwrap();
+    let mut rates: Vec<(bool, f64)> = Vec::new();
+    for (round, polled) in [false, true, false, true].into_iter().enumerate() {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let poller = polled.then(|| {
+            let (stop, client, addr, token) = (stop.clone(), client.clone(), addr.clone(), token.clone());
+            tokio::spawn(async move {
+                let q = "{ overview { backlog failed unmapped eventsPerHour { at kind count } \
+                         changesPerDay { at kind count } holders { active } } }";
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = client
+                        .post(format!("{addr}/graphql"))
+                        .bearer_auth(&token)
+                        .json(&json!({ "query": q }))
+                        .send()
+                        .await
+                        .unwrap();
+                    assert!(r.status().is_success());
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        });
+        let t = Instant::now();
+        let mut tasks = Vec::new();
+        for w in 0..16 {
+            let (client, hook, base) = (client.clone(), hook.clone(), base.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut i = w;
+                while i < FLOOD {
+                    let id = round * FLOOD + i;
+                    let mut v = base.clone();
+                    let now = chrono::Utc::now().timestamp_millis();
+                    v["id"] = json!(format!("flood-{id}"));
+                    v["creation_date"] = json!(now);
+                    v["data"]["purchase"]["approved_date"] = json!(now);
+                    v["data"]["purchase"]["date_next_charge"] = json!(now + 30 * 86_400_000i64);
+                    v["data"]["purchase"]["transaction"] = json!(format!("HPFLOOD{id:08}"));
+                    v["data"]["subscription"]["subscriber"]["code"] = json!(format!("SBF{id:08}"));
+                    v["data"]["buyer"]["email"] = json!(format!("flood{id}@example.com"));
+                    let status = client
+                        .post(&hook)
+                        .header("X-HOTMART-HOTTOK", HOTTOK)
+                        .header("content-type", "application/json")
+                        .body(v.to_string())
+                        .send()
+                        .await
+                        .unwrap()
+                        .status();
+                    assert!(status.is_success(), "{status}");
+                    i += 16;
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+        loop {
+            let pending: i64 = db
+                .query_one_raw(sea_orm::Statement::from_string(
+                    backend,
+                    "SELECT COUNT(*) AS n FROM webhook_event WHERE status = 'pending'",
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get("", "n")
+                .unwrap();
+            if pending == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = FLOOD as f64 / t.elapsed().as_secs_f64();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(p) = poller {
+            p.await.unwrap();
+        }
+        println!(
+            "{:<48} {:>8.0} sales/s end to end ({FLOOD} sales, 16 at a time, worker running)",
+            if polled {
+                "flood, overview polled 4 times a second"
+            } else {
+                "flood, nobody looking (baseline)"
+            },
+            rate
+        );
+        rates.push((polled, rate));
+    }
+    let mean = |polled: bool| {
+        let r: Vec<f64> = rates.iter().filter(|x| x.0 == polled).map(|x| x.1).collect();
+        r.iter().sum::<f64>() / r.len() as f64
+    };
+    println!(
+        "{:<48} {:>8.2}x (goal: equal within noise)",
+        "flood rate, polled / baseline",
+        mean(true) / mean(false)
+    );
+    worker.stop().await;
 }
