@@ -101,6 +101,15 @@ pub fn start_dispatcher(jobs: &mut Jobs, state: &AppState) {
     });
 }
 
+/// The admin screens' counters: the triggers' deltas folded in every 5 s, so reads stay small.
+pub fn start_rollups(jobs: &mut Jobs, state: &AppState) {
+    let db = state.db.clone();
+    jobs.spawn("rollups", Every::period(Duration::from_secs(5)), move || {
+        let db = db.clone();
+        tick(async move { services::overview::fold(&db).await.map(|_| ()) })
+    });
+}
+
 /// Hourly retention of the outbox, and the reconciliation scheduler.
 pub fn start_upkeep(jobs: &mut Jobs, state: &AppState) {
     let p = state.pipeline.clone();
@@ -117,12 +126,7 @@ pub fn start_upkeep(jobs: &mut Jobs, state: &AppState) {
         },
     );
 
-    // The admin screens' counters: the triggers' deltas folded in, so reads stay small.
-    let db = state.db.clone();
-    jobs.spawn("rollups", Every::period(Duration::from_secs(5)), move || {
-        let db = db.clone();
-        tick(async move { services::overview::fold(&db).await.map(|_| ()) })
-    });
+    start_rollups(jobs, state);
 
     if let Some(days) = state.settings.event_body_retention_days {
         let db = state.db.clone();
