@@ -166,17 +166,28 @@ pub async fn list(
         found = found.add(buyer::Column::Id.is_in(ids));
     }
     q = q.filter(found);
-    // Pages of a search go by e-mail (unique per app), so each costs the same as the first.
+    // Pages of a search go by e-mail (unique per app) in byte order, the index's order on both
+    // databases, so each page reads only itself.
+    let pg = db.get_database_backend() == sea_orm::DbBackend::Postgres;
     if let Some(after) = page.after {
         let last = buyer::Entity::find_by_id(after)
             .filter(buyer::Column::AppId.eq(app_id))
             .one(db)
             .await?
             .ok_or_else(|| crate::AppError::bad("after is not a cursor from this list"))?;
-        q = q.filter(buyer::Column::Email.gt(last.email));
+        q = q.filter(if pg {
+            Expr::cust_with_values(r#""buyer"."email" COLLATE "C" > $1"#, [last.email])
+        } else {
+            Expr::cust_with_values(r#""buyer"."email" > ?"#, [last.email])
+        });
     }
+    let order = if pg {
+        Expr::cust(r#""buyer"."email" COLLATE "C""#)
+    } else {
+        Expr::cust(r#""buyer"."email""#)
+    };
     let rows = q
-        .order_by_asc(buyer::Column::Email)
+        .order_by(order, sea_orm::Order::Asc)
         .limit(page.first + 1)
         .all(db)
         .await?;
