@@ -90,6 +90,12 @@ async fn access_log<E: Endpoint>(next: E, req: Request) -> poem::Result<Response
     if let Ok(v) = poem::http::HeaderValue::from_str(&id) {
         res.headers_mut().insert("x-request-id", v);
     }
+    // Whatever answered 503 (a database away, a full inbox), clients may try again shortly.
+    if res.status() == poem::http::StatusCode::SERVICE_UNAVAILABLE {
+        res.headers_mut()
+            .entry(poem::http::header::RETRY_AFTER)
+            .or_insert(poem::http::HeaderValue::from_static("1"));
+    }
     span.in_scope(|| {
         tracing::info!(
             target: "porteiro::http",

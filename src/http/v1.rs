@@ -6,7 +6,7 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{Endpoint, EndpointExt, Request, Response, Route};
 use poem_openapi::auth::Bearer;
-use poem_openapi::param::Query;
+use poem_openapi::param::{Header, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, SecurityScheme, Tags};
 
@@ -61,6 +61,11 @@ struct FieldError {
 
 #[derive(ApiResponse, Debug)]
 enum Problem {
+    /// GET only: the answer has not changed since the `ETag` given in `If-None-Match` (no body).
+    /// Every GET answer carries a strong `ETag` and `Cache-Control: private, no-cache`.
+    #[oai(status = 304)]
+    #[allow(dead_code)] // answered by the conditional layer in `routes`; here for the document
+    NotModified,
     /// The request is malformed; `errors` names each wrong field.
     #[oai(status = 400, content_type = "application/problem+json")]
     BadRequest(Json<ProblemDetails>),
@@ -363,6 +368,9 @@ impl AccessApi {
         /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
         #[oai(name = "subscriberCode")]
         subscriber_code: Query<Option<String>>,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
     ) -> Answer<BuyerAccessBody> {
         let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
         Ok(Json(app_access::of(&state, &key.0, who).await?.into()))
@@ -375,6 +383,7 @@ impl AccessApi {
     /// or both is a 400. A package or plan this app does not have is a 404 (a mistyped id must
     /// not deny everyone in silence). A revocation is visible to the next check.
     #[oai(path = "/access/check", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per documented parameter
     async fn check(
         &self,
         state: Data<&AppState>,
@@ -390,6 +399,9 @@ impl AccessApi {
         /// A subscription plan's id in Porteiro; exactly one of `package` and `plan`.
         #[oai(example = "example_plan")]
         plan: Query<Option<i32>>,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
     ) -> Answer<CheckBody> {
         let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
         let target = match (package.0, plan.0) {
@@ -445,9 +457,54 @@ pub fn routes() -> impl Endpoint {
         .catch_all_error(as_problem)
         .around(|ep, req| async move {
             let post_only = req.uri().path().ends_with("/access/lookup");
+            let get = req.method() == poem::http::Method::GET;
+            let if_none_match = req
+                .headers()
+                .get(poem::http::header::IF_NONE_MATCH)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             let res = ep.call(req).await?;
-            Ok(with_allow(res, if post_only { "POST" } else { "GET" }))
+            let res = with_allow(res, if post_only { "POST" } else { "GET" });
+            Ok(if get {
+                conditional(res, if_none_match.as_deref()).await
+            } else {
+                res
+            })
         })
+}
+
+/// GET answers carry a strong ETag (a hash of the body), and one whose ETag the caller already
+/// has (`If-None-Match`) is a 304 without a body. `Cache-Control: private, no-cache`: a client
+/// may keep an answer but must ask again (cheaply, with its ETag) before using it.
+async fn conditional(res: Response, if_none_match: Option<&str>) -> Response {
+    use poem::http::{HeaderValue, header};
+    use sha2::Digest;
+    let (mut parts, body) = res.into_parts();
+    parts
+        .headers
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("private, no-cache"));
+    if parts.status != StatusCode::OK {
+        return Response::from_parts(parts, body);
+    }
+    let Ok(bytes) = body.into_bytes().await else {
+        return Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).finish();
+    };
+    let tag = format!("\"{}\"", &hex::encode(sha2::Sha256::digest(&bytes))[..32]);
+    let matches = if_none_match.is_some_and(|v| {
+        v.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == tag || t == "*")
+    });
+    if let Ok(v) = HeaderValue::from_str(&tag) {
+        parts.headers.insert(header::ETAG, v);
+    }
+    if matches {
+        parts.status = StatusCode::NOT_MODIFIED;
+        parts.headers.remove(header::CONTENT_TYPE);
+        parts.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(parts, poem::Body::empty());
+    }
+    Response::from_parts(parts, poem::Body::from(bytes))
 }
 
 /// RapiDoc's page (its script is inlined by poem-openapi) without what it fetches from elsewhere,

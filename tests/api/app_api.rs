@@ -187,6 +187,55 @@ async fn a_revocation_is_visible_to_the_next_check() {
 }
 
 #[tokio::test]
+async fn a_get_carries_an_etag_and_an_unchanged_answer_is_a_304() {
+    let (app, plan) = app_with_plan().await;
+    let (key, _) = key_for(&app, &app.admin()).await;
+    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
+    app.process_inbox().await;
+    let url = format!("{}/v1/access/check?email=ana.teste@example.com&plan={plan}", app.addr);
+    let ask = |etag: Option<String>| {
+        let mut req = app.client.get(&url).bearer_auth(&key);
+        if let Some(e) = etag {
+            req = req.header("if-none-match", e);
+        }
+        req.send()
+    };
+    let header = |r: &reqwest::Response, name: &str| r.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+    let first = ask(None).await.unwrap();
+    assert_eq!(first.status(), 200);
+    let etag = header(&first, "etag").expect("an ETag");
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong ETag: {etag}");
+    assert_eq!(header(&first, "cache-control").as_deref(), Some("private, no-cache"));
+    assert!(header(&first, "x-request-id").is_some());
+    // The same answer again: 304, no body, the same ETag.
+    let again = ask(Some(etag.clone())).await.unwrap();
+    assert_eq!(again.status(), 304);
+    assert_eq!(header(&again, "etag"), Some(etag.clone()));
+    assert!(again.bytes().await.unwrap().is_empty());
+    // A list with it (weak or not) matches too; another tag does not.
+    assert_eq!(ask(Some(format!("\"x\", W/{etag}"))).await.unwrap().status(), 304);
+    assert_eq!(ask(Some("\"other\"".into())).await.unwrap().status(), 200);
+    // A refund changes the answer: a new body and a new ETag, never a stale 304.
+    assert_eq!(app.post_hotmart(&recent("purchase_refunded.json", &[])).await.0, 200);
+    app.process_inbox().await;
+    let changed = ask(Some(etag.clone())).await.unwrap();
+    assert_eq!(changed.status(), 200);
+    assert_ne!(header(&changed, "etag"), Some(etag));
+    let body: Value = changed.json().await.unwrap();
+    assert_eq!(body["status"], "REVOKED");
+    // Errors are not cached answers: no ETag on a 400.
+    let bad = app
+        .client
+        .get(format!("{}/v1/access/check?plan={plan}", app.addr))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert!(header(&bad, "etag").is_none());
+}
+
+#[tokio::test]
 async fn lookup_answers_many_buyers_in_order_and_names_every_bad_entry() {
     let (app, _plan) = app_with_plan().await;
     let (key, _) = key_for(&app, &app.admin()).await;

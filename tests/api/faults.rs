@@ -417,6 +417,11 @@ async fn postgres_stopped_and_restarted_under_a_flood_loses_nothing() {
     let ready = app.client.get(format!("{}/readyz", app.addr)).send().await.unwrap();
     let ready_took = t.elapsed();
     assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(
+        ready.headers().get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("1"),
+        "a 503 says when to try again"
+    );
     assert!(ready_took < std::time::Duration::from_millis(1500), "{ready_took:?}");
     // Operators still see the counters (the 503s among them) while the database is down: the
     // scrape does not wait for the pool.
