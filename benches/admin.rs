@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const ROUNDS: usize = 40;
+const ROUNDS: usize = 200;
 const HOTTOK: &str = "BENCHHOTTOKabcdefghijklmnopqrstuv0001234";
 const FLOOD: usize = 4000;
 
