@@ -91,16 +91,14 @@ impl ConsoleQuery {
             holders: o
                 .holders
                 .into_iter()
-                .filter_map(|h| {
-                    Some(TargetHolders {
-                        target: super::buyers::AccessTarget {
-                            kind: h.kind?.into(),
-                            id: async_graphql::ID(h.id.to_string()),
-                            name: h.name,
-                        },
-                        active: h.active,
-                        suspended: h.suspended,
-                    })
+                .map(|h| TargetHolders {
+                    target: super::buyers::AccessTarget {
+                        kind: h.kind.into(),
+                        id: async_graphql::ID(h.id.to_string()),
+                        name: h.name,
+                    },
+                    active: h.active,
+                    suspended: h.suspended,
                 })
                 .collect(),
             last_webhook_at: last.map(Into::into),

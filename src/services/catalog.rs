@@ -277,7 +277,6 @@ async fn all_links(db: &impl ConnectionTrait, app_id: i32) -> AppResult<LinkMap>
     Ok(out)
 }
 
-/// Two queries whatever the number of packages.
 /// Every package and plan of an app: (kind, id, name), without their links.
 pub async fn all_targets(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<(TargetKind, i32, String)>> {
     use sea_orm::QuerySelect;
@@ -304,6 +303,7 @@ pub async fn all_targets(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Ve
         .collect())
 }
 
+/// Two queries whatever the number of packages.
 pub async fn list_packages(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<PackageView>> {
     let rows = pkg::Entity::find()
         .filter(pkg::Column::AppId.eq(app_id))

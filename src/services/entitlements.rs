@@ -243,7 +243,7 @@ pub async fn change_email(state: &AppState, who: &Principal, from: &str, to: &st
         return Err(AppError::not_found(format!("{from} holds nothing to move")));
     }
     let mut ledger = Ledger::default();
-    // The person is the same: the new e-mail's buyer gets the name if it has none.
+    // The person is the same: the new e-mail's buyer takes their name (when they have one).
     let name = (!old.name.is_empty()).then_some(old.name.as_str());
     ledger.upsert_buyer(&txn, who.app_id, &to, name).await?;
     let mut changed = Changed::default();

@@ -81,9 +81,9 @@ async fn rollup(db: &impl ConnectionTrait, app_id: i32, family: &str, since: &st
 }
 
 /// Live holders of one package or plan (ACTIVE or SUSPENDED, their end not yet passed).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Holders {
-    pub kind: Option<TargetKind>,
+    pub kind: TargetKind,
     pub id: i32,
     pub name: String,
     pub active: i64,
@@ -134,10 +134,11 @@ pub async fn holders(db: &impl ConnectionTrait, app_id: i32) -> AppResult<Vec<Ho
         by_target.insert(
             (t.0, t.1),
             Holders {
-                kind: Some(t.0),
+                kind: t.0,
                 id: t.1,
                 name: t.2,
-                ..Default::default()
+                active: 0,
+                suspended: 0,
             },
         );
     }
