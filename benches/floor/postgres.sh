@@ -71,9 +71,9 @@ WITH c AS (
          target_id = 1, attempts = 1, processed_at = now()
   FROM c WHERE w.id = c.id RETURNING 1
 )
-INSERT INTO access_change_tally (app_id, day, kind, n)
-SELECT 1, '2026-12-01', 'access.granted', count(*) FROM u HAVING count(*) > 0
-ON CONFLICT (app_id, day, kind) DO UPDATE SET n = access_change_tally.n + excluded.n;
+INSERT INTO rollup (app_id, family, bucket, n)
+SELECT 1, 'changes', '2026-12-01T12|access.granted', count(*) FROM u HAVING count(*) > 0
+ON CONFLICT (app_id, family, bucket) DO UPDATE SET n = rollup.n + excluded.n;
 SQL
 
 count() { psql "$url" -Atqc "SELECT count(*) FROM webhook_event WHERE status = '$1'"; }

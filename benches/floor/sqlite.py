@@ -134,7 +134,7 @@ def run(group, batch, ingest_only, random_keys):
                 % (",".join(["(?,?,?,?,?)"] * len(ids)), now),
                 [x for i, e, s in zip(ids, emails, sources) for x in (i, "processed", decision, e, s)])
             c.execute(
-                "INSERT INTO access_change_tally (app_id, day, kind, n) VALUES (1,'2026-12-01','access.granted',?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
+                "INSERT INTO rollup (app_id, family, bucket, n) VALUES (1,'changes','2026-12-01T12|access.granted',?) ON CONFLICT DO UPDATE SET n = n + excluded.n",
                 (len(ids),))
             c.execute("COMMIT")
             done += len(ids)

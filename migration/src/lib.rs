@@ -20,6 +20,7 @@ mod m20261217_000015_erased_source;
 mod m20261218_000016_rejected_reason;
 mod m20261219_000017_rollups;
 mod m20261219_000018_admin_indexes;
+mod m20261220_000019_changes_by_hour;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261218_000016_rejected_reason::Migration),
             Box::new(m20261219_000017_rollups::Migration),
             Box::new(m20261219_000018_admin_indexes::Migration),
+            Box::new(m20261220_000019_changes_by_hour::Migration),
         ]
     }
 }

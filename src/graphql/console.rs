@@ -26,7 +26,11 @@ pub struct CountBucket {
 pub struct Overview {
     /// Webhook events of the last 24 hours by hour received and status.
     pub events_per_hour: Vec<CountBucket>,
-    /// access.granted, access.revoked and access.expired per day over 14 days.
+    /// access.granted, access.revoked and access.expired per hour (UTC) over 15 days: group
+    /// them into the reader's own days (the console does).
+    pub changes_per_hour: Vec<CountBucket>,
+    /// The same per day, in UTC days: a change at 22:00 in São Paulo counts on the next day.
+    #[graphql(deprecation = "UTC days; group changesPerHour into the reader's own days")]
     pub changes_per_day: Vec<CountBucket>,
     /// Events waiting for the worker.
     pub backlog: i64,
@@ -85,6 +89,7 @@ impl ConsoleQuery {
         Ok(Overview {
             events_per_hour: buckets(o.events_per_hour),
             changes_per_day: buckets(o.changes_per_day),
+            changes_per_hour: buckets(o.changes_per_hour),
             backlog: o.backlog,
             failed: o.failed,
             unmapped: o.unmapped,

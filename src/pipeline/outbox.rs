@@ -147,39 +147,40 @@ pub async fn listening(
     Ok(found.into_iter().collect())
 }
 
-/// Counts announcements by app, day and type for the console's overview, in the change's
-/// transaction: one upsert whatever their number, its keys in one order. A worker batch
-/// upserts once, at its end; an admin change or the expiry timer once per change, and a
-/// transaction that revokes several rows (a buyer's, a deleted target's) counts only
-/// `access.revoked`. So two transactions on PostgreSQL never wait for each other's rows
-/// crosswise.
+/// Counts announcements by app, hour (UTC) and type for the console's overview, which draws
+/// them in the seller's own days: rows of `rollup`, family `changes`, bucket
+/// `YYYY-MM-DDTHH|type`. In the change's transaction: one upsert whatever their number, its
+/// keys in one order. A worker batch upserts once, at its end; an admin change or the expiry
+/// timer once per change, and a transaction that revokes several rows (a buyer's, a deleted
+/// target's) counts only `access.revoked`. So two transactions on PostgreSQL never wait for
+/// each other's rows crosswise.
 pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) -> AppResult<()> {
-    let mut counts: std::collections::BTreeMap<(i32, &str), i64> = Default::default();
-    for key in news {
-        *counts.entry(key).or_default() += 1;
+    let hour = chrono::Utc::now().format("%Y-%m-%dT%H").to_string();
+    let mut counts: std::collections::BTreeMap<(i32, String), i64> = Default::default();
+    for (app_id, kind) in news {
+        *counts.entry((app_id, format!("{hour}|{kind}"))).or_default() += 1;
     }
     if counts.is_empty() {
         return Ok(());
     }
     use sea_orm::sea_query::{Alias, Expr, ExprTrait, OnConflict, Query};
-    let day = chrono::Utc::now().format("%Y-%m-%d").to_string();
-    let (tally, n) = (Alias::new("access_change_tally"), Alias::new("n"));
-    let key = ["app_id", "day", "kind"].map(Alias::new);
+    let (rollup, n) = (Alias::new("rollup"), Alias::new("n"));
+    let key = ["app_id", "family", "bucket"].map(Alias::new);
     let mut insert = Query::insert();
     insert
-        .into_table(tally.clone())
+        .into_table(rollup.clone())
         .columns(key.clone().into_iter().chain([n.clone()]))
         .on_conflict(
             OnConflict::columns(key)
                 .value(
                     n.clone(),
-                    Expr::col((tally, n.clone())).add(Expr::col((Alias::new("excluded"), n))),
+                    Expr::col((rollup, n.clone())).add(Expr::col((Alias::new("excluded"), n))),
                 )
                 .to_owned(),
         );
-    for ((app_id, kind), count) in counts {
+    for ((app_id, bucket), count) in counts {
         insert
-            .values([app_id.into(), day.clone().into(), kind.into(), count.into()])
+            .values([app_id.into(), "changes".into(), bucket.into(), count.into()])
             .map_err(AppError::internal)?;
     }
     db.execute_raw(db.get_database_backend().build(&insert)).await?;

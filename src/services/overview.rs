@@ -2,7 +2,6 @@
 //! database keeps as it writes (migration 17's triggers), so it costs the same at any size.
 use chrono::{DateTime, TimeDelta, Utc};
 use entity::status::InboxStatus;
-use sea_orm::sea_query::{Alias, Expr, ExprTrait, Query, SelectStatement};
 use sea_orm::{ActiveEnum, ConnectionTrait, DbBackend, Statement};
 
 use crate::AppResult;
@@ -20,27 +19,16 @@ pub struct Bucket {
 pub struct Overview {
     /// Webhook events of the last 24 hours, by hour received and status.
     pub events_per_hour: Vec<Bucket>,
-    /// Access granted, revoked and expired per day (UTC) over the last 14 days and today.
+    /// Access granted, revoked and expired per hour (UTC) over the last 15 days: enough for a
+    /// reader to draw 14 days in its own time zone.
+    pub changes_per_hour: Vec<Bucket>,
+    /// The same per day (UTC), for callers that do not draw.
     pub changes_per_day: Vec<Bucket>,
     pub backlog: i64,
     pub failed: i64,
     pub unmapped: i64,
     /// Every package and plan with its live holders.
     pub holders: Vec<Holders>,
-}
-
-async fn buckets(db: &impl ConnectionTrait, query: SelectStatement) -> AppResult<Vec<Bucket>> {
-    let rows = db.query_all_raw(db.get_database_backend().build(&query)).await?;
-    let mut out = Vec::new();
-    for r in rows {
-        out.push(Bucket {
-            at: r.try_get("", "at")?,
-            kind: r.try_get("", "kind")?,
-            count: r.try_get("", "n")?,
-        });
-    }
-    out.sort_by(|a, b| (&a.at, &a.kind).cmp(&(&b.at, &b.kind)));
-    Ok(out)
 }
 
 /// A family's counts by bucket: folded rows plus deltas not folded yet, from `since` on.
@@ -107,19 +95,35 @@ pub async fn of(db: &impl ConnectionTrait, app_id: i32, now: DateTime<Utc>) -> A
     let statuses: std::collections::HashMap<String, i64> =
         rollup(db, app_id, "inbox_status", "").await?.into_iter().collect();
     let status = |s: InboxStatus| statuses.get(s.to_value().as_str()).copied().unwrap_or(0);
-    let tally = Alias::new("access_change_tally");
-    let changes = Query::select()
-        .expr_as(Expr::col(Alias::new("day")), Alias::new("at"))
-        .column(Alias::new("kind"))
-        .column(Alias::new("n"))
-        .from(tally)
-        .and_where(Expr::col(Alias::new("app_id")).eq(app_id))
-        .and_where(Expr::col(Alias::new("day")).gte((now - TimeDelta::days(14)).format("%Y-%m-%d").to_string()))
-        .and_where(Expr::col(Alias::new("kind")).is_in(["access.granted", "access.revoked", "access.expired"]))
-        .to_owned();
+    let since = (now - TimeDelta::days(15)).format("%Y-%m-%dT%H").to_string();
+    let changes_per_hour: Vec<Bucket> = rollup(db, app_id, "changes", &since)
+        .await?
+        .into_iter()
+        .filter_map(|(bucket, count)| {
+            let (at, kind) = bucket.split_once('|')?;
+            ["access.granted", "access.revoked", "access.expired"]
+                .contains(&kind)
+                .then(|| Bucket {
+                    at: at.to_string(),
+                    kind: kind.to_string(),
+                    count,
+                })
+        })
+        .collect();
+    let day = (now - TimeDelta::days(14)).format("%Y-%m-%d").to_string();
+    let mut by_day: std::collections::BTreeMap<(String, String), i64> = Default::default();
+    for b in &changes_per_hour {
+        if let Some(d) = b.at.get(..10).filter(|d| *d >= day.as_str()) {
+            *by_day.entry((d.to_string(), b.kind.clone())).or_default() += b.count;
+        }
+    }
     Ok(Overview {
         events_per_hour,
-        changes_per_day: buckets(db, changes).await?,
+        changes_per_day: by_day
+            .into_iter()
+            .map(|((at, kind), count)| Bucket { at, kind, count })
+            .collect(),
+        changes_per_hour,
         backlog: status(InboxStatus::Pending),
         failed: status(InboxStatus::Failed),
         unmapped: status(InboxStatus::Unmapped),

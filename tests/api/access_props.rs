@@ -740,7 +740,11 @@ async fn the_overview_counts_every_announcement(app: &TestApp, context: &str) {
         out.sort();
         out
     };
-    let tallied = by_kind("SELECT kind, CAST(SUM(n) AS BIGINT) AS n FROM access_change_tally GROUP BY kind").await;
+    let tallied = by_kind(
+        "SELECT substr(bucket, 15) AS kind, CAST(SUM(n) AS BIGINT) AS n FROM rollup \
+         WHERE family = 'changes' GROUP BY substr(bucket, 15)",
+    )
+    .await;
     let written = by_kind(
         "SELECT event_type AS kind, COUNT(*) AS n FROM notification WHERE entitlement_id IS NOT NULL GROUP BY event_type",
     )

@@ -57,6 +57,8 @@ impl Browser {
         let port = free_port();
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
+            // The browser inherits it: the console runs at a seller's time, not the server's.
+            .env("TZ", "America/Sao_Paulo")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -517,6 +519,57 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
         .map_err(|e| e.to_string())?;
     if left.is_some() {
         return Err("the erased buyer is still there".into());
+    }
+
+    // The charts count in the seller's own time (São Paulo, UTC−3, no summer time since 2019):
+    // changes at 01:00 UTC three days ago belong to the evening of the day before, and the
+    // events of this UTC hour show under this hour in São Paulo.
+    let utc = chrono::Utc::now();
+    let three_days_ago = (utc - chrono::TimeDelta::days(3)).date_naive();
+    let evening_before = three_days_ago - chrono::TimeDelta::days(1);
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &app.state.db,
+        &format!(
+            "INSERT INTO rollup (app_id, family, bucket, n) VALUES ({}, 'changes', '{}T01|access.granted', 5)",
+            app.app("default").await.id,
+            three_days_ago.format("%Y-%m-%d")
+        ),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    b.click("#nav-buyers").await?;
+    b.click("#nav-overview").await?;
+    let label = |id: &'static str| async move {
+        b.retrying(id, || async move {
+            b.js(
+                &format!("return document.querySelector('#{id}').getAttribute('aria-label')"),
+                json!([]),
+            )
+            .await
+        })
+        .await
+        .map(|v| v.as_str().unwrap_or_default().to_string())
+    };
+    let changes = label("chart-changes").await?;
+    let day = |d: chrono::NaiveDate| d.format("%d/%m").to_string();
+    for want in [
+        format!("{}: 5", day(evening_before)),
+        format!("{}: 0", day(three_days_ago)),
+    ] {
+        if !changes.split(", ").any(|slot| slot == want) {
+            return Err(format!("the changes chart lacks {want:?}: {changes}"));
+        }
+    }
+    // This hour or, should the test have crossed one, the one before.
+    let events = label("chart-events").await?;
+    let sao_paulo = |back: i64| (utc - chrono::TimeDelta::hours(3 + back)).format("%H:00").to_string();
+    let counted = |hour: String| {
+        events
+            .split(", ")
+            .any(|slot| slot.starts_with(&format!("{hour}:")) && !slot.ends_with(": 0"))
+    };
+    if !counted(sao_paulo(0)) && !counted(sao_paulo(1)) {
+        return Err(format!("no events under {} in São Paulo: {events}", sao_paulo(0)));
     }
 
     // The other pages render, in English too.

@@ -248,7 +248,7 @@ async fn the_overview_counts_events_and_access_changes_and_events_filter_by_date
     app.process_inbox().await;
     let d = app
         .gql(
-            "{ overview { backlog failed unmapped lastWebhookAt eventsPerHour { at kind count } changesPerDay { at kind count } } }",
+            "{ overview { backlog failed unmapped lastWebhookAt eventsPerHour { at kind count } changesPerDay { at kind count } changesPerHour { at kind count } } }",
             json!({}),
         )
         .await;
@@ -275,6 +275,26 @@ async fn the_overview_counts_events_and_access_changes_and_events_filter_by_date
     assert_eq!(
         changes,
         [("access.granted".to_string(), 1), ("access.revoked".to_string(), 1)]
+    );
+    // By hour too, the hour they happened (UTC), for the console to group into local days.
+    let by_hour: Vec<(String, String, i64)> = o["changesPerHour"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            (
+                b["at"].as_str().unwrap().to_string(),
+                b["kind"].as_str().unwrap().to_string(),
+                b["count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_hour,
+        [
+            (hour.clone(), "access.granted".to_string(), 1),
+            (hour.clone(), "access.revoked".to_string(), 1)
+        ]
     );
 
     let q = "query($a: DateTime, $b: DateTime) { webhookEvents(since: $a, until: $b) { nodes { eventId } } }";

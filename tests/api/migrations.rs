@@ -32,7 +32,13 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: the admin screens' indexes; one step down they go.
+    // The latest: access changes counted by hour in the rollups; one step down they are
+    // counted by day again.
+    let tally = || db.execute_unprepared("SELECT n FROM access_change_tally");
+    assert!(tally().await.is_err());
+    Migrator::down(db, Some(1)).await.expect("changes by hour");
+    assert!(tally().await.is_ok());
+    // Then the admin screens' indexes; one step down they go.
     let index_count = || async {
         let sql = if pg {
             "SELECT count(*) AS n FROM pg_indexes WHERE indexname = 'idx_webhook_event_app_status_id'"
@@ -276,7 +282,8 @@ async fn the_tally_migration_counts_the_outbox_in() {
         .await
         .unwrap();
     }
-    Migrator::up(db, None).await.expect("the tally");
+    // Up to the tally (migration 11) first: migration 19 moves its counts into the rollups.
+    Migrator::up(db, Some(1)).await.expect("the tally");
     let counted: Vec<(String, String, i64)> = exec(
         db,
         "SELECT day, kind, n FROM access_change_tally WHERE app_id = ? ORDER BY day, kind",
@@ -304,8 +311,14 @@ async fn the_tally_migration_counts_the_outbox_in() {
             (d1.clone(), "access.granted".into(), 2),
         ]
     );
+    // Migration 19: the day counts become hour counts at 12:00 UTC (a date every time zone
+    // from UTC−11 to UTC+11 shares), and the overview still tells the same days.
+    Migrator::up(db, None).await.expect("changes by hour");
     let o = app
-        .gql("{ overview { changesPerDay { at kind count } } }", json!({}))
+        .gql(
+            "{ overview { changesPerDay { at kind count } changesPerHour { at kind count } } }",
+            json!({}),
+        )
         .await;
     assert_eq!(
         o["overview"]["changesPerDay"],
@@ -314,6 +327,24 @@ async fn the_tally_migration_counts_the_outbox_in() {
             {"at": d1, "kind": "access.granted", "count": 2},
         ])
     );
+    assert_eq!(
+        o["overview"]["changesPerHour"],
+        json!([
+            {"at": format!("{d0}T12"), "kind": "access.revoked", "count": 1},
+            {"at": format!("{d1}T12"), "kind": "access.granted", "count": 2},
+        ])
+    );
+    // And back: the hours fold into days again.
+    Migrator::down(db, Some(1)).await.expect("down to days");
+    let days = exec(
+        db,
+        "SELECT day, kind, n FROM access_change_tally WHERE app_id = ? ORDER BY day, kind",
+        vec![app_id.into()],
+    )
+    .await
+    .len();
+    assert_eq!(days, 3, "every day count came back");
+    Migrator::up(db, None).await.expect("up again");
 }
 
 /// How many `down` steps lead back to just before `name` ran.

@@ -436,22 +436,37 @@ async function route() {
 }
 
 // ---- overview
-// A slot's label in the browser's time zone: hours ("2026-12-05T17", UTC) and days ("2026-12-05").
+// A slot's label in the browser's time zone: hours ("2026-12-05T17", UTC) and the browser's
+// own days ("2026-12-05", local).
 function slotLabel(s) {
   if (s.length > 10) return new Date(`${s}:00:00Z`).toLocaleTimeString(lang, { hour: "2-digit", minute: "2-digit" });
-  return new Date(`${s}T12:00:00Z`).toLocaleDateString(lang, { day: "2-digit", month: "2-digit" });
+  return new Date(`${s}T12:00:00`).toLocaleDateString(lang, { day: "2-digit", month: "2-digit" });
+}
+// A date as "YYYY-MM-DD" in the browser's time zone.
+const localDay = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+// Hourly buckets (UTC hours) summed into the browser's own days.
+function byLocalDay(hourly) {
+  const out = new Map();
+  for (const b of hourly) {
+    const key = `${localDay(new Date(`${b.at}:00:00Z`))}|${b.kind}`;
+    const o = out.get(key) || { at: key.split("|")[0], kind: b.kind, count: 0 };
+    o.count += b.count;
+    out.set(key, o);
+  }
+  return [...out.values()];
 }
 const kindLabel = (k) => (STATUS[lang] && STATUS[lang][k]) || t(k) || k;
 
-function bars(buckets, keys, colors, slots) {
+function bars(id, buckets, keys, colors, slots) {
   const totals = slots.map((s) => keys.reduce((n, k) => n + (buckets.find((b) => b.at === s && b.kind === k)?.count || 0), 0));
-  if (totals.every((n) => n === 0)) return h("p", { class: "muted empty-chart" }, t("chart_empty"));
+  if (totals.every((n) => n === 0)) return h("p", { class: "muted empty-chart", id }, t("chart_empty"));
   const W = 720, H = 160, pad = 34;
   const max = Math.max(1, ...totals);
   const w = (W - pad) / slots.length;
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("viewBox", `0 0 ${W} ${H + 18}`);
   svg.setAttribute("class", "chart");
+  svg.setAttribute("id", id);
   svg.setAttribute("role", "img");
   const text = (x, y, content, anchor = "start") => {
     const tx = document.createElementNS(svg.namespaceURI, "text");
@@ -507,7 +522,7 @@ async function firstDay(main) {
 RENDER.overview = async (main) => {
   await firstDay(main);
   const d = (await gql(`{ overview { backlog failed unmapped lastWebhookAt generatedAt
-      eventsPerHour { at kind count } changesPerDay { at kind count }
+      eventsPerHour { at kind count } changesPerHour { at kind count }
       holders { target { kind id name } active suspended } } }`)).overview;
   main.append(
     h("div", { class: "stats" },
@@ -518,14 +533,15 @@ RENDER.overview = async (main) => {
   );
   const now = new Date(d.generatedAt);
   const hours = [...Array(24)].map((_, i) => new Date(now - (23 - i) * 3600e3).toISOString().slice(0, 13));
-  const days = [...Array(14)].map((_, i) => new Date(now - (13 - i) * 86400e3).toISOString().slice(0, 10));
+  // The last 14 days in the browser's time zone (a day may last 23 or 25 hours: step by date).
+  const days = [...Array(14)].map((_, i) => localDay(new Date(now.getFullYear(), now.getMonth(), now.getDate() - 13 + i, 12)));
   const ek = ["processed", "ignored", "test", "unmapped", "failed", "pending"];
   const ec = ["#16a34a", "#94a3b8", "#60a5fa", "#eab308", "#dc2626", "#f97316"];
   const ck = ["access.granted", "access.revoked", "access.expired"];
   const cc = ["#16a34a", "#dc2626", "#94a3b8"];
   main.append(
-    h("section", { class: "card" }, h("h2", {}, t("events_hour")), bars(d.eventsPerHour, ek, ec, hours), legend(ek, ec)),
-    h("section", { class: "card" }, h("h2", {}, t("changes_day")), bars(d.changesPerDay, ck, cc, days),
+    h("section", { class: "card" }, h("h2", {}, t("events_hour")), bars("chart-events", d.eventsPerHour, ek, ec, hours), legend(ek, ec)),
+    h("section", { class: "card" }, h("h2", {}, t("changes_day")), bars("chart-changes", byLocalDay(d.changesPerHour), ck, cc, days),
       legend(ck, cc, [t("granted"), t("revoked"), t("expired")])),
   );
   // Who holds what now: every package and plan, most held first.
