@@ -20,6 +20,7 @@ impl AppState {
             return Err(e);
         }
         services::apps::ensure(&db, &settings.default_app).await?;
+        services::backtests::sweep_orphans(&db).await?;
         let orphans = services::reconcile::sweep_orphans(&db).await?;
         if orphans > 0 {
             tracing::warn!(
@@ -145,6 +146,7 @@ pub fn start_upkeep(jobs: &mut Jobs, state: &AppState) {
             tick(async move {
                 // Both halves run whatever the other did.
                 let swept = services::reconcile::sweep_orphans(&st.db).await;
+                let swept = swept.and(services::backtests::sweep_orphans(&st.db).await);
                 let ran = services::reconcile::run_due(&st).await;
                 swept.and(ran).map(|_| ())
             })

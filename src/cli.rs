@@ -248,11 +248,31 @@ pub enum RulesAction {
         app: String,
         dir: PathBuf,
     },
-    /// Validate and save every DIR/<EVENT_TYPE>.rhai as a new version for the app.
+    /// Validate and save every DIR/<EVENT_TYPE>.rhai as a new version for the app, and activate
+    /// it (the events of its type are decided again), or only save it with --draft.
     Import {
         #[arg(long)]
         app: String,
         dir: PathBuf,
+        /// Save each new version as a draft: nothing changes until it is activated.
+        #[arg(long)]
+        draft: bool,
+    },
+    /// Run a saved version over the stored events of its type, writing nothing, and print whose
+    /// access activating it would change.
+    Backtest {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        event_type: String,
+        /// The version to try (0: the shipped default).
+        #[arg(long)]
+        version: i32,
+        /// Only events received from then (2025-01-31 or an RFC 3339 time).
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Compile and dry-run every DIR/<EVENT_TYPE>.rhai; non-zero exit on the first failure.
     Check { dir: PathBuf },
@@ -777,7 +797,7 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        RulesAction::Import { app, dir } => {
+        RulesAction::Import { app, dir, draft } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
             for (event_type, name, source) in rule_files(&dir)? {
@@ -786,14 +806,101 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
                     println!("unchanged {event_type}");
                     continue;
                 }
-                let v = services::rules::save(&state, &who, &event_type, &source)
+                let v = services::rules::save(&state, &who, &event_type, &source, !draft)
                     .await
                     .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
-                println!("saved {event_type} version {}", v.version);
+                if draft {
+                    println!("saved {event_type} version {} as a draft (not active)", v.version);
+                } else {
+                    println!(
+                        "saved and activated {event_type} version {} (its stored events are decided again)",
+                        v.version
+                    );
+                }
             }
             Ok(())
         }
+        RulesAction::Backtest {
+            app,
+            event_type,
+            version,
+            since,
+            until,
+        } => {
+            let state = AppState::init(settings).await?;
+            let who = app_principal(&state, &app).await?;
+            let window = crate::pipeline::backtest::Window {
+                since: since.as_deref().map(parse_time).transpose()?,
+                until: until.as_deref().map(parse_time).transpose()?,
+            };
+            backtest(&state, &who, &event_type, version, window).await
+        }
     }
+}
+
+async fn backtest(
+    state: &AppState,
+    who: &auth::Principal,
+    event_type: &str,
+    version: i32,
+    window: crate::pipeline::backtest::Window,
+) -> anyhow::Result<()> {
+    use entity::status::RunStatus;
+    let started = services::backtests::start(state, who, event_type, version, window).await?;
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} events")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let done = loop {
+        let r = services::backtests::get(&state.db, who.app_id, started.id).await?;
+        bar.set_length(r.total as u64);
+        bar.set_position(r.progress as u64);
+        if r.status != RunStatus::Running {
+            break r;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    bar.finish_and_clear();
+    let Some(report) = services::backtests::report_of(&done) else {
+        bail!("backtest {}: {}", done.status, done.error.unwrap_or_default());
+    };
+    println!(
+        "{event_type} version {version}: {} events evaluated, {} decisions would change, {} sources touched",
+        report.events_evaluated, report.decisions_changed, report.sources_touched
+    );
+    for c in &report.decision_changes {
+        println!("  {} -> {}: {}", c.from, c.to, c.count);
+    }
+    println!(
+        "access: {} gained, {} lost, {} suspended, {} end moved, {} otherwise changed",
+        report.gained, report.lost, report.suspended, report.end_moved, report.changed
+    );
+    let state_of = |s: &Option<crate::pipeline::backtest::AccessState>| match s {
+        Some(s) => format!(
+            "{} {}",
+            s.status,
+            s.expires_at.map_or("(no end)".to_string(), crate::domain::timestamp)
+        ),
+        None => "none".into(),
+    };
+    for c in &report.changes {
+        let email = c.after.as_ref().or(c.before.as_ref()).map_or("", |s| s.email.as_str());
+        println!(
+            "{:?}\t{email}\t{}\t{} -> {}",
+            c.kind,
+            c.source,
+            state_of(&c.before),
+            state_of(&c.after)
+        );
+    }
+    if report.truncated {
+        println!(
+            "(the list stops at {} sources; the counts cover all)",
+            report.changes.len()
+        );
+    }
+    Ok(())
 }
 
 pub fn parse_time(s: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
@@ -928,11 +1035,13 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
             eprintln!("{line}");
         }
     }
-    let runs = state.runs.clone();
+    let (runs, backtests) = (state.runs.clone(), state.backtests.clone());
     tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        // Running reconciliations finish as `cancelled` rather than `running` forever.
+        // Running reconciliations and backtests finish as `cancelled` rather than `running`
+        // forever.
+        backtests.stop_all();
         let n = runs.stop_all();
         if n > 0 {
             tracing::info!(runs = n, "stopping reconciliation runs");

@@ -15,6 +15,8 @@ pub struct AppState {
     pub hotmart: Arc<HotmartApi>,
     /// Reconciliation runs this process runs, so they can be cancelled or stopped at shutdown.
     pub runs: Arc<Runs>,
+    /// Rule backtests this process runs, likewise.
+    pub backtests: Arc<Runs>,
 }
 
 /// `state.db`, `state.settings`… read as before; a pipeline function takes `&Pipeline` and is
@@ -33,6 +35,7 @@ impl AppState {
         AppState {
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             runs: Arc::new(Runs::default()),
+            backtests: Arc::new(Runs::default()),
             pipeline: Pipeline::new(db, settings),
         }
     }

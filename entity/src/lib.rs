@@ -17,6 +17,7 @@ pub mod notification_delivery;
 pub mod notification_endpoint;
 pub mod product_package;
 pub mod reconciliation_run;
+pub mod rule_backtest;
 pub mod rule_script;
 pub mod status;
 pub mod subscription_plan;

@@ -21,6 +21,7 @@ mod m20261218_000016_rejected_reason;
 mod m20261219_000017_rollups;
 mod m20261219_000018_admin_indexes;
 mod m20261220_000019_changes_by_hour;
+mod m20261221_000020_rule_backtests;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261219_000017_rollups::Migration),
             Box::new(m20261219_000018_admin_indexes::Migration),
             Box::new(m20261220_000019_changes_by_hour::Migration),
+            Box::new(m20261221_000020_rule_backtests::Migration),
         ]
     }
 }

@@ -12,11 +12,14 @@
 //!   every table in a statement or two.
 //! - [`outbox`]: what a change announces, written in the change's transaction.
 //! - [`dispatch`]: signed deliveries of those announcements to the app's endpoints.
+//! - [`backtest`]: what activating a rule version would do, decided by the worker's own steps
+//!   in a ledger that is never written.
 //!
 //! [`Pipeline`] is what they work with; [`caches`] and [`access_cache`] keep what they re-read.
 // The pipeline commits its own transactions and writes its own audit rows (see clippy.toml).
 #![allow(clippy::disallowed_methods)]
 pub mod access_cache;
+pub mod backtest;
 pub mod caches;
 pub mod dispatch;
 pub mod history;

@@ -88,8 +88,15 @@ enum Stage {
     Ready(Ready),
 }
 
-/// Checks and maps an understood event and finds its script. Reads only (cached).
-async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: PaymentEvent) -> AppResult<Stage> {
+/// Checks and maps an understood event and finds its script (the active one, or the
+/// `candidate` a backtest tries). Reads only (cached).
+async fn prepare(
+    state: &Pipeline,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    ev: PaymentEvent,
+    candidate: Option<&crate::rules::ActiveScript>,
+) -> AppResult<Stage> {
     let done = |e| Ok(Stage::Done(e));
     // A source whose buyer was erased on request: nothing about it is applied or kept in clear
     // again (a redelivery or a renewal would bring the person back), whatever the event's type.
@@ -153,7 +160,11 @@ async fn prepare(state: &Pipeline, db: &impl ConnectionTrait, app_id: i32, ev: P
             }
         },
     };
-    let Some(script) = scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await? else {
+    let script = match candidate {
+        Some(c) => Some(c.clone()),
+        None => scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await?,
+    };
+    let Some(script) = script else {
         let why = format!("no rule for {}", ev.kind.as_str());
         return done(Evaluation::stop(Some(ev), InboxStatus::Ignored, why));
     };
@@ -246,7 +257,7 @@ pub async fn evaluate_event(
     app_id: i32,
     ev: PaymentEvent,
 ) -> AppResult<Evaluation> {
-    match prepare(state, db, app_id, ev).await? {
+    match prepare(state, db, app_id, ev, None).await? {
         Stage::Done(e) => Ok(e),
         Stage::Ready(r) => {
             let current = history::row_of(db, app_id, &r.source).await?.map(|e| access_of(&e));
@@ -277,7 +288,7 @@ async fn reevaluate(
         Ok(ev) => ev,
         Err(e) => return Ok(unreadable(e)),
     };
-    match prepare(state, txn, row.app_id, ev).await? {
+    match prepare(state, txn, row.app_id, ev, None).await? {
         Stage::Done(e) => Ok(e),
         Stage::Ready(r) => {
             let current = ledger.current_access(txn, row.app_id, &r.source).await?;
@@ -367,12 +378,7 @@ async fn write_outcome(
 ) -> AppResult<(InboxStatus, Changed)> {
     let ev = eval.event.as_ref();
     let source = ev.and_then(PaymentEvent::source_key);
-    let fact = match (ev, &eval.target, &eval.decision, &source, eval.status) {
-        (Some(ev), Some(target), Some(d), Some(s), InboxStatus::Processed) => {
-            crate::domain::fact_of(ev, target, d, row.id, eval.rule_version).map(|f| (s.clone(), f))
-        }
-        _ => None,
-    };
+    let fact = fact_of(&eval, row.id);
     let mut email = ev
         .and_then(|e| e.buyer_email.as_deref())
         .and_then(|e| crate::domain::Email::parse(e).ok());
@@ -435,6 +441,56 @@ async fn write_outcome(
     Ok((eval.status, changed))
 }
 
+/// The fact an evaluation adds to its source's history (none unless it was processed).
+fn fact_of(eval: &Evaluation, row_id: i32) -> Option<(String, crate::domain::Fact)> {
+    match (&eval.event, &eval.target, &eval.decision, eval.status) {
+        (Some(ev), Some(target), Some(d), InboxStatus::Processed) => {
+            let source = ev.source_key()?;
+            crate::domain::fact_of(ev, target, d, row_id, eval.rule_version).map(|f| (source, f))
+        }
+        _ => None,
+    }
+}
+
+/// What processing `row` again under `candidate` would do, computed in a dry `ledger` (one
+/// that is never written): the same parsing, mapping, rules and recomputation as the worker's
+/// replay after an activation, the source's access as that replay would show it to the rules.
+/// Returns the evaluation and every source it touched, before or now.
+pub(super) async fn redecide_dry(
+    state: &Pipeline,
+    db: &impl ConnectionTrait,
+    ledger: &mut Ledger,
+    row: &we::Model,
+    candidate: &crate::rules::ActiveScript,
+) -> AppResult<(Evaluation, BTreeSet<String>)> {
+    let eval = if row.raw_body.is_empty() {
+        Evaluation::stop(None, InboxStatus::Failed, EMPTIED)
+    } else {
+        match hotmart::parse_event(row.format, &row.raw_body, row.received_at) {
+            Err(e) => unreadable(e),
+            Ok(ev) => match prepare(state, db, row.app_id, ev, Some(candidate)).await? {
+                Stage::Done(e) => e,
+                Stage::Ready(r) => {
+                    let current = ledger.current_access(db, row.app_id, &r.source).await?;
+                    decide_blocking(state, r, current).await?
+                }
+            },
+        }
+    };
+    if row.raw_body.is_empty() {
+        return Ok((eval, BTreeSet::new()));
+    }
+    let fact = fact_of(&eval, row.id);
+    let touched = ledger
+        .set_event_fact(db, row.app_id, row.id, fact.as_ref().map(|(s, f)| (s.as_str(), f)))
+        .await?;
+    for s in &touched {
+        // Nothing is written, so no cache has anything to forget.
+        let _unwritten = ledger.recompute(db, row.app_id, s, "rules").await?;
+    }
+    Ok((eval, touched))
+}
+
 /// Events claimed and applied together, in one transaction.
 pub const BATCH: u64 = 64;
 
@@ -471,7 +527,7 @@ async fn prepare_batch(state: &Pipeline, skip: &[i32], limit: usize) -> AppResul
     for (row, ev) in parsed {
         let stage = match ev {
             _ if row.raw_body.is_empty() => Stage::Done(Evaluation::stop(None, InboxStatus::Failed, EMPTIED)),
-            Ok(ev) => prepare(state, &state.db, row.app_id, ev).await?,
+            Ok(ev) => prepare(state, &state.db, row.app_id, ev, None).await?,
             Err(e) => Stage::Done(unreadable(e)),
         };
         staged.push((row, stage));

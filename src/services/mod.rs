@@ -2,6 +2,7 @@
 pub mod api_keys;
 pub mod app_access;
 pub mod apps;
+pub mod backtests;
 pub mod buyers;
 pub mod catalog;
 pub mod console;

@@ -40,8 +40,16 @@ fn rule_error(e: RuleError) -> AppError {
 }
 
 /// Validates (compile, entry point, dry run over fixtures) before saving; a broken script is
-/// refused and the active version stays.
-pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &str) -> AppResult<rs::Model> {
+/// refused and the active version stays. `activate`: the new version decides from now on (and
+/// the events the old one decided are decided again); otherwise it is a draft, to backtest and
+/// activate later.
+pub async fn save(
+    state: &AppState,
+    who: &Principal,
+    event_type: &str,
+    source: &str,
+    activate: bool,
+) -> AppResult<rs::Model> {
     who.require_admin()?;
     check_event_type(event_type)?;
     if source.len() > 64 * 1024 {
@@ -57,13 +65,17 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
         .await?
         .first()
         .map_or(0, |r| r.version);
-    let queued = deactivate_all(&txn, who.app_id, event_type).await?;
+    let queued = if activate {
+        deactivate_all(&txn, who.app_id, event_type).await?
+    } else {
+        0
+    };
     let row = rs::ActiveModel {
         app_id: Set(who.app_id),
         event_type: Set(event_type.into()),
         version: Set(latest + 1),
         source: Set(source.into()),
-        active: Set(true),
+        active: Set(activate),
         created_by: Set(who.actor()),
         created_at: Set(super::now()),
         ..Default::default()
@@ -72,10 +84,13 @@ pub async fn save(state: &AppState, who: &Principal, event_type: &str, source: &
     .await?;
 
     txn.commit(
-        Change::new("rule.save", format!("rule:{event_type}"))
-            .before(before.map(|v| json!({"version": v})).unwrap_or_default())
-            .after(json!({"version": row.version, "eventsRequeued": queued})),
-        [Then::Rules],
+        Change::new(
+            if activate { "rule.save" } else { "rule.draft" },
+            format!("rule:{event_type}"),
+        )
+        .before(before.map(|v| json!({"version": v})).unwrap_or_default())
+        .after(json!({"version": row.version, "active": activate, "eventsRequeued": queued})),
+        if activate { vec![Then::Rules] } else { vec![] },
     )
     .await?;
     Ok(row)
@@ -94,12 +109,7 @@ async fn deactivate_all(db: &impl ConnectionTrait, app_id: i32, event_type: &str
     let queued = we::Entity::update_many()
         .col_expr(we::Column::Status, Expr::value(InboxStatus::Pending))
         .col_expr(we::Column::Attempts, Expr::value(0))
-        .filter(we::Column::AppId.eq(app_id))
-        .filter(we::Column::EventType.eq(event_type))
-        .filter(we::Column::Status.is_in([InboxStatus::Processed, InboxStatus::Ignored]))
-        .filter(we::Column::IsTest.eq(false))
-        // An emptied body cannot be decided again: what it decided stands.
-        .filter(super::personal_data::has_body())
+        .filter(crate::pipeline::backtest::redecided_on_activation(app_id, event_type))
         .exec(db)
         .await?
         .rows_affected;

@@ -21,7 +21,7 @@ use crate::helpers::*;
 const DAY: i64 = 86_400_000;
 const GRACE: i64 = 3 * DAY;
 /// The buyer's e-mails: Hotmart's steps use the first two; support moves access to the third.
-const EMAILS: [&str; 3] = [
+pub(crate) const EMAILS: [&str; 3] = [
     "prop.ana@example.com",
     "prop.ana.nova@example.com",
     "prop.ana.outra@example.com",
@@ -46,7 +46,7 @@ enum Kind {
 
 /// One thing Hotmart said, abstractly.
 #[derive(Debug, Clone)]
-struct Step {
+pub(crate) struct Step {
     kind: Kind,
     at: i64,
     /// Charge number (transaction); 0 for cancellations and switches.
@@ -59,8 +59,8 @@ struct Step {
 }
 
 #[derive(Debug, Clone)]
-struct Lifecycle {
-    steps: Vec<Step>,
+pub(crate) struct Lifecycle {
+    pub(crate) steps: Vec<Step>,
     admin_revoke: bool,
     /// After everything arrived, support moves it to [`MOVED_TO`]; copies of earlier events
     /// then arrive again under the old e-mails.
@@ -109,7 +109,7 @@ fn charge_plan() -> impl Strategy<Value = ChargePlan> {
 }
 
 /// A lifecycle that starts `start_days_ago` days before now, one charge every 30 days.
-fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
+pub(crate) fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
     (
         prop::collection::vec(charge_plan(), 1..5),
         0u32..200,
@@ -309,13 +309,13 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
 
 /// One delivery: the event and the Hotmart id it carries.
 #[derive(Debug, Clone)]
-struct Delivery {
-    step: usize,
-    id: String,
+pub(crate) struct Delivery {
+    pub(crate) step: usize,
+    pub(crate) id: String,
 }
 
 /// Arrival order: every step once, some twice (same id), approvals re-sent under new ids.
-fn arrivals(n: usize) -> impl Strategy<Value = Vec<Delivery>> {
+pub(crate) fn arrivals(n: usize) -> impl Strategy<Value = Vec<Delivery>> {
     (
         prop::collection::vec(0..n.max(1), 0..4),
         prop::collection::vec(0..n.max(1), 0..2),
@@ -445,7 +445,7 @@ fn pure_every_arrival_order_with_duplicates_matches_the_model() {
         .unwrap();
 }
 
-fn webhook(st: &Step, id: &str, code: &str) -> String {
+pub(crate) fn webhook(st: &Step, id: &str, code: &str) -> String {
     let txn = format!("HP{code}{:04}", st.charge);
     let email = EMAILS[st.email];
     let name = match st.kind {

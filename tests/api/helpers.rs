@@ -191,6 +191,22 @@ impl TestApp {
         self.token("default", Role::Admin)
     }
 
+    /// The default app's admin, for calling services directly.
+    pub async fn principal(&self) -> auth::Principal {
+        auth::Principal {
+            app_id: self.app("default").await.id,
+            app_slug: "default".into(),
+            role: Role::Admin,
+            subject: "test".into(),
+        }
+    }
+
+    /// The SQLite database file (none on PostgreSQL).
+    pub fn sqlite_path(&self) -> Option<std::path::PathBuf> {
+        let p = self.data_dir.path().join("test.db");
+        (self.state.db.get_database_backend() == sea_orm::DbBackend::Sqlite && p.exists()).then_some(p)
+    }
+
     pub async fn graphql_raw(&self, token: Option<&str>, body: &Value) -> (u16, Value) {
         let mut req = self.client.post(format!("{}/graphql", self.addr)).json(body);
         if let Some(t) = token {

@@ -10,6 +10,7 @@ mod access_props;
 mod api_keys;
 mod app_api;
 mod auth;
+mod backtest;
 mod backup;
 mod browser;
 mod catalog;

@@ -263,9 +263,114 @@ fn scripts_round_trip_through_export_and_import() {
     assert!(std::fs::read_to_string(&file).unwrap().contains("suspend()"));
     std::fs::write(&file, "fn decide(e, t, a) { ignore(\"disputes are handled by hand\") }").unwrap();
     let out = run(&["rules", "import", "--app", "loja2", rules.to_str().unwrap()]);
-    assert!(out.contains("saved PURCHASE_PROTEST version 1"), "{out}");
+    assert!(out.contains("saved and activated PURCHASE_PROTEST version 1"), "{out}");
     assert!(out.contains("unchanged PURCHASE_APPROVED"), "{out}");
     let again = run(&["rules", "import", "--app", "loja2", rules.to_str().unwrap()]);
     assert!(again.contains("unchanged PURCHASE_PROTEST"), "{again}");
+    // A draft changes nothing until activated; a backtest says what activating it would do.
+    std::fs::write(&file, "fn decide(e, t, a) { suspend() }").unwrap();
+    let out = run(&["rules", "import", "--draft", "--app", "loja2", rules.to_str().unwrap()]);
+    assert!(
+        out.contains("saved PURCHASE_PROTEST version 2 as a draft (not active)"),
+        "{out}"
+    );
+    let out = run(&[
+        "rules",
+        "backtest",
+        "--app",
+        "loja2",
+        "--event-type",
+        "PURCHASE_PROTEST",
+        "--version",
+        "2",
+    ]);
+    assert!(out.contains("PURCHASE_PROTEST version 2: 0 events evaluated"), "{out}");
     assert!(run(&["replay", "--app", "loja2", "--status", "unmapped"]).contains("queued 0 event(s)"));
+}
+
+/// A draft is saved without changing anything; a backtest through the API shows who would lose
+/// access, kept and listed per version; activating it does exactly that.
+#[tokio::test]
+async fn a_draft_is_backtested_through_the_api_before_it_is_activated() {
+    let (app, _) = app_with_plan().await;
+    assert_eq!(app.post_hotmart(&recent("purchase_approved.json", &[])).await.0, 200);
+    app.process_inbox().await;
+    let save = "mutation($s: String!) { saveRule(eventType: \"PURCHASE_APPROVED\", source: $s, activate: false) { version active } }";
+    let d = app
+        .gql(save, json!({"s": "fn decide(e, t, a) { ignore(\"paused sales\") }"}))
+        .await;
+    assert_eq!(d["saveRule"], json!({"version": 1, "active": false}));
+    assert_eq!(app.access(ANA).await[0]["status"], "ACTIVE", "a draft changes nothing");
+    let d = app
+        .gql(
+            "{ rules(eventType: \"PURCHASE_APPROVED\") { activeVersion versions { version active } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["rules"][0]["activeVersion"], 0);
+
+    // A viewer may look, not start one.
+    let v = app
+        .gql_as(
+            &app.token("default", porteiro::auth::Role::Viewer),
+            "mutation { startRuleBacktest(eventType: \"PURCHASE_APPROVED\", version: 1) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "FORBIDDEN", "{v}");
+    let d = app
+        .gql(
+            "mutation { startRuleBacktest(eventType: \"PURCHASE_APPROVED\", version: 1) { id status } }",
+            json!({}),
+        )
+        .await;
+    let id = d["startRuleBacktest"]["id"].as_i64().unwrap();
+    let q = "query($id: Int!) { ruleBacktest(id: $id) { status progress total report { eventsEvaluated decisionsChanged decisionChanges { from to count } lost changes { kind before { email status } after { status } events { eventType before after } } } } }";
+    let mut done = json!(null);
+    for _ in 0..200 {
+        done = app.gql(q, json!({"id": id})).await["ruleBacktest"].clone();
+        if done["status"] != "running" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!((done["progress"].as_i64(), done["total"].as_i64()), (Some(1), Some(1)));
+    let r = &done["report"];
+    assert_eq!(r["eventsEvaluated"], 1);
+    assert_eq!(
+        r["decisionChanges"],
+        json!([{"from": "grant", "to": "ignore", "count": 1}])
+    );
+    assert_eq!(r["lost"], 1);
+    let change = &r["changes"][0];
+    assert_eq!(change["kind"], "LOST");
+    assert_eq!(change["before"], json!({"email": ANA, "status": "ACTIVE"}));
+    assert_eq!(change["events"][0]["after"], "ignore");
+    // Listed per version, and a finished one cannot be cancelled.
+    let d = app
+        .gql(
+            "{ ruleBacktests(eventType: \"PURCHASE_APPROVED\", version: 1) { id } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["ruleBacktests"], json!([{"id": id}]));
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "mutation($id: Int!) { cancelRuleBacktest(id: $id) { id } }",
+            json!({"id": id}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "CONFLICT", "{v}");
+
+    // Activated, it does what the backtest said.
+    app.gql(
+        "mutation { activateRuleVersion(eventType: \"PURCHASE_APPROVED\", version: 1) }",
+        json!({}),
+    )
+    .await;
+    app.process_inbox().await;
+    let now = app.access(ANA).await;
+    assert!(now.is_empty() || now[0]["status"] != "ACTIVE", "{now:?}");
 }

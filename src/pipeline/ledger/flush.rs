@@ -18,6 +18,11 @@ impl Ledger {
     /// Writes every change made since the last flush, a statement per table (per [`CHUNK`]
     /// rows), in the caller's transaction, and last the counts of what it announced.
     pub async fn flush(&mut self, db: &impl ConnectionTrait) -> AppResult<()> {
+        if self.dry {
+            return Err(crate::AppError::internal(anyhow::anyhow!(
+                "a dry ledger is never written"
+            )));
+        }
         self.write(db).await?;
         // Last, and once however often a batch wrote early: on PostgreSQL the tally's rows are
         // shared by every batch of the day, and their locks are held from here to the commit.

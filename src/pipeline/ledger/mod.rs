@@ -93,6 +93,9 @@ pub struct Ledger {
     outcomes: Vec<Outcome>,
     /// (app, announcement type) of every announcement since the last tally.
     counted: Vec<(i32, &'static str)>,
+    /// A backtest's ledger: computes the same as a worker's, never writes (it is never
+    /// flushed, and the one change written early is kept in memory instead).
+    dry: bool,
 }
 
 fn snapshot(e: &entitlement::Model, email: &str) -> Value {
@@ -112,6 +115,30 @@ struct Notes {
 }
 
 impl Ledger {
+    /// A ledger that is never flushed: what processing would do, computed, nothing written.
+    pub fn dry() -> Self {
+        Ledger {
+            dry: true,
+            ..Default::default()
+        }
+    }
+
+    /// A source's entitlement as this ledger sees it, with its holder's e-mail.
+    pub async fn entitlement(
+        &mut self,
+        db: &impl ConnectionTrait,
+        app_id: i32,
+        source: &str,
+    ) -> AppResult<Option<(entitlement::Model, String)>> {
+        let key = (app_id, source.to_string());
+        self.load_source(db, &key).await?;
+        let Some(row) = self.rows[&key].clone() else {
+            return Ok(None);
+        };
+        let email = self.email_of(db, row.buyer_id).await?;
+        Ok(Some((row, email)))
+    }
+
     fn next_placeholder(&mut self) -> i32 {
         self.placeholder -= 1;
         self.placeholder
@@ -129,6 +156,10 @@ impl Ledger {
     /// single writer): each is locked once per transaction, all of them in one statement, in
     /// the set's order so two batches sharing sources cannot deadlock.
     pub async fn lock(&mut self, db: &impl ConnectionTrait, keys: BTreeSet<Key>) -> AppResult<()> {
+        if self.dry {
+            // Nothing is written: nothing to serialise.
+            return Ok(());
+        }
         let fresh: Vec<Key> = keys.into_iter().filter(|k| self.locked.insert(k.clone())).collect();
         history::lock(db, &fresh).await
     }
@@ -502,7 +533,9 @@ impl Ledger {
             // Nothing in the history gives or takes access any more (a replay changed its
             // decision). Rare: everything so far is written first, so the row has its real id.
             if existing.is_some() {
-                self.write(db).await?;
+                if !self.dry {
+                    self.write(db).await?;
+                }
                 let Some(mut e) = self.rows[&key].clone() else {
                     return Ok(changed);
                 };
@@ -511,7 +544,9 @@ impl Ledger {
                 e.version += news.len() as i64;
                 let cause = outbox::cause(&self.histories[&key], 0, actor);
                 self.notes.push(PendingNote { row: e, news, cause });
-                entitlement::Entity::delete_by_id(id).exec(db).await?;
+                if !self.dry {
+                    entitlement::Entity::delete_by_id(id).exec(db).await?;
+                }
                 self.rows.insert(key, None);
                 self.audits.push(PendingAudit {
                     app_id,

@@ -1,0 +1,70 @@
+//! Backtests of rule versions: a candidate script run over the stored events of its type
+//! without writing anything, kept with its report (who would gain or lose access) so an admin
+//! can look before activating. A job like reconciliation: stage, progress, heartbeat, cancel.
+use sea_orm_migration::{prelude::*, schema::*};
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden, Clone, Copy)]
+enum RuleBacktest {
+    Table,
+    Id,
+    AppId,
+    EventType,
+    Version,
+    Since,
+    Until,
+    Status,
+    Stage,
+    Progress,
+    Total,
+    Report,
+    Error,
+    CreatedBy,
+    StartedAt,
+    FinishedAt,
+    HeartbeatAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table(RuleBacktest::Table)
+                .col(pk_auto(RuleBacktest::Id))
+                .col(integer(RuleBacktest::AppId))
+                .col(string_len(RuleBacktest::EventType, 64))
+                .col(integer(RuleBacktest::Version))
+                .col(timestamp_with_time_zone_null(RuleBacktest::Since))
+                .col(timestamp_with_time_zone_null(RuleBacktest::Until))
+                .col(string_len(RuleBacktest::Status, 16))
+                .col(string_len_null(RuleBacktest::Stage, 32))
+                .col(big_integer(RuleBacktest::Progress).default(0))
+                .col(big_integer(RuleBacktest::Total).default(0))
+                .col(text_null(RuleBacktest::Report))
+                .col(text_null(RuleBacktest::Error))
+                .col(string_len(RuleBacktest::CreatedBy, 200))
+                .col(timestamp_with_time_zone(RuleBacktest::StartedAt))
+                .col(timestamp_with_time_zone_null(RuleBacktest::FinishedAt))
+                .col(timestamp_with_time_zone_null(RuleBacktest::HeartbeatAt))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("idx_rule_backtest_app_type_version")
+                .table(RuleBacktest::Table)
+                .col(RuleBacktest::AppId)
+                .col(RuleBacktest::EventType)
+                .col(RuleBacktest::Version)
+                .to_owned(),
+        )
+        .await
+    }
+
+    async fn down(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.drop_table(Table::drop().table(RuleBacktest::Table).to_owned()).await
+    }
+}
