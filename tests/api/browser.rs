@@ -478,9 +478,25 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     let default = porteiro::rules::default_script("PURCHASE_APPROVED").unwrap();
     b.js(set_source, json!([format!("// edited in the console\n{default}")]))
         .await?;
+    // Saved as a draft: the default stays active until the draft is tested and activated.
     b.click("#rule-save").await?;
+    b.find("#rule-versions tr[data-version='1'] .badge.draft").await?;
+    b.wait_text("main h2", "v0").await?;
+    b.click("#rule-versions tr[data-version='1'] .backtest").await?;
+    b.wait_text("#backtest-summary", "eventos avaliados").await?;
+    b.wait_text("#backtest-counts", "não muda o acesso de ninguém").await?;
+    b.js("document.querySelector('#backtest').scrollIntoView()", json!([]))
+        .await?;
+    b.screenshot("rules-backtest").await;
+    b.click("#rule-versions tr[data-version='1'] .activate").await?;
+    let asked = b.alert_text().await?;
+    if !asked.contains("Ativar a versão v1") || !asked.contains("0 perdem") {
+        return Err(format!("the activation's confirmation: {asked:?}"));
+    }
+    b.accept_dialog().await?;
     b.wait_text("main h2", "v1").await?;
     b.click("#rule-versions tr[data-version='0'] .activate").await?;
+    b.accept_dialog().await?;
     b.wait_text("main h2", "v0").await?;
     b.screenshot("rules").await;
 

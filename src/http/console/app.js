@@ -26,7 +26,18 @@ const TEXT = {
     received: "Recebido", decision: "Decisão", rule_version: "Versão da regra", replay: "Reprocessar",
     replay_unmapped: "Reprocessar todos os não mapeados", replay_failed: "Reprocessar todos com falha",
     payload: "Conteúdo recebido", filter: "Filtrar", all: "todos", error: "Erro", queued: "na fila",
-    event_type: "Tipo de evento", versions: "Versões", active: "ativa", activate: "Ativar (voltar a esta)",
+    event_type: "Tipo de evento", versions: "Versões", active: "ativa", activate: "Ativar",
+    save_draft: "Salvar rascunho", draft: "rascunho", backtest: "Testar contra o histórico",
+    bt_title: "Teste contra o histórico", bt_running: "Testando", bt_of: "de", bt_events: "eventos avaliados",
+    bt_decisions: "decisões mudariam", bt_gained: "ganham acesso", bt_lost: "perdem acesso", bt_suspended: "ficam suspensos",
+    bt_end_moved: "mudam de data de fim", bt_changed: "mudam de outra forma", bt_none: "Ativar esta versão não muda o acesso de ninguém.",
+    bt_change: "Mudança", bt_before: "Hoje", bt_after: "Depois de ativar", bt_truncated: "A lista para em 10.000; as contagens cobrem todos.",
+    bt_GAINED: "ganha acesso", bt_LOST: "perde acesso", bt_SUSPENDED: "fica suspenso", bt_END_MOVED: "muda a data de fim", bt_CHANGED: "muda",
+    bt_cancel: "Parar o teste", bt_failed: "O teste não terminou",
+    act_confirm: "Ativar a versão {v}? Os eventos deste tipo já guardados serão decididos de novo por ela.",
+    act_confirm_bt: "O último teste dela: {g} ganham acesso, {l} perdem, {s} ficam suspensos, {e} mudam de data de fim.",
+    act_confirm_none: "Ela ainda não foi testada contra o histórico.",
+    dk_grant: "liberar", dk_revoke: "revogar", dk_suspend: "suspender", dk_ignore: "ignorar", until_short: "até",
     simulate: "Simular", simulate_help: "Escolha um evento guardado ou cole um payload: a decisão aparece sem efeito.",
     pick_event: "Evento guardado", paste_payload: "Ou cole um payload", diff: "Diferença para a ativa",
     default_script: "padrão", dry_run: "Simular (sem aplicar)", apply: "Aplicar", progress: "Progresso",
@@ -200,7 +211,18 @@ const TEXT = {
     erase_reason: "Why (e.g. the person's request and its date)",
     erase_confirm: "Erase for good the data of", erased_as: "Erased. Now shown as",
     payload: "Stored payload", filter: "Filter", all: "all", error: "Error", queued: "queued",
-    event_type: "Event type", versions: "Versions", active: "active", activate: "Activate (roll back)",
+    event_type: "Event type", versions: "Versions", active: "active", activate: "Activate",
+    save_draft: "Save draft", draft: "draft", backtest: "Test against history",
+    bt_title: "Test against history", bt_running: "Testing", bt_of: "of", bt_events: "events evaluated",
+    bt_decisions: "decisions would change", bt_gained: "gain access", bt_lost: "lose access", bt_suspended: "are suspended",
+    bt_end_moved: "get another end date", bt_changed: "change otherwise", bt_none: "Activating this version changes nobody's access.",
+    bt_change: "Change", bt_before: "Now", bt_after: "After activating", bt_truncated: "The list stops at 10,000; the counts cover all.",
+    bt_GAINED: "gains access", bt_LOST: "loses access", bt_SUSPENDED: "is suspended", bt_END_MOVED: "end date moves", bt_CHANGED: "changes",
+    bt_cancel: "Stop the test", bt_failed: "The test did not finish",
+    act_confirm: "Activate version {v}? The stored events of this type will be decided again by it.",
+    act_confirm_bt: "Its last test: {g} gain access, {l} lose it, {s} are suspended, {e} get another end date.",
+    act_confirm_none: "It has not been tested against history yet.",
+    dk_grant: "grant", dk_revoke: "revoke", dk_suspend: "suspend", dk_ignore: "ignore", until_short: "until",
     simulate: "Simulate", simulate_help: "Pick a stored event or paste a payload: see the decision, without effect.",
     pick_event: "Stored event", paste_payload: "Or paste a payload", diff: "Difference from the active one",
     default_script: "default", dry_run: "Dry run", apply: "Apply", progress: "Progress",
@@ -251,6 +273,7 @@ function decisionText(d) {
   if (d === "revoke") return t("dec_revoke");
   if ((m = /^revoke at (.+)$/.exec(d))) return `${t("dec_revoke_at")} ${fmt(m[1])}`;
   if (d === "suspend") return t("dec_suspend");
+  if (d === "ignore") return t("dec_ignore");
   if ((m = /^ignore: (.*)$/.exec(d))) return h("span", {}, `${t("dec_ignore")}: `, reasonText(m[1]));
   return d;
 }
@@ -1007,8 +1030,9 @@ RENDER.rules = async (main) => {
   const save = h("button", { type: "button", class: "primary", id: "rule-save", disabled: !isAdmin(), onclick: async () => {
     status.replaceChildren();
     try {
-      const v = (await gql(`mutation($t: String!, $s: String!) { saveRule(eventType: $t, source: $s) { version } }`, { t: type, s: $("#rule-source").value })).saveRule;
-      toast(`${t("saved")}: v${v.version}`);
+      // A draft: nothing changes until it is activated, after a test against history.
+      const v = (await gql(`mutation($t: String!, $s: String!) { saveRule(eventType: $t, source: $s, activate: false) { version } }`, { t: type, s: $("#rule-source").value })).saveRule;
+      toast(`${t("saved")}: v${v.version} (${t("draft")})`);
       route();
     } catch (e) {
       const m = /line (\d+)(?:, column (\d+))?/.exec(e.detail || e.message);
@@ -1018,7 +1042,7 @@ RENDER.rules = async (main) => {
         m ? `${t("rule_error_at")} ${m[1]}${m[2] ? `, ${t("column")} ${m[2]}` : ""}` : t("rule_error"),
         h("details", {}, h("summary", {}, t("details")), e.detail || e.message)));
     }
-  } }, t("save"));
+  } }, t("save_draft"));
   body.append(h("section", { class: "card" }, h("h2", {}, `${type} · v${r.activeVersion}${r.isDefault ? ` (${t("default_script")})` : ""}`), ed, status, h("p", {}, save)));
 
   // Simulate: a stored event of this type, or a pasted payload.
@@ -1038,17 +1062,80 @@ RENDER.rules = async (main) => {
   body.append(h("section", { class: "card" }, h("h2", {}, t("simulate")), h("p", { class: "muted" }, t("simulate_help")),
     h("label", { for: "sim-event" }, t("pick_event")), stored, h("label", { for: "sim-payload" }, t("paste_payload")), pasted, h("p", {}, run), out));
 
-  // Versions: a diff against the active one, and rollback.
+  // Versions: a diff against the active one, a test against history, and activation.
   const active = r.source;
   const diffBox = h("div", { id: "rule-diff" });
+  const btBox = h("div", { id: "backtest" });
+  const lastTest = {};
+  const shown = async (id) => {
+    const b = (await gql(`query($id: Int!) { ruleBacktest(id: $id) { id version status progress total error
+      report { eventsEvaluated decisionsChanged decisionChanges { from to count } gained lost suspended endMoved changed truncated
+        changes { kind source endMovedBySeconds before { email status expiresAt } after { email status expiresAt } } } } }`, { id })).ruleBacktest;
+    lastTest[b.version] = b;
+    renderBacktest(btBox, b, async () => { await gql(`mutation($id: Int!) { cancelRuleBacktest(id: $id) { id } }`, { id }); });
+    return b;
+  };
+  const backtest = async (version) => {
+    try {
+      const b = (await gql(`mutation($t: String!, $v: Int!) { startRuleBacktest(eventType: $t, version: $v) { id } }`, { t: type, v: version })).startRuleBacktest;
+      let now = await shown(b.id);
+      while (now.status === "running" && document.body.contains(btBox)) {
+        await new Promise((ok) => setTimeout(ok, 400));
+        now = await shown(b.id);
+      }
+    } catch (e) { toast(e.message); }
+  };
+  // The latest test of each version, to recall before activating it.
+  for (const b of (await gql(`query($t: String!) { ruleBacktests(eventType: $t, first: 20) { version status report { gained lost suspended endMoved } } }`, { t: type })).ruleBacktests) {
+    if (!(b.version in lastTest) && b.status === "succeeded") lastTest[b.version] = b;
+  }
+  const activate = async (v) => {
+    const b = lastTest[v.version];
+    const said = b && b.report ? t("act_confirm_bt").replace("{g}", b.report.gained).replace("{l}", b.report.lost).replace("{s}", b.report.suspended).replace("{e}", b.report.endMoved) : t("act_confirm_none");
+    if (!confirm(`${t("act_confirm").replace("{v}", `v${v.version}`)}\n${said}`)) return;
+    try { await gql(`mutation($t: String!, $v: Int!) { activateRuleVersion(eventType: $t, version: $v) }`, { t: type, v: v.version }); toast(`v${v.version} ${t("active")}`); route(); } catch (e) { toast(e.message); }
+  };
   const versions = [{ version: 0, active: r.activeVersion === 0, source: r.defaultSource, createdBy: "porteiro", createdAt: null }, ...r.versions];
   body.append(h("section", { class: "card" }, h("h2", {}, t("versions")), h("table", { id: "rule-versions" }, h("tbody", {}, versions.slice().reverse().map((v) => h("tr", { "data-version": v.version },
-    h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null), h("td", {}, v.createdBy), h("td", {}, v.createdAt ? fmt(v.createdAt) : t("default_script")),
+    h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null, v.version > r.activeVersion && !v.active ? [" ", h("span", { class: "badge draft" }, t("draft"))] : null),
+    h("td", {}, actorText(v.createdBy)), h("td", {}, v.createdAt ? fmt(v.createdAt) : t("default_script")),
     h("td", {}, h("button", { type: "button", onclick: () => diffBox.replaceChildren(h("p", { class: "muted" }, t("diff")), lineDiff(active, v.source)) }, t("diff")), " ",
-      !v.active && isAdmin() ? h("button", { type: "button", class: "activate", onclick: async () => {
-        try { await gql(`mutation($t: String!, $v: Int!) { activateRuleVersion(eventType: $t, version: $v) }`, { t: type, v: v.version }); toast(`v${v.version} ${t("active")}`); route(); } catch (e) { toast(e.message); }
-      } }, t("activate")) : null))))), diffBox));
+      isAdmin() ? h("button", { type: "button", class: "backtest", onclick: () => backtest(v.version) }, t("backtest")) : null, " ",
+      !v.active && isAdmin() ? h("button", { type: "button", class: "activate", onclick: () => activate(v) }, t("activate")) : null))))), btBox, diffBox));
 };
+
+// A backtest's progress, then who would gain or lose access, before anyone activates it.
+function renderBacktest(box, b, cancel) {
+  const head = h("h3", {}, `${t("bt_title")} · v${b.version}`);
+  if (b.status === "running") {
+    box.replaceChildren(head, h("p", { role: "status" }, `${t("bt_running")}… ${b.progress} ${t("bt_of")} ${b.total}`, " ",
+      h("button", { type: "button", onclick: cancel }, t("bt_cancel"))));
+    return;
+  }
+  if (!b.report) {
+    box.replaceChildren(head, h("p", { class: "error", role: "alert" }, `${t("bt_failed")}: ${badge(b.status).textContent} ${b.error || ""}`));
+    return;
+  }
+  const r = b.report;
+  const n = (x) => new Intl.NumberFormat(lang).format(x);
+  const kindOf = (k) => t(`dk_${k}`) !== `dk_${k}` ? t(`dk_${k}`) : ((STATUS[lang] && STATUS[lang][k]) || k);
+  const state = (a) => a ? h("span", {}, badge(a.status), a.expiresAt ? ` ${t("until_short")} ${fmt(a.expiresAt)}` : ` ${t("lifetime")}`) : t("no_access");
+  box.replaceChildren(head,
+    h("p", { id: "backtest-summary" }, `${n(r.eventsEvaluated)} ${t("bt_events")} · ${n(r.decisionsChanged)} ${t("bt_decisions")}`),
+    r.decisionChanges.length ? h("ul", {}, r.decisionChanges.map((c) => h("li", {}, `${kindOf(c.from)} → ${kindOf(c.to)}: ${n(c.count)}`))) : null,
+    h("p", { id: "backtest-counts" }, [["gained", r.gained], ["lost", r.lost], ["suspended", r.suspended], ["end_moved", r.endMoved], ["changed", r.changed]]
+      .filter(([, x]) => x > 0).map(([k, x]) => `${n(x)} ${t(`bt_${k}`)}`).join(" · ") || t("bt_none")),
+    r.changes.length ? h("table", { id: "backtest-changes" }, h("thead", {}, h("tr", {}, h("th", {}, t("email")), h("th", {}, t("bt_change")), h("th", {}, t("bt_before")), h("th", {}, t("bt_after")))),
+      h("tbody", {}, r.changes.map((c) => {
+        const who = (c.after || c.before).email;
+        return h("tr", { "data-kind": c.kind },
+          h("td", { "data-label": t("email") }, h("a", { href: `#/buyers?email=${encodeURIComponent(who)}` }, who)),
+          h("td", { "data-label": t("bt_change") }, t(`bt_${c.kind}`)),
+          h("td", { "data-label": t("bt_before") }, state(c.before)),
+          h("td", { "data-label": t("bt_after") }, state(c.after)));
+      }))) : null,
+    r.truncated ? h("p", { class: "muted" }, t("bt_truncated")) : null);
+}
 
 // ---- reconciliation
 RENDER.reconcile = async (main) => {
