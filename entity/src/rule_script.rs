@@ -11,6 +11,8 @@ pub struct Model {
     #[sea_orm(column_type = "Text")]
     pub source: String,
     pub active: bool,
+    /// Decided beside the active version on live events, never applied.
+    pub shadow: bool,
     pub created_by: String,
     pub created_at: DateTimeUtc,
 }

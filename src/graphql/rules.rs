@@ -9,6 +9,8 @@ use crate::services::rules as svc;
 pub struct RuleVersion {
     pub version: i32,
     pub active: bool,
+    /// Decided beside the active version on live events, never applied.
+    pub shadow: bool,
     pub source: String,
     pub created_by: String,
     pub created_at: super::DateTime,
@@ -23,6 +25,28 @@ pub struct Rule {
     pub is_default: bool,
     pub default_source: String,
     pub versions: Vec<RuleVersion>,
+}
+
+/// How a version decided in shadow compared with the active one on live events.
+#[derive(SimpleObject)]
+pub struct RuleShadowRecord {
+    pub version: i32,
+    /// In shadow now (earlier ones keep their record).
+    pub current: bool,
+    pub agreed: i64,
+    pub disagreed: i64,
+    /// The latest disagreements kept (the first 100 are kept), newest first.
+    pub samples: Vec<RuleShadowSample>,
+}
+
+#[derive(SimpleObject)]
+pub struct RuleShadowSample {
+    /// The stored event (`webhookEvent(id)`).
+    pub webhook_event_id: i32,
+    /// What the active version decided, and what the shadow would have.
+    pub active: String,
+    pub shadow: String,
+    pub at: super::DateTime,
 }
 
 /// A backtest of one rule version: what activating it would change, computed without writing.
@@ -208,6 +232,34 @@ pub struct RuleQuery;
 
 #[Object]
 impl RuleQuery {
+    /// What the versions put in shadow for an event type decided beside the active one.
+    async fn rule_shadow(&self, ctx: &Context<'_>, event_type: String) -> GqlResult<Vec<RuleShadowRecord>> {
+        let (state, who) = caller(ctx)?;
+        svc::check_event_type(&event_type).map_err(gql)?;
+        let records = svc::shadow_records(&state.db, who.app_id, &event_type)
+            .await
+            .map_err(gql)?;
+        Ok(records
+            .into_iter()
+            .map(|r| RuleShadowRecord {
+                version: r.version,
+                current: r.current,
+                agreed: r.agreed,
+                disagreed: r.disagreed,
+                samples: r
+                    .samples
+                    .into_iter()
+                    .map(|s| RuleShadowSample {
+                        webhook_event_id: s.webhook_event_id,
+                        active: s.active,
+                        shadow: s.shadow,
+                        at: s.created_at.into(),
+                    })
+                    .collect(),
+            })
+            .collect())
+    }
+
     /// One backtest, with its report once it succeeded.
     async fn rule_backtest(&self, ctx: &Context<'_>, id: i32) -> GqlResult<RuleBacktest> {
         let (state, who) = caller(ctx)?;
@@ -252,6 +304,7 @@ impl RuleQuery {
                     .map(|v| RuleVersion {
                         version: v.version,
                         active: v.active,
+                        shadow: v.shadow,
                         source: v.source,
                         created_by: v.created_by,
                         created_at: v.created_at.into(),
@@ -287,6 +340,7 @@ impl RuleMutation {
         Ok(RuleVersion {
             version: v.version,
             active: v.active,
+            shadow: v.shadow,
             source: v.source,
             created_by: v.created_by,
             created_at: v.created_at.into(),
@@ -314,6 +368,21 @@ impl RuleMutation {
             .await
             .map_err(gql)?;
         Ok(r.into())
+    }
+
+    /// Puts a saved version in shadow: on every live event of its type it is decided beside the
+    /// active one, nothing applied, and `ruleShadow` counts where they disagree. `version: null`
+    /// takes the shadow away. One version per event type at most.
+    async fn set_rule_shadow(&self, ctx: &Context<'_>, event_type: String, version: Option<i32>) -> GqlResult<bool> {
+        let (state, who) = caller(ctx)?;
+        svc::set_shadow(state, who, &event_type, version).await.map_err(gql)?;
+        Ok(true)
+    }
+
+    /// Activates the version in shadow (as `activateRuleVersion` does). Returns its version.
+    async fn promote_rule_shadow(&self, ctx: &Context<'_>, event_type: String) -> GqlResult<i32> {
+        let (state, who) = caller(ctx)?;
+        Ok(svc::promote_shadow(state, who, &event_type).await.map_err(gql)?.version)
     }
 
     /// Stops a running backtest.

@@ -12,6 +12,7 @@
 //!   every table in a statement or two.
 //! - [`outbox`]: what a change announces, written in the change's transaction.
 //! - [`dispatch`]: signed deliveries of those announcements to the app's endpoints.
+//! - [`shadow`]: what a version in shadow decided beside the active one, counted and sampled.
 //! - [`backtest`]: what activating a rule version would do, decided by the worker's own steps
 //!   in a ledger that is never written.
 //!
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod ledger;
 pub mod outbox;
 pub mod scripts;
+pub mod shadow;
 mod state;
 pub mod targets;
 pub mod worker;

@@ -41,3 +41,34 @@ pub async fn active(db: &impl ConnectionTrait, app_id: i32, event_type: &str) ->
         }),
     })
 }
+
+/// The version an admin put in shadow for an event type, if any: decided beside the active
+/// one on live events, never applied. Through the process's cache, like [`active_cached`].
+pub async fn shadow_cached(
+    hot: &HotCache,
+    db: &impl ConnectionTrait,
+    app_id: i32,
+    event_type: &str,
+) -> AppResult<Option<ActiveScript>> {
+    // The same cache as the active scripts, under a key of its own.
+    let key = (app_id, hot.rules_generation(app_id), format!("shadow:{event_type}"));
+    if let Some(s) = hot.scripts.get(&key) {
+        return Ok(s);
+    }
+    let s = shadow(db, app_id, event_type).await?;
+    hot.scripts.insert(key, s.clone());
+    Ok(s)
+}
+
+pub async fn shadow(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<Option<ActiveScript>> {
+    Ok(rs::Entity::find()
+        .filter(rs::Column::AppId.eq(app_id))
+        .filter(rs::Column::EventType.eq(event_type))
+        .filter(rs::Column::Shadow.eq(true))
+        .one(db)
+        .await?
+        .map(|r| ActiveScript {
+            version: r.version,
+            source: r.source,
+        }))
+}

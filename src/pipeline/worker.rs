@@ -36,6 +36,16 @@ pub struct Evaluation {
     /// The pseudonym of the erased buyer whose source this event is about: the stored row is
     /// scrubbed like theirs.
     pub erased: Option<String>,
+    /// The shadow version's decision, when one is set and the rules were asked.
+    pub shadow: Option<Shadowed>,
+}
+
+/// What the version in shadow decided on the same event and access, beside the active one.
+#[derive(Debug, Clone)]
+pub struct Shadowed {
+    pub version: i32,
+    /// Its decision, or why it reached none (the script failed).
+    pub decision: Result<Decision, String>,
 }
 
 impl Evaluation {
@@ -49,6 +59,7 @@ impl Evaluation {
             error: Some(why.into()),
             seen: None,
             erased: None,
+            shadow: None,
         }
     }
 }
@@ -80,6 +91,8 @@ struct Ready {
     /// The event's product links to nothing now; `target` is where the source's access sits.
     /// Such an event may take access away, never give it.
     unlinked: bool,
+    /// The version in shadow, decided beside `script` and never applied.
+    shadow: Option<crate::rules::ActiveScript>,
 }
 
 enum Stage {
@@ -160,9 +173,13 @@ async fn prepare(
             }
         },
     };
-    let script = match candidate {
-        Some(c) => Some(c.clone()),
-        None => scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await?,
+    let (script, shadow) = match candidate {
+        // A backtest tries its candidate alone.
+        Some(c) => (Some(c.clone()), None),
+        None => (
+            scripts::active_cached(&state.hot, db, app_id, ev.kind.as_str()).await?,
+            scripts::shadow_cached(&state.hot, db, app_id, ev.kind.as_str()).await?,
+        ),
     };
     let Some(script) = script else {
         let why = format!("no rule for {}", ev.kind.as_str());
@@ -174,6 +191,7 @@ async fn prepare(
         script,
         source,
         unlinked,
+        shadow,
     }))
 }
 
@@ -195,8 +213,28 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
         target,
         script,
         unlinked,
+        shadow,
         ..
     } = r;
+    let shadow = shadow.map(|s| Shadowed {
+        version: s.version,
+        decision: rules
+            .decide(&s.source, &ev, &target, current.as_ref())
+            .map_err(|e| format!("rule {} v{} failed: {e}", ev.kind.as_str(), s.version)),
+    });
+    let mut eval = decide_active(rules, ev, target, script, unlinked, current);
+    eval.shadow = shadow;
+    eval
+}
+
+fn decide_active(
+    rules: &crate::rules::RuleEngine,
+    ev: PaymentEvent,
+    target: Target,
+    script: crate::rules::ActiveScript,
+    unlinked: bool,
+    current: Option<CurrentAccess>,
+) -> Evaluation {
     match rules.decide(&script.source, &ev, &target, current.as_ref()) {
         Ok(Decision::Grant { .. }) if unlinked => Evaluation {
             error: Some(format!(
@@ -210,6 +248,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             status: InboxStatus::Unmapped,
             seen: Some(current),
             erased: None,
+            shadow: None,
         },
         Ok(decision) => {
             let status = if matches!(decision, Decision::Ignore { .. }) {
@@ -230,6 +269,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
                 error,
                 seen: Some(current),
                 erased: None,
+                shadow: None,
             }
         }
         Err(e) => Evaluation {
@@ -241,6 +281,7 @@ fn decide(rules: &crate::rules::RuleEngine, r: Ready, current: Option<CurrentAcc
             status: InboxStatus::Failed,
             seen: Some(current),
             erased: None,
+            shadow: None,
         },
     }
 }
@@ -394,6 +435,22 @@ async fn write_outcome(
         .update(txn)
         .await?;
         email = crate::domain::Email::parse(pseudonym).ok();
+    }
+    if let (Some(sh), Some(ev)) = (&eval.shadow, ev) {
+        let (active_key, active) = super::shadow::compared(eval.decision.as_ref(), eval.error.as_deref());
+        let (shadow_key, shadow) = match &sh.decision {
+            Ok(d) => super::shadow::compared(Some(d), None),
+            Err(e) => super::shadow::compared(None, Some(e)),
+        };
+        ledger.shadowed(super::shadow::Note {
+            app_id,
+            event_type: ev.kind.as_str().to_string(),
+            version: sh.version,
+            event_row: row_id,
+            agree: active_key == shadow_key,
+            active,
+            shadow,
+        });
     }
     ledger.outcome(Outcome {
         id: row_id,

@@ -1,7 +1,7 @@
 //! Rule scripts per app and event type, versioned; the shipped defaults are version 0.
 use entity::{rule_script as rs, webhook_event as we};
 use sea_orm::sea_query::Expr;
-use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Set};
 use serde_json::json;
 
 use super::{AdminWrite, Change, Then};
@@ -133,6 +133,8 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
         let q = deactivate_all(&txn, who.app_id, event_type).await?;
         let mut am: rs::ActiveModel = row.into();
         am.active = Set(true);
+        // Promoted: it decides now, so it is no longer in shadow.
+        am.shadow = Set(false);
         am.update(&txn).await?;
         q
     } else {
@@ -150,4 +152,116 @@ pub async fn activate(state: &AppState, who: &Principal, event_type: &str, versi
     )
     .await?;
     Ok(now)
+}
+
+/// Puts a saved version in shadow (decided beside the active one on every live event, nothing
+/// applied), or takes the shadow away (`None`). One version per event type at most.
+pub async fn set_shadow(state: &AppState, who: &Principal, event_type: &str, version: Option<i32>) -> AppResult<()> {
+    who.require_admin()?;
+    check_event_type(event_type)?;
+    let txn = AdminWrite::begin(state, who).await?;
+    let before = crate::pipeline::scripts::shadow(&txn, who.app_id, event_type)
+        .await?
+        .map(|s| s.version);
+    rs::Entity::update_many()
+        .col_expr(rs::Column::Shadow, Expr::value(false))
+        .filter(rs::Column::AppId.eq(who.app_id))
+        .filter(rs::Column::EventType.eq(event_type))
+        .exec(&txn)
+        .await?;
+    if let Some(v) = version {
+        let row = rs::Entity::find()
+            .filter(rs::Column::AppId.eq(who.app_id))
+            .filter(rs::Column::EventType.eq(event_type))
+            .filter(rs::Column::Version.eq(v))
+            .one(&txn)
+            .await?
+            .ok_or_else(|| AppError::not_found(format!("{event_type} has no saved version {v}")))?;
+        if row.active {
+            return Err(AppError::InvalidFields(vec![(
+                "version".into(),
+                format!("version {v} is the active one; a shadow is a version that is not"),
+            )]));
+        }
+        let mut am: rs::ActiveModel = row.into();
+        am.shadow = Set(true);
+        am.update(&txn).await?;
+    }
+    txn.commit(
+        Change::new("rule.shadow", format!("rule:{event_type}"))
+            .before(json!({"shadow": before}))
+            .after(json!({"shadow": version})),
+        [Then::Rules],
+    )
+    .await
+}
+
+/// Activates the version in shadow (as [`activate`] does).
+pub async fn promote_shadow(state: &AppState, who: &Principal, event_type: &str) -> AppResult<ActiveScript> {
+    check_event_type(event_type)?;
+    let shadow = crate::pipeline::scripts::shadow(&state.db, who.app_id, event_type)
+        .await?
+        .ok_or_else(|| AppError::not_found(format!("{event_type} has no version in shadow")))?;
+    activate(state, who, event_type, shadow.version).await
+}
+
+/// The shadow's record for an event type: per version decided in shadow (the current one and
+/// earlier ones), how often it agreed and disagreed with the active version, and samples of
+/// the disagreements, newest first.
+pub struct ShadowRecord {
+    pub version: i32,
+    pub current: bool,
+    pub agreed: i64,
+    pub disagreed: i64,
+    pub samples: Vec<entity::rule_shadow_sample::Model>,
+}
+
+pub async fn shadow_records(db: &impl ConnectionTrait, app_id: i32, event_type: &str) -> AppResult<Vec<ShadowRecord>> {
+    use entity::rule_shadow_sample as sample;
+    let current = crate::pipeline::scripts::shadow(db, app_id, event_type)
+        .await?
+        .map(|s| s.version);
+    let prefix = format!("{event_type}:");
+    let rows = entity::rollup::Entity::find()
+        .filter(entity::rollup::Column::AppId.eq(app_id))
+        .filter(entity::rollup::Column::Family.eq("shadow"))
+        .filter(entity::rollup::Column::Bucket.starts_with(&prefix))
+        .all(db)
+        .await?;
+    let mut by_version: std::collections::BTreeMap<i32, (i64, i64)> = Default::default();
+    if let Some(v) = current {
+        by_version.entry(v).or_default();
+    }
+    for r in rows {
+        // `PURCHASE_APPROVED:3|agree`
+        let Some((v, side)) = r.bucket[prefix.len()..].split_once('|') else {
+            continue;
+        };
+        let Ok(v) = v.parse::<i32>() else { continue };
+        let e = by_version.entry(v).or_default();
+        if side == "agree" {
+            e.0 += r.n;
+        } else {
+            e.1 += r.n;
+        }
+    }
+    let mut out = Vec::new();
+    for (version, (agreed, disagreed)) in by_version.into_iter().rev() {
+        let samples = sample::Entity::find()
+            .filter(sample::Column::AppId.eq(app_id))
+            .filter(sample::Column::EventType.eq(event_type))
+            .filter(sample::Column::Version.eq(version))
+            .order_by_desc(sample::Column::Id)
+            .limit(20)
+            .all(db)
+            .await?;
+        out.push(ShadowRecord {
+            version,
+            current: current == Some(version),
+            agreed,
+            disagreed,
+            samples,
+        });
+    }
+    Ok(out)
 }

@@ -374,3 +374,109 @@ async fn a_draft_is_backtested_through_the_api_before_it_is_activated() {
     let now = app.access(ANA).await;
     assert!(now.is_empty() || now[0]["status"] != "ACTIVE", "{now:?}");
 }
+
+/// A version in shadow is decided beside the active one on live events: nothing of it is
+/// applied, agreements and disagreements are counted per version with samples, and promoting
+/// it is one action.
+#[tokio::test]
+async fn a_shadow_version_is_decided_beside_the_active_one_and_applies_nothing() {
+    let (app, _) = app_with_plan().await;
+    let save =
+        "mutation($s: String!) { saveRule(eventType: \"PURCHASE_APPROVED\", source: $s, activate: false) { version } }";
+    let shadow = "mutation($v: Int) { setRuleShadow(eventType: \"PURCHASE_APPROVED\", version: $v) }";
+    let record = "{ ruleShadow(eventType: \"PURCHASE_APPROVED\") { version current agreed disagreed samples { webhookEventId active shadow } } }";
+    app.gql(save, json!({"s": "fn decide(e, t, a) { ignore(\"paused sales\") }"}))
+        .await;
+    app.gql(shadow, json!({"v": 1})).await;
+    let sale = |i: usize| {
+        recent(
+            "purchase_approved.json",
+            &[
+                ("id", json!(format!("shadow-{i}"))),
+                ("data.buyer.email", json!(format!("s{i}@example.com"))),
+                ("data.purchase.transaction", json!(format!("HPSHADOW{i}"))),
+                ("data.subscription.subscriber.code", json!(format!("SBSH{i}"))),
+            ],
+        )
+    };
+    for i in 0..2 {
+        assert_eq!(app.post_hotmart(&sale(i)).await.0, 200);
+    }
+    app.process_inbox().await;
+    for i in 0..2 {
+        assert_eq!(
+            app.access(&format!("s{i}@example.com")).await[0]["status"],
+            "ACTIVE",
+            "the shadow applied nothing"
+        );
+    }
+    let d = app.gql(record, json!({})).await;
+    let r = &d["ruleShadow"][0];
+    assert_eq!(
+        (r["version"].as_i64(), r["current"].as_bool()),
+        (Some(1), Some(true)),
+        "{d}"
+    );
+    assert_eq!(
+        (r["agreed"].as_i64(), r["disagreed"].as_i64()),
+        (Some(0), Some(2)),
+        "{d}"
+    );
+    let samples = r["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 2);
+    assert!(samples[0]["active"].as_str().unwrap().starts_with("grant until"), "{d}");
+    assert_eq!(samples[0]["shadow"], "ignore: paused sales");
+
+    // The active version cannot be its own shadow.
+    let v = app.gql_as(&app.admin(), shadow, json!({"v": 0})).await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{v}");
+    // Another version in shadow: the first keeps its record, the new one counts from zero.
+    let default = porteiro::rules::default_script("PURCHASE_APPROVED").unwrap();
+    app.gql(save, json!({"s": format!("// the same\n{default}")})).await;
+    app.gql(shadow, json!({"v": 2})).await;
+    assert_eq!(app.post_hotmart(&sale(2)).await.0, 200);
+    app.process_inbox().await;
+    let d = app.gql(record, json!({})).await;
+    let got: Vec<(i64, bool, i64, i64)> = d["ruleShadow"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["version"].as_i64().unwrap(),
+                r["current"].as_bool().unwrap(),
+                r["agreed"].as_i64().unwrap(),
+                r["disagreed"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(got, [(2, true, 1, 0), (1, false, 0, 2)]);
+
+    // Promoted: it is the active version, no longer in shadow.
+    let d = app
+        .gql(
+            "mutation { promoteRuleShadow(eventType: \"PURCHASE_APPROVED\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["promoteRuleShadow"], 2);
+    let d = app
+        .gql(
+            "{ rules(eventType: \"PURCHASE_APPROVED\") { activeVersion versions { version active shadow } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(d["rules"][0]["activeVersion"], 2);
+    assert_eq!(
+        d["rules"][0]["versions"][0],
+        json!({"version": 2, "active": true, "shadow": false})
+    );
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "mutation { promoteRuleShadow(eventType: \"PURCHASE_APPROVED\") }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "NOT_FOUND", "{v}");
+}

@@ -24,8 +24,10 @@ impl Ledger {
             )));
         }
         self.write(db).await?;
-        // Last, and once however often a batch wrote early: on PostgreSQL the tally's rows are
-        // shared by every batch of the day, and their locks are held from here to the commit.
+        // Last, and once however often a batch wrote early: on PostgreSQL the shadow's and the
+        // tally's rows are shared by every batch, and their locks are held from here to the
+        // commit (always in this order).
+        super::super::shadow::record(db, std::mem::take(&mut self.shadows)).await?;
         outbox::tally(db, std::mem::take(&mut self.counted)).await
     }
 

@@ -96,6 +96,8 @@ pub struct Ledger {
     /// A backtest's ledger: computes the same as a worker's, never writes (it is never
     /// flushed, and the one change written early is kept in memory instead).
     dry: bool,
+    /// What versions in shadow decided on this transaction's events.
+    shadows: Vec<super::shadow::Note>,
 }
 
 fn snapshot(e: &entitlement::Model, email: &str) -> Value {
@@ -666,5 +668,10 @@ impl Ledger {
     /// Notes what an inbox row's processing concluded (written at the flush).
     pub fn outcome(&mut self, o: Outcome) {
         self.outcomes.push(o);
+    }
+
+    /// Notes what the version in shadow decided on an event (written at the flush).
+    pub fn shadowed(&mut self, n: super::shadow::Note) {
+        self.shadows.push(n);
     }
 }
