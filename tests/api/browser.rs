@@ -499,6 +499,23 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.accept_dialog().await?;
     b.wait_text("main h2", "v0").await?;
     b.screenshot("rules").await;
+    // In shadow, v1 is decided beside the active one; its card counts, and it comes out again.
+    b.click("#rule-versions tr[data-version='1'] .shadow-toggle").await?;
+    b.wait_text("#shadow-counts", "0 concordaram · 0 discordaram").await?;
+    b.find("#rule-versions tr[data-version='1'] .badge.shadow").await?;
+    b.find("#shadow-promote").await?;
+    b.js("document.querySelector('#shadow').scrollIntoView()", json!([]))
+        .await?;
+    b.screenshot("rules-shadow").await;
+    b.click("#rule-versions tr[data-version='1'] .shadow-toggle").await?;
+    b.wait_text("main h2", "v0").await?;
+    b.retrying("the shadow card goes", || async {
+        match b.find_now("#shadow").await {
+            Ok(_) => Err("still there".to_string()),
+            Err(_) => Ok(()),
+        }
+    })
+    .await?;
 
     // Deleting asks first; a package its buyer holds asks again, counting them, then revokes.
     b.click("#nav-catalog").await?;

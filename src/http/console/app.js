@@ -37,7 +37,12 @@ const TEXT = {
     act_confirm: "Ativar a versão {v}? Os eventos deste tipo já guardados serão decididos de novo por ela.",
     act_confirm_bt: "O último teste dela: {g} ganham acesso, {l} perdem, {s} ficam suspensos, {e} mudam de data de fim.",
     act_confirm_none: "Ela ainda não foi testada contra o histórico.",
-    dk_grant: "liberar", dk_revoke: "revogar", dk_suspend: "suspender", dk_ignore: "ignorar", until_short: "até",
+    dk_grant: "liberar", dk_revoke: "revogar", dk_suspend: "suspender", dk_ignore: "ignorar",
+    shadow: "sombra", shadow_on: "Pôr em sombra", shadow_off: "Tirar da sombra", shadow_title: "Versão em sombra",
+    shadow_help: "Decide cada evento novo ao lado da versão ativa, sem aplicar nada; aqui, onde as duas discordam.",
+    shadow_counts: "{a} concordaram · {d} discordaram", shadow_promote: "Promover (ativar esta versão)",
+    shadow_active: "A ativa decidiu", shadow_would: "A sombra decidiria", shadow_event: "Evento",
+    shadow_promote_confirm: "Ativar a versão em sombra {v}? Os eventos deste tipo já guardados serão decididos de novo por ela.", until_short: "até",
     simulate: "Simular", simulate_help: "Escolha um evento guardado ou cole um payload: a decisão aparece sem efeito.",
     pick_event: "Evento guardado", paste_payload: "Ou cole um payload", diff: "Diferença para a ativa",
     default_script: "padrão", dry_run: "Simular (sem aplicar)", apply: "Aplicar", progress: "Progresso",
@@ -222,7 +227,12 @@ const TEXT = {
     act_confirm: "Activate version {v}? The stored events of this type will be decided again by it.",
     act_confirm_bt: "Its last test: {g} gain access, {l} lose it, {s} are suspended, {e} get another end date.",
     act_confirm_none: "It has not been tested against history yet.",
-    dk_grant: "grant", dk_revoke: "revoke", dk_suspend: "suspend", dk_ignore: "ignore", until_short: "until",
+    dk_grant: "grant", dk_revoke: "revoke", dk_suspend: "suspend", dk_ignore: "ignore",
+    shadow: "shadow", shadow_on: "Put in shadow", shadow_off: "Take out of shadow", shadow_title: "Version in shadow",
+    shadow_help: "Decides every new event beside the active version, applying nothing; here, where the two disagree.",
+    shadow_counts: "{a} agreed · {d} disagreed", shadow_promote: "Promote (activate this version)",
+    shadow_active: "The active one decided", shadow_would: "The shadow would decide", shadow_event: "Event",
+    shadow_promote_confirm: "Activate version {v}, in shadow? The stored events of this type will be decided again by it.", until_short: "until",
     simulate: "Simulate", simulate_help: "Pick a stored event or paste a payload: see the decision, without effect.",
     pick_event: "Stored event", paste_payload: "Or paste a payload", diff: "Difference from the active one",
     default_script: "default", dry_run: "Dry run", apply: "Apply", progress: "Progress",
@@ -942,6 +952,8 @@ RENDER.events = async (main) => {
     table), detail);
   await load();
   timers.push(setInterval(() => { if (detail.hidden) load().catch(() => {}); }, 5000));
+  // A link to one stored event (from a rule's shadow) opens it.
+  if (params.get("id")) showEvent(detail, params.get("id"), load).catch((e) => toast(e.message));
 };
 async function showEvent(box, id, reload) {
   const e = (await gql(`query($id: ID!) { webhookEvent(id: $id) { id eventId eventType status format email transaction source receivedAt occurredAt processedAt decision ruleVersion error attempts rawPayload } }`, { id })).webhookEvent;
@@ -1024,7 +1036,7 @@ RENDER.rules = async (main) => {
   pick.addEventListener("change", () => { location.hash = `#/rules?type=${pick.value}`; });
   main.append(h("section", { class: "card" }, h("label", { for: "rule-type" }, t("event_type")), pick), body);
   const type = pick.value;
-  const r = (await gql(`query($t: String) { rules(eventType: $t) { eventType activeVersion source isDefault defaultSource versions { version active source createdBy createdAt } } }`, { t: type })).rules[0];
+  const r = (await gql(`query($t: String) { rules(eventType: $t) { eventType activeVersion source isDefault defaultSource versions { version active shadow source createdBy createdAt } } }`, { t: type })).rules[0];
   const ed = editor(r.source);
   const status = h("div", { id: "rule-status", role: "status" });
   const save = h("button", { type: "button", class: "primary", id: "rule-save", disabled: !isAdmin(), onclick: async () => {
@@ -1097,11 +1109,32 @@ RENDER.rules = async (main) => {
   };
   const versions = [{ version: 0, active: r.activeVersion === 0, source: r.defaultSource, createdBy: "porteiro", createdAt: null }, ...r.versions];
   body.append(h("section", { class: "card" }, h("h2", {}, t("versions")), h("table", { id: "rule-versions" }, h("tbody", {}, versions.slice().reverse().map((v) => h("tr", { "data-version": v.version },
-    h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null, v.version > r.activeVersion && !v.active ? [" ", h("span", { class: "badge draft" }, t("draft"))] : null),
+    h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null, v.version > r.activeVersion && !v.active ? [" ", h("span", { class: "badge draft" }, t("draft"))] : null,
+      v.shadow ? [" ", h("span", { class: "badge shadow" }, t("shadow"))] : null),
     h("td", {}, actorText(v.createdBy)), h("td", {}, v.createdAt ? fmt(v.createdAt) : t("default_script")),
     h("td", {}, h("button", { type: "button", onclick: () => diffBox.replaceChildren(h("p", { class: "muted" }, t("diff")), lineDiff(active, v.source)) }, t("diff")), " ",
       isAdmin() ? h("button", { type: "button", class: "backtest", onclick: () => backtest(v.version) }, t("backtest")) : null, " ",
+      !v.active && v.version > 0 && isAdmin() ? h("button", { type: "button", class: "shadow-toggle", onclick: async () => {
+        try { await gql(`mutation($t: String!, $v: Int) { setRuleShadow(eventType: $t, version: $v) }`, { t: type, v: v.shadow ? null : v.version }); route(); } catch (e) { toast(e.message); }
+      } }, v.shadow ? t("shadow_off") : t("shadow_on")) : null, " ",
       !v.active && isAdmin() ? h("button", { type: "button", class: "activate", onclick: () => activate(v) }, t("activate")) : null))))), btBox, diffBox));
+
+  // The shadow: where it disagrees with the active version, and promotion in one action.
+  const sh = (await gql(`query($t: String!) { ruleShadow(eventType: $t) { version current agreed disagreed samples { webhookEventId active shadow at } } }`, { t: type })).ruleShadow;
+  const now = sh.find((x) => x.current);
+  if (now) {
+    body.append(h("section", { class: "card", id: "shadow" }, h("h2", {}, `${t("shadow_title")} · v${now.version}`), h("p", { class: "muted" }, t("shadow_help")),
+      h("p", { id: "shadow-counts" }, t("shadow_counts").replace("{a}", new Intl.NumberFormat(lang).format(now.agreed)).replace("{d}", new Intl.NumberFormat(lang).format(now.disagreed))),
+      now.samples.length ? h("table", { id: "shadow-samples" }, h("thead", {}, h("tr", {}, h("th", {}, t("shadow_event")), h("th", {}, t("shadow_active")), h("th", {}, t("shadow_would")))),
+        h("tbody", {}, now.samples.map((x) => h("tr", {},
+          h("td", { "data-label": t("shadow_event") }, h("a", { href: `#/events?id=${x.webhookEventId}` }, fmt(x.at))),
+          h("td", { "data-label": t("shadow_active") }, decisionText(x.active)),
+          h("td", { "data-label": t("shadow_would") }, decisionText(x.shadow)))))) : null,
+      isAdmin() ? h("p", {}, h("button", { type: "button", class: "primary", id: "shadow-promote", onclick: async () => {
+        if (!confirm(t("shadow_promote_confirm").replace("{v}", `v${now.version}`))) return;
+        try { await gql(`mutation($t: String!) { promoteRuleShadow(eventType: $t) }`, { t: type }); toast(`v${now.version} ${t("active")}`); route(); } catch (e) { toast(e.message); }
+      } }, t("shadow_promote"))) : null));
+  }
 };
 
 // A backtest's progress, then who would gain or lose access, before anyone activates it.
