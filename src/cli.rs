@@ -276,6 +276,10 @@ pub enum RulesAction {
     },
     /// Compile and dry-run every DIR/<EVENT_TYPE>.rhai; non-zero exit on the first failure.
     Check { dir: PathBuf },
+    /// Run every DIR/<event_type>.rhai against its DIR/<event_type>.cases.json (payloads,
+    /// targets, access and the decisions expected), offline; non-zero exit if any case fails.
+    /// For CI in the seller's own repository.
+    Test { dir: PathBuf },
 }
 
 impl std::str::FromStr for Role {
@@ -299,6 +303,52 @@ pub fn parse_ttl(s: &str) -> anyhow::Result<chrono::Duration> {
         bail!("--ttl must be between 1 second and 366 days");
     }
     Ok(d)
+}
+
+/// The cases file beside a script (`purchase_approved.rhai` → `purchase_approved.cases.json`).
+fn cases_of(dir: &std::path::Path, script: &str) -> anyhow::Result<Option<String>> {
+    let path = dir.join(format!("{}.cases.json", script.trim_end_matches(".rhai")));
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+fn test_rules(dir: &PathBuf) -> anyhow::Result<()> {
+    let engine = crate::rules::RuleEngine::new(std::time::Duration::from_millis(100));
+    let (mut passed, mut failed, mut without) = (0, 0, Vec::new());
+    for (event_type, name, source) in rule_files(dir)? {
+        let Some(text) = cases_of(dir, &name)? else {
+            without.push(name);
+            continue;
+        };
+        let cases = crate::rules::cases::parse(&text).map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
+        if let Some(c) = cases.iter().find(|c| c.payload.is_none()) {
+            bail!(
+                "{name}: case {:?} has no payload (a stored event's id only works on the server)",
+                c.name
+            );
+        }
+        match crate::rules::cases::run(&engine, &event_type, &source, &cases) {
+            Ok(n) => {
+                println!("ok {name}: {n} case(s)");
+                passed += n;
+            }
+            Err(e) => {
+                println!("FAILED {name}:\n{e}");
+                failed += 1;
+            }
+        }
+    }
+    for name in &without {
+        println!("no cases for {name}");
+    }
+    if failed > 0 {
+        bail!("{failed} script(s) failed their cases");
+    }
+    println!("{passed} case(s) passed");
+    Ok(())
 }
 
 /// `(EVENT_TYPE, file name, source)` for every `.rhai` file in `dir`.
@@ -784,6 +834,7 @@ fn check_rules(dir: &PathBuf) -> anyhow::Result<()> {
 async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
     match action {
         RulesAction::Check { dir } => check_rules(&dir),
+        RulesAction::Test { dir } => test_rules(&dir),
         RulesAction::Export { app, dir } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
@@ -806,7 +857,8 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
                     println!("unchanged {event_type}");
                     continue;
                 }
-                let v = services::rules::save(&state, &who, &event_type, &source, !draft)
+                let cases = cases_of(&dir, &name)?;
+                let v = services::rules::save(&state, &who, &event_type, &source, !draft, cases.as_deref())
                     .await
                     .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
                 if draft {

@@ -13,6 +13,9 @@ pub struct Model {
     pub active: bool,
     /// Decided beside the active version on live events, never applied.
     pub shadow: bool,
+    /// Its test cases (a JSON array), run when it was saved.
+    #[sea_orm(column_type = "Text")]
+    pub cases: Option<String>,
     pub created_by: String,
     pub created_at: DateTimeUtc,
 }

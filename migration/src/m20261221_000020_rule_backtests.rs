@@ -5,6 +5,7 @@
 //! - shadow runs: a version marked `shadow` is decided beside the active one on every live
 //!   event, nothing applied; agreements are counted in `rollup` (family `shadow`) and
 //!   disagreements sampled in `rule_shadow_sample`.
+//! - rule tests: a version's test cases (JSON), run when it is saved.
 use sea_orm_migration::{prelude::*, schema::*};
 
 #[derive(DeriveMigrationName)]
@@ -35,6 +36,7 @@ enum RuleBacktest {
 enum RuleScript {
     Table,
     Shadow,
+    Cases,
 }
 
 #[derive(DeriveIden, Clone, Copy)]
@@ -92,6 +94,13 @@ impl MigrationTrait for Migration {
                 .to_owned(),
         )
         .await?;
+        m.alter_table(
+            Table::alter()
+                .table(RuleScript::Table)
+                .add_column(text_null(RuleScript::Cases))
+                .to_owned(),
+        )
+        .await?;
         m.create_table(
             Table::create()
                 .table(RuleShadowSample::Table)
@@ -126,6 +135,13 @@ impl MigrationTrait for Migration {
             Table::alter()
                 .table(RuleScript::Table)
                 .drop_column(RuleScript::Shadow)
+                .to_owned(),
+        )
+        .await?;
+        m.alter_table(
+            Table::alter()
+                .table(RuleScript::Table)
+                .drop_column(RuleScript::Cases)
                 .to_owned(),
         )
         .await?;

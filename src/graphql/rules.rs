@@ -11,6 +11,8 @@ pub struct RuleVersion {
     pub active: bool,
     /// Decided beside the active version on live events, never applied.
     pub shadow: bool,
+    /// Its test cases (JSON), run when it was saved.
+    pub cases: Option<String>,
     pub source: String,
     pub created_by: String,
     pub created_at: super::DateTime,
@@ -305,6 +307,7 @@ impl RuleQuery {
                         version: v.version,
                         active: v.active,
                         shadow: v.shadow,
+                        cases: v.cases,
                         source: v.source,
                         created_by: v.created_by,
                         created_at: v.created_at.into(),
@@ -332,15 +335,20 @@ impl RuleMutation {
         event_type: String,
         source: String,
         #[graphql(default = true)] activate: bool,
+        #[graphql(
+            desc = "Test cases, a JSON array as in `porteiro rules test` files: `[{\"name\": …, \"payload\": {…} or \"eventId\": 12, \"target\": {\"kind\": \"plan\", \"periodDays\": 30, \"graceDays\": 3}, \"access\": {\"status\": \"ACTIVE\", \"expiresAt\": …}, \"expect\": {\"action\": \"grant\", \"at\": …}}]`. A version whose cases fail is refused, each failure named."
+        )]
+        cases: Option<String>,
     ) -> GqlResult<RuleVersion> {
         let (state, who) = caller(ctx)?;
-        let v = svc::save(state, who, &event_type, &source, activate)
+        let v = svc::save(state, who, &event_type, &source, activate, cases.as_deref())
             .await
             .map_err(gql)?;
         Ok(RuleVersion {
             version: v.version,
             active: v.active,
             shadow: v.shadow,
+            cases: v.cases,
             source: v.source,
             created_by: v.created_by,
             created_at: v.created_at.into(),

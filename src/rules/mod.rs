@@ -1,6 +1,7 @@
 //! Rhai rule scripts: the one place the engine is built and hardened, the script API, the AST
 //! cache, and validation. Rules know nothing of the database: they get values and return a
 //! [`Decision`].
+pub mod cases;
 mod defaults;
 
 use std::cell::Cell;

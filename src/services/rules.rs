@@ -43,12 +43,14 @@ fn rule_error(e: RuleError) -> AppError {
 /// refused and the active version stays. `activate`: the new version decides from now on (and
 /// the events the old one decided are decided again); otherwise it is a draft, to backtest and
 /// activate later.
+/// `cases`: test cases (the `rules test` format); a version whose cases fail is refused.
 pub async fn save(
     state: &AppState,
     who: &Principal,
     event_type: &str,
     source: &str,
     activate: bool,
+    cases: Option<&str>,
 ) -> AppResult<rs::Model> {
     who.require_admin()?;
     check_event_type(event_type)?;
@@ -59,6 +61,15 @@ pub async fn save(
         )]));
     }
     rules::validate(&state.rules, event_type, source).map_err(rule_error)?;
+    let cases = match cases.map(str::trim).filter(|c| !c.is_empty()) {
+        Some(text) => {
+            let cases = checked_cases(state, who.app_id, event_type, source, text).await?;
+            // Kept as given: a stored event stays a reference (its payload, with the buyer's
+            // data, is not copied here, so an erasure leaves nothing behind).
+            Some(serde_json::to_string_pretty(&cases).map_err(AppError::internal)?)
+        }
+        None => None,
+    };
     let txn = AdminWrite::begin(state, who).await?;
     let before = active(&txn, who.app_id, event_type).await?.map(|a| a.version);
     let latest = versions(&txn, who.app_id, Some(event_type))
@@ -76,6 +87,7 @@ pub async fn save(
         version: Set(latest + 1),
         source: Set(source.into()),
         active: Set(activate),
+        cases: Set(cases),
         created_by: Set(who.actor()),
         created_at: Set(super::now()),
         ..Default::default()
@@ -94,6 +106,42 @@ pub async fn save(
     )
     .await?;
     Ok(row)
+}
+
+/// Reads test cases, puts each stored event's payload in, and runs them: every failure is
+/// reported on the `cases` field.
+async fn checked_cases(
+    state: &AppState,
+    app_id: i32,
+    event_type: &str,
+    source: &str,
+    text: &str,
+) -> AppResult<Vec<rules::cases::Case>> {
+    let bad = |m: String| AppError::InvalidFields(vec![("cases".into(), m)]);
+    let given = rules::cases::parse(text).map_err(bad)?;
+    if given.len() > 200 {
+        return Err(bad("at most 200 cases per version".into()));
+    }
+    let mut cases = given.clone();
+    for c in &mut cases {
+        if let (None, Some(id)) = (&c.payload, c.event_id) {
+            let row = we::Entity::find_by_id(id)
+                .filter(we::Column::AppId.eq(app_id))
+                .one(&state.db)
+                .await?
+                .ok_or_else(|| bad(format!("case {:?}: no stored event {id}", c.name)))?;
+            let body: serde_json::Value = serde_json::from_slice(&row.raw_body)
+                .map_err(|_| bad(format!("case {:?}: stored event {id} is not a JSON payload", c.name)))?;
+            c.payload = Some(body);
+        }
+    }
+    let engine = state.rules.clone();
+    let (t, s) = (event_type.to_string(), source.to_string());
+    tokio::task::spawn_blocking(move || rules::cases::run(&engine, &t, &s, &cases))
+        .await
+        .map_err(AppError::internal)?
+        .map_err(bad)?;
+    Ok(given)
 }
 
 /// Deactivates every version of an event type's script, and sends the events the old version

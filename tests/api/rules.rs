@@ -480,3 +480,122 @@ async fn a_shadow_version_is_decided_beside_the_active_one_and_applies_nothing()
         .await;
     assert_eq!(error_code(&v), "NOT_FOUND", "{v}");
 }
+
+/// `porteiro rules test DIR` runs each script against its cases offline, for the seller's CI:
+/// passing cases pass, a failing one names itself and exits non-zero.
+#[test]
+fn rules_test_runs_the_cases_offline_and_fails_ci_on_a_wrong_decision() {
+    let bin = env!("CARGO_BIN_EXE_porteiro");
+    let dir = tempfile::tempdir().unwrap();
+    let refund: serde_json::Value = serde_json::from_str(&fixture("purchase_refunded.json")).unwrap();
+    std::fs::write(
+        dir.path().join("purchase_refunded.rhai"),
+        porteiro::rules::default_script("PURCHASE_REFUNDED").unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("purchase_approved.rhai"),
+        porteiro::rules::default_script("PURCHASE_APPROVED").unwrap(),
+    )
+    .unwrap();
+    let cases = |expect: &str| {
+        json!([
+            {"name": "a refund ends access", "payload": refund, "access": {"status": "ACTIVE"}, "expect": {"action": expect}},
+            {"name": "on a package too", "payload": refund, "target": {"kind": "package", "accessDays": 365}, "expect": {"action": expect}},
+        ])
+        .to_string()
+    };
+    let cases_file = dir.path().join("purchase_refunded.cases.json");
+    std::fs::write(&cases_file, cases("revoke")).unwrap();
+    let test = || {
+        std::process::Command::new(bin)
+            .args(["rules", "test", dir.path().to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    let out = test();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("ok purchase_refunded.rhai: 2 case(s)"), "{stdout}");
+    assert!(stdout.contains("no cases for purchase_approved.rhai"), "{stdout}");
+    std::fs::write(&cases_file, cases("grant")).unwrap();
+    let out = test();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("case 1 \"a refund ends access\": expected grant, the script decided revoke"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("case 2 \"on a package too\""), "{stdout}");
+}
+
+/// A version may carry cases: saving runs them (a stored event's payload included) and refuses
+/// the version when one fails, naming it; the cases are kept with the version.
+#[tokio::test]
+async fn saving_a_version_runs_its_cases_and_refuses_it_when_one_fails() {
+    let (app, _) = app_with_plan().await;
+    assert_eq!(app.post_hotmart(&recent("purchase_protest.json", &[])).await.0, 200);
+    app.process_inbox().await;
+    let stored = app
+        .gql(
+            "{ webhookEvents(eventType: \"PURCHASE_PROTEST\", first: 1) { nodes { id } } }",
+            json!({}),
+        )
+        .await["webhookEvents"]["nodes"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse::<i32>()
+        .unwrap();
+    let protest: serde_json::Value = serde_json::from_str(&fixture("purchase_protest.json")).unwrap();
+    let save = "mutation($s: String!, $c: String) { saveRule(eventType: \"PURCHASE_PROTEST\", source: $s, activate: false, cases: $c) { version cases } }";
+    let source = "fn decide(e, t, a) { if a != () && a.status == \"ACTIVE\" { suspend() } else { ignore(\"nothing to pause\") } }";
+    let cases = |first: &str| {
+        json!([
+            {"name": "a dispute pauses access", "payload": protest, "access": {"status": "ACTIVE"}, "expect": {"action": first}},
+            {"name": "nothing held, nothing to pause", "eventId": stored, "expect": {"action": "ignore"}},
+        ])
+        .to_string()
+    };
+    let d = app.gql(save, json!({"s": source, "c": cases("suspend")})).await;
+    assert_eq!(d["saveRule"]["version"], 1);
+    let kept: serde_json::Value = serde_json::from_str(d["saveRule"]["cases"].as_str().unwrap()).unwrap();
+    assert_eq!(kept[1]["eventId"], stored, "a stored event stays a reference");
+    assert!(kept[1].get("payload").is_none(), "{kept}");
+
+    let v = app
+        .gql_as(&app.admin(), save, json!({"s": source, "c": cases("revoke")}))
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    let m = error_message(&v);
+    assert!(
+        m.contains("case 1 \"a dispute pauses access\": expected revoke, the script decided suspend"),
+        "{m}"
+    );
+    let v = app
+        .gql_as(
+            &app.admin(),
+            save,
+            json!({"s": source, "c": "[{\"name\": \"x\", \"eventId\": 999999, \"expect\": {\"action\": \"ignore\"}}]"}),
+        )
+        .await;
+    assert!(error_message(&v).contains("no stored event 999999"), "{v}");
+    let v = app
+        .gql_as(&app.admin(), save, json!({"s": source, "c": "not json"}))
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    let d = app
+        .gql(
+            "{ rules(eventType: \"PURCHASE_PROTEST\") { versions { version } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        d["rules"][0]["versions"],
+        json!([{"version": 1}]),
+        "the refused versions were not saved"
+    );
+}
