@@ -4,7 +4,10 @@
 //! PostgreSQL), then backtests the active version (nothing changes) and a candidate that
 //! moves every end, and prints events/s (goal >= 10,000) and the process's resident memory
 //! before and at its peak during each (goal: under 256 MiB), beside the worker's own rate on
-//! the same events in the same run. Asserts nothing but that the reports are what they must be.
+//! the same events in the same run. Then shadow runs: rounds of 10,000 more sales, webhook to
+//! access, alternately with and without a version in shadow, and the ratio of their times
+//! (goal: the shadow adds at most 10%). Asserts nothing but that the reports are what they
+//! must be.
 // A benchmark fails by panicking.
 #![allow(clippy::unwrap_used)]
 use std::sync::Arc;
@@ -85,6 +88,52 @@ async fn measure(state: &AppState, app_id: i32, name: &str, source: &str) -> (ba
     (report, rate)
 }
 
+/// Posts every body to the webhook, 32 at a time.
+async fn post_all(client: &reqwest::Client, hook: &reqwest::Url, bodies: Arc<Vec<bytes::Bytes>>) {
+    let next = Arc::new(AtomicU64::new(0));
+    let mut posters = Vec::new();
+    for _ in 0..32 {
+        let (c, h, bodies, next) = (client.clone(), hook.clone(), bodies.clone(), next.clone());
+        posters.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= bodies.len() {
+                    break;
+                }
+                let s = c
+                    .post(h.clone())
+                    .header("X-HOTMART-HOTTOK", HOTTOK)
+                    .header("content-type", "application/json")
+                    .body(bodies[i].clone())
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert!(s.is_success(), "{s}");
+            }
+        }));
+    }
+    for p in posters {
+        p.await.unwrap();
+    }
+}
+
+/// A sale: subscription `sub`, charge `charge` (0: a month ago, 1: now).
+fn sale(base: &Value, id: &str, sub: usize, charge: usize) -> bytes::Bytes {
+    let now = chrono::Utc::now().timestamp_millis();
+    let day = 86_400_000i64;
+    let paid = now - (1 - charge as i64) * 30 * day;
+    let mut v = base.clone();
+    v["id"] = json!(id);
+    v["creation_date"] = json!(paid);
+    v["data"]["purchase"]["approved_date"] = json!(paid);
+    v["data"]["purchase"]["date_next_charge"] = json!(paid + 30 * day);
+    v["data"]["purchase"]["transaction"] = json!(format!("HPBT{sub:08}{charge}"));
+    v["data"]["subscription"]["subscriber"]["code"] = json!(format!("SBBT{sub:08}"));
+    v["data"]["buyer"]["email"] = json!(format!("bt{sub}@example.com"));
+    v.to_string().into()
+}
+
 #[tokio::main]
 async fn main() {
     porteiro::install_crypto_provider();
@@ -136,52 +185,10 @@ async fn main() {
 
     // Two charges per subscription, a month apart, the second paid now.
     let base: Value = serde_json::from_str(include_str!("../rules/fixtures/purchase_approved.json")).unwrap();
-    let now = chrono::Utc::now().timestamp_millis();
-    let day = 86_400_000i64;
-    let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
-        (0..n)
-            .map(|i| {
-                let (sub, charge) = (i / 2, i % 2);
-                let paid = now - (1 - charge as i64) * 30 * day;
-                let mut v = base.clone();
-                v["id"] = json!(format!("bt-{i}"));
-                v["creation_date"] = json!(paid);
-                v["data"]["purchase"]["approved_date"] = json!(paid);
-                v["data"]["purchase"]["date_next_charge"] = json!(paid + 30 * day);
-                v["data"]["purchase"]["transaction"] = json!(format!("HPBT{sub:08}{charge}"));
-                v["data"]["subscription"]["subscriber"]["code"] = json!(format!("SBBT{sub:08}"));
-                v["data"]["buyer"]["email"] = json!(format!("bt{sub}@example.com"));
-                v.to_string().into()
-            })
-            .collect(),
-    );
+    let bodies: Arc<Vec<bytes::Bytes>> =
+        Arc::new((0..n).map(|i| sale(&base, &format!("bt-{i}"), i / 2, i % 2)).collect());
     let t = Instant::now();
-    let next = Arc::new(AtomicU64::new(0));
-    let mut posters = Vec::new();
-    for _ in 0..32 {
-        let (c, h, bodies, next) = (client.clone(), hook.clone(), bodies.clone(), next.clone());
-        posters.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                if i >= bodies.len() {
-                    break;
-                }
-                let s = c
-                    .post(h.clone())
-                    .header("X-HOTMART-HOTTOK", HOTTOK)
-                    .header("content-type", "application/json")
-                    .body(bodies[i].clone())
-                    .send()
-                    .await
-                    .unwrap()
-                    .status();
-                assert!(s.is_success(), "{s}");
-            }
-        }));
-    }
-    for p in posters {
-        p.await.unwrap();
-    }
+    post_all(&client, &hook, bodies).await;
     let stored = t.elapsed();
     let t = Instant::now();
     let processed = porteiro::pipeline::worker::drain(&state.pipeline).await.unwrap();
@@ -212,5 +219,55 @@ async fn main() {
     println!(
         "ratio: the backtest evaluates {:.2}x the events per second the worker applies",
         rate / (processed as f64 / worked.as_secs_f64())
+    );
+
+    // Shadow runs: the same flood, webhook to access, with and without a version in shadow,
+    // alternated so the database's growth weighs on both alike.
+    let who = porteiro::auth::Principal {
+        app_id: app.id,
+        app_slug: "default".into(),
+        role: porteiro::auth::Role::Admin,
+        subject: "bench".into(),
+    };
+    let shadow = services::rules::save(
+        &state,
+        &who,
+        "PURCHASE_APPROVED",
+        "fn decide(event, target, access) { if access == () { grant_until(event.occurred_at + 40 * 86400000) } else { ignore(\"held\") } }",
+        false,
+        None,
+    )
+    .await
+    .unwrap();
+    const ROUND: usize = 10_000;
+    let (mut with, mut without) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..6 {
+        let on = round % 2 == 1;
+        services::rules::set_shadow(&state, &who, "PURCHASE_APPROVED", on.then_some(shadow.version))
+            .await
+            .unwrap();
+        let first = n / 2 + round * ROUND;
+        let bodies: Arc<Vec<bytes::Bytes>> = Arc::new(
+            (0..ROUND)
+                .map(|i| sale(&base, &format!("sh-{round}-{i}"), first + i, 1))
+                .collect(),
+        );
+        let t = Instant::now();
+        post_all(&client, &hook, bodies).await;
+        porteiro::pipeline::worker::drain(&state.pipeline).await.unwrap();
+        let took = t.elapsed();
+        if on { with += took } else { without += took }
+    }
+    let per = |d: Duration| (3 * ROUND) as f64 / d.as_secs_f64();
+    println!(
+        "{:<38} {:>7.0} sales/s webhook to access, without a shadow (baseline)",
+        "flood without a shadow",
+        per(without)
+    );
+    println!(
+        "{:<38} {:>7.0} sales/s webhook to access, {:.2}x the time (goal <= 1.10x)",
+        "flood with a version in shadow",
+        per(with),
+        with.as_secs_f64() / without.as_secs_f64()
     );
 }
