@@ -258,6 +258,20 @@ pub enum RulesAction {
         #[arg(long)]
         draft: bool,
     },
+    /// Put a saved version in shadow (decided beside the active one on live events, nothing
+    /// applied), take it out (--off), or promote it (--promote); prints how it compared.
+    Shadow {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        event_type: String,
+        #[arg(long, conflicts_with_all = ["off", "promote"])]
+        version: Option<i32>,
+        #[arg(long)]
+        off: bool,
+        #[arg(long)]
+        promote: bool,
+    },
     /// Run a saved version over the stored events of its type, writing nothing, and print whose
     /// access activating it would change.
     Backtest {
@@ -867,6 +881,41 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
                     println!(
                         "saved and activated {event_type} version {} (its stored events are decided again)",
                         v.version
+                    );
+                }
+            }
+            Ok(())
+        }
+        RulesAction::Shadow {
+            app,
+            event_type,
+            version,
+            off,
+            promote,
+        } => {
+            let state = AppState::init(settings).await?;
+            let who = app_principal(&state, &app).await?;
+            if promote {
+                let a = services::rules::promote_shadow(&state, &who, &event_type).await?;
+                println!(
+                    "activated {event_type} version {} (its stored events are decided again)",
+                    a.version
+                );
+            } else if off || version.is_some() {
+                services::rules::set_shadow(&state, &who, &event_type, version).await?;
+            }
+            for r in services::rules::shadow_records(&state.db, who.app_id, &event_type).await? {
+                println!(
+                    "version {}{}: {} agreed, {} disagreed",
+                    r.version,
+                    if r.current { " (in shadow)" } else { "" },
+                    r.agreed,
+                    r.disagreed
+                );
+                for s in &r.samples {
+                    println!(
+                        "  event {}: active {} | shadow {}",
+                        s.webhook_event_id, s.active, s.shadow
                     );
                 }
             }

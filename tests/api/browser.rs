@@ -499,6 +499,19 @@ async fn first_day(b: &Browser, app: &TestApp) -> Step<()> {
     b.accept_dialog().await?;
     b.wait_text("main h2", "v0").await?;
     b.screenshot("rules").await;
+    // A version whose test case fails is not saved, and the page says which case.
+    let case = json!([{"name": "uma venda libera", "payload": serde_json::from_str::<Value>(&fixture("purchase_approved.json")).map_err(|e| e.to_string())?, "expect": {"action": "revoke"}}]);
+    b.js(
+        "document.querySelector('#cases-box').open = true; const c = document.querySelector('#rule-cases'); c.value = arguments[0];",
+        json!([case.to_string()]),
+    )
+    .await?;
+    b.click("#rule-save").await?;
+    b.wait_text("#cases-error", "Um caso de teste falhou").await?;
+    b.wait_text("#cases-error", "uma venda libera").await?;
+    if b.find_now("#rule-versions tr[data-version='2']").await.is_ok() {
+        return Err("a version whose case failed was saved".into());
+    }
     // In shadow, v1 is decided beside the active one; its card counts, and it comes out again.
     b.click("#rule-versions tr[data-version='1'] .shadow-toggle").await?;
     b.wait_text("#shadow-counts", "0 concordaram · 0 discordaram").await?;

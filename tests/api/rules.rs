@@ -285,6 +285,29 @@ fn scripts_round_trip_through_export_and_import() {
         "2",
     ]);
     assert!(out.contains("PURCHASE_PROTEST version 2: 0 events evaluated"), "{out}");
+    // Version 2 in shadow, then out of it.
+    let out = run(&[
+        "rules",
+        "shadow",
+        "--app",
+        "loja2",
+        "--event-type",
+        "PURCHASE_PROTEST",
+        "--version",
+        "2",
+    ]);
+    assert!(out.contains("version 2 (in shadow): 0 agreed, 0 disagreed"), "{out}");
+    let out = run(&[
+        "rules",
+        "shadow",
+        "--app",
+        "loja2",
+        "--event-type",
+        "PURCHASE_PROTEST",
+        "--off",
+    ]);
+    // (A version with no record, once out of the shadow, is not listed.)
+    assert!(!out.contains("in shadow"), "{out}");
     assert!(run(&["replay", "--app", "loja2", "--status", "unmapped"]).contains("queued 0 event(s)"));
 }
 

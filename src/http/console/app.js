@@ -38,7 +38,9 @@ const TEXT = {
     act_confirm_bt: "O último teste dela: {g} ganham acesso, {l} perdem, {s} ficam suspensos, {e} mudam de data de fim.",
     act_confirm_none: "Ela ainda não foi testada contra o histórico.",
     dk_grant: "liberar", dk_revoke: "revogar", dk_suspend: "suspender", dk_ignore: "ignorar",
-    shadow: "sombra", shadow_on: "Pôr em sombra", shadow_off: "Tirar da sombra", shadow_title: "Versão em sombra",
+    cases_title: "Casos de teste", cases_help: "Ao salvar, a versão passa por estes casos (o mesmo formato de `porteiro rules test`); se um falhar, ela não é salva.",
+    cases_failed: "Um caso de teste falhou; a versão não foi salva:", case_one: "caso", case_other: "casos",
+        shadow: "sombra", shadow_on: "Pôr em sombra", shadow_off: "Tirar da sombra", shadow_title: "Versão em sombra",
     shadow_help: "Decide cada evento novo ao lado da versão ativa, sem aplicar nada; aqui, onde as duas discordam.",
     shadow_counts: "{a} concordaram · {d} discordaram", shadow_promote: "Promover (ativar esta versão)",
     shadow_active: "A ativa decidiu", shadow_would: "A sombra decidiria", shadow_event: "Evento",
@@ -228,7 +230,9 @@ const TEXT = {
     act_confirm_bt: "Its last test: {g} gain access, {l} lose it, {s} are suspended, {e} get another end date.",
     act_confirm_none: "It has not been tested against history yet.",
     dk_grant: "grant", dk_revoke: "revoke", dk_suspend: "suspend", dk_ignore: "ignore",
-    shadow: "shadow", shadow_on: "Put in shadow", shadow_off: "Take out of shadow", shadow_title: "Version in shadow",
+    cases_title: "Test cases", cases_help: "On saving, the version runs these cases (the `porteiro rules test` format); if one fails, it is not saved.",
+    cases_failed: "A test case failed; the version was not saved:", case_one: "case", case_other: "cases",
+        shadow: "shadow", shadow_on: "Put in shadow", shadow_off: "Take out of shadow", shadow_title: "Version in shadow",
     shadow_help: "Decides every new event beside the active version, applying nothing; here, where the two disagree.",
     shadow_counts: "{a} agreed · {d} disagreed", shadow_promote: "Promote (activate this version)",
     shadow_active: "The active one decided", shadow_would: "The shadow would decide", shadow_event: "Event",
@@ -1036,17 +1040,29 @@ RENDER.rules = async (main) => {
   pick.addEventListener("change", () => { location.hash = `#/rules?type=${pick.value}`; });
   main.append(h("section", { class: "card" }, h("label", { for: "rule-type" }, t("event_type")), pick), body);
   const type = pick.value;
-  const r = (await gql(`query($t: String) { rules(eventType: $t) { eventType activeVersion source isDefault defaultSource versions { version active shadow source createdBy createdAt } } }`, { t: type })).rules[0];
+  const r = (await gql(`query($t: String) { rules(eventType: $t) { eventType activeVersion source isDefault defaultSource versions { version active shadow cases source createdBy createdAt } } }`, { t: type })).rules[0];
   const ed = editor(r.source);
+  // The cases the new version must pass, as in `porteiro rules test` files; the active
+  // version's own cases to start from.
+  const activeRow = r.versions.find((v) => v.active);
+  const cases = h("textarea", { id: "rule-cases", rows: 5, class: "code", spellcheck: "false", name: "cases", placeholder: '[{"name": "…", "eventId": 12, "expect": {"action": "grant"}}]' });
+  cases.value = (activeRow && activeRow.cases) || "";
   const status = h("div", { id: "rule-status", role: "status" });
   const save = h("button", { type: "button", class: "primary", id: "rule-save", disabled: !isAdmin(), onclick: async () => {
     status.replaceChildren();
     try {
       // A draft: nothing changes until it is activated, after a test against history.
-      const v = (await gql(`mutation($t: String!, $s: String!) { saveRule(eventType: $t, source: $s, activate: false) { version } }`, { t: type, s: $("#rule-source").value })).saveRule;
+      const v = (await gql(`mutation($t: String!, $s: String!, $c: String) { saveRule(eventType: $t, source: $s, activate: false, cases: $c) { version } }`,
+        { t: type, s: $("#rule-source").value, c: cases.value.trim() || null })).saveRule;
       toast(`${t("saved")}: v${v.version} (${t("draft")})`);
       route();
     } catch (e) {
+      // Which cases failed, in the engine's words (names and decisions are the seller's own).
+      const failed = (e.fields || []).find((f) => f.field === "cases");
+      if (failed) {
+        status.append(h("div", { class: "error", role: "alert", id: "cases-error" }, t("cases_failed"), h("pre", { tabindex: 0 }, failed.message)));
+        return;
+      }
       const m = /line (\d+)(?:, column (\d+))?/.exec(e.detail || e.message);
       if (m) ed.markLine(Number(m[1]));
       // Where the script is wrong, in words; the engine's own message folded below.
@@ -1055,7 +1071,9 @@ RENDER.rules = async (main) => {
         h("details", {}, h("summary", {}, t("details")), e.detail || e.message)));
     }
   } }, t("save_draft"));
-  body.append(h("section", { class: "card" }, h("h2", {}, `${type} · v${r.activeVersion}${r.isDefault ? ` (${t("default_script")})` : ""}`), ed, status, h("p", {}, save)));
+  body.append(h("section", { class: "card" }, h("h2", {}, `${type} · v${r.activeVersion}${r.isDefault ? ` (${t("default_script")})` : ""}`), ed,
+    h("details", { id: "cases-box", open: !!cases.value }, h("summary", {}, t("cases_title")), h("p", { class: "muted" }, t("cases_help")), h("label", { for: "rule-cases" }, t("cases_title")), cases),
+    status, h("p", {}, save)));
 
   // Simulate: a stored event of this type, or a pasted payload.
   const evs = (await gql(`query($t: String) { webhookEvents(eventType: $t, first: 20) { nodes { id eventId receivedAt } } }`, { t: type })).webhookEvents.nodes;
@@ -1110,7 +1128,8 @@ RENDER.rules = async (main) => {
   const versions = [{ version: 0, active: r.activeVersion === 0, source: r.defaultSource, createdBy: "porteiro", createdAt: null }, ...r.versions];
   body.append(h("section", { class: "card" }, h("h2", {}, t("versions")), h("table", { id: "rule-versions" }, h("tbody", {}, versions.slice().reverse().map((v) => h("tr", { "data-version": v.version },
     h("td", {}, `v${v.version}`, v.active ? [" ", badge(t("active"))] : null, v.version > r.activeVersion && !v.active ? [" ", h("span", { class: "badge draft" }, t("draft"))] : null,
-      v.shadow ? [" ", h("span", { class: "badge shadow" }, t("shadow"))] : null),
+      v.shadow ? [" ", h("span", { class: "badge shadow" }, t("shadow"))] : null,
+      v.cases ? [" ", h("span", { class: "muted", "data-cases": "" }, casesCount(v.cases))] : null),
     h("td", {}, actorText(v.createdBy)), h("td", {}, v.createdAt ? fmt(v.createdAt) : t("default_script")),
     h("td", {}, h("button", { type: "button", onclick: () => diffBox.replaceChildren(h("p", { class: "muted" }, t("diff")), lineDiff(active, v.source)) }, t("diff")), " ",
       isAdmin() ? h("button", { type: "button", class: "backtest", onclick: () => backtest(v.version) }, t("backtest")) : null, " ",
@@ -1136,6 +1155,13 @@ RENDER.rules = async (main) => {
       } }, t("shadow_promote"))) : null));
   }
 };
+
+// "3 casos" for a version's cases.
+function casesCount(text) {
+  let n = 0;
+  try { n = JSON.parse(text).length; } catch { /* shown as saved */ }
+  return `${n} ${new Intl.PluralRules(lang).select(n) === "one" ? t("case_one") : t("case_other")}`;
+}
 
 // A backtest's progress, then who would gain or lose access, before anyone activates it.
 function renderBacktest(box, b, cancel) {
