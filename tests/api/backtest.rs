@@ -285,3 +285,58 @@ impl porteiro::pipeline::backtest::Progress for Quiet {
         false
     }
 }
+
+/// A backtest asked to stop stops between chunks and reports nothing.
+#[tokio::test]
+async fn a_cancelled_backtest_stops_and_reports_nothing() {
+    let (app, _) = app_with_plan().await;
+    assert_eq!(app.post_hotmart(&recent("purchase_approved.json", &[])).await.0, 200);
+    app.process_inbox().await;
+    struct Stopped;
+    impl porteiro::pipeline::backtest::Progress for Stopped {
+        fn total(&self, _: u64) {}
+        fn evaluated(&self, _: u64) {}
+        fn cancelled(&self) -> bool {
+            true
+        }
+    }
+    let who = app.principal().await;
+    let script = porteiro::services::backtests::script(&app.state.db, who.app_id, "PURCHASE_APPROVED", 0)
+        .await
+        .unwrap();
+    let out = porteiro::pipeline::backtest::run(
+        &app.state.pipeline,
+        who.app_id,
+        "PURCHASE_APPROVED",
+        &script,
+        &Window::default(),
+        &Stopped,
+    )
+    .await
+    .unwrap();
+    assert!(out.is_none());
+    // Through the service, a backtest whose process died is finished as failed by the sweep.
+    let started = porteiro::services::backtests::start(&app.state, &who, "PURCHASE_APPROVED", 0, Window::default())
+        .await
+        .unwrap();
+    porteiro::services::backtests::wait(&app.state, who.app_id, started.id, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    use sea_orm::{ActiveModelTrait, Set};
+    let db = &app.state.db;
+    entity::rule_backtest::ActiveModel {
+        id: Set(started.id),
+        status: Set(entity::status::RunStatus::Running),
+        heartbeat_at: Set(Some(Utc::now() - chrono::TimeDelta::minutes(2))),
+        ..Default::default()
+    }
+    .update(db)
+    .await
+    .unwrap();
+    assert_eq!(porteiro::services::backtests::sweep_orphans(db).await.unwrap(), 1);
+    let r = porteiro::services::backtests::get(db, who.app_id, started.id)
+        .await
+        .unwrap();
+    assert_eq!(r.status, entity::status::RunStatus::Failed);
+    assert!(r.error.unwrap().contains("start it again"));
+}
