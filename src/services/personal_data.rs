@@ -410,6 +410,18 @@ pub async fn erase(state: &AppState, who: &Principal, email: &str, reason: &str)
         am.report = Set(report);
         am.update(&txn).await?;
     }
+    // Backtest reports name the buyers whose access would change.
+    for bt in entity::rule_backtest::Entity::find()
+        .filter(entity::rule_backtest::Column::AppId.eq(app_id))
+        .filter(Expr::expr(Func::lower(Expr::col(entity::rule_backtest::Column::Report))).like(like(e)))
+        .all(&txn)
+        .await?
+    {
+        let report = bt.report.as_deref().map(clean);
+        let mut am = bt.into_active_model();
+        am.report = Set(report);
+        am.update(&txn).await?;
+    }
     // 3. Their sources stay closed to later deliveries.
     let now = chrono::Utc::now();
     for s in &f.sources {

@@ -230,6 +230,20 @@ async fn an_erased_buyer_is_gone_from_the_disk_and_the_answers_and_does_not_come
     app.process_inbox().await;
     now_pump(&app).await;
     assert_eq!(app.access(ANA).await[0]["status"], "ACTIVE");
+    // A backtest's report names her: her access would end under this draft.
+    app.gql(
+        "mutation { saveRule(eventType: \"PURCHASE_APPROVED\", source: \"fn decide(e, t, a) { ignore(\\\"paused\\\") }\", activate: false) { version } }",
+        json!({}),
+    )
+    .await;
+    let who = app.principal().await;
+    let bt = porteiro::services::backtests::start(&app.state, &who, "PURCHASE_APPROVED", 1, Default::default())
+        .await
+        .unwrap();
+    let bt = porteiro::services::backtests::wait(&app.state, who.app_id, bt.id, std::time::Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert!(bt.report.unwrap().contains(ANA));
 
     let d = app
         .gql(
