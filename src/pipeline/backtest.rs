@@ -11,9 +11,7 @@ use chrono::{DateTime, Utc};
 use entity::status::{EntitlementStatus, InboxStatus};
 use entity::webhook_event as we;
 use sea_orm::sea_query::Expr;
-use sea_orm::{
-    ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-};
+use sea_orm::{ColumnTrait, Condition, ConnectionTrait, EntityTrait, PaginatorTrait, QueryFilter, QuerySelect};
 use serde::{Deserialize, Serialize};
 
 use super::Pipeline;
@@ -219,52 +217,53 @@ pub async fn run(
     let now = Utc::now();
     let cond = || filtered(app_id, event_type, window);
     progress.total(we::Entity::find().filter(cond()).count(db).await?);
-    // The sources first (their keys only), then their events a chunk at a time; events that
-    // name no source are each their own.
-    let sources: Vec<String> = we::Entity::find()
+    // Every event's id and source first (small, read by index), sorted by source; then a
+    // chunk of sources at a time, its events read by id: all of a source's events are decided
+    // in one ledger, in inbox order. Events that name no source each stand alone.
+    let mut keys: Vec<(Option<String>, i32)> = we::Entity::find()
         .select_only()
         .column(we::Column::SourceKey)
+        .column(we::Column::Id)
         .filter(cond())
-        .filter(we::Column::SourceKey.is_not_null())
-        .distinct()
-        .order_by_asc(we::Column::SourceKey)
-        .into_tuple::<String>()
+        .into_tuple()
         .all(db)
         .await?;
+    keys.sort();
     let mut report = Report::default();
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
-    // A chunk's events are decided in one ledger, all of a source's together; the events
-    // without a source, a page at a time (each stands alone).
-    for c in sources.chunks(SOURCES_PER_CHUNK) {
+    let mut start = 0;
+    while start < keys.len() {
         if progress.cancelled() {
             return Ok(None);
         }
-        let rows = we::Entity::find()
-            .filter(cond())
-            .filter(we::Column::SourceKey.is_in(c.to_vec()))
-            .order_by_asc(we::Column::Id)
-            .all(db)
-            .await?;
-        evaluate_chunk(state, app_id, candidate, rows, now, &mut report, &mut counts).await?;
-        progress.evaluated(report.events_evaluated);
-    }
-    let mut after_id = 0;
-    loop {
-        if progress.cancelled() {
-            return Ok(None);
+        // Up to SOURCES_PER_CHUNK sources (or as many source-less events), whole.
+        let mut end = start;
+        let mut sources = 0;
+        while end < keys.len() && sources < SOURCES_PER_CHUNK {
+            let first = end;
+            end += 1;
+            if keys[first].0.is_some() {
+                while end < keys.len() && keys[end].0 == keys[first].0 {
+                    end += 1;
+                }
+            }
+            sources += 1;
         }
-        let rows = we::Entity::find()
-            .filter(cond())
-            .filter(we::Column::SourceKey.is_null())
-            .filter(we::Column::Id.gt(after_id))
-            .order_by_asc(we::Column::Id)
-            .limit(500)
-            .all(db)
-            .await?;
-        let Some(last) = rows.last() else { break };
-        after_id = last.id;
+        let mut ids: Vec<i32> = keys[start..end].iter().map(|(_, id)| *id).collect();
+        ids.sort_unstable();
+        let mut rows = Vec::with_capacity(ids.len());
+        for part in ids.chunks(500) {
+            rows.extend(
+                we::Entity::find()
+                    .filter(we::Column::Id.is_in(part.to_vec()))
+                    .all(db)
+                    .await?,
+            );
+        }
+        rows.sort_by_key(|r| r.id);
         evaluate_chunk(state, app_id, candidate, rows, now, &mut report, &mut counts).await?;
         progress.evaluated(report.events_evaluated);
+        start = end;
     }
     report.decision_changes = counts
         .into_iter()
@@ -298,7 +297,12 @@ async fn evaluate_chunk(
     }
     let mut events: HashMap<String, Vec<EventDecision>> = HashMap::new();
     let mut touched_all: BTreeSet<String> = BTreeSet::new();
-    for row in rows {
+    for (i, row) in rows.into_iter().enumerate() {
+        // The rules run inline (a background job's CPU work, each call within the rules'
+        // budget): let other tasks in now and then.
+        if i % 64 == 63 {
+            tokio::task::yield_now().await;
+        }
         let old: Option<Decision> = row.decision.as_deref().and_then(|d| serde_json::from_str(d).ok());
         let (old_kind, old_label) = decided(row.status, old.as_ref());
         let (eval, touched): (Evaluation, _) = redecide_dry(state, db, &mut ledger, &row, candidate).await?;
