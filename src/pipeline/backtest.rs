@@ -22,7 +22,7 @@ use crate::domain::Decision;
 use crate::rules::ActiveScript;
 
 /// Sources read and decided together.
-const SOURCES_PER_CHUNK: usize = 200;
+const SOURCES_PER_CHUNK: usize = 500;
 /// Source changes a report lists (the counts cover them all).
 pub const MAX_LISTED: usize = 10_000;
 
@@ -213,6 +213,30 @@ pub async fn run(
     window: &Window,
     progress: &dyn Progress,
 ) -> AppResult<Option<Report>> {
+    run_in_chunks(
+        state,
+        app_id,
+        event_type,
+        candidate,
+        window,
+        progress,
+        SOURCES_PER_CHUNK,
+    )
+    .await
+}
+
+/// [`run`] with another number of sources decided together (tests: that chunking changes
+/// nothing).
+#[doc(hidden)]
+pub async fn run_in_chunks(
+    state: &Pipeline,
+    app_id: i32,
+    event_type: &str,
+    candidate: &ActiveScript,
+    window: &Window,
+    progress: &dyn Progress,
+    sources_per_chunk: usize,
+) -> AppResult<Option<Report>> {
     let db = &state.db;
     let now = Utc::now();
     let cond = || filtered(app_id, event_type, window);
@@ -229,17 +253,13 @@ pub async fn run(
         .all(db)
         .await?;
     keys.sort();
-    let mut report = Report::default();
-    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // Up to SOURCES_PER_CHUNK sources (or as many source-less events) a chunk, whole.
+    let mut chunks: Vec<Vec<i32>> = Vec::new();
     let mut start = 0;
     while start < keys.len() {
-        if progress.cancelled() {
-            return Ok(None);
-        }
-        // Up to SOURCES_PER_CHUNK sources (or as many source-less events), whole.
         let mut end = start;
         let mut sources = 0;
-        while end < keys.len() && sources < SOURCES_PER_CHUNK {
+        while end < keys.len() && sources < sources_per_chunk.max(1) {
             let first = end;
             end += 1;
             if keys[first].0.is_some() {
@@ -251,19 +271,34 @@ pub async fn run(
         }
         let mut ids: Vec<i32> = keys[start..end].iter().map(|(_, id)| *id).collect();
         ids.sort_unstable();
-        let mut rows = Vec::with_capacity(ids.len());
-        for part in ids.chunks(500) {
-            rows.extend(
-                we::Entity::find()
-                    .filter(we::Column::Id.is_in(part.to_vec()))
-                    .all(db)
-                    .await?,
-            );
-        }
-        rows.sort_by_key(|r| r.id);
-        evaluate_chunk(state, app_id, candidate, rows, now, &mut report, &mut counts).await?;
-        progress.evaluated(report.events_evaluated);
+        chunks.push(ids);
         start = end;
+    }
+    drop(keys);
+    let mut report = Report::default();
+    let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+    // The next chunk's events are read while this one is decided.
+    let mut next = match chunks.first() {
+        Some(ids) => Some(rows_by_id(db, ids).await?),
+        None => None,
+    };
+    for i in 0..chunks.len() {
+        if progress.cancelled() {
+            return Ok(None);
+        }
+        let rows = next.take().unwrap_or_default();
+        let (done, fetched) = tokio::join!(
+            evaluate_chunk(state, app_id, candidate, rows, now, &mut report, &mut counts),
+            async {
+                match chunks.get(i + 1) {
+                    Some(ids) => rows_by_id(db, ids).await.map(Some),
+                    None => Ok(None),
+                }
+            }
+        );
+        done?;
+        next = fetched?;
+        progress.evaluated(report.events_evaluated);
     }
     report.decision_changes = counts
         .into_iter()
@@ -271,6 +306,21 @@ pub async fn run(
         .collect();
     report.changes.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(Some(report))
+}
+
+/// Stored events by id, in inbox order.
+async fn rows_by_id(db: &impl ConnectionTrait, ids: &[i32]) -> AppResult<Vec<we::Model>> {
+    let mut rows = Vec::with_capacity(ids.len());
+    for part in ids.chunks(1_000) {
+        rows.extend(
+            we::Entity::find()
+                .filter(we::Column::Id.is_in(part.to_vec()))
+                .all(db)
+                .await?,
+        );
+    }
+    rows.sort_by_key(|r| r.id);
+    Ok(rows)
 }
 
 async fn evaluate_chunk(

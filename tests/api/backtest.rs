@@ -138,6 +138,22 @@ async fn a_backtest_predicts_exactly_what_activating_does() {
         assert_eq!(entitlements(&app).await, before, "a draft changed access: {ctx}");
 
         let report = backtest(&app, event_type, version).await;
+        // Decided a few sources at a time, the report is the same.
+        let small = porteiro::pipeline::backtest::run_in_chunks(
+            &app.state.pipeline,
+            app.principal().await.app_id,
+            event_type,
+            &porteiro::services::backtests::script(&app.state.db, app.principal().await.app_id, event_type, version)
+                .await
+                .unwrap(),
+            &Window::default(),
+            &Quiet,
+            3,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(small, report, "chunks of 3 sources: {ctx}");
         app.gql(
             "mutation($t: String!, $v: Int!) { activateRuleVersion(eventType: $t, version: $v) }",
             json!({"t": event_type, "v": version}),
