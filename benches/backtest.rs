@@ -137,6 +137,11 @@ fn sale(base: &Value, id: &str, sub: usize, charge: usize) -> bytes::Bytes {
 #[tokio::main]
 async fn main() {
     porteiro::install_crypto_provider();
+    // RUST_LOG=porteiro::pipeline::backtest=debug prints each chunk's timings.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .try_init();
     let n: usize = std::env::var("PORTEIRO_BENCH_EVENTS")
         .ok()
         .and_then(|v| v.parse().ok())

@@ -339,12 +339,15 @@ async fn evaluate_chunk(
         .filter_map(|r| Some((app_id, r.source_key.clone()?)))
         .collect();
     let ids: Vec<i32> = rows.iter().map(|r| r.id).collect();
+    let t0 = std::time::Instant::now();
     ledger.preload(db, &keys, &BTreeSet::new(), &ids).await?;
+    let preloaded = t0.elapsed();
     // What each source gives now, read before anything is decided again.
     let mut before: HashMap<String, Option<AccessState>> = HashMap::new();
     for (_, s) in &keys {
         before.insert(s.clone(), state_of(db, &mut ledger, app_id, s, now).await?);
     }
+    let read = t0.elapsed();
     let mut events: HashMap<String, Vec<EventDecision>> = HashMap::new();
     let mut touched_all: BTreeSet<String> = BTreeSet::new();
     for (i, row) in rows.into_iter().enumerate() {
@@ -375,6 +378,7 @@ async fn evaluate_chunk(
         }
         touched_all.extend(touched);
     }
+    let decided = t0.elapsed();
     for s in touched_all {
         report.sources_touched += 1;
         let b = match before.get(&s) {
@@ -406,5 +410,13 @@ async fn evaluate_chunk(
             end_moved_by_seconds: moved,
         });
     }
+    tracing::debug!(
+        events = report.events_evaluated,
+        preload_ms = preloaded.as_secs_f64() * 1e3,
+        before_ms = (read - preloaded).as_secs_f64() * 1e3,
+        decide_ms = (decided - read).as_secs_f64() * 1e3,
+        compare_ms = (t0.elapsed() - decided).as_secs_f64() * 1e3,
+        "backtest chunk"
+    );
     Ok(())
 }
