@@ -278,20 +278,22 @@ pub async fn run_in_chunks(
     let mut report = Report::default();
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     // The next chunk's events are read while this one is decided.
+    // The next chunk is read (its events, and everything its sources hold) while this one is
+    // decided.
     let mut next = match chunks.first() {
-        Some(ids) => Some(rows_by_id(db, ids).await?),
+        Some(ids) => Some(read_chunk(db, app_id, ids, now).await?),
         None => None,
     };
     for i in 0..chunks.len() {
         if progress.cancelled() {
             return Ok(None);
         }
-        let rows = next.take().unwrap_or_default();
+        let Some(chunk) = next.take() else { break };
         let (done, fetched) = tokio::join!(
-            evaluate_chunk(state, app_id, candidate, rows, now, &mut report, &mut counts),
+            evaluate_chunk(state, app_id, candidate, chunk, now, &mut report, &mut counts),
             async {
                 match chunks.get(i + 1) {
-                    Some(ids) => rows_by_id(db, ids).await.map(Some),
+                    Some(ids) => read_chunk(db, app_id, ids, now).await.map(Some),
                     None => Ok(None),
                 }
             }
@@ -323,31 +325,54 @@ async fn rows_by_id(db: &impl ConnectionTrait, ids: &[i32]) -> AppResult<Vec<we:
     Ok(rows)
 }
 
-async fn evaluate_chunk(
-    state: &Pipeline,
-    app_id: i32,
-    candidate: &ActiveScript,
+/// A chunk read and ready to decide: its events in inbox order, a dry ledger holding what its
+/// sources hold, and each source's access now.
+struct Chunk {
     rows: Vec<we::Model>,
-    now: DateTime<Utc>,
-    report: &mut Report,
-    counts: &mut BTreeMap<(String, String), u64>,
-) -> AppResult<()> {
-    let db = &state.db;
+    ledger: Ledger,
+    before: HashMap<String, Option<AccessState>>,
+    read_ms: f64,
+}
+
+async fn read_chunk(db: &impl ConnectionTrait, app_id: i32, ids: &[i32], now: DateTime<Utc>) -> AppResult<Chunk> {
+    let t0 = std::time::Instant::now();
+    let rows = rows_by_id(db, ids).await?;
     let mut ledger = Ledger::dry();
     let keys: BTreeSet<(i32, String)> = rows
         .iter()
         .filter_map(|r| Some((app_id, r.source_key.clone()?)))
         .collect();
-    let ids: Vec<i32> = rows.iter().map(|r| r.id).collect();
-    let t0 = std::time::Instant::now();
-    ledger.preload(db, &keys, &BTreeSet::new(), &ids).await?;
-    let preloaded = t0.elapsed();
+    ledger.preload(db, &keys, &BTreeSet::new(), ids).await?;
     // What each source gives now, read before anything is decided again.
-    let mut before: HashMap<String, Option<AccessState>> = HashMap::new();
+    let mut before = HashMap::new();
     for (_, s) in &keys {
         before.insert(s.clone(), state_of(db, &mut ledger, app_id, s, now).await?);
     }
-    let read = t0.elapsed();
+    Ok(Chunk {
+        rows,
+        ledger,
+        before,
+        read_ms: t0.elapsed().as_secs_f64() * 1e3,
+    })
+}
+
+async fn evaluate_chunk(
+    state: &Pipeline,
+    app_id: i32,
+    candidate: &ActiveScript,
+    chunk: Chunk,
+    now: DateTime<Utc>,
+    report: &mut Report,
+    counts: &mut BTreeMap<(String, String), u64>,
+) -> AppResult<()> {
+    let db = &state.db;
+    let Chunk {
+        rows,
+        mut ledger,
+        before,
+        read_ms,
+    } = chunk;
+    let t0 = std::time::Instant::now();
     let mut events: HashMap<String, Vec<EventDecision>> = HashMap::new();
     let mut touched_all: BTreeSet<String> = BTreeSet::new();
     for (i, row) in rows.into_iter().enumerate() {
@@ -412,9 +437,8 @@ async fn evaluate_chunk(
     }
     tracing::debug!(
         events = report.events_evaluated,
-        preload_ms = preloaded.as_secs_f64() * 1e3,
-        before_ms = (read - preloaded).as_secs_f64() * 1e3,
-        decide_ms = (decided - read).as_secs_f64() * 1e3,
+        read_ms,
+        decide_ms = decided.as_secs_f64() * 1e3,
         compare_ms = (t0.elapsed() - decided).as_secs_f64() * 1e3,
         "backtest chunk"
     );
