@@ -278,28 +278,23 @@ pub async fn run_in_chunks(
     let mut report = Report::default();
     let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
     // The next chunk's events are read while this one is decided.
-    // The next chunk is read (its events, and everything its sources hold) while this one is
-    // decided.
-    let mut next = match chunks.first() {
-        Some(ids) => Some(read_chunk(db, app_id, ids, now).await?),
-        None => None,
+    // Chunks are read ahead (their events, and everything their sources hold), a few at a time
+    // beside the one being decided: on PostgreSQL reading is most of a chunk's time.
+    let mut queued = chunks.into_iter();
+    let read = |ids: Vec<i32>| {
+        let db = db.clone();
+        tokio::spawn(async move { read_chunk(&db, app_id, &ids, now).await })
     };
-    for i in 0..chunks.len() {
+    let mut ahead = Ahead(queued.by_ref().take(READ_AHEAD).map(read).collect());
+    while let Some(reading) = ahead.0.pop_front() {
         if progress.cancelled() {
             return Ok(None);
         }
-        let Some(chunk) = next.take() else { break };
-        let (done, fetched) = tokio::join!(
-            evaluate_chunk(state, app_id, candidate, chunk, now, &mut report, &mut counts),
-            async {
-                match chunks.get(i + 1) {
-                    Some(ids) => read_chunk(db, app_id, ids, now).await.map(Some),
-                    None => Ok(None),
-                }
-            }
-        );
-        done?;
-        next = fetched?;
+        let chunk = reading.await.map_err(crate::AppError::internal)??;
+        if let Some(ids) = queued.next() {
+            ahead.0.push_back(read(ids));
+        }
+        evaluate_chunk(state, app_id, candidate, chunk, now, &mut report, &mut counts).await?;
         progress.evaluated(report.events_evaluated);
     }
     report.decision_changes = counts
@@ -308,6 +303,20 @@ pub async fn run_in_chunks(
         .collect();
     report.changes.sort_by(|a, b| a.source.cmp(&b.source));
     Ok(Some(report))
+}
+
+/// Chunks read at once beside the one being decided.
+const READ_AHEAD: usize = 3;
+
+/// Reads in flight; those left when the run stops early are stopped with it.
+struct Ahead(std::collections::VecDeque<tokio::task::JoinHandle<AppResult<Chunk>>>);
+
+impl Drop for Ahead {
+    fn drop(&mut self) {
+        for r in &self.0 {
+            r.abort();
+        }
+    }
 }
 
 /// Stored events by id, in inbox order.
@@ -334,7 +343,12 @@ struct Chunk {
     read_ms: f64,
 }
 
-async fn read_chunk(db: &impl ConnectionTrait, app_id: i32, ids: &[i32], now: DateTime<Utc>) -> AppResult<Chunk> {
+async fn read_chunk(
+    db: &sea_orm::DatabaseConnection,
+    app_id: i32,
+    ids: &[i32],
+    now: DateTime<Utc>,
+) -> AppResult<Chunk> {
     let t0 = std::time::Instant::now();
     let rows = rows_by_id(db, ids).await?;
     let mut ledger = Ledger::dry();

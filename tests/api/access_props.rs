@@ -576,15 +576,7 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
     });
     // Each run draws new cases; the seed comes with every failure, and ACCESS_PROPS_SEED=<it>
     // draws the same ones again (the histories are relative to now, so they replay any day).
-    let seed: u64 = std::env::var("ACCESS_PROPS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let rng = proptest::test_runner::TestRng::from_seed(
-        proptest::test_runner::RngAlgorithm::ChaCha,
-        &[seed.to_le_bytes(); 4].concat(),
-    );
-    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let (seed, mut runner) = seeded_runner("ACCESS_PROPS_SEED");
     let (mut erasures, mut moves) = (0, 0);
     for case in 0..cases {
         let (l, order, batch, links, at, erase) = strategy.new_tree(&mut runner).unwrap().current();

@@ -7,7 +7,6 @@ use chrono::Utc;
 use porteiro::pipeline::backtest::{AccessState, Report, Window};
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
-use proptest::test_runner::{Config, TestRunner};
 use sea_orm::{ConnectionTrait, EntityTrait};
 use serde_json::json;
 
@@ -86,6 +85,32 @@ async fn backtest(app: &TestApp, event_type: &str, version: i32) -> Report {
     porteiro::services::backtests::report_of(&done).unwrap_or_else(|| panic!("backtest did not finish: {done:?}"))
 }
 
+/// A backtest run in the test's task, `sources_per_chunk` sources decided together, or `None`
+/// when `progress` stops it.
+async fn run_directly(
+    app: &TestApp,
+    event_type: &str,
+    version: i32,
+    progress: &dyn porteiro::pipeline::backtest::Progress,
+    sources_per_chunk: usize,
+) -> Option<Report> {
+    let app_id = app.principal().await.app_id;
+    let script = porteiro::services::backtests::script(&app.state.db, app_id, event_type, version)
+        .await
+        .unwrap();
+    porteiro::pipeline::backtest::run_in_chunks(
+        &app.state.pipeline,
+        app_id,
+        event_type,
+        &script,
+        &Window::default(),
+        progress,
+        sources_per_chunk,
+    )
+    .await
+    .unwrap()
+}
+
 /// Random histories are stored and processed; a random candidate of a random event type is
 /// saved as a draft (nothing changes), backtested, then activated: the entitlements that
 /// changed are the backtest's list, source by source, and a backtest of the version now active
@@ -98,15 +123,7 @@ async fn a_backtest_predicts_exactly_what_activating_does() {
     let q = "mutation($n: String!, $p: [String!], $h: [String!]) { createSubscriptionPlan(input: {name: $n, hotmartProductIds: $p, hotmartPlanIds: $h}) { id } }";
     app.gql(q, json!({"n": "A", "p": ["4100001"], "h": ["900101"]})).await;
     app.gql(q, json!({"n": "B", "p": [], "h": ["900102"]})).await;
-    let seed: u64 = std::env::var("BACKTEST_PROPS_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
-    let rng = proptest::test_runner::TestRng::from_seed(
-        proptest::test_runner::RngAlgorithm::ChaCha,
-        &[seed.to_le_bytes(); 4].concat(),
-    );
-    let mut runner = TestRunner::new_with_rng(Config::default(), rng);
+    let (seed, mut runner) = seeded_runner("BACKTEST_PROPS_SEED");
     let now = Utc::now().timestamp_millis();
     let histories = lifecycle(now).prop_flat_map(|l| {
         let n = l.steps.len();
@@ -139,20 +156,7 @@ async fn a_backtest_predicts_exactly_what_activating_does() {
 
         let report = backtest(&app, event_type, version).await;
         // Decided a few sources at a time, the report is the same.
-        let small = porteiro::pipeline::backtest::run_in_chunks(
-            &app.state.pipeline,
-            app.principal().await.app_id,
-            event_type,
-            &porteiro::services::backtests::script(&app.state.db, app.principal().await.app_id, event_type, version)
-                .await
-                .unwrap(),
-            &Window::default(),
-            &Quiet,
-            3,
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let small = run_directly(&app, event_type, version, &Quiet, 3).await.unwrap();
         assert_eq!(small, report, "chunks of 3 sources: {ctx}");
         app.gql(
             "mutation($t: String!, $v: Int!) { activateRuleVersion(eventType: $t, version: $v) }",
@@ -269,19 +273,9 @@ async fn a_backtest_writes_nothing() {
     let entitlements_before = entitlements(&app).await;
     checkpoint().await;
     let (rows, counter) = (counts().await, file_counter().await);
-    let report = porteiro::pipeline::backtest::run(
-        &app.state.pipeline,
-        who.app_id,
-        "PURCHASE_APPROVED",
-        &porteiro::services::backtests::script(db, who.app_id, "PURCHASE_APPROVED", version)
-            .await
-            .unwrap(),
-        &Window::default(),
-        &Quiet,
-    )
-    .await
-    .unwrap()
-    .unwrap();
+    let report = run_directly(&app, "PURCHASE_APPROVED", version, &Quiet, 500)
+        .await
+        .unwrap();
     assert_eq!(report.events_evaluated, 1, "{report:?}");
     assert_eq!(report.lost, 1, "ignoring the approval would end the access: {report:?}");
     checkpoint().await;
@@ -317,19 +311,7 @@ async fn a_cancelled_backtest_stops_and_reports_nothing() {
         }
     }
     let who = app.principal().await;
-    let script = porteiro::services::backtests::script(&app.state.db, who.app_id, "PURCHASE_APPROVED", 0)
-        .await
-        .unwrap();
-    let out = porteiro::pipeline::backtest::run(
-        &app.state.pipeline,
-        who.app_id,
-        "PURCHASE_APPROVED",
-        &script,
-        &Window::default(),
-        &Stopped,
-    )
-    .await
-    .unwrap();
+    let out = run_directly(&app, "PURCHASE_APPROVED", 0, &Stopped, 500).await;
     assert!(out.is_none());
     // Through the service, a backtest whose process died is finished as failed by the sweep.
     let started = porteiro::services::backtests::start(&app.state, &who, "PURCHASE_APPROVED", 0, Window::default())

@@ -469,3 +469,20 @@ pub async fn the_rollups_equal_a_recount(db: &sea_orm::DatabaseConnection, fold:
     .await;
     assert_eq!(kept, counted, "the rollups drifted from the rows: {context}");
 }
+
+/// A property test's runner, seeded from `var` when it is set (to draw a failure's cases again)
+/// and at random otherwise; the seed goes into every failure's message.
+pub fn seeded_runner(var: &str) -> (u64, proptest::test_runner::TestRunner) {
+    let seed: u64 = std::env::var(var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+    let rng = proptest::test_runner::TestRng::from_seed(
+        proptest::test_runner::RngAlgorithm::ChaCha,
+        &[seed.to_le_bytes(); 4].concat(),
+    );
+    (
+        seed,
+        proptest::test_runner::TestRunner::new_with_rng(proptest::test_runner::Config::default(), rng),
+    )
+}
