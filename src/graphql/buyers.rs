@@ -89,6 +89,10 @@ pub struct Access {
     pub reason: String,
     pub rule_version: Option<i32>,
     pub last_event_id: Option<ID>,
+    /// Grows with every change an app is told of: the notifications' `data.entitlement.version`.
+    /// Keep the highest you applied.
+    pub version: i64,
+    pub updated_at: super::DateTime,
     #[graphql(skip)]
     pub app_id: i32,
     #[graphql(skip)]
@@ -176,6 +180,8 @@ impl From<svc::AccessView> for Access {
             reason: e.reason,
             rule_version: e.rule_version,
             last_event_id: e.last_event_id.map(|i| ID(i.to_string())),
+            version: e.version,
+            updated_at: e.updated_at.into(),
             app_id: e.app_id,
             target_ref: (
                 TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package),

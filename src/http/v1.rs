@@ -236,6 +236,14 @@ impl poem_openapi::types::ParseFromParameter for EmailParam {
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
 struct Entitlement {
+    /// The entitlement: the notifications' `data.entitlement.id`.
+    id: i32,
+    /// Grows with every change an app is told of: the notifications'
+    /// `data.entitlement.version`. Keep the highest you applied; a notification with a lower one
+    /// is older than what you read here.
+    version: i64,
+    /// When it last changed.
+    updated_at: Timestamp,
     /// `package` (Pacote de Produtos) or `plan` (Plano de Assinatura).
     target_kind: String,
     target_id: i32,
@@ -266,6 +274,9 @@ impl From<&AccessView> for Entitlement {
     fn from(a: &AccessView) -> Self {
         let e = &a.entitlement;
         Entitlement {
+            id: e.id,
+            version: e.version,
+            updated_at: Timestamp(e.updated_at),
             target_kind: e.target_kind.clone(),
             target_id: e.target_id,
             target_name: a.target.as_ref().map(|t| t.name.clone()),

@@ -479,4 +479,38 @@ async fn rest_graphql_and_notifications_write_the_same_timestamp() {
     let body: Value = serde_json::from_str(&note.payload).unwrap();
     assert_eq!(body["data"]["access"]["expiresAt"], want, "notification: {body}");
     assert!(shape(body["timestamp"].as_str().unwrap()), "{body}");
+    // The same entitlement and version as the notification says, so an app can tell which of
+    // the two it heard last is newer.
+    assert_eq!(e["id"], body["data"]["entitlement"]["id"], "{e} {body}");
+    assert_eq!(e["version"], body["data"]["entitlement"]["version"], "{e} {body}");
+    assert!(shape(e["updatedAt"].as_str().unwrap()), "{e}");
+    let g = app
+        .gql(
+            "{ access(email: \"ana@example.com\") { id version updatedAt } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(g["access"][0]["id"], e["id"].to_string(), "{g}");
+    assert_eq!(g["access"][0]["version"], e["version"], "{g}");
+    assert_eq!(g["access"][0]["updatedAt"], e["updatedAt"], "{g}");
+    // A revoke is a newer version, in both.
+    app.gql(
+        "mutation($id: ID!) { revokeAccess(email: \"ana@example.com\", target: {kind: PLAN, id: $id}, reason: \"fraude\") }",
+        json!({"id": plan}),
+    )
+    .await;
+    let after = get(&app, Some(&key), "/v1/access?email=ana@example.com").await;
+    let newer = &after.2["entitlements"][0];
+    assert!(newer["version"].as_i64() > e["version"].as_i64(), "{newer} after {e}");
+    let last: Value = serde_json::from_str(
+        &entity::notification::Entity::find()
+            .all(&app.state.db)
+            .await
+            .unwrap()
+            .pop()
+            .unwrap()
+            .payload,
+    )
+    .unwrap();
+    assert_eq!(newer["version"], last["data"]["entitlement"]["version"], "{last}");
 }
