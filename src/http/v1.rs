@@ -359,6 +359,33 @@ struct LookupBody {
     results: Vec<BuyerAccessBody>,
 }
 
+/// A product package or subscription plan of the app.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct TargetBody {
+    /// `package` (Pacote de Produtos) or `plan` (Plano de Assinatura).
+    kind: String,
+    /// Its id in Porteiro: `package=` or `plan=` in `GET /access/check`, `targetId` in
+    /// entitlements.
+    id: i32,
+    name: String,
+    /// Packages: days of access from the purchase (`null`: lifetime). Plans: `null`.
+    #[oai(nullable)]
+    access_days: Option<i32>,
+    /// Plans: days one charge covers when Hotmart omits the next charge date.
+    #[oai(nullable)]
+    period_days: Option<i32>,
+    /// Plans: days access is kept past a charge date that was not paid.
+    #[oai(nullable)]
+    grace_days: Option<i32>,
+}
+
+#[derive(Object)]
+struct TargetsBody {
+    /// Packages first, then plans, each by id.
+    targets: Vec<TargetBody>,
+}
+
 struct AccessApi;
 
 #[OpenApi(tag = "Tag::Access")]
@@ -421,6 +448,34 @@ impl AccessApi {
             _ => return Err(AppError::bad("give package or plan (one of them)").into()),
         };
         Ok(Json(app_access::check(&state, &key.0, who, target).await?.into()))
+    }
+
+    /// The app's packages and plans
+    ///
+    /// Every product package and subscription plan of the app, with the id to ask about.
+    #[oai(path = "/targets", method = "get")]
+    async fn targets(
+        &self,
+        state: Data<&AppState>,
+        key: AppApiKey,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
+    ) -> Answer<TargetsBody> {
+        let targets = app_access::targets(&state, &key.0).await?;
+        Ok(Json(TargetsBody {
+            targets: targets
+                .into_iter()
+                .map(|t| TargetBody {
+                    kind: t.kind.as_str().to_string(),
+                    id: t.id,
+                    name: t.name,
+                    access_days: t.access_days,
+                    period_days: t.period_days,
+                    grace_days: t.grace_days,
+                })
+                .collect(),
+        }))
     }
 
     /// Many buyers at once

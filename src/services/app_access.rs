@@ -235,3 +235,23 @@ pub async fn lookup(
     out.extend(by_code.into_iter().map(|(c, e)| answer(e.as_ref(), Some(c))));
     Ok(out)
 }
+
+/// The app's packages and plans, as an app needs them to ask about access: packages first, then
+/// plans, each by id.
+pub async fn targets(state: &AppState, key: &AppKey) -> AppResult<Vec<crate::domain::Target>> {
+    key.require(ACCESS_READ)?;
+    let mut out: Vec<crate::domain::Target> = super::catalog::list_packages(&state.db, key.app_id)
+        .await?
+        .into_iter()
+        .map(|p| crate::domain::Target::package(p.row.id, &p.row.name, p.row.access_days))
+        .collect();
+    out.sort_by_key(|t| t.id);
+    let mut plans: Vec<crate::domain::Target> = super::catalog::list_plans(&state.db, key.app_id)
+        .await?
+        .into_iter()
+        .map(|p| crate::domain::Target::plan(p.row.id, &p.row.name, p.row.period_days, p.row.grace_days))
+        .collect();
+    plans.sort_by_key(|t| t.id);
+    out.extend(plans);
+    Ok(out)
+}

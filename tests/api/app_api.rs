@@ -514,3 +514,44 @@ async fn rest_graphql_and_notifications_write_the_same_timestamp() {
     .unwrap();
     assert_eq!(newer["version"], last["data"]["entitlement"]["version"], "{last}");
 }
+
+/// `GET /v1/targets` lists the app's packages and plans with the ids to ask about, and what
+/// another app has is not in it.
+#[tokio::test]
+async fn an_app_lists_its_packages_and_plans() {
+    let (app, plan) = app_with_plan().await;
+    let package = app
+        .gql(
+            "mutation { createProductPackage(input: {name: \"Curso\", hotmartProductIds: [\"777\"], accessDays: 365}) { id } }",
+            json!({}),
+        )
+        .await["createProductPackage"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (key, _) = key_for(&app, &app.admin()).await;
+    let (status, _, body) = get(&app, Some(&key), "/v1/targets").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["targets"],
+        json!([
+            {"kind": "package", "id": package.parse::<i32>().unwrap(), "name": "Curso", "accessDays": 365, "periodDays": null, "graceDays": null},
+            {"kind": "plan", "id": plan.parse::<i32>().unwrap(), "name": "Mensal", "accessDays": null, "periodDays": 30, "graceDays": 3},
+        ])
+    );
+    // The id checks access.
+    let (status, _, _) = get(
+        &app,
+        Some(&key),
+        &format!("/v1/access/check?email=ninguem@example.com&package={package}"),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // Another app's key sees only its own (none).
+    app.create_app("outra").await;
+    let (other, _) = key_for(&app, &app.token("outra", porteiro::auth::Role::Admin)).await;
+    let (_, _, body) = get(&app, Some(&other), "/v1/targets").await;
+    assert_eq!(body["targets"], json!([]));
+    let (status, _, _) = get(&app, None, "/v1/targets").await;
+    assert_eq!(status, 401);
+}
