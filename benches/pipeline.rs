@@ -341,7 +341,7 @@ async fn main() {
         role: Role::Admin,
         subject: "bench".into(),
     };
-    let (_, api_key) = services::api_keys::create(&state, &who, "bench", &["access:read".to_string()])
+    let (_, api_key) = services::api_keys::create(&state, &who, "bench", &["access:read".to_string()], None)
         .await
         .unwrap();
     let plan_id = services::catalog::list_plans(&state.db, app.id).await.unwrap()[0]

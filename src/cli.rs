@@ -203,6 +203,19 @@ pub enum KeysAction {
         /// Repeat for several; `access:read` by default.
         #[arg(long = "scope", default_value = "access:read")]
         scopes: Vec<String>,
+        /// The key stops working after this long (30d, 12h…); none: until revoked.
+        #[arg(long)]
+        expires_in: Option<String>,
+    },
+    /// Rotate an API key: print a new key with the same name and scopes, while the old one keeps
+    /// working for --overlap (24h by default), then stops.
+    Rotate {
+        #[arg(long)]
+        app: String,
+        #[arg(long)]
+        id: i32,
+        #[arg(long, default_value = "24h")]
+        overlap: String,
     },
     /// List an app's API keys (never their secrets).
     List {
@@ -546,18 +559,41 @@ async fn api_keys(settings: Settings, action: KeysAction) -> anyhow::Result<()> 
         let used = k
             .last_used_at
             .map_or("never used".to_string(), |t| format!("last used {t}"));
-        let state = k.revoked_at.map_or("active".to_string(), |t| format!("revoked {t}"));
+        let state = match (k.revoked_at, k.expires_at) {
+            (Some(t), _) => format!("revoked {t}"),
+            (None, Some(t)) if t <= chrono::Utc::now() => format!("expired {t}"),
+            (None, Some(t)) => format!("active until {t}"),
+            (None, None) => "active".to_string(),
+        };
         format!(
             "{:>4}  pk_{}_…  {:<24} {:<14} {state}, {used}",
             k.id, k.key_id, k.name, k.scopes
         )
     };
     match action {
-        KeysAction::Create { app, name, scopes } => {
+        KeysAction::Create {
+            app,
+            name,
+            scopes,
+            expires_in,
+        } => {
             let who = app_principal(&state, &app).await?;
-            let (row, secret) = services::api_keys::create(&state, &who, &name, &scopes).await?;
+            let expires_at = expires_in
+                .as_deref()
+                .map(parse_ttl)
+                .transpose()?
+                .map(|d| chrono::Utc::now() + d);
+            let (row, secret) = services::api_keys::create(&state, &who, &name, &scopes, expires_at).await?;
             eprintln!("{}", show(&row));
             eprintln!("the key (shown once; store it in the app's configuration now):");
+            println!("{secret}");
+        }
+        KeysAction::Rotate { app, id, overlap } => {
+            let who = app_principal(&state, &app).await?;
+            let until = chrono::Utc::now() + parse_ttl(&overlap)?;
+            let (row, secret) = services::api_keys::rotate(&state, &who, id, until).await?;
+            eprintln!("{}", show(&row));
+            eprintln!("the new key (shown once); the old one works until {until}:");
             println!("{secret}");
         }
         KeysAction::List { app } => {

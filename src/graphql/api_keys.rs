@@ -16,6 +16,8 @@ pub struct ApiKey {
     pub created_at: super::DateTime,
     pub last_used_at: Option<super::DateTime>,
     pub revoked_at: Option<super::DateTime>,
+    /// Refused from then on (null: until revoked).
+    pub expires_at: Option<super::DateTime>,
 }
 
 impl From<entity::api_key::Model> for ApiKey {
@@ -29,6 +31,7 @@ impl From<entity::api_key::Model> for ApiKey {
             created_at: k.created_at.into(),
             last_used_at: k.last_used_at.map(Into::into),
             revoked_at: k.revoked_at.map(Into::into),
+            expires_at: k.expires_at.map(Into::into),
         }
     }
 }
@@ -63,10 +66,37 @@ pub struct ApiKeyMutation;
 
 #[Object]
 impl ApiKeyMutation {
-    /// Creates a key for the app's own software. Scopes: `access:read`.
-    async fn create_api_key(&self, ctx: &Context<'_>, name: String, scopes: Vec<String>) -> GqlResult<CreatedApiKey> {
+    /// Creates a key for the app's own software. Scopes: `access:read`. With `expiresAt`, it is
+    /// refused from then on.
+    async fn create_api_key(
+        &self,
+        ctx: &Context<'_>,
+        name: String,
+        scopes: Vec<String>,
+        expires_at: Option<super::DateTime>,
+    ) -> GqlResult<CreatedApiKey> {
         let (state, who) = caller(ctx)?;
-        let (row, secret) = svc::create(state, who, &name, &scopes).await.map_err(gql)?;
+        let (row, secret) = svc::create(state, who, &name, &scopes, expires_at.map(|t| t.0))
+            .await
+            .map_err(gql)?;
+        Ok(CreatedApiKey {
+            key: row.into(),
+            secret,
+        })
+    }
+
+    /// Rotates a key: a new key with the same name and scopes (its secret shown this once),
+    /// while the old one keeps working until `oldKeyValidUntil`, then is refused. Deploy the new
+    /// one everywhere within that overlap.
+    async fn rotate_api_key(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        old_key_valid_until: super::DateTime,
+    ) -> GqlResult<CreatedApiKey> {
+        let (state, who) = caller(ctx)?;
+        let id = parse_id(&id)?;
+        let (row, secret) = svc::rotate(state, who, id, old_key_valid_until.0).await.map_err(gql)?;
         Ok(CreatedApiKey {
             key: row.into(),
             secret,

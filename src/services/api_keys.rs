@@ -58,14 +58,45 @@ fn clean_scopes(scopes: &[String]) -> AppResult<Vec<String>> {
     Ok(out)
 }
 
-/// Creates a key and returns it with its secret, the only time the secret is seen.
+/// Creates a key and returns it with its secret, the only time the secret is seen. A key with
+/// `expires_at` is refused from then on.
 pub async fn create(
     state: &AppState,
     who: &Principal,
     name: &str,
     scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
 ) -> AppResult<(ak::Model, String)> {
     who.require_admin()?;
+    let txn = AdminWrite::begin(state, who).await?;
+    let (row, token) = insert(&txn, who, name, scopes, expires_at).await?;
+    txn.commit(
+        Change::new("api_key.create", format!("api_key:{}", row.id)).after(json!({
+            "name": row.name, "keyId": row.key_id, "scopes": row.scopes, "expiresAt": row.expires_at,
+        })),
+        [],
+    )
+    .await?;
+    Ok((row, token))
+}
+
+fn future(expires_at: Option<DateTime<Utc>>, field: &str) -> AppResult<()> {
+    match expires_at {
+        Some(t) if t <= super::now() => Err(AppError::InvalidFields(vec![(
+            field.into(),
+            "give a time in the future".into(),
+        )])),
+        _ => Ok(()),
+    }
+}
+
+async fn insert(
+    txn: &AdminWrite<'_>,
+    who: &Principal,
+    name: &str,
+    scopes: &[String],
+    expires_at: Option<DateTime<Utc>>,
+) -> AppResult<(ak::Model, String)> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > 100 || name.contains('\0') {
         return Err(AppError::InvalidFields(vec![(
@@ -74,6 +105,7 @@ pub async fn create(
         )]));
     }
     let scopes = clean_scopes(scopes)?;
+    future(expires_at, "expiresAt")?;
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     rand::rng().fill_bytes(&mut id);
@@ -83,7 +115,6 @@ pub async fn create(
         "{PREFIX}{key_id}_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
     );
-    let txn = AdminWrite::begin(state, who).await?;
     let row = ak::ActiveModel {
         app_id: Set(who.app_id),
         name: Set(name.to_string()),
@@ -92,15 +123,52 @@ pub async fn create(
         scopes: Set(scopes.join(" ")),
         created_by: Set(who.actor()),
         created_at: Set(super::now()),
+        expires_at: Set(expires_at),
         ..Default::default()
     }
-    .insert(&txn)
+    .insert(txn)
     .await?;
+    Ok((row, token))
+}
 
+/// Rotation with an overlap: a new key with the same name and scopes, while the old one keeps
+/// working until `old_until` (then it is refused, as if it had expired). Returns the new key with
+/// its secret.
+pub async fn rotate(
+    state: &AppState,
+    who: &Principal,
+    id: i32,
+    old_until: DateTime<Utc>,
+) -> AppResult<(ak::Model, String)> {
+    who.require_admin()?;
+    future(Some(old_until), "oldKeyValidUntil")?;
+    let txn = AdminWrite::begin(state, who).await?;
+    let Some(old) = ak::Entity::find_by_id(id)
+        .filter(ak::Column::AppId.eq(who.app_id))
+        .one(&txn)
+        .await?
+    else {
+        return Err(AppError::not_found(format!("API key {id} not found")));
+    };
+    if old.revoked_at.is_some() || old.expires_at.is_some_and(|t| t <= super::now()) {
+        return Err(AppError::Conflict(format!(
+            "API key {id} no longer works: create a new one instead"
+        )));
+    }
+    let scopes: Vec<String> = old.scopes.split_whitespace().map(str::to_string).collect();
+    // The new key lives as long as the old one would have.
+    let (row, token) = insert(&txn, who, &old.name, &scopes, old.expires_at).await?;
+    let old_key_id = old.key_id.clone();
+    // Never later than it would have stopped anyway.
+    let until = old.expires_at.map_or(old_until, |t| t.min(old_until));
+    let mut am: ak::ActiveModel = old.into();
+    am.expires_at = Set(Some(until));
+    am.update(&txn).await?;
     txn.commit(
-        Change::new("api_key.create", format!("api_key:{}", row.id))
-            .after(json!({"name": name, "keyId": key_id, "scopes": scopes})),
-        [],
+        Change::new("api_key.rotate", format!("api_key:{id}")).after(json!({
+            "oldKeyId": old_key_id, "oldValidUntil": until, "newId": row.id, "newKeyId": row.key_id,
+        })),
+        [Then::ApiKey(old_key_id)],
     )
     .await?;
     Ok((row, token))
@@ -144,7 +212,7 @@ pub async fn revoke(state: &AppState, who: &Principal, id: i32) -> AppResult<ak:
 /// The app and scopes behind a presented key. Unknown, malformed, wrong and revoked keys are
 /// all the same error, so a caller learns nothing about which keys exist.
 pub async fn authenticate(state: &AppState, token: &str) -> AppResult<AppKey> {
-    let refused = || AppError::Unauthenticated("invalid or revoked API key".into());
+    let refused = || AppError::Unauthenticated("invalid, revoked or expired API key".into());
     let key_id = token
         .strip_prefix(PREFIX)
         .and_then(|rest| rest.split_once('_'))
@@ -167,7 +235,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> AppResult<AppKey> {
     };
     let presented = hash(token);
     let matches: bool = subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), row.secret_hash.as_bytes()).into();
-    if !matches || row.revoked_at.is_some() {
+    if !matches || row.revoked_at.is_some() || row.expires_at.is_some_and(|t| t <= super::now()) {
         return Err(refused());
     }
     touch(state, &row).await;

@@ -130,3 +130,70 @@ async fn keys_are_per_app_admin_only_and_never_open_graphql() {
         .await;
     assert_eq!(error_code(&v), "UNAUTHENTICATED", "{v}");
 }
+
+/// A key may expire; a rotation gives a new key while the old one works until the overlap
+/// ends, then is refused like an expired key. Both audited.
+#[tokio::test]
+async fn a_rotated_key_keeps_working_for_the_overlap_then_stops() {
+    let (app, _plan) = app_with_plan().await;
+    let check = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(format!("{}/v1/access?email=ana@example.com", app.addr))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // An expiry in the past is refused; one in the future is kept.
+    let expiring = "mutation($x: DateTime) { createApiKey(name: \"trial\", scopes: [\"access:read\"], expiresAt: $x) { secret key { id expiresAt } } }";
+    let v = app
+        .gql_as(&app.admin(), expiring, json!({"x": "2020-01-01T00:00:00Z"}))
+        .await;
+    assert_eq!(error_code(&v), "BAD_USER_INPUT", "{v}");
+    let later = (chrono::Utc::now() + chrono::TimeDelta::days(30)).to_rfc3339();
+    let d = app.gql(expiring, json!({"x": later})).await;
+    let (old, id) = (
+        d["createApiKey"]["secret"].as_str().unwrap().to_string(),
+        d["createApiKey"]["key"]["id"].as_str().unwrap().to_string(),
+    );
+    assert!(d["createApiKey"]["key"]["expiresAt"].is_string(), "{d}");
+    assert_eq!(check(old.clone()).await, 200);
+
+    // Rotated with a one-second overlap: both work, then only the new one.
+    let overlap = (chrono::Utc::now() + chrono::TimeDelta::milliseconds(1200)).to_rfc3339();
+    let d = app
+        .gql(
+            "mutation($id: ID!, $u: DateTime!) { rotateApiKey(id: $id, oldKeyValidUntil: $u) { secret key { id name scopes expiresAt } } }",
+            json!({"id": id, "u": overlap}),
+        )
+        .await;
+    let new = d["rotateApiKey"]["secret"].as_str().unwrap().to_string();
+    assert_eq!(d["rotateApiKey"]["key"]["name"], "trial");
+    assert_eq!(d["rotateApiKey"]["key"]["scopes"], json!(["access:read"]));
+    assert!(
+        d["rotateApiKey"]["key"]["expiresAt"].is_string(),
+        "the new key keeps the old one's end: {d}"
+    );
+    assert_ne!(new, old);
+    assert_eq!((check(old.clone()).await, check(new.clone()).await), (200, 200));
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(check(old.clone()).await, 401, "the old key outlived its overlap");
+    assert_eq!(check(new.clone()).await, 200);
+    // An expired key cannot be rotated again.
+    let v = app
+        .gql_as(
+            &app.admin(),
+            "mutation($id: ID!, $u: DateTime!) { rotateApiKey(id: $id, oldKeyValidUntil: $u) { secret } }",
+            json!({"id": id, "u": later}),
+        )
+        .await;
+    assert_eq!(error_code(&v), "CONFLICT", "{v}");
+    let audit = app.gql("{ auditLog { nodes { action } } }", json!({})).await;
+    assert!(audit.to_string().contains("api_key.rotate"), "{audit}");
+    assert!(!stored_text(&app).await.contains(&new), "the new secret is not stored");
+}
