@@ -966,7 +966,7 @@ async fn rules(settings: Settings, action: RulesAction) -> anyhow::Result<()> {
         } => {
             let state = AppState::init(settings).await?;
             let who = app_principal(&state, &app).await?;
-            let window = crate::pipeline::backtest::Window {
+            let window = services::backtests::Window {
                 since: since.as_deref().map(parse_time).transpose()?,
                 until: until.as_deref().map(parse_time).transpose()?,
             };
@@ -980,7 +980,7 @@ async fn backtest(
     who: &auth::Principal,
     event_type: &str,
     version: i32,
-    window: crate::pipeline::backtest::Window,
+    window: services::backtests::Window,
 ) -> anyhow::Result<()> {
     use entity::status::RunStatus;
     let started = services::backtests::start(state, who, event_type, version, window).await?;
@@ -1013,7 +1013,7 @@ async fn backtest(
         "access: {} gained, {} lost, {} suspended, {} end moved, {} otherwise changed",
         report.gained, report.lost, report.suspended, report.end_moved, report.changed
     );
-    let state_of = |s: &Option<crate::pipeline::backtest::AccessState>| match s {
+    let state_of = |s: &Option<services::backtests::AccessState>| match s {
         Some(s) => format!(
             "{} {}",
             s.status,

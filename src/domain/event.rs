@@ -175,6 +175,16 @@ pub enum Decision {
 }
 
 impl Decision {
+    /// What it does, without its time or reason: grant, revoke, suspend or ignore.
+    pub fn action(&self) -> &'static str {
+        match self {
+            Decision::Grant { .. } => "grant",
+            Decision::Revoke { .. } => "revoke",
+            Decision::Suspend => "suspend",
+            Decision::Ignore { .. } => "ignore",
+        }
+    }
+
     pub fn label(&self) -> String {
         match self {
             Decision::Grant { until: None } => "grant".into(),

@@ -1,8 +1,8 @@
 use async_graphql::{Context, Object, SimpleObject};
 
 use super::{GqlResult, caller, gql};
-use crate::pipeline::backtest as bt;
 use crate::services::backtests;
+use crate::services::backtests as bt;
 use crate::services::rules as svc;
 
 #[derive(SimpleObject)]
@@ -368,7 +368,7 @@ impl RuleMutation {
         until: Option<super::DateTime>,
     ) -> GqlResult<RuleBacktest> {
         let (state, who) = caller(ctx)?;
-        let window = crate::pipeline::backtest::Window {
+        let window = backtests::Window {
             since: since.map(|t| t.0),
             until: until.map(|t| t.0),
         };

@@ -134,13 +134,12 @@ pub trait Progress: Send + Sync {
     fn cancelled(&self) -> bool;
 }
 
-/// An evaluation's decision as a short kind and as a full label.
+/// An evaluation's decision as a short kind and as a full label (an ignore without its
+/// reason, so rewording one is not a change).
 fn decided(status: InboxStatus, decision: Option<&Decision>) -> (&'static str, String) {
     match decision {
-        Some(d @ Decision::Grant { .. }) => ("grant", d.label()),
-        Some(d @ Decision::Revoke { .. }) => ("revoke", d.label()),
-        Some(Decision::Suspend) => ("suspend", "suspend".into()),
         Some(Decision::Ignore { .. }) => ("ignore", "ignore".into()),
+        Some(d) => (d.action(), d.label()),
         None => (status.as_str(), status.as_str().to_string()),
     }
 }

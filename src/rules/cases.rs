@@ -78,15 +78,6 @@ fn target(t: Option<&CaseTarget>) -> Result<Target, String> {
     }
 }
 
-fn decided(d: &Decision) -> (&'static str, Option<DateTime<Utc>>) {
-    match d {
-        Decision::Grant { until } => ("grant", *until),
-        Decision::Revoke { at } => ("revoke", *at),
-        Decision::Suspend => ("suspend", None),
-        Decision::Ignore { .. } => ("ignore", None),
-    }
-}
-
 /// Runs every case against `source` (each with its payload resolved). Returns how many passed,
 /// or every failure, one per line, naming the case.
 pub fn run(engine: &RuleEngine, event_type: &str, source: &str, cases: &[Case]) -> Result<usize, String> {
@@ -132,7 +123,11 @@ fn run_one(engine: &RuleEngine, event_type: &str, source: &str, c: &Case) -> Res
     let d = engine
         .decide(source, &ev, &target, access.as_ref())
         .map_err(|e| format!("the script failed: {e}"))?;
-    let (action, at) = decided(&d);
+    let action = d.action();
+    let at = match &d {
+        Decision::Grant { until: t } | Decision::Revoke { at: t } => *t,
+        _ => None,
+    };
     if action != c.expect.action || (c.expect.at.is_some() && at != c.expect.at) {
         let want = match c.expect.at {
             Some(t) => format!("{} {}", c.expect.action, crate::domain::timestamp(t)),

@@ -13,7 +13,8 @@ use tokio::sync::watch;
 use super::{AdminWrite, Change};
 use crate::auth::Principal;
 use crate::jobs::Stop;
-use crate::pipeline::backtest::{self, Report, Window};
+use crate::pipeline::backtest;
+pub use crate::pipeline::backtest::{AccessState, ChangeKind, Report, Window};
 use crate::rules::ActiveScript;
 use crate::{AppError, AppResult, AppState};
 
