@@ -25,6 +25,8 @@ pub struct Model {
     pub version: i64,
     /// Whether the passing of `expires_at` was announced (`access.expired`).
     pub expiry_noted: bool,
+    /// How its end comes about (renews, cancelled, delayed, fixed).
+    pub term: crate::status::Term,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,8 @@ pub struct Model {
     /// Whether deliveries were created for the endpoints enabled at the time.
     pub fanned_out: bool,
     pub created_at: DateTimeUtc,
+    /// The changes feed's cursor: assigned at fan-out, in the order fan-outs commit.
+    pub seq: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

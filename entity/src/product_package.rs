@@ -7,6 +7,8 @@ pub struct Model {
     pub id: i32,
     pub app_id: i32,
     pub name: String,
+    /// The admin's slug, unique per app: what apps use instead of the id.
+    pub key: Option<String>,
     #[sea_orm(column_type = "Text")]
     pub description: String,
     pub access_days: Option<i32>,

@@ -122,6 +122,21 @@ closed! {
     }
 }
 
+closed! {
+    /// How a live entitlement's end comes about: what an app shows as its subscription state.
+    Term("entitlement term") {
+        /// It ends at `expires_at` (or never) and nothing renews it: a one-off package, a
+        /// courtesy.
+        Fixed = "fixed",
+        /// A subscription whose charges keep coming: the next one extends it.
+        Renews = "renews",
+        /// The subscription was cancelled: it ends when what was paid for runs out.
+        Cancelled = "cancelled",
+        /// A renewal charge failed: it ends when the grace runs out unless a charge is paid.
+        Delayed = "delayed",
+    }
+}
+
 impl EntitlementStatus {
     /// The status as of `now`: an end that passed makes active or suspended access expired
     /// (evaluated when read, so no sweeper is needed for correctness).

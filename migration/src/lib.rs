@@ -23,6 +23,7 @@ mod m20261219_000018_admin_indexes;
 mod m20261220_000019_changes_by_hour;
 mod m20261221_000020_rule_backtests;
 mod m20261222_000021_key_expiry;
+mod m20261223_000022_app_api_depth;
 
 pub struct Migrator;
 
@@ -51,6 +52,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261220_000019_changes_by_hour::Migration),
             Box::new(m20261221_000020_rule_backtests::Migration),
             Box::new(m20261222_000021_key_expiry::Migration),
+            Box::new(m20261223_000022_app_api_depth::Migration),
         ]
     }
 }

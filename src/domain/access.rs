@@ -27,7 +27,7 @@ use std::collections::HashSet;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{EntitlementStatus, TargetKind};
+use super::{EntitlementStatus, TargetKind, Term};
 
 /// What a fact does to a source's access.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -141,6 +141,9 @@ pub struct Projection {
     pub holder: Option<String>,
     /// Whether an admin revoke is in force.
     pub admin_revoked: bool,
+    /// How the end comes about: the latest paid charge of a plan renews, a cancellation or a
+    /// delayed charge ends it, an admin grant or a package just ends.
+    pub term: Term,
     /// The fact that last changed the outcome.
     pub last_event_row: i32,
     pub rule_version: Option<i32>,
@@ -157,6 +160,7 @@ impl Projection {
             expires_at: None,
             holder: None,
             admin_revoked: false,
+            term: Term::Fixed,
             last_event_row: 0,
             rule_version: None,
             reason: String::new(),
@@ -278,6 +282,12 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                     }
                     continue;
                 }
+                // A new charge of a plan renews it, whatever ended it before.
+                let term = if f.target.0 == TargetKind::Plan {
+                    Term::Renews
+                } else {
+                    Term::Fixed
+                };
                 // Disputes still open hold whatever this charge gives.
                 let held = if disputes.is_empty() {
                     EntitlementStatus::Active
@@ -289,12 +299,14 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
                         s.expires_at = later_end(s.expires_at, f.until);
                         s.target = f.target;
                         s.status = held;
+                        s.term = term;
                         touch(s);
                     }
                     None => {
                         let mut s = Projection::fresh(f.target, held);
                         s.granted_at = Some(at);
                         s.expires_at = f.until;
+                        s.term = term;
                         touch(&mut s);
                         state = Some(s);
                     }
@@ -309,6 +321,11 @@ pub fn project(facts: &[Fact]) -> Option<Projection> {
             Effect::EndBy => {
                 if let Some(s) = state.as_mut().filter(|s| live(s)) {
                     s.expires_at = Some(earlier_end(s.expires_at, f.until.unwrap_or(f.occurred_at)));
+                    // A cancellation is final until a new charge; a delayed charge is not.
+                    s.term = match (s.term, f.event_type == "PURCHASE_DELAYED") {
+                        (Term::Cancelled, _) | (_, false) => Term::Cancelled,
+                        (_, true) => Term::Delayed,
+                    };
                     touch(s);
                 }
             }

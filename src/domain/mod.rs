@@ -134,7 +134,36 @@ pub fn fact_of(
     })
 }
 
-pub use entity::status::EntitlementStatus;
+pub use entity::status::{EntitlementStatus, Term};
+
+/// A holding's subscription state, as apps read it (REST, GraphQL, notifications alike), from
+/// its status as of now and its term. Each flag implies access is live, so none contradicts
+/// `expiresAt`: past the end every flag is false.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionState {
+    /// Active, and the next charge of its plan will extend it.
+    pub will_renew: bool,
+    /// The subscription was cancelled; access lasts until `expiresAt` (what was paid for).
+    pub cancel_at_period_end: bool,
+    /// A renewal charge failed; access lasts until `expiresAt` (the grace) unless one is paid.
+    pub in_grace: bool,
+    /// A dispute holds it until its transaction is settled.
+    pub suspended: bool,
+}
+
+impl SubscriptionState {
+    /// `status` as of now ([`EntitlementStatus::effective`]).
+    pub fn of(status: EntitlementStatus, term: Term) -> Self {
+        let live = matches!(status, EntitlementStatus::Active | EntitlementStatus::Suspended);
+        SubscriptionState {
+            will_renew: status == EntitlementStatus::Active && term == Term::Renews,
+            cancel_at_period_end: live && term == Term::Cancelled,
+            in_grace: live && term == Term::Delayed,
+            suspended: status == EntitlementStatus::Suspended,
+        }
+    }
+}
 
 #[cfg(test)]
 mod status_tests {

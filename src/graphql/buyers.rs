@@ -93,6 +93,14 @@ pub struct Access {
     /// Keep the highest you applied.
     pub version: i64,
     pub updated_at: super::DateTime,
+    /// Active, and the next charge of its plan will extend it.
+    pub will_renew: bool,
+    /// The subscription was cancelled: access lasts until `expiresAt`, what was paid for.
+    pub cancel_at_period_end: bool,
+    /// A renewal charge failed: access lasts until `expiresAt` (the grace) unless one is paid.
+    pub in_grace: bool,
+    /// A dispute holds it until its transaction is settled.
+    pub suspended: bool,
     #[graphql(skip)]
     pub app_id: i32,
     #[graphql(skip)]
@@ -163,6 +171,7 @@ pub struct Courtesy {
 
 impl From<svc::AccessView> for Access {
     fn from(a: svc::AccessView) -> Self {
+        let state = a.state();
         let e = a.entitlement;
         Access {
             id: ID(e.id.to_string()),
@@ -182,6 +191,10 @@ impl From<svc::AccessView> for Access {
             last_event_id: e.last_event_id.map(|i| ID(i.to_string())),
             version: e.version,
             updated_at: e.updated_at.into(),
+            will_renew: state.will_renew,
+            cancel_at_period_end: state.cancel_at_period_end,
+            in_grace: state.in_grace,
+            suspended: state.suspended,
             app_id: e.app_id,
             target_ref: (
                 TargetKind::parse(&e.target_kind).unwrap_or(TargetKind::Package),

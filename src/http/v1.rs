@@ -268,6 +268,34 @@ struct Entitlement {
     subscriber_code: Option<String>,
     /// Why it is in this state (the last event or admin decision).
     reason: String,
+    #[oai(flatten)]
+    state: StateBody,
+}
+
+/// A subscription's state. Each flag holds only while access is live (active or suspended), so
+/// none contradicts `expiresAt`: past the end, all are false.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct StateBody {
+    /// Active, and the next charge of its plan will extend it.
+    will_renew: bool,
+    /// The subscription was cancelled: access lasts until `expiresAt` (what was paid for).
+    cancel_at_period_end: bool,
+    /// A renewal charge failed: access lasts until `expiresAt` (the grace) unless one is paid.
+    in_grace: bool,
+    /// A dispute holds it (`status` SUSPENDED) until its transaction is settled.
+    suspended: bool,
+}
+
+impl From<crate::domain::SubscriptionState> for StateBody {
+    fn from(s: crate::domain::SubscriptionState) -> Self {
+        StateBody {
+            will_renew: s.will_renew,
+            cancel_at_period_end: s.cancel_at_period_end,
+            in_grace: s.in_grace,
+            suspended: s.suspended,
+        }
+    }
 }
 
 impl From<&AccessView> for Entitlement {
@@ -288,6 +316,7 @@ impl From<&AccessView> for Entitlement {
             source: e.source.clone(),
             subscriber_code: e.source.strip_prefix("sub:").map(str::to_string),
             reason: e.reason.clone(),
+            state: a.state().into(),
         }
     }
 }
@@ -331,6 +360,9 @@ struct CheckBody {
     /// While active: when it ends (`null`: no end). Otherwise: when it ended, if it had an end.
     #[oai(nullable)]
     expires_at: Option<Timestamp>,
+    /// The state of the entitlement this answer stands on (the active one that lasts longest).
+    #[oai(flatten)]
+    state: StateBody,
 }
 
 impl From<Verdict> for CheckBody {
@@ -339,6 +371,7 @@ impl From<Verdict> for CheckBody {
             active: v.active,
             status: v.status.into(),
             expires_at: v.expires_at.map(Timestamp),
+            state: v.state.into(),
         }
     }
 }

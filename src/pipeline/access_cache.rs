@@ -28,6 +28,13 @@ pub struct AccessView {
     pub active: bool,
 }
 
+impl AccessView {
+    /// Its subscription state as of the moment the view was made.
+    pub fn state(&self) -> crate::domain::SubscriptionState {
+        crate::domain::SubscriptionState::of(self.status, self.entitlement.term)
+    }
+}
+
 /// Shards of the e-mail space per app; a change forgets one shard's generation, not the app's.
 const SHARDS: u64 = 1024;
 const TTL: Duration = Duration::from_secs(5);

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sea_orm::{DatabaseConnection, QueryOrder};
 
 use super::history;
-use crate::domain::{EntitlementStatus, Fact, TargetKind};
+use crate::domain::{EntitlementStatus, Fact, SubscriptionState, TargetKind, Term};
 use crate::{AppError, AppResult};
 
 /// Announces the end of rows about to be deleted with their target (in the caller's
@@ -93,11 +93,16 @@ pub struct Side {
     /// As of now: an end date that passed reads EXPIRED.
     pub status: EntitlementStatus,
     pub expires_at: Option<DateTime<Utc>>,
+    pub term: Term,
 }
 
 impl Side {
     pub fn live(&self) -> bool {
         matches!(self.status, EntitlementStatus::Active | EntitlementStatus::Suspended)
+    }
+
+    pub fn state(&self) -> SubscriptionState {
+        SubscriptionState::of(self.status, self.term)
     }
 }
 
@@ -118,6 +123,7 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
             stored
         },
         expires_at: e.expires_at,
+        term: e.term,
     }
 }
 
@@ -288,7 +294,10 @@ pub fn transitions(before: Option<&Side>, after: Option<&Side>) -> Vec<Announcem
     let kind = match (before, a.status) {
         (None, Active) => Some("access.granted"),
         (None, _) => None,
-        (Some(b), s) if b.status == s => (b.live() && b.expires_at != a.expires_at).then_some("access.changed"),
+        // The end moved, or how it comes (a cancellation, a failed charge, a renewal again).
+        (Some(b), s) if b.status == s => {
+            (b.live() && (b.expires_at != a.expires_at || b.state() != a.state())).then_some("access.changed")
+        }
         (Some(_), Active) => Some("access.granted"),
         (Some(_), Suspended) => Some("access.suspended"),
         (Some(_), Revoked) => Some("access.revoked"),
@@ -325,10 +334,15 @@ pub fn cause(history: &[Fact], last_event_row: i32, actor: &str) -> Value {
 }
 
 fn side_json(s: &Side) -> Value {
+    let state = s.state();
     json!({
         "active": s.status == EntitlementStatus::Active,
         "status": s.status.as_str(),
         "expiresAt": s.expires_at.map(crate::domain::timestamp),
+        "willRenew": state.will_renew,
+        "cancelAtPeriodEnd": state.cancel_at_period_end,
+        "inGrace": state.in_grace,
+        "suspended": state.suspended,
     })
 }
 
@@ -403,6 +417,7 @@ mod tests {
             target: (TargetKind::Plan, id),
             status,
             expires_at: days.map(|d| DateTime::from_timestamp(1_800_000_000 + d * 86_400, 0).unwrap()),
+            term: Term::Renews,
         }
     }
 
@@ -436,6 +451,10 @@ mod tests {
             ["access.expired"]
         );
         assert_eq!(types(Some(&active), None), ["access.revoked"]);
+        // A cancellation that keeps the end is still news: the app shows "cancelled".
+        let mut cancelled = active.clone();
+        cancelled.term = Term::Cancelled;
+        assert_eq!(types(Some(&active), Some(&cancelled)), ["access.changed"]);
         // A change between two states without access is still news (the app's last word is the
         // current status); a holding that starts without access, or one without access that
         // disappears, is not.

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use super::api_keys::{ACCESS_READ, AppKey};
 use super::buyers::{self, AccessView};
-use crate::domain::{Email, EntitlementStatus, TargetKind};
+use crate::domain::{Email, EntitlementStatus, SubscriptionState, TargetKind};
 use crate::pipeline::access_cache;
 use crate::{AppError, AppResult, AppState};
 
@@ -52,6 +52,8 @@ pub struct Verdict {
     pub status: &'static str,
     /// While active, when it ends (`None`: no end); otherwise when it ended, if it had an end.
     pub expires_at: Option<DateTime<Utc>>,
+    /// The subscription state of the entitlement the verdict stands on.
+    pub state: SubscriptionState,
 }
 
 fn email(raw: &str) -> AppResult<Email> {
@@ -116,16 +118,16 @@ pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
         .filter(|a| a.entitlement.target_kind == target.0.as_str() && a.entitlement.target_id == target.1)
         .collect();
     let active: Vec<&&AccessView> = rows.iter().filter(|a| a.active).collect();
-    if !active.is_empty() {
-        let open_ended = active.iter().any(|a| a.entitlement.expires_at.is_none());
+    // The active entitlement that lasts longest (no end first) is the one it stands on.
+    if let Some(best) = active
+        .iter()
+        .max_by_key(|a| (a.entitlement.expires_at.is_none(), a.entitlement.expires_at))
+    {
         return Verdict {
             active: true,
             status: EntitlementStatus::Active.as_str(),
-            expires_at: if open_ended {
-                None
-            } else {
-                active.iter().filter_map(|a| a.entitlement.expires_at).max()
-            },
+            expires_at: best.entitlement.expires_at,
+            state: best.state(),
         };
     }
     let rank = |s: EntitlementStatus| match s {
@@ -139,11 +141,13 @@ pub fn verdict(access: &[AccessView], target: (TargetKind, i32)) -> Verdict {
             active: false,
             status: best.status.as_str(),
             expires_at: best.entitlement.expires_at,
+            state: best.state(),
         },
         None => Verdict {
             active: false,
             status: NONE,
             expires_at: None,
+            state: SubscriptionState::default(),
         },
     }
 }

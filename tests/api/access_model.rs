@@ -582,3 +582,169 @@ async fn seq10_a_lost_approval_gives_the_same_access_as_a_delivered_one() {
     assert_eq!(outcomes[0], ("ACTIVE".into(), true, Some(paid_until)));
     assert_eq!(outcomes[1], outcomes[0], "the COMPLETE stands in for the lost approval");
 }
+
+/// A holding's subscription state as REST (`/v1/access` and the check), GraphQL and the last
+/// notification all show it; they must agree. (status, [willRenew, cancelAtPeriodEnd, inGrace,
+/// suspended], expiresAt in ms).
+async fn state(app: &TestApp, key: &str, plan: &str) -> (String, [bool; 4], Option<i64>) {
+    use sea_orm::{EntityTrait, QueryOrder};
+    const FLAGS: [&str; 4] = ["willRenew", "cancelAtPeriodEnd", "inGrace", "suspended"];
+    let flags = |v: &Value| FLAGS.map(|f| v[f].as_bool().unwrap_or_else(|| panic!("{f} in {v}")));
+    let rest = |path: String| async move {
+        let res = app
+            .client
+            .get(format!("{}{path}", app.addr))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()
+    };
+    let all = rest(format!("/v1/access?email={ANA}")).await;
+    let e = &all["entitlements"][0];
+    let check = rest(format!("/v1/access/check?email={ANA}&plan={plan}")).await;
+    let g = app.access(ANA).await;
+    let got = (
+        e["status"].as_str().unwrap().to_string(),
+        flags(e),
+        e["expiresAt"].clone(),
+    );
+    assert_eq!(flags(&check), got.1, "check {check} vs {e}");
+    assert_eq!(flags(&g[0]), got.1, "GraphQL {g:?} vs {e}");
+    assert_eq!(g[0]["status"], got.0, "GraphQL {g:?} vs {e}");
+    let last = entity::notification::Entity::find()
+        .order_by_desc(entity::notification::Column::Id)
+        .one(&app.state.db)
+        .await
+        .unwrap();
+    // A holding that never gave access was never announced; the timer announces an end that
+    // passed. Anything else was, and its last word is the state read here.
+    if got.0 != "EXPIRED" {
+        let note: Value = serde_json::from_str(&last.expect("the change was announced").payload).unwrap();
+        let heard = &note["data"]["access"];
+        assert_eq!(flags(heard), got.1, "notification {note} vs {e}");
+        assert_eq!(heard["status"], got.0, "notification {note} vs {e}");
+    }
+    let end = (!got.2.is_null()).then(|| ms_of(&got.2));
+    (got.0, got.1, end)
+}
+
+async fn key_of(app: &TestApp) -> String {
+    let d = app
+        .gql(
+            "mutation { createApiKey(name: \"app\", scopes: [\"access:read\"]) { secret } }",
+            json!({}),
+        )
+        .await;
+    d["createApiKey"]["secret"].as_str().unwrap().to_string()
+}
+
+/// The README's subscription-state table, one sequence per row, through webhooks: each flag as
+/// REST, GraphQL and the notification show it, consistent with `expiresAt`.
+#[tokio::test]
+async fn the_subscription_state_table_holds_for_each_sequence() {
+    const RENEWS: [bool; 4] = [true, false, false, false];
+    const CANCELLED: [bool; 4] = [false, true, false, false];
+    const GRACE: [bool; 4] = [false, false, true, false];
+    const DISPUTED: [bool; 4] = [false, false, false, true];
+    const NOTHING: [bool; 4] = [false; 4];
+    let paid_until = now_ms() + 20 * DAY;
+    let rows: Vec<(&str, Vec<String>, &str, [bool; 4])> = vec![
+        ("paid", vec![approved("a1", "HPT1", 5, 25)], "ACTIVE", RENEWS),
+        (
+            "cancelled within the paid period",
+            vec![approved("a1", "HPT1", 5, 20), cancellation("c1", 2, paid_until, ANA)],
+            "ACTIVE",
+            CANCELLED,
+        ),
+        (
+            "a renewal charge failed, within grace",
+            vec![approved("a1", "HPT1", 29, 1), delayed("d2", "HPT2", 1)],
+            "ACTIVE",
+            GRACE,
+        ),
+        (
+            "a failed charge paid after all",
+            vec![
+                approved("a1", "HPT1", 29, 1),
+                delayed("d2", "HPT2", 1),
+                approved("a2", "HPT2", 0, 30),
+            ],
+            "ACTIVE",
+            RENEWS,
+        ),
+        (
+            "a dispute",
+            vec![approved("a1", "HPT1", 5, 25), protest("p1", "HPT1", 1)],
+            "SUSPENDED",
+            DISPUTED,
+        ),
+        (
+            "a dispute after a cancellation",
+            vec![
+                approved("a1", "HPT1", 5, 20),
+                cancellation("c1", 3, paid_until, ANA),
+                protest("p1", "HPT1", 1),
+            ],
+            "SUSPENDED",
+            [false, true, false, true],
+        ),
+        (
+            "cancelled, and the paid period is over",
+            vec![
+                approved("a1", "HPT1", 40, -10),
+                cancellation("c1", 20, now_ms() - 10 * DAY, ANA),
+            ],
+            "EXPIRED",
+            NOTHING,
+        ),
+        (
+            "a failed charge never paid",
+            vec![approved("a1", "HPT1", 40, -10), delayed("d2", "HPT2", 10)],
+            "EXPIRED",
+            NOTHING,
+        ),
+        (
+            "refunded",
+            vec![
+                approved("a1", "HPT1", 5, 25),
+                fixture_with(
+                    "purchase_refunded.json",
+                    &[
+                        ("id", json!("r1")),
+                        ("creation_date", json!(now_ms() - DAY)),
+                        ("data.purchase.transaction", json!("HPT1")),
+                    ],
+                ),
+            ],
+            "REVOKED",
+            NOTHING,
+        ),
+    ];
+    for (name, bodies, status, flags) in rows {
+        let (app, plan) = app_with_plan().await;
+        app.paused_endpoint().await;
+        let key = key_of(&app).await;
+        deliver(&app, &bodies).await;
+        let (got_status, got_flags, end) = state(&app, &key, &plan).await;
+        assert_eq!((got_status.as_str(), got_flags), (status, flags), "{name}");
+        // Every flag but none means access is live until `expiresAt`.
+        if flags != NOTHING {
+            assert!(end.is_some_and(|e| e > now_ms()), "{name}: ends {end:?}");
+        }
+        if name == "cancelled within the paid period" {
+            assert_eq!(end, Some(paid_until), "{name}");
+        }
+    }
+    // A courtesy ends when the admin said; nothing renews it.
+    let (app, plan) = app_with_plan().await;
+    app.paused_endpoint().await;
+    let key = key_of(&app).await;
+    app.gql(
+        "mutation($id: ID!) { grantAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}, expiresAt: \"2030-01-01T00:00:00Z\", reason: \"cortesia\") { status } }",
+        json!({"id": plan}),
+    )
+    .await;
+    assert_eq!(state(&app, &key, &plan).await.1, NOTHING, "a courtesy");
+}

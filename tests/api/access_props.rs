@@ -191,7 +191,10 @@ pub(crate) fn lifecycle(now: i64) -> impl Strategy<Value = Lifecycle> {
 /// move earlier; a lapsed end stays lapsed; a dispute pauses access until its own charge comes
 /// back, is refunded or charged back, whatever else happens meanwhile; refunds and chargebacks
 /// end access and their charge for good.
-fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> {
+/// (holder, status, end, [willRenew, cancelAtPeriodEnd, inGrace, suspended]).
+pub(crate) type Seen = (usize, &'static str, Option<i64>, [bool; 4]);
+
+fn model(l: &Lifecycle, now: i64) -> Option<Seen> {
     // Admins act on what exists, now.
     walk(&l.steps, now)?;
     let admin = |kind, email| Step {
@@ -214,7 +217,7 @@ fn model(l: &Lifecycle, now: i64) -> Option<(usize, &'static str, Option<i64>)> 
     walk(&steps, now)
 }
 
-fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> {
+fn walk(steps: &[Step], now: i64) -> Option<Seen> {
     #[derive(PartialEq)]
     enum S {
         None,
@@ -241,6 +244,15 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
     let mut open_disputes: Vec<usize> = vec![];
     let mut holder = 0;
     let mut moved = false;
+    // How the end comes: a new charge renews; a cancellation ends it for good (until a new
+    // charge); a delayed charge ends it at the grace unless cancelled already.
+    #[derive(PartialEq, Clone, Copy)]
+    enum Term {
+        Renews,
+        Cancelled,
+        Delayed,
+    }
+    let mut term = Term::Renews;
     for (t, charge_only, st) in moments {
         if st.email != usize::MAX && !charge_only && (!moved || st.kind == Kind::AdminMove) {
             holder = st.email;
@@ -266,6 +278,7 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
                         covers
                     });
                     s = if open_disputes.is_empty() { S::On } else { S::Paused };
+                    term = Term::Renews;
                 } else if !charge_only && open_disputes.contains(&st.charge) {
                     // Paid again after its dispute: won.
                     open_disputes.retain(|c| *c != st.charge);
@@ -274,8 +287,16 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
                     }
                 }
             }
-            Kind::Delayed if alive => end = Some(end.map_or(st.at + GRACE, |e| e.min(st.at + GRACE))),
-            Kind::Cancel if alive => end = Some(end.map_or(st.date, |e| e.min(st.date))),
+            Kind::Delayed if alive => {
+                end = Some(end.map_or(st.at + GRACE, |e| e.min(st.at + GRACE)));
+                if term != Term::Cancelled {
+                    term = Term::Delayed;
+                }
+            }
+            Kind::Cancel if alive => {
+                end = Some(end.map_or(st.date, |e| e.min(st.date)));
+                term = Term::Cancelled;
+            }
             Kind::Protest if !dead_charges.contains(&st.charge) => {
                 open_disputes.push(st.charge);
                 if alive && !admin {
@@ -304,7 +325,14 @@ fn walk(steps: &[Step], now: i64) -> Option<(usize, &'static str, Option<i64>)> 
         S::On => "ACTIVE",
         S::Paused => "SUSPENDED",
     };
-    Some((holder, status, end))
+    let live = matches!(status, "ACTIVE" | "SUSPENDED");
+    let state = [
+        status == "ACTIVE" && term == Term::Renews,
+        live && term == Term::Cancelled,
+        live && term == Term::Delayed,
+        status == "SUSPENDED",
+    ];
+    Some((holder, status, end, state))
 }
 
 /// One delivery: the event and the Hotmart id it carries.
@@ -436,7 +464,14 @@ fn pure_every_arrival_order_with_duplicates_matches_the_model() {
             let got = domain::project(&facts).map(|p| {
                 let holder = EMAILS.iter().position(|e| Some(*e) == p.holder.as_deref()).unwrap();
                 let status = p.status.effective(p.expires_at, ms(now));
-                (holder, status.as_str(), p.expires_at.map(|t| t.timestamp_millis()))
+                let st = domain::SubscriptionState::of(status, p.term);
+                let state = [st.will_renew, st.cancel_at_period_end, st.in_grace, st.suspended];
+                (
+                    holder,
+                    status.as_str(),
+                    p.expires_at.map(|t| t.timestamp_millis()),
+                    state,
+                )
             });
             let want = model(&l, now);
             prop_assert_eq!(got, want, "lifecycle {:?}", l);
@@ -506,12 +541,7 @@ enum Links {
 /// The facts the server holds when the plan was unlinked before arrival `cut`: what was
 /// processed before it, and after it only what takes access away from a source that exists by
 /// then, or a switch (its new plan is still linked). Giving access needs a link.
-fn while_unlinked(
-    l: &Lifecycle,
-    order: &[Delivery],
-    cut: usize,
-    now: i64,
-) -> Option<(usize, &'static str, Option<i64>)> {
+fn while_unlinked(l: &Lifecycle, order: &[Delivery], cut: usize, now: i64) -> Option<Seen> {
     let mut held: Vec<usize> = Vec::new();
     let subset = |held: &[usize]| held.iter().map(|&i| l.steps[i].clone()).collect::<Vec<_>>();
     for (i, d) in order.iter().enumerate() {
@@ -692,7 +722,7 @@ async fn db_every_arrival_order_with_duplicates_matches_the_model() {
 }
 
 /// (holder, status, end) of the case's one subscription, as the API reports it.
-async fn holding(app: &TestApp, emails: &[String], ctx: &str) -> Option<(usize, &'static str, Option<i64>)> {
+async fn holding(app: &TestApp, emails: &[String], ctx: &str) -> Option<Seen> {
     let mut got = None;
     for (i, e) in emails.iter().enumerate() {
         let access = app.access(e).await;
@@ -709,7 +739,14 @@ async fn holding(app: &TestApp, emails: &[String], ctx: &str) -> Option<(usize, 
                 "REVOKED" => "REVOKED",
                 _ => "EXPIRED",
             };
-            got = Some((i, status, end));
+            let flag = |k: &str| a[k].as_bool().unwrap_or_else(|| panic!("{k} in {a}"));
+            let state = [
+                flag("willRenew"),
+                flag("cancelAtPeriodEnd"),
+                flag("inGrace"),
+                flag("suspended"),
+            ];
+            got = Some((i, status, end, state));
         }
     }
     got

@@ -126,7 +126,7 @@ async fn an_app_reads_access_by_email_and_subscriber_code_and_checks_one_plan() 
         assert_eq!(got.0, 200, "{q}: {got:?}");
         assert_eq!(
             got.2,
-            json!({"active": false, "status": "NONE", "expiresAt": null}),
+            json!({"active": false, "status": "NONE", "expiresAt": null, "willRenew": false, "cancelAtPeriodEnd": false, "inGrace": false, "suspended": false}),
             "{q}"
         );
     }
@@ -173,7 +173,10 @@ async fn a_revocation_is_visible_to_the_next_check() {
     )
     .await;
     let got = get(&app, Some(&key), &check_pkg).await;
-    assert_eq!(got.2, json!({"active": true, "status": "ACTIVE", "expiresAt": null}));
+    assert_eq!(
+        got.2,
+        json!({"active": true, "status": "ACTIVE", "expiresAt": null, "willRenew": false, "cancelAtPeriodEnd": false, "inGrace": false, "suspended": false})
+    );
     app.gql(
         "mutation($id: ID!) { revokeAccess(email: \"bia@example.com\", target: {kind: PACKAGE, id: $id}, reason: \"abuse\") }",
         json!({"id": pkg}),

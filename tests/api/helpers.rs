@@ -327,7 +327,7 @@ impl TestApp {
     pub async fn access(&self, email: &str) -> Vec<Value> {
         let d = self
             .gql(
-                "query($e: String!) { access(email: $e) { status active source expiresAt target { kind id name } } }",
+                "query($e: String!) { access(email: $e) { status active source expiresAt willRenew cancelAtPeriodEnd inGrace suspended target { kind id name } } }",
                 json!({"e": email}),
             )
             .await;

@@ -127,6 +127,7 @@ impl Ledger {
                 updated_at: Set(r.updated_at),
                 version: Set(r.version),
                 expiry_noted: Set(r.expiry_noted),
+                term: Set(r.term),
                 ..Default::default()
             });
             use entitlement::Column as C;
@@ -147,6 +148,7 @@ impl Ledger {
                             C::UpdatedAt,
                             C::Version,
                             C::ExpiryNoted,
+                            C::Term,
                         ])
                         .to_owned(),
                 )

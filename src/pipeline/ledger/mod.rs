@@ -582,6 +582,7 @@ impl Ledger {
             target: p.target,
             status: p.status.effective(p.expires_at, now),
             expires_at: p.expires_at,
+            term: p.term,
         };
         let news = outbox::transitions(before_side.as_ref(), Some(&after_side));
         let notes = Notes {
@@ -645,6 +646,7 @@ impl Ledger {
                 updated_at: now,
                 version: 0,
                 expiry_noted: false,
+                term: p.term,
             },
         };
         row.buyer_id = buyer_id;
@@ -660,6 +662,7 @@ impl Ledger {
         row.updated_at = now;
         row.version = notes.version;
         row.expiry_noted = notes.expiry_noted;
+        row.term = p.term;
         self.rows.insert(key.clone(), Some(row.clone()));
         self.dirty_rows.insert(key.clone());
         row
