@@ -65,6 +65,9 @@ impl MigrationTrait for Migration {
         .await?;
         db.execute_unprepared("CREATE INDEX idx_notification_app_seq ON notification (app_id, seq)")
             .await?;
+        // The next cursor starts after the highest, whichever app it belongs to.
+        db.execute_unprepared("CREATE INDEX idx_notification_seq ON notification (seq)")
+            .await?;
         for t in TARGETS {
             m.alter_table(
                 Table::alter()
@@ -99,6 +102,8 @@ impl MigrationTrait for Migration {
                 .await?;
         }
         db.execute_unprepared("DROP INDEX IF EXISTS idx_notification_app_seq")
+            .await?;
+        db.execute_unprepared("DROP INDEX IF EXISTS idx_notification_seq")
             .await?;
         m.alter_table(
             Table::alter()

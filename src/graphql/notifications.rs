@@ -195,6 +195,7 @@ impl Loader<AttemptsKey> for Loaders {
 impl From<DeliveryView> for NotificationDelivery {
     fn from(v: DeliveryView) -> Self {
         let d = v.row;
+        let body = crate::pipeline::outbox::body(&v.notification);
         NotificationDelivery {
             id: ID(d.id.to_string()),
             endpoint_id: ID(d.endpoint_id.to_string()),
@@ -212,7 +213,7 @@ impl From<DeliveryView> for NotificationDelivery {
             last_latency_ms: d.last_latency_ms,
             delivered_at: d.delivered_at.map(Into::into),
             created_at: d.created_at.into(),
-            payload: Json(serde_json::from_str(&v.notification.payload).unwrap_or_default()),
+            payload: Json(serde_json::from_str(&body).unwrap_or_default()),
         }
     }
 }

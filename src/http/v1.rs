@@ -21,6 +21,8 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
 enum Tag {
     /// Whether a buyer may open what they bought.
     Access,
+    /// Every access change, in order: catch up on what the notifications said.
+    Changes,
 }
 
 /// An app API key (`pk_…`), created by an admin with `createApiKey` or `porteiro keys create`.
@@ -419,6 +421,36 @@ struct TargetsBody {
     targets: Vec<TargetBody>,
 }
 
+/// One access change: a notification's body, with its cursor and `webhook-id`.
+#[derive(Object)]
+struct ChangeBody {
+    /// Its place in the feed: give it as `after` to read what came next.
+    cursor: String,
+    /// The notification's `webhook-id` (the same on every delivery): deduplicate on it.
+    id: String,
+    /// `access.granted`, `access.revoked`, `access.suspended`, `access.expired` or
+    /// `access.changed`.
+    #[oai(rename = "type")]
+    kind: String,
+    /// When it was announced.
+    timestamp: String,
+    /// As in the notification: `buyer`, `target`, `entitlement` (`id`, `source`, `version`),
+    /// `access`, `previous`, `cause`.
+    data: serde_json::Value,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct ChangesBody {
+    /// Oldest first.
+    data: Vec<ChangeBody>,
+    /// Give it as `after` for the next page (the last change's cursor, or `after` itself when
+    /// nothing came after it). Keep it: it is where to resume.
+    next_cursor: String,
+    /// Whether more changes follow right away.
+    has_more: bool,
+}
+
 struct AccessApi;
 
 #[OpenApi(tag = "Tag::Access")]
@@ -508,6 +540,45 @@ impl AccessApi {
                     grace_days: t.grace_days,
                 })
                 .collect(),
+        }))
+    }
+
+    /// The changes feed
+    ///
+    /// Every access change the app's notifications announce (the same ids, bodies and versions),
+    /// in order, from `after` on (from the start without it). An app that was down reads from the
+    /// last cursor it kept until `hasMore` is false, then relies on notifications, each of which
+    /// carries its `cursor` too. Needs the `changes:read` scope.
+    #[oai(path = "/changes", method = "get", tag = "Tag::Changes")]
+    async fn changes(
+        &self,
+        state: Data<&AppState>,
+        key: AppApiKey,
+        /// A cursor this feed returned (`nextCursor`, or a change's `cursor`); `0` or absent: from
+        /// the start.
+        after: Query<Option<String>>,
+        /// How many changes at most (1 to 1,000; 100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
+    ) -> Answer<ChangesBody> {
+        let page = crate::services::changes::page(&state, &key.0, after.0.as_deref(), limit.0).await?;
+        Ok(Json(ChangesBody {
+            data: page
+                .changes
+                .into_iter()
+                .map(|c| ChangeBody {
+                    cursor: c.cursor,
+                    id: c.id,
+                    kind: c.event_type,
+                    timestamp: c.timestamp,
+                    data: c.data,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+            has_more: page.has_more,
         }))
     }
 

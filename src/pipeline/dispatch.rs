@@ -147,12 +147,31 @@ impl Drop for Slot {
     }
 }
 
-/// Creates the deliveries of new notifications, one per enabled endpoint whose filter takes it.
+/// New notifications read per fan-out transaction.
+const FAN_OUT_BATCH: usize = 500;
+
+/// Fans out what is new, a batch at a time, until it is all done (or ten batches: the sends
+/// due meanwhile get their turn).
 pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
+    let mut total = 0;
+    for _ in 0..10 {
+        let n = fan_out_batch(d).await?;
+        total += n;
+        if n < FAN_OUT_BATCH {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Creates the deliveries of new notifications, one per enabled endpoint that existed when the
+/// change was written and whose filter takes it, and gives them their places in the changes
+/// feed ([`outbox::sequence`]).
+async fn fan_out_batch(d: &Dispatcher) -> AppResult<usize> {
     let fresh = note::Entity::find()
         .filter(note::Column::FannedOut.eq(false))
         .order_by_asc(note::Column::Id)
-        .limit(500)
+        .limit(FAN_OUT_BATCH as u64)
         .all(&d.db)
         .await?;
     if fresh.is_empty() {
@@ -170,7 +189,11 @@ pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
     let now = chrono::Utc::now();
     let mut rows = Vec::new();
     for n in &fresh {
-        for e in endpoints.iter().filter(|e| e.app_id == n.app_id) {
+        // An endpoint created after the change hears only what comes after it.
+        for e in endpoints
+            .iter()
+            .filter(|e| e.app_id == n.app_id && e.created_at <= n.created_at)
+        {
             let takes = e.event_types.is_empty() || e.event_types.split_whitespace().any(|t| t == n.event_type);
             if takes {
                 rows.push(delivery::ActiveModel {
@@ -192,13 +215,7 @@ pub async fn fan_out(d: &Dispatcher) -> AppResult<usize> {
     }
     // Only rows still unmarked: another process may have fanned some out meanwhile.
     let ids: Vec<i32> = fresh.iter().map(|n| n.id).collect();
-    let marked = note::Entity::update_many()
-        .col_expr(note::Column::FannedOut, true.into())
-        .filter(note::Column::Id.is_in(ids))
-        .filter(note::Column::FannedOut.eq(false))
-        .exec(&txn)
-        .await?
-        .rows_affected;
+    let marked = super::outbox::sequence(&txn, &ids).await?;
     if marked as usize != fresh.len() {
         txn.rollback().await?;
         return Ok(0);
@@ -324,7 +341,8 @@ pub fn sign(secrets: &[String], msg_id: &str, timestamp: i64, body: &str) -> App
 async fn send(d: &Dispatcher, e: &ep::Model, n: &note::Model) -> AppResult<Outcome> {
     let now = chrono::Utc::now();
     let secrets = signing_secrets(&d.secrets, e, now)?;
-    let headers = sign(&secrets, &n.msg_id, now.timestamp(), &n.payload)?;
+    let body = super::outbox::body(n);
+    let headers = sign(&secrets, &n.msg_id, now.timestamp(), &body)?;
     let started = Instant::now();
     let elapsed = |t: Instant| t.elapsed().as_millis().min(i32::MAX as u128) as i32;
     // Literal addresses never reach the resolver: checked here.
@@ -343,7 +361,7 @@ async fn send(d: &Dispatcher, e: &ep::Model, n: &note::Model) -> AppResult<Outco
         .post(&e.url)
         .timeout(Duration::from_millis(e.timeout_ms.max(1) as u64))
         .header("content-type", "application/json")
-        .body(n.payload.clone());
+        .body(body);
     for (k, v) in headers {
         req = req.header(k, v);
     }

@@ -1,10 +1,12 @@
 //! The transactional outbox: what an access change announces to the app, written in the
 //! change's own transaction (so a crash can neither lose a notification nor announce a change that
-//! did not commit). The dispatcher ([`super::dispatch`]) fans each row out to the app's endpoints.
+//! did not commit). The dispatcher ([`super::dispatch`]) fans each row out to the app's endpoints
+//! and gives it its place in the app's changes feed ([`sequence`]), which `GET /v1/changes`
+//! pages through: every app gets the rows, whether or not it has an endpoint.
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{entitlement, notification, notification_endpoint};
+use entity::{entitlement, notification};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::{Value, json};
 
@@ -127,32 +129,6 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
     }
 }
 
-/// The apps among `apps` that have a notification endpoint (enabled or paused). Only they get
-/// outbox rows: the dispatcher fans a row out to the endpoints that exist when it runs, so a row
-/// written for an app without any would reach nobody, ever. Read in the change's transaction:
-/// an endpoint committed before that read hears of the change (on PostgreSQL, one committed
-/// while the change's transaction runs may not).
-pub async fn listening(
-    db: &impl ConnectionTrait,
-    apps: impl IntoIterator<Item = i32>,
-) -> AppResult<std::collections::HashSet<i32>> {
-    let mut apps: Vec<i32> = apps.into_iter().collect();
-    apps.sort_unstable();
-    apps.dedup();
-    if apps.is_empty() {
-        return Ok(Default::default());
-    }
-    let found: Vec<i32> = notification_endpoint::Entity::find()
-        .select_only()
-        .column(notification_endpoint::Column::AppId)
-        .filter(notification_endpoint::Column::AppId.is_in(apps))
-        .distinct()
-        .into_tuple()
-        .all(db)
-        .await?;
-    Ok(found.into_iter().collect())
-}
-
 /// Counts announcements by app, hour (UTC) and type for the console's overview, which draws
 /// them in the seller's own days: rows of `rollup`, family `changes`, bucket
 /// `YYYY-MM-DDTHH|type`. In the change's transaction: one upsert whatever their number, its
@@ -194,8 +170,7 @@ pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) ->
 }
 
 /// Writes the announcements of one change of `row` (its version already counts them: the last
-/// one carries `row.version`): counted always, written to the outbox when the app has an
-/// endpoint to hear them.
+/// one carries `row.version`): counted, and written to the outbox.
 pub async fn announce(
     db: &impl ConnectionTrait,
     row: &entitlement::Model,
@@ -206,9 +181,6 @@ pub async fn announce(
         return Ok(());
     }
     tally(db, news.iter().map(|a| (row.app_id, a.event_type)).collect()).await?;
-    if listening(db, [row.app_id]).await?.is_empty() {
-        return Ok(());
-    }
     let mut names = HashMap::new();
     for a in news {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.side.target) {
@@ -372,6 +344,54 @@ pub fn payload(b: &Body<'_>, now: DateTime<Utc>) -> Value {
             "cause": b.cause,
         }
     })
+}
+
+/// Gives the rows `ids` (committed, not sequenced yet, ascending) their cursors, after every
+/// cursor given before, in the caller's transaction. One sequencing at a time (a lock on
+/// PostgreSQL; SQLite has one writer), so the cursors readers can see only ever grow: a row
+/// that committed late is sequenced late, after those a reader may already have passed.
+/// Returns how many it sequenced (fewer: another process got there first).
+pub async fn sequence(db: &impl ConnectionTrait, ids: &[i32]) -> AppResult<u64> {
+    use sea_orm::sea_query::{Expr, ExprTrait};
+    let Some(&first) = ids.first() else {
+        return Ok(0);
+    };
+    if db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        db.execute_unprepared("SELECT pg_advisory_xact_lock(7146288, 1)")
+            .await?;
+    }
+    let top: Option<Option<i64>> = notification::Entity::find()
+        .select_only()
+        .column_as(notification::Column::Seq.max(), "m")
+        .into_tuple()
+        .one(db)
+        .await?;
+    let top = top.flatten().unwrap_or(0);
+    // seq = id + offset: ascending with the ids, all after `top`, in one statement.
+    let offset = top + 1 - i64::from(first);
+    Ok(notification::Entity::update_many()
+        .col_expr(notification::Column::FannedOut, true.into())
+        .col_expr(
+            notification::Column::Seq,
+            Expr::col(notification::Column::Id).add(offset),
+        )
+        .filter(notification::Column::Id.is_in(ids.iter().copied()))
+        .filter(notification::Column::FannedOut.eq(false))
+        .exec(db)
+        .await?
+        .rows_affected)
+}
+
+/// The body an endpoint receives and the feed lists: the stored payload with its cursor first
+/// (a test notification, never in the feed, has none).
+pub fn body(n: &notification::Model) -> String {
+    match (n.seq, n.payload.strip_prefix('{')) {
+        (Some(seq), Some(rest)) => {
+            let sep = if rest.trim_start().starts_with('}') { "" } else { "," };
+            format!("{{\"cursor\":\"{seq}\"{sep}{rest}")
+        }
+        _ => n.payload.clone(),
+    }
 }
 
 /// A notification addressed by its sender to one endpoint (a test): never fanned out.

@@ -14,8 +14,11 @@ use crate::secrets::token_hash as hash;
 use crate::{AppError, AppResult, AppState};
 
 /// Scopes a key can carry. Only reading access exists today; the list is the place to add more.
-pub const SCOPES: &[&str] = &["access:read"];
+pub const SCOPES: &[&str] = &[ACCESS_READ, CHANGES_READ];
+/// Buyers' access: `/v1/access*`, `/v1/targets`, the holder lists.
 pub const ACCESS_READ: &str = "access:read";
+/// The changes feed, `/v1/changes`.
+pub const CHANGES_READ: &str = "changes:read";
 
 const PREFIX: &str = "pk_";
 /// `last_used_at` is written at most this often per key, not on every request.

@@ -5,6 +5,7 @@ pub mod apps;
 pub mod backtests;
 pub mod buyers;
 pub mod catalog;
+pub mod changes;
 pub mod console;
 pub mod entitlements;
 pub mod events;

@@ -51,6 +51,20 @@ pub(crate) fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
     }
 }
 
+/// A refund of `sale(id)`'s transaction.
+fn refund(id: &str) -> String {
+    fixture_with(
+        "purchase_refunded.json",
+        &[
+            ("id", json!(format!("r{id}"))),
+            ("data.purchase.transaction", json!(format!("HP{id}"))),
+            ("data.buyer.email", json!(format!("{id}@example.com"))),
+            // A one-off sale's refund, like the sales: no subscription.
+            ("data.subscription", json!(null)),
+        ],
+    )
+}
+
 fn sale(id: &str) -> String {
     fixture_with(
         "purchase_approved_single.json",
@@ -72,6 +86,10 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
     let dir = app.state.settings.data_dir.clone();
     let acked: Arc<Mutex<Vec<String>>> = Arc::default();
     let client = reqwest::Client::new();
+    // An app that listens, and reads the feed afterwards.
+    let rx = crate::notifications::Receiver::start(&[crate::notifications::Reply::Status(204)]).await;
+    crate::notifications::endpoint(&app, &rx.url, &[]).await;
+    let feed_key = app.api_key(&["access:read", "changes:read"]).await;
     for round in 0..ROUNDS {
         let (server, addr) = start(&url, &dir);
         let target = format!("{addr}/webhooks/hotmart/{key}");
@@ -80,12 +98,20 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
             let (client, target, acked) = (client.clone(), target.clone(), acked.clone());
             flood.push(tokio::spawn(async move {
                 for n in 0.. {
-                    let id = format!("k{round}x{f}x{n}");
+                    // Every third delivery refunds the sale before it.
+                    let (id, body) = if n % 3 == 2 {
+                        let of = format!("k{round}x{f}x{}", n - 1);
+                        (format!("r{of}"), refund(&of))
+                    } else {
+                        let id = format!("k{round}x{f}x{n}");
+                        let body = sale(&id);
+                        (id, body)
+                    };
                     let res = client
                         .post(&target)
                         .header("content-type", "application/json")
                         .header("X-HOTMART-HOTTOK", HOTTOK)
-                        .body(sale(&id))
+                        .body(body)
                         .send()
                         .await;
                     match res {
@@ -122,8 +148,26 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    drop(server);
     assert!(done, "the inbox drained after the restarts");
+    // And every notification was delivered (at least once).
+    for _ in 0..600 {
+        let waiting = entity::notification_delivery::Entity::find()
+            .filter(entity::notification_delivery::Column::Status.eq(entity::status::DeliveryStatus::Pending))
+            .count(&app.state.db)
+            .await
+            .unwrap();
+        let unsequenced = entity::notification::Entity::find()
+            .filter(entity::notification::Column::FannedOut.eq(false))
+            .count(&app.state.db)
+            .await
+            .unwrap();
+        if waiting + unsequenced == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    drop(server);
+    the_feed_replayed_from_zero_is_the_access(&app, &feed_key, &rx).await;
     let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
     let stored: std::collections::HashMap<&str, &entity::webhook_event::Model> =
         rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
@@ -141,8 +185,108 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
     }
     assert!(per_event.values().all(|n| *n == 1), "an event applied twice");
     assert_eq!(facts.len(), rows.len());
-    let rights = entity::entitlement::Entity::find().count(db).await.unwrap();
-    assert_eq!(rights as usize, rows.len());
+    // One entitlement per transaction (a refund joins its sale's source; one whose sale was
+    // refused a 503 around a kill is recorded alone).
+    let sales: std::collections::HashSet<_> = rows.iter().map(|r| r.transaction.clone()).collect();
+    let rights = entity::entitlement::Entity::find().all(db).await.unwrap();
+    let extra: Vec<_> = rights
+        .iter()
+        .filter(|e| !sales.contains(&e.source.strip_prefix("txn:").map(str::to_string)))
+        .collect();
+    assert_eq!(rights.len(), sales.len(), "{extra:?}");
+}
+
+/// A client that replays the feed from cursor 0 (keeping each entitlement's highest version)
+/// ends with exactly the access `/v1/access/lookup` reports for every buyer, with no version
+/// missing; and the feed and the delivered notifications agree id for id.
+async fn the_feed_replayed_from_zero_is_the_access(app: &TestApp, key: &str, rx: &crate::notifications::Receiver) {
+    let feed = app.feed(key, "0", 1000).await;
+    assert!(!feed.is_empty());
+    let mut latest: std::collections::HashMap<i64, &serde_json::Value> = Default::default();
+    let mut versions: std::collections::HashMap<i64, Vec<i64>> = Default::default();
+    for c in &feed {
+        let e = &c["data"]["entitlement"];
+        let (id, v) = (e["id"].as_i64().unwrap(), e["version"].as_i64().unwrap());
+        versions.entry(id).or_default().push(v);
+        if latest
+            .get(&id)
+            .is_none_or(|l| l["data"]["entitlement"]["version"].as_i64().unwrap() < v)
+        {
+            latest.insert(id, c);
+        }
+    }
+    for (id, v) in &versions {
+        let mut sorted = v.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted,
+            (1..=v.len() as i64).collect::<Vec<_>>(),
+            "entitlement {id}: {v:?}"
+        );
+    }
+    // Every buyer the feed names, asked 500 at a time.
+    let mut emails: Vec<String> = latest
+        .values()
+        .map(|c| c["data"]["buyer"]["email"].as_str().unwrap().to_string())
+        .collect();
+    emails.sort();
+    emails.dedup();
+    let mut reported: std::collections::HashMap<i64, serde_json::Value> = Default::default();
+    for chunk in emails.chunks(500) {
+        let res = app
+            .client
+            .post(format!("{}/v1/access/lookup", app.addr))
+            .bearer_auth(key)
+            .json(&json!({"emails": chunk}))
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = res.json().await.unwrap();
+        for b in body["results"].as_array().unwrap() {
+            for e in b["entitlements"].as_array().unwrap() {
+                reported.insert(e["id"].as_i64().unwrap(), e.clone());
+            }
+        }
+    }
+    let announced: Vec<i64> = reported
+        .iter()
+        .filter(|(_, e)| e["version"].as_i64().unwrap() > 0)
+        .map(|(id, _)| *id)
+        .collect();
+    assert_eq!(
+        announced.len(),
+        latest.len(),
+        "every announced entitlement is in the feed"
+    );
+    for (id, c) in &latest {
+        let e = &reported[id];
+        let heard = &c["data"]["access"];
+        assert_eq!(
+            (&heard["status"], &heard["active"], &heard["expiresAt"]),
+            (&e["status"], &e["active"], &e["expiresAt"]),
+            "entitlement {id}: feed {c} vs REST {e}"
+        );
+        assert_eq!(c["data"]["entitlement"]["version"], e["version"], "{id}");
+    }
+    // Delivered (some more than once, around a kill) = the feed, id for id, cursor for cursor.
+    let mut heard: std::collections::HashMap<String, String> = Default::default();
+    for g in rx.got() {
+        let b = crate::notifications::body(&g);
+        heard.insert(
+            g.headers["webhook-id"].to_str().unwrap().to_string(),
+            b["cursor"].as_str().unwrap().to_string(),
+        );
+    }
+    let listed: std::collections::HashMap<String, String> = feed
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().unwrap().to_string(),
+                c["cursor"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(heard, listed);
 }
 
 /// A small filesystem of its own (tmpfs), unmounted when dropped. Needs root: the test is

@@ -314,6 +314,49 @@ impl TestApp {
 
     /// Gives the default app a paused notification endpoint: its access changes are then
     /// written to the outbox (an app without any endpoint writes none), and nothing is sent.
+    /// A new app API key of the default app with these scopes (its secret).
+    pub async fn api_key(&self, scopes: &[&str]) -> String {
+        let d = self
+            .gql(
+                "mutation($s: [String!]!) { createApiKey(name: \"app\", scopes: $s) { secret } }",
+                json!({"s": scopes}),
+            )
+            .await;
+        d["createApiKey"]["secret"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{d}"))
+            .to_string()
+    }
+
+    /// GET on the app API with a key: the status and the JSON body (`null` when there is none).
+    pub async fn rest(&self, key: &str, path_and_query: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(format!("{}{path_and_query}", self.addr))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The whole changes feed after `after`, a page of `limit` at a time.
+    pub async fn feed(&self, key: &str, after: &str, limit: u32) -> Vec<Value> {
+        let (mut out, mut cursor) = (Vec::new(), after.to_string());
+        loop {
+            let (status, page) = self
+                .rest(key, &format!("/v1/changes?after={cursor}&limit={limit}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            out.extend(page["data"].as_array().unwrap().iter().cloned());
+            cursor = page["nextCursor"].as_str().unwrap().to_string();
+            if page["hasMore"] == false {
+                return out;
+            }
+        }
+    }
+
     pub async fn paused_endpoint(&self) {
         let d = self
             .gql(

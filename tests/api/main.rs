@@ -16,6 +16,7 @@ mod browser;
 mod catalog;
 mod console;
 mod faults;
+mod feed;
 mod fuzz;
 mod hotmart_api;
 mod integration;

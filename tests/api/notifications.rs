@@ -25,7 +25,7 @@ pub(crate) enum Reply {
 #[derive(Clone, Debug)]
 pub(crate) struct Got {
     path: String,
-    headers: HeaderMap,
+    pub(crate) headers: HeaderMap,
     body: String,
 }
 
@@ -222,18 +222,20 @@ async fn access_changes_are_delivered_signed_with_versions_that_only_grow() {
     }
 }
 
-/// An app without any endpoint writes nothing to the outbox (nobody could ever receive it); an
-/// endpoint created later hears every change from then on, its versions still counting the
-/// changes before it.
+/// An app without any endpoint still writes its changes (the changes feed lists them) and sends
+/// nothing; an endpoint created later hears every change from then on, not the ones before it,
+/// its versions still counting them.
 #[tokio::test]
-async fn no_outbox_rows_without_an_endpoint_and_a_new_one_hears_what_follows() {
+async fn without_an_endpoint_changes_go_to_the_feed_and_a_new_one_hears_what_follows() {
     use sea_orm::{EntityTrait, PaginatorTrait};
     let (app, _) = app_with_plan().await;
     app.post_hotmart(&recent("purchase_approved.json", &[])).await;
     assert_eq!(app.process_inbox().await, 1);
     let notes = || entity::notification::Entity::find().count(&app.state.db);
-    assert_eq!(notes().await.unwrap(), 0);
-    assert_eq!(dispatch::fan_out(&app.state.notify).await.unwrap(), 0);
+    let deliveries = || entity::notification_delivery::Entity::find().count(&app.state.db);
+    assert_eq!(notes().await.unwrap(), 1);
+    assert_eq!(dispatch::fan_out(&app.state.notify).await.unwrap(), 1);
+    assert_eq!(deliveries().await.unwrap(), 0);
     assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
 
     let rx = Receiver::start(&[Reply::Status(204)]).await;
@@ -247,7 +249,8 @@ async fn no_outbox_rows_without_an_endpoint_and_a_new_one_hears_what_follows() {
     assert_eq!(b["type"], "access.revoked");
     assert_eq!(b["data"]["previous"]["status"], "ACTIVE");
     assert_eq!(b["data"]["entitlement"]["version"], 2);
-    assert_eq!(notes().await.unwrap(), 1);
+    assert_eq!(notes().await.unwrap(), 2);
+    assert_eq!(deliveries().await.unwrap(), 1);
 }
 
 #[tokio::test]
