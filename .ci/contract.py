@@ -98,9 +98,9 @@ def fixture(name: str, edits: dict) -> bytes:
 
 def seed(base: str, token: str) -> str:
     gql(base, token, "mutation($h: String!) { saveHotmartIntegration(input: {hottok: $h}) { verified } }", {"h": HOTTOK})
-    gql(base, token, 'mutation { createSubscriptionPlan(input: {name: "Mensal", hotmartProductIds: ["4100001"]}) { id } }')
-    gql(base, token, 'mutation { createProductPackage(input: {name: "Curso", hotmartProductIds: ["5200001"]}) { id } }')
-    key = gql(base, token, 'mutation { createApiKey(name: "contract", scopes: ["access:read"]) { secret } }')
+    gql(base, token, 'mutation { createSubscriptionPlan(input: {name: "Mensal", key: "mensal", hotmartProductIds: ["4100001"]}) { id } }')
+    gql(base, token, 'mutation { createProductPackage(input: {name: "Curso", key: "curso", hotmartProductIds: ["5200001"]}) { id } }')
+    key = gql(base, token, 'mutation { createApiKey(name: "contract", scopes: ["access:read", "changes:read"]) { secret } }')
     shown = gql(base, token, "{ hotmartIntegration { webhookUrl } }")["hotmartIntegration"]["webhookUrl"]
     # Bound to port 0, the URL shown to admins names no port: keep its path.
     url = base + "/webhooks/" + shown.split("/webhooks/", 1)[1]

@@ -37,6 +37,8 @@ struct RawSettings {
     /// Let notification endpoints point at loopback, private and link-local addresses.
     notify_allow_private_targets: bool,
     notify_retention_days: i64,
+    /// Requests per minute one app API key may make (0: no limit).
+    api_rate_limit: u32,
     /// `text` (default) or `json`; read by `main` before the rest (logging starts first).
     log_format: String,
     /// Store the buyer's document, phones, address and IP as Hotmart sent them.
@@ -77,6 +79,7 @@ impl Default for RawSettings {
             scheduler_tick_secs: 60,
             notify_allow_private_targets: false,
             notify_retention_days: 30,
+            api_rate_limit: 6000,
             log_format: "text".into(),
             keep_personal_data: false,
             event_body_retention_days: None,
@@ -121,6 +124,9 @@ pub struct Settings {
     pub notify_allow_private_targets: bool,
     /// Delivered and dead notifications older than this are deleted.
     pub notify_retention_days: i64,
+    /// `PORTEIRO_API_RATE_LIMIT`: requests per minute per app API key, all at once if need be
+    /// (`None`: no limit).
+    pub api_rate_limit: Option<std::num::NonZeroU32>,
     /// One JSON object a line (`PORTEIRO_LOG_FORMAT=json`) instead of text.
     pub log_json: bool,
     /// Scheduled backups, when configured.
@@ -319,6 +325,7 @@ impl Settings {
             scheduler_tick_secs: raw.scheduler_tick_secs.max(1),
             notify_allow_private_targets: raw.notify_allow_private_targets,
             notify_retention_days: raw.notify_retention_days.max(1),
+            api_rate_limit: std::num::NonZeroU32::new(raw.api_rate_limit),
             backup,
             keep_personal_data: raw.keep_personal_data,
             event_body_retention_days: match raw.event_body_retention_days {

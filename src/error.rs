@@ -22,6 +22,9 @@ pub enum AppError {
     Upstream(String),
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// Over a rate limit: try again in this many seconds.
+    #[error("too many requests for this API key: retry in {0} s")]
+    RateLimited(u64),
     /// The service cannot do this until an operator fixes its set-up (e.g. a lost master key);
     /// the message says what to fix and carries no secret.
     #[error("{0}")]
@@ -43,6 +46,7 @@ impl AppError {
             AppError::Conflict(_) => "CONFLICT",
             AppError::Upstream(_) => "UPSTREAM",
             AppError::Unavailable(_) => "UNAVAILABLE",
+            AppError::RateLimited(_) => "RATE_LIMITED",
             AppError::Misconfigured(_) => "MISCONFIGURED",
             AppError::Internal(_) => "INTERNAL",
         }
@@ -56,6 +60,7 @@ impl AppError {
             AppError::NotFound(_) => 404,
             AppError::Conflict(_) => 409,
             AppError::Upstream(_) => 502,
+            AppError::RateLimited(_) => 429,
             AppError::Unavailable(_) | AppError::Misconfigured(_) => 503,
             AppError::Internal(_) => 500,
         }

@@ -17,6 +17,8 @@ pub struct AppState {
     pub runs: Arc<Runs>,
     /// Rule backtests this process runs, likewise.
     pub backtests: Arc<Runs>,
+    /// The app API's per-key rate limit (`None`: off).
+    pub api_limit: Arc<Option<crate::services::api_keys::ApiLimiter>>,
 }
 
 /// `state.db`, `state.settings`… read as before; a pipeline function takes `&Pipeline` and is
@@ -36,6 +38,7 @@ impl AppState {
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             runs: Arc::new(Runs::default()),
             backtests: Arc::new(Runs::default()),
+            api_limit: Arc::new(settings.api_rate_limit.map(crate::services::api_keys::ApiLimiter::new)),
             pipeline: Pipeline::new(db, settings),
         }
     }

@@ -46,6 +46,9 @@ pub struct Target {
     pub period_days: Option<i32>,
     /// Plans only: days of access kept past a charge date that was not paid.
     pub grace_days: Option<i32>,
+    /// The admin's stable key, if any.
+    #[serde(default)]
+    pub key: Option<String>,
 }
 
 impl Target {
@@ -57,7 +60,13 @@ impl Target {
             access_days,
             period_days: None,
             grace_days: None,
+            key: None,
         }
+    }
+
+    pub fn with_key(mut self, key: Option<String>) -> Self {
+        self.key = key;
+        self
     }
 
     pub fn plan(id: i32, name: &str, period_days: i32, grace_days: i32) -> Self {
@@ -68,6 +77,7 @@ impl Target {
             access_days: None,
             period_days: Some(period_days),
             grace_days: Some(grace_days),
+            key: None,
         }
     }
 

@@ -9,6 +9,9 @@ use crate::services::catalog::{self as svc, PackageInput, PackageView, PlanInput
 pub struct ProductPackage {
     pub id: ID,
     pub name: String,
+    /// The key apps use for it instead of the id (`/v1/…?package=curso-completo`): a slug,
+    /// unique in the app, that stays the same between staging and production.
+    pub key: Option<String>,
     pub description: String,
     /// Days of access from approval; null means lifetime.
     pub access_days: Option<i32>,
@@ -23,6 +26,7 @@ impl From<PackageView> for ProductPackage {
         ProductPackage {
             id: ID(v.row.id.to_string()),
             name: v.row.name,
+            key: v.row.key,
             description: v.row.description,
             lifetime: v.row.access_days.is_none(),
             access_days: v.row.access_days,
@@ -38,6 +42,9 @@ impl From<PackageView> for ProductPackage {
 pub struct SubscriptionPlan {
     pub id: ID,
     pub name: String,
+    /// The key apps use for it instead of the id (`/v1/…?package=curso-completo`): a slug,
+    /// unique in the app, that stays the same between staging and production.
+    pub key: Option<String>,
     pub description: String,
     pub hotmart_product_ids: Vec<String>,
     /// Hotmart plan ids, for products whose plans (monthly, annual…) give different access.
@@ -55,6 +62,7 @@ impl From<PlanView> for SubscriptionPlan {
         SubscriptionPlan {
             id: ID(v.row.id.to_string()),
             name: v.row.name,
+            key: v.row.key,
             description: v.row.description,
             hotmart_product_ids: v.hotmart_product_ids,
             hotmart_plan_ids: v.hotmart_plan_ids,
@@ -69,6 +77,8 @@ impl From<PlanView> for SubscriptionPlan {
 #[derive(InputObject)]
 pub struct CreateProductPackageInput {
     pub name: String,
+    /// A slug apps use instead of the id (lower-case letters, digits, `-`, `_`).
+    pub key: Option<String>,
     pub description: Option<String>,
     /// Null or omitted: lifetime access.
     pub access_days: Option<i32>,
@@ -78,6 +88,8 @@ pub struct CreateProductPackageInput {
 #[derive(InputObject)]
 pub struct UpdateProductPackageInput {
     pub name: Option<String>,
+    /// A slug apps use instead of the id; omit to keep, null or "" to remove.
+    pub key: MaybeUndefined<String>,
     pub description: Option<String>,
     /// Omit to keep; null for lifetime.
     pub access_days: MaybeUndefined<i32>,
@@ -88,6 +100,8 @@ pub struct UpdateProductPackageInput {
 #[derive(InputObject)]
 pub struct CreateSubscriptionPlanInput {
     pub name: String,
+    /// A slug apps use instead of the id (lower-case letters, digits, `-`, `_`).
+    pub key: Option<String>,
     pub description: Option<String>,
     /// Days one paid charge covers when Hotmart omits the next charge date (default 30).
     pub period_days: Option<i32>,
@@ -100,6 +114,8 @@ pub struct CreateSubscriptionPlanInput {
 #[derive(InputObject)]
 pub struct UpdateSubscriptionPlanInput {
     pub name: Option<String>,
+    /// A slug apps use instead of the id; omit to keep, null or "" to remove.
+    pub key: MaybeUndefined<String>,
     pub description: Option<String>,
     /// Days one paid charge covers when Hotmart omits the next charge date (default 30).
     pub period_days: Option<i32>,
@@ -107,6 +123,15 @@ pub struct UpdateSubscriptionPlanInput {
     pub grace_days: Option<i32>,
     pub hotmart_product_ids: Option<Vec<String>>,
     pub hotmart_plan_ids: Option<Vec<String>>,
+}
+
+/// Omitted: keep (`None`); null: clear (`Some(None)`); a value: set.
+fn maybe<T>(v: MaybeUndefined<T>) -> Option<Option<T>> {
+    match v {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(x) => Some(Some(x)),
+    }
 }
 
 #[derive(SimpleObject)]
@@ -163,6 +188,7 @@ impl CatalogMutation {
         let (state, who) = caller(ctx)?;
         let input = PackageInput {
             name: Some(input.name),
+            key: Some(input.key),
             description: input.description,
             access_days: Some(input.access_days),
             hotmart_product_ids: input.hotmart_product_ids,
@@ -180,13 +206,10 @@ impl CatalogMutation {
         input: UpdateProductPackageInput,
     ) -> GqlResult<ProductPackage> {
         let (state, who) = caller(ctx)?;
-        let access_days = match input.access_days {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(d) => Some(Some(d)),
-        };
+        let access_days = maybe(input.access_days);
         let input = PackageInput {
             name: input.name,
+            key: maybe(input.key),
             description: input.description,
             access_days,
             hotmart_product_ids: input.hotmart_product_ids,
@@ -221,6 +244,7 @@ impl CatalogMutation {
         let (state, who) = caller(ctx)?;
         let input = PlanInput {
             name: Some(input.name),
+            key: Some(input.key),
             description: input.description,
             period_days: input.period_days,
             grace_days: input.grace_days,
@@ -239,6 +263,7 @@ impl CatalogMutation {
         let (state, who) = caller(ctx)?;
         let input = PlanInput {
             name: input.name,
+            key: maybe(input.key),
             description: input.description,
             period_days: input.period_days,
             grace_days: input.grace_days,

@@ -6,10 +6,11 @@ use poem::http::StatusCode;
 use poem::web::Data;
 use poem::{Endpoint, EndpointExt, Request, Response, Route};
 use poem_openapi::auth::Bearer;
-use poem_openapi::param::{Header, Query};
+use poem_openapi::param::{Header, Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, OpenApiService, SecurityScheme, Tags};
 
+use crate::domain::TargetKind;
 use crate::services::api_keys::{self, AppKey};
 use crate::services::app_access::{self, BuyerAccess, Verdict, Who};
 use crate::services::buyers::AccessView;
@@ -34,9 +35,47 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AppKey> {
     let state = req
         .data::<AppState>()
         .ok_or_else(|| poem::Error::from_status(StatusCode::SERVICE_UNAVAILABLE))?;
-    api_keys::authenticate(state, &bearer.token)
+    let key = api_keys::authenticate(state, &bearer.token)
         .await
-        .map_err(|e| Problem::from(e).into())
+        .map_err(|e| poem::Error::from(Problem::from(e)))?;
+    if let Some(limiter) = state.api_limit.as_ref() {
+        let (info, over) = match limiter.take(key.id) {
+            Ok(info) => (info, None),
+            Err((info, retry)) => (info, Some(retry)),
+        };
+        if let Some(slot) = req.extensions().get::<RateSlot>() {
+            *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((info, over));
+        }
+        if let Some(retry) = over {
+            return Err(Problem::from(AppError::RateLimited(retry)).into());
+        }
+    }
+    Ok(key)
+}
+
+/// Where the key check leaves what the rate limit said, for the answer's headers.
+#[derive(Clone, Default)]
+struct RateSlot(std::sync::Arc<std::sync::Mutex<Option<RateSaid>>>);
+
+/// The allowance, and the seconds to wait when over it.
+type RateSaid = (api_keys::RateInfo, Option<u64>);
+
+/// `RateLimit-Limit/Remaining/Reset` on every answer to an authenticated key, and `Retry-After`
+/// on a 429.
+fn with_rate_headers(mut res: Response, slot: &RateSlot) -> Response {
+    use poem::http::HeaderValue;
+    let said = *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let Some((info, over)) = said else {
+        return res;
+    };
+    let h = res.headers_mut();
+    h.insert("ratelimit-limit", HeaderValue::from(info.limit));
+    h.insert("ratelimit-remaining", HeaderValue::from(info.remaining));
+    h.insert("ratelimit-reset", HeaderValue::from(info.reset_secs));
+    if let Some(retry) = over {
+        h.insert(poem::http::header::RETRY_AFTER, HeaderValue::from(retry));
+    }
+    res
 }
 
 /// A problem report (RFC 9457) with Porteiro's stable error code and, for invalid input, one
@@ -83,6 +122,11 @@ enum Problem {
     /// `POST` only: the body is not sent as `application/json`.
     #[oai(status = 415, content_type = "application/problem+json")]
     UnsupportedMediaType(Json<ProblemDetails>),
+    /// Over the key's rate limit (`PORTEIRO_API_RATE_LIMIT` a minute): retry after
+    /// `Retry-After` seconds. Every answer to a key carries `RateLimit-Limit`,
+    /// `RateLimit-Remaining` and `RateLimit-Reset`.
+    #[oai(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Json<ProblemDetails>),
     /// The database is unreachable for now; retry.
     #[oai(status = 503, content_type = "application/problem+json")]
     Unavailable(Json<ProblemDetails>),
@@ -120,6 +164,7 @@ impl From<AppError> for Problem {
             403 => Problem::Forbidden(body),
             404 => Problem::NotFound(body),
             415 => Problem::UnsupportedMediaType(body),
+            429 => Problem::TooManyRequests(body),
             // Everything else is on our side and temporary from the app's point of view: an
             // app retries a 503, and no user input can produce a 500 here.
             _ => {
@@ -224,8 +269,16 @@ fn example_email() -> Option<EmailParam> {
     Some(EmailParam("ana.teste@example.com".into()))
 }
 
-fn example_plan() -> Option<i32> {
-    Some(1)
+fn example_plan_key() -> String {
+    "mensal".into()
+}
+
+fn example_package_key() -> String {
+    "curso".into()
+}
+
+fn example_plan() -> Option<String> {
+    Some("1".into())
 }
 
 impl poem_openapi::types::ParseFromParameter for EmailParam {
@@ -252,6 +305,9 @@ struct Entitlement {
     /// `null` if the package or plan was deleted since.
     #[oai(nullable)]
     target_name: Option<String>,
+    /// The package's or plan's key, when an admin gave it one.
+    #[oai(nullable)]
+    target_key: Option<String>,
     /// Whether it opens the target now.
     active: bool,
     /// ACTIVE, SUSPENDED (a dispute or unpaid charge), EXPIRED or REVOKED.
@@ -310,6 +366,7 @@ impl From<&AccessView> for Entitlement {
             target_kind: e.target_kind.clone(),
             target_id: e.target_id,
             target_name: a.target.as_ref().map(|t| t.name.clone()),
+            target_key: a.target.as_ref().and_then(|t| t.key.clone()),
             active: a.active,
             status: a.status.as_str().into(),
             expires_at: e.expires_at.map(Timestamp),
@@ -403,6 +460,10 @@ struct TargetBody {
     /// Its id in Porteiro: `package=` or `plan=` in `GET /access/check`, `targetId` in
     /// entitlements.
     id: i32,
+    /// The key an admin gave it: apps may use it wherever an id goes (`plan=curso-mensal`,
+    /// `/plans/curso-mensal/holders`); it stays the same between installations.
+    #[oai(nullable)]
+    key: Option<String>,
     name: String,
     /// Packages: days of access from the purchase (`null`: lifetime). Plans: `null`.
     #[oai(nullable)]
@@ -419,6 +480,41 @@ struct TargetBody {
 struct TargetsBody {
     /// Packages first, then plans, each by id.
     targets: Vec<TargetBody>,
+}
+
+/// One buyer who holds (or held) the package or plan, with the check's verdict for it.
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct HolderBody {
+    email: String,
+    /// Whether the buyer may open it now.
+    active: bool,
+    /// ACTIVE, SUSPENDED, EXPIRED or REVOKED: the best any of their entitlements to it gives.
+    status: String,
+    /// While active: when it ends (`null`: no end). Otherwise: when it ended, if it had an end.
+    #[oai(nullable)]
+    expires_at: Option<Timestamp>,
+    #[oai(flatten)]
+    state: StateBody,
+    /// Their entitlements to it (ids, as in `GET /access`).
+    entitlements: Vec<i32>,
+}
+
+#[derive(Object)]
+#[oai(rename_all = "camelCase")]
+struct HoldersBody {
+    /// `package` or `plan`.
+    target_kind: String,
+    target_id: i32,
+    /// By buyer, in a stable order.
+    data: Vec<HolderBody>,
+    /// Give it as `after` for the next page; `null` at the end.
+    #[oai(nullable)]
+    next_cursor: Option<String>,
+    /// With `includeTotal=true`: how many buyers the filter matches now (it counts them all,
+    /// so ask once, not on every page). Otherwise `null`.
+    #[oai(nullable)]
+    total: Option<u64>,
 }
 
 /// One access change: a notification's body, with its cursor and `webhook-id`.
@@ -497,21 +593,22 @@ impl AccessApi {
         /// The buyer's Hotmart subscriber code; exactly one of `email` and `subscriberCode`.
         #[oai(name = "subscriberCode")]
         subscriber_code: Query<Option<String>>,
-        /// A product package's id in Porteiro; exactly one of `package` and `plan`.
-        package: Query<Option<i32>>,
-        /// A subscription plan's id in Porteiro; exactly one of `package` and `plan`.
+        /// A product package's id or key in Porteiro; exactly one of `package` and `plan`.
+        package: Query<Option<String>>,
+        /// A subscription plan's id or key in Porteiro; exactly one of `package` and `plan`.
         #[oai(example = "example_plan")]
-        plan: Query<Option<i32>>,
+        plan: Query<Option<String>>,
         /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
         #[oai(name = "If-None-Match")]
         _if_none_match: Header<Option<String>>,
     ) -> Answer<CheckBody> {
         let who = Who::from_params(email.0.map(|e| e.0), subscriber_code.0)?;
-        let target = match (package.0, plan.0) {
-            (Some(id), None) => (crate::domain::TargetKind::Package, id),
-            (None, Some(id)) => (crate::domain::TargetKind::Plan, id),
+        let (kind, raw) = match (package.0, plan.0) {
+            (Some(p), None) => (crate::domain::TargetKind::Package, p),
+            (None, Some(p)) => (crate::domain::TargetKind::Plan, p),
             _ => return Err(AppError::bad("give package or plan (one of them)").into()),
         };
+        let target = app_access::resolve(&state, key.0.app_id, kind, &raw).await?;
         Ok(Json(app_access::check(&state, &key.0, who, target).await?.into()))
     }
 
@@ -534,6 +631,7 @@ impl AccessApi {
                 .map(|t| TargetBody {
                     kind: t.kind.as_str().to_string(),
                     id: t.id,
+                    key: t.key,
                     name: t.name,
                     access_days: t.access_days,
                     period_days: t.period_days,
@@ -541,6 +639,88 @@ impl AccessApi {
                 })
                 .collect(),
         }))
+    }
+
+    /// Who holds a package
+    ///
+    /// The buyers of a product package, a page at a time (by buyer, each once, stable while
+    /// access changes during the walk), with the verdict `GET /access/check` would give each.
+    /// `{key}` is the package's id or its key.
+    #[oai(path = "/packages/:key/holders", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per documented parameter
+    async fn package_holders(
+        &self,
+        state: Data<&AppState>,
+        api_key: AppApiKey,
+        /// The package's id or key.
+        #[oai(example = "example_package_key")]
+        key: Path<String>,
+        /// `active` (the default), `suspended`, `expired`, `revoked` or `any`.
+        status: Query<Option<String>>,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<String>>,
+        /// How many buyers at most (1 to 1,000; 100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// Count every buyer the filter matches (`total`).
+        #[oai(name = "includeTotal")]
+        include_total: Query<Option<bool>>,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
+    ) -> Answer<HoldersBody> {
+        holders(
+            &state,
+            &api_key.0,
+            TargetKind::Package,
+            &key.0,
+            status.0,
+            after.0,
+            limit.0,
+            include_total.0,
+        )
+        .await
+    }
+
+    /// Who holds a plan
+    ///
+    /// The subscribers of a subscription plan, a page at a time (by buyer, each once, stable
+    /// while access changes during the walk), with the verdict `GET /access/check` would give
+    /// each, subscription state included. `{key}` is the plan's id or its key.
+    #[oai(path = "/plans/:key/holders", method = "get")]
+    #[allow(clippy::too_many_arguments)] // one per documented parameter
+    async fn plan_holders(
+        &self,
+        state: Data<&AppState>,
+        api_key: AppApiKey,
+        /// The plan's id or key.
+        #[oai(example = "example_plan_key")]
+        key: Path<String>,
+        /// `active` (the default), `suspended`, `expired`, `revoked` or `any`.
+        status: Query<Option<String>>,
+        /// `nextCursor` of the previous page.
+        after: Query<Option<String>>,
+        /// How many buyers at most (1 to 1,000; 100 by default).
+        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
+        limit: Query<Option<u64>>,
+        /// Count every buyer the filter matches (`total`).
+        #[oai(name = "includeTotal")]
+        include_total: Query<Option<bool>>,
+        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
+        #[oai(name = "If-None-Match")]
+        _if_none_match: Header<Option<String>>,
+    ) -> Answer<HoldersBody> {
+        holders(
+            &state,
+            &api_key.0,
+            TargetKind::Plan,
+            &key.0,
+            status.0,
+            after.0,
+            limit.0,
+            include_total.0,
+        )
+        .await
     }
 
     /// The changes feed
@@ -598,6 +778,50 @@ impl AccessApi {
     }
 }
 
+#[allow(clippy::too_many_arguments)] // the two holder calls' parameters
+async fn holders(
+    state: &AppState,
+    key: &AppKey,
+    kind: TargetKind,
+    raw: &str,
+    status: Option<String>,
+    after: Option<String>,
+    limit: Option<u64>,
+    include_total: Option<bool>,
+) -> Answer<HoldersBody> {
+    use crate::services::holders;
+    let filter = holders::Filter::parse(status.as_deref())?;
+    let page = holders::page(
+        state,
+        key,
+        kind,
+        raw,
+        filter,
+        after.as_deref(),
+        limit,
+        include_total.unwrap_or(false),
+    )
+    .await?;
+    Ok(Json(HoldersBody {
+        target_kind: page.target.0.as_str().to_string(),
+        target_id: page.target.1,
+        data: page
+            .holders
+            .into_iter()
+            .map(|h| HolderBody {
+                email: h.email,
+                active: h.verdict.active,
+                status: h.verdict.status.to_string(),
+                expires_at: h.verdict.expires_at.map(Timestamp),
+                state: h.verdict.state.into(),
+                entitlements: h.entitlements,
+            })
+            .collect(),
+        next_cursor: page.next_cursor,
+        total: page.total,
+    }))
+}
+
 fn service() -> OpenApiService<AccessApi, ()> {
     OpenApiService::new(AccessApi, "Porteiro app API", env!("CARGO_PKG_VERSION"))
         .description(
@@ -625,7 +849,9 @@ pub fn routes() -> impl Endpoint {
         )
         .nest("/", api)
         .catch_all_error(as_problem)
-        .around(|ep, req| async move {
+        .around(|ep, mut req| async move {
+            let slot = RateSlot::default();
+            req.extensions_mut().insert(slot.clone());
             let post_only = req.uri().path().ends_with("/access/lookup");
             let get = req.method() == poem::http::Method::GET;
             let if_none_match = req
@@ -633,7 +859,8 @@ pub fn routes() -> impl Endpoint {
                 .get(poem::http::header::IF_NONE_MATCH)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_string);
-            let res = ep.call(req).await?;
+            let res = ep.call(req).await.unwrap_or_else(poem::Error::into_response);
+            let res = with_rate_headers(res, &slot);
             let res = with_allow(res, if post_only { "POST" } else { "GET" });
             Ok(if get {
                 conditional(res, if_none_match.as_deref()).await

@@ -271,7 +271,7 @@ async fn targets_of(
         {
             out.insert(
                 (TargetKind::Package, p.id),
-                Target::package(p.id, &p.name, p.access_days),
+                Target::package(p.id, &p.name, p.access_days).with_key(p.key.clone()),
             );
         }
     }
@@ -285,7 +285,7 @@ async fn targets_of(
         {
             out.insert(
                 (TargetKind::Plan, p.id),
-                Target::plan(p.id, &p.name, p.period_days, p.grace_days),
+                Target::plan(p.id, &p.name, p.period_days, p.grace_days).with_key(p.key.clone()),
             );
         }
     }

@@ -19,6 +19,8 @@ pub struct HotCache {
     /// (app, generation, kind, id) → whether the app has that package or plan (the access
     /// check's 404).
     pub target_exists: moka::sync::Cache<(i32, u64, crate::domain::TargetKind, i32), bool>,
+    /// (app, generation, key) → the package or plan with that admin-set key.
+    pub target_keys: moka::sync::Cache<(i32, u64, String), Option<(crate::domain::TargetKind, i32)>>,
     /// API key id → its row (`None`: no such key). Revoking drops the entry at once; another
     /// process sharing the database sees a revocation within ten seconds.
     pub api_keys: moka::sync::Cache<String, Option<entity::api_key::Model>>,
@@ -97,6 +99,10 @@ impl Default for HotCache {
                 .time_to_live(edited)
                 .build(),
             target_exists: moka::sync::Cache::builder()
+                .max_capacity(10_000)
+                .time_to_live(edited)
+                .build(),
+            target_keys: moka::sync::Cache::builder()
                 .max_capacity(10_000)
                 .time_to_live(edited)
                 .build(),

@@ -16,12 +16,12 @@ pub async fn target(db: &impl ConnectionTrait, app_id: i32, kind: TargetKind, id
             .filter(pkg::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target::package(id, &p.name, p.access_days)),
+            .map(|p| Target::package(id, &p.name, p.access_days).with_key(p.key)),
         TargetKind::Plan => plan::Entity::find_by_id(id)
             .filter(plan::Column::AppId.eq(app_id))
             .one(db)
             .await?
-            .map(|p| Target::plan(id, &p.name, p.period_days, p.grace_days)),
+            .map(|p| Target::plan(id, &p.name, p.period_days, p.grace_days).with_key(p.key)),
     })
 }
 

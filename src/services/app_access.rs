@@ -168,6 +168,32 @@ pub async fn check(state: &AppState, key: &AppKey, who: Who, target: (TargetKind
     Ok(v)
 }
 
+/// A package or plan as an app names it: its id, or the key an admin gave it. An id is taken
+/// as given (the check's 404 comes later, and only for a buyer who never held it); a key that
+/// names nothing, or names the other kind, is a 404 now.
+pub async fn resolve(state: &AppState, app_id: i32, kind: TargetKind, raw: &str) -> AppResult<(TargetKind, i32)> {
+    let raw = raw.trim();
+    if !raw.is_empty() && raw.len() <= 9 && raw.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok((kind, raw.parse().unwrap_or(0)));
+    }
+    let cache = (app_id, state.hot.catalog_generation(app_id), raw.to_string());
+    let found = match state.hot.target_keys.get(&cache) {
+        Some(found) => found,
+        None => {
+            let found = super::catalog::resolve_key(&state.db, app_id, raw).await?;
+            state.hot.target_keys.insert(cache, found);
+            found
+        }
+    };
+    match found {
+        Some((k, id)) if k == kind => Ok((k, id)),
+        _ => Err(AppError::NotFound(format!(
+            "no {} has the id or key {raw:?} in this app",
+            kind.as_str()
+        ))),
+    }
+}
+
 /// Whether the app has this package or plan, through the process's cache.
 async fn target_exists(state: &AppState, app_id: i32, (kind, id): (TargetKind, i32)) -> AppResult<bool> {
     let key = (app_id, state.hot.catalog_generation(app_id), kind, id);
@@ -247,13 +273,15 @@ pub async fn targets(state: &AppState, key: &AppKey) -> AppResult<Vec<crate::dom
     let mut out: Vec<crate::domain::Target> = super::catalog::list_packages(&state.db, key.app_id)
         .await?
         .into_iter()
-        .map(|p| crate::domain::Target::package(p.row.id, &p.row.name, p.row.access_days))
+        .map(|p| crate::domain::Target::package(p.row.id, &p.row.name, p.row.access_days).with_key(p.row.key))
         .collect();
     out.sort_by_key(|t| t.id);
     let mut plans: Vec<crate::domain::Target> = super::catalog::list_plans(&state.db, key.app_id)
         .await?
         .into_iter()
-        .map(|p| crate::domain::Target::plan(p.row.id, &p.row.name, p.row.period_days, p.row.grace_days))
+        .map(|p| {
+            crate::domain::Target::plan(p.row.id, &p.row.name, p.row.period_days, p.row.grace_days).with_key(p.row.key)
+        })
         .collect();
     plans.sort_by_key(|t| t.id);
     out.extend(plans);

@@ -16,6 +16,8 @@ pub use crate::pipeline::targets::{PROVIDER_PLAN, PROVIDER_PRODUCT, target};
 #[derive(Debug, Clone, Default)]
 pub struct PackageInput {
     pub name: Option<String>,
+    /// The stable key apps use (`Some(None)` clears it; `None` keeps it on update).
+    pub key: Option<Option<String>>,
     pub description: Option<String>,
     /// `Some(None)` sets lifetime access; `None` keeps the stored value on update.
     pub access_days: Option<Option<i32>>,
@@ -25,6 +27,8 @@ pub struct PackageInput {
 #[derive(Debug, Clone, Default)]
 pub struct PlanInput {
     pub name: Option<String>,
+    /// The stable key apps use (`Some(None)` clears it; `None` keeps it on update).
+    pub key: Option<Option<String>>,
     pub description: Option<String>,
     /// Days one charge covers when Hotmart omits the next charge date (default 30).
     pub period_days: Option<i32>,
@@ -45,6 +49,65 @@ pub struct PlanView {
     pub row: plan::Model,
     pub hotmart_product_ids: Vec<String>,
     pub hotmart_plan_ids: Vec<String>,
+}
+
+/// A target's key as an admin gives it: a slug (lower-case letters, digits, `-`, `_`, up to 64,
+/// starting with a letter or digit) that is not all digits, so it never reads as an id. Empty
+/// clears it.
+pub fn clean_key(key: Option<String>) -> AppResult<Option<String>> {
+    let Some(k) = key.map(|k| k.trim().to_string()).filter(|k| !k.is_empty()) else {
+        return Ok(None);
+    };
+    let slug = k.len() <= 64
+        && k.bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && k.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+        && !k.bytes().all(|b| b.is_ascii_digit());
+    if !slug {
+        return Err(AppError::InvalidFields(vec![(
+            "key".into(),
+            format!(
+                "{k:?} is not a key: use lower-case letters, digits, - and _ (up to 64, not only digits), e.g. \"curso-completo\""
+            ),
+        )]));
+    }
+    Ok(Some(k))
+}
+
+/// Refuses a key another package or plan of the app already has (keys are unique per app,
+/// across both kinds, so `/v1` can take one without its kind being ambiguous).
+async fn key_is_free(db: &impl ConnectionTrait, app_id: i32, key: &str, mine: (TargetKind, i32)) -> AppResult<()> {
+    let taken = match resolve_key(db, app_id, key).await? {
+        Some(other) if other != mine => Some(other),
+        _ => None,
+    };
+    match taken {
+        Some((kind, id)) => Err(AppError::Conflict(format!(
+            "the key {key:?} is already the {} {id}'s",
+            kind.as_str()
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The package or plan that has this key.
+pub async fn resolve_key(db: &impl ConnectionTrait, app_id: i32, key: &str) -> AppResult<Option<(TargetKind, i32)>> {
+    if let Some(p) = pkg::Entity::find()
+        .filter(pkg::Column::AppId.eq(app_id))
+        .filter(pkg::Column::Key.eq(key))
+        .one(db)
+        .await?
+    {
+        return Ok(Some((TargetKind::Package, p.id)));
+    }
+    Ok(plan::Entity::find()
+        .filter(plan::Column::AppId.eq(app_id))
+        .filter(plan::Column::Key.eq(key))
+        .one(db)
+        .await?
+        .map(|p| (TargetKind::Plan, p.id)))
 }
 
 fn clean_name(name: Option<String>) -> AppResult<String> {
@@ -245,12 +308,13 @@ async fn plan_view(db: &impl ConnectionTrait, row: plan::Model) -> AppResult<Pla
 }
 
 fn package_json(v: &PackageView) -> serde_json::Value {
-    json!({"name": v.row.name, "description": v.row.description, "accessDays": v.row.access_days, "hotmartProductIds": v.hotmart_product_ids})
+    json!({"name": v.row.name, "key": v.row.key, "description": v.row.description, "accessDays": v.row.access_days, "hotmartProductIds": v.hotmart_product_ids})
 }
 
 fn plan_json(v: &PlanView) -> serde_json::Value {
     json!({
         "name": v.row.name,
+        "key": v.row.key,
         "description": v.row.description,
         "periodDays": v.row.period_days,
         "graceDays": v.row.grace_days,
@@ -372,11 +436,16 @@ pub async fn create_package(state: &AppState, who: &Principal, input: PackageInp
     let days = input.access_days.flatten();
     check_days(days)?;
     let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
+    let key = clean_key(input.key.flatten())?;
     let txn = AdminWrite::begin(state, who).await?;
+    if let Some(k) = &key {
+        key_is_free(&txn, who.app_id, k, (TargetKind::Package, 0)).await?;
+    }
     let now = super::now();
     let row = pkg::ActiveModel {
         app_id: Set(who.app_id),
         name: Set(name),
+        key: Set(key),
         description: Set(input.description.unwrap_or_default().trim().to_string()),
         access_days: Set(days),
         created_at: Set(now),
@@ -406,6 +475,13 @@ pub async fn update_package(state: &AppState, who: &Principal, id: i32, input: P
     let mut am: pkg::ActiveModel = current.row.into();
     if input.name.is_some() {
         am.name = Set(clean_name(input.name)?);
+    }
+    if let Some(k) = input.key {
+        let k = clean_key(k)?;
+        if let Some(k) = &k {
+            key_is_free(&txn, who.app_id, k, (TargetKind::Package, id)).await?;
+        }
+        am.key = Set(k);
     }
     if let Some(d) = input.description {
         am.description = Set(d.trim().to_string());
@@ -438,11 +514,16 @@ pub async fn create_plan(state: &AppState, who: &Principal, input: PlanInput) ->
     let name = clean_name(input.name)?;
     let ids = clean_ids("hotmartProductIds", &input.hotmart_product_ids.unwrap_or_default())?;
     let plan_ids = clean_ids("hotmartPlanIds", &input.hotmart_plan_ids.unwrap_or_default())?;
+    let key = clean_key(input.key.flatten())?;
     let txn = AdminWrite::begin(state, who).await?;
+    if let Some(k) = &key {
+        key_is_free(&txn, who.app_id, k, (TargetKind::Plan, 0)).await?;
+    }
     let now = super::now();
     let row = plan::ActiveModel {
         app_id: Set(who.app_id),
         name: Set(name),
+        key: Set(key),
         description: Set(input.description.unwrap_or_default().trim().to_string()),
         period_days: Set(input.period_days.unwrap_or(crate::domain::DEFAULT_PERIOD_DAYS)),
         grace_days: Set(input.grace_days.unwrap_or(crate::domain::DEFAULT_GRACE_DAYS)),
@@ -475,6 +556,13 @@ pub async fn update_plan(state: &AppState, who: &Principal, id: i32, input: Plan
     let mut am: plan::ActiveModel = current.row.into();
     if input.name.is_some() {
         am.name = Set(clean_name(input.name)?);
+    }
+    if let Some(k) = input.key {
+        let k = clean_key(k)?;
+        if let Some(k) = &k {
+            key_is_free(&txn, who.app_id, k, (TargetKind::Plan, id)).await?;
+        }
+        am.key = Set(k);
     }
     if let Some(d) = input.description {
         am.description = Set(d.trim().to_string());

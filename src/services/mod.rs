@@ -9,6 +9,7 @@ pub mod changes;
 pub mod console;
 pub mod entitlements;
 pub mod events;
+pub mod holders;
 pub mod hotmart_account;
 pub mod integration;
 pub mod notifications;

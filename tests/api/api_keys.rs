@@ -197,3 +197,45 @@ async fn a_rotated_key_keeps_working_for_the_overlap_then_stops() {
     assert!(audit.to_string().contains("api_key.rotate"), "{audit}");
     assert!(!stored_text(&app).await.contains(&new), "the new secret is not stored");
 }
+
+/// Each key has its own allowance a minute: every answer says what is left, and over it a 429
+/// says when to come back; another key is not affected, and a wrong key spends nothing.
+#[tokio::test]
+async fn a_key_over_its_rate_limit_gets_a_429_with_retry_after() {
+    let app = TestApp::spawn_with(|s| s.api_rate_limit = std::num::NonZeroU32::new(5)).await;
+    let (a, b) = (app.api_key(&["access:read"]).await, app.api_key(&["access:read"]).await);
+    let call = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(format!("{}/v1/targets", app.addr))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let header = |r: &reqwest::Response, h: &str| r.headers().get(h).map(|v| v.to_str().unwrap().to_string());
+    for left in (0..5).rev() {
+        let r = call(a.clone()).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "ratelimit-limit").as_deref(), Some("5"));
+        assert_eq!(header(&r, "ratelimit-remaining"), Some(left.to_string()));
+        let reset: u64 = header(&r, "ratelimit-reset").unwrap().parse().unwrap();
+        assert_eq!(reset, (5 - left) * 12, "each request comes back after 12 s");
+    }
+    let over = call(a.clone()).await;
+    assert_eq!(over.status(), 429);
+    let retry: u64 = header(&over, "retry-after").unwrap().parse().unwrap();
+    assert!((1..=12).contains(&retry), "{retry}");
+    assert_eq!(header(&over, "ratelimit-remaining").as_deref(), Some("0"));
+    let body: serde_json::Value = over.json().await.unwrap();
+    assert_eq!(body["code"], "RATE_LIMITED", "{body}");
+    assert_eq!(body["status"], 429);
+    // Another key has its own allowance; a forged key spends nobody's.
+    assert_eq!(call(b).await.status(), 200);
+    let forged = a.rsplit_once('_').unwrap().0.to_string() + "_wrongsecret";
+    let r = call(forged).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(header(&r, "ratelimit-remaining"), None);
+}

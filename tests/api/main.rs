@@ -18,6 +18,7 @@ mod console;
 mod faults;
 mod feed;
 mod fuzz;
+mod holders;
 mod hotmart_api;
 mod integration;
 mod jobs;
