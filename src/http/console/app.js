@@ -18,6 +18,7 @@ const TEXT = {
     test_api: "Testar a conexão com a API", packages: "Pacotes de Produtos", plans: "Planos de Assinatura",
     name: "Nome", description: "Descrição", product_ids: "IDs de produto Hotmart", plan_ids: "IDs de plano Hotmart",
     access_days: "Dias de acesso (vazio: vitalício)", period_days: "Dias por cobrança", grace_days: "Dias de tolerância",
+    target_key: "Chave para o app (opcional, ex.: curso-mensal)",
     add_id: "digite um ID e Enter", new_package: "Novo pacote", new_plan: "Novo plano", lifetime: "vitalício",
     days: "dias", confirm_force: "acesso. Excluir mesmo assim e revogar esse acesso?",
     search: "Buscar pelo começo do e-mail, código de assinante ou transação", status: "Status", end: "Termina", source: "Origem",
@@ -143,6 +144,7 @@ const TEXT = {
     test_api: "Test the API connection", packages: "Product packages", plans: "Subscription plans",
     name: "Name", description: "Description", product_ids: "Hotmart product IDs", plan_ids: "Hotmart plan IDs",
     access_days: "Access days (empty: lifetime)", period_days: "Days per charge", grace_days: "Grace days",
+    target_key: "Key for apps (optional, e.g. monthly-course)",
     add_id: "type an ID and press Enter", new_package: "New package", new_plan: "New plan", lifetime: "lifetime",
     days: "days", confirm_force: "access. Delete anyway and revoke that access?",
     search: "Search by the start of the e-mail, a subscriber code or a transaction", status: "Status", end: "Ends", source: "Source",
@@ -716,6 +718,8 @@ function targetForm(kind, row, done) {
   const isPlan = kind === "plan";
   const name = h("input", { type: "text", name: "name", id: `${kind}-name`, value: row?.name || "" });
   const desc = h("input", { type: "text", name: "description", id: `${kind}-description`, value: row?.description || "" });
+  // What the producer's app uses instead of the id (the same on staging and production).
+  const key = h("input", { type: "text", name: "key", id: `${kind}-key`, value: row?.key || "", autocapitalize: "none", spellcheck: "false" });
   const ids = chipsInput("hotmartProductIds", row?.hotmartProductIds || []);
   const planIds = isPlan ? chipsInput("planIds", row?.hotmartPlanIds || []) : null;
   const days = isPlan
@@ -725,13 +729,14 @@ function targetForm(kind, row, done) {
     : h("div", {}, h("label", { for: `${kind}-days` }, t("access_days")), h("input", { type: "number", name: "accessDays", id: `${kind}-days`, value: row?.accessDays ?? "" }));
   const form = h("form", { class: "card", id: `${kind}-form` },
     h("label", { for: `${kind}-name` }, t("name")), name, h("label", { for: `${kind}-description` }, t("description")), desc,
+    h("label", { for: `${kind}-key` }, t("target_key")), key,
     h("label", {}, t("product_ids")), ids, isPlan ? [h("label", {}, t("plan_ids")), planIds] : null, days,
     h("p", {}, h("button", { type: "submit", class: "primary", id: `${kind}-save` }, row ? t("save") : t("create")), " ",
       h("button", { type: "button", onclick: () => form.remove() }, t("cancel"))));
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
     form.querySelectorAll(".error").forEach((e) => e.remove());
-    const input = { name: name.value, description: desc.value, hotmartProductIds: ids.values() };
+    const input = { name: name.value, description: desc.value, key: key.value.trim() || null, hotmartProductIds: ids.values() };
     const num = (n) => (form.elements[n].value === "" ? null : Number(form.elements[n].value));
     if (isPlan) Object.assign(input, { hotmartPlanIds: planIds.values(), periodDays: num("periodDays"), graceDays: num("graceDays") });
     else input.accessDays = num("accessDays");
@@ -764,8 +769,8 @@ async function deleteTarget(kind, row) {
   route();
 }
 RENDER.catalog = async (main) => {
-  const d = await gql(`{ productPackages { id name description accessDays lifetime hotmartProductIds }
-    subscriptionPlans { id name description periodDays graceDays hotmartProductIds hotmartPlanIds } }`);
+  const d = await gql(`{ productPackages { id name key description accessDays lifetime hotmartProductIds }
+    subscriptionPlans { id name key description periodDays graceDays hotmartProductIds hotmartPlanIds } }`);
   for (const [kind, rows, title, add] of [["package", d.productPackages, "packages", "new_package"], ["plan", d.subscriptionPlans, "plans", "new_plan"]]) {
     const sec = h("section", { class: "card", id: `${kind}s` }, h("h2", {}, t(title)));
     const table = h("table", {}, h("thead", {}, h("tr", {}, h("th", {}, t("name")), h("th", {}, t("product_ids")), h("th", {}, kind === "plan" ? t("period_days") : t("access_days")), h("th", {}))),
