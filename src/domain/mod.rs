@@ -201,6 +201,7 @@ mod status_tests {
         round_trips(RunStage::ALL, |s| RunStage::parse(s).ok());
         round_trips(DeliveryStatus::ALL, |s| DeliveryStatus::parse(s).ok());
         round_trips(EntitlementStatus::ALL, |s| EntitlementStatus::parse(s).ok());
+        round_trips(entity::status::Term::ALL, |s| entity::status::Term::parse(s).ok());
         // One casing per column, as stored: another casing is another value.
         assert!(InboxStatus::try_from_value(&"PENDING".to_string()).is_err());
         let e = EntitlementStatus::parse("GONE").unwrap_err();

@@ -273,8 +273,8 @@ fn example_plan_key() -> String {
     "mensal".into()
 }
 
-fn example_package_key() -> String {
-    "curso".into()
+fn example_kind() -> HoldersOf {
+    HoldersOf::Plans
 }
 
 fn example_plan() -> Option<String> {
@@ -482,6 +482,14 @@ struct TargetsBody {
     targets: Vec<TargetBody>,
 }
 
+/// Whose holders: a package's or a plan's.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename_all = "lowercase")]
+enum HoldersOf {
+    Packages,
+    Plans,
+}
+
 /// One buyer who holds (or held) the package or plan, with the check's verdict for it.
 #[derive(Object)]
 #[oai(rename_all = "camelCase")]
@@ -641,59 +649,22 @@ impl AccessApi {
         }))
     }
 
-    /// Who holds a package
+    /// Who holds a package or plan
     ///
-    /// The buyers of a product package, a page at a time (by buyer, each once, stable while
-    /// access changes during the walk), with the verdict `GET /access/check` would give each.
-    /// `{key}` is the package's id or its key.
-    #[oai(path = "/packages/:key/holders", method = "get")]
+    /// The buyers of a product package (`/packages/{key}/holders`) or the subscribers of a
+    /// subscription plan (`/plans/{key}/holders`), a page at a time: by buyer, each once, stable
+    /// while access changes during the walk, with the verdict `GET /access/check` would give
+    /// each (subscription state included). `{key}` is the package's or plan's id or its key.
+    #[oai(path = "/:kind/:key/holders", method = "get")]
     #[allow(clippy::too_many_arguments)] // one per documented parameter
-    async fn package_holders(
+    async fn holders(
         &self,
         state: Data<&AppState>,
         api_key: AppApiKey,
-        /// The package's id or key.
-        #[oai(example = "example_package_key")]
-        key: Path<String>,
-        /// `active` (the default), `suspended`, `expired`, `revoked` or `any`.
-        status: Query<Option<String>>,
-        /// `nextCursor` of the previous page.
-        after: Query<Option<String>>,
-        /// How many buyers at most (1 to 1,000; 100 by default).
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
-        limit: Query<Option<u64>>,
-        /// Count every buyer the filter matches (`total`).
-        #[oai(name = "includeTotal")]
-        include_total: Query<Option<bool>>,
-        /// The `ETag` of an answer you hold: if it is still the answer, a 304 without a body.
-        #[oai(name = "If-None-Match")]
-        _if_none_match: Header<Option<String>>,
-    ) -> Answer<HoldersBody> {
-        holders(
-            &state,
-            &api_key.0,
-            TargetKind::Package,
-            &key.0,
-            status.0,
-            after.0,
-            limit.0,
-            include_total.0,
-        )
-        .await
-    }
-
-    /// Who holds a plan
-    ///
-    /// The subscribers of a subscription plan, a page at a time (by buyer, each once, stable
-    /// while access changes during the walk), with the verdict `GET /access/check` would give
-    /// each, subscription state included. `{key}` is the plan's id or its key.
-    #[oai(path = "/plans/:key/holders", method = "get")]
-    #[allow(clippy::too_many_arguments)] // one per documented parameter
-    async fn plan_holders(
-        &self,
-        state: Data<&AppState>,
-        api_key: AppApiKey,
-        /// The plan's id or key.
+        /// `packages` or `plans`.
+        #[oai(example = "example_kind")]
+        kind: Path<HoldersOf>,
+        /// The package's or plan's id or key.
         #[oai(example = "example_plan_key")]
         key: Path<String>,
         /// `active` (the default), `suspended`, `expired`, `revoked` or `any`.
@@ -710,17 +681,41 @@ impl AccessApi {
         #[oai(name = "If-None-Match")]
         _if_none_match: Header<Option<String>>,
     ) -> Answer<HoldersBody> {
-        holders(
+        use crate::services::holders;
+        let kind = match kind.0 {
+            HoldersOf::Packages => TargetKind::Package,
+            HoldersOf::Plans => TargetKind::Plan,
+        };
+        let filter = holders::Filter::parse(status.0.as_deref())?;
+        let page = holders::page(
             &state,
             &api_key.0,
-            TargetKind::Plan,
+            kind,
             &key.0,
-            status.0,
-            after.0,
+            filter,
+            after.0.as_deref(),
             limit.0,
-            include_total.0,
+            include_total.0.unwrap_or(false),
         )
-        .await
+        .await?;
+        Ok(Json(HoldersBody {
+            target_kind: page.target.0.as_str().to_string(),
+            target_id: page.target.1,
+            data: page
+                .holders
+                .into_iter()
+                .map(|h| HolderBody {
+                    email: h.email,
+                    active: h.verdict.active,
+                    status: h.verdict.status.to_string(),
+                    expires_at: h.verdict.expires_at.map(Timestamp),
+                    state: h.verdict.state.into(),
+                    entitlements: h.entitlements,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+            total: page.total,
+        }))
     }
 
     /// The changes feed
@@ -776,50 +771,6 @@ impl AccessApi {
             results: found.into_iter().map(Into::into).collect(),
         }))
     }
-}
-
-#[allow(clippy::too_many_arguments)] // the two holder calls' parameters
-async fn holders(
-    state: &AppState,
-    key: &AppKey,
-    kind: TargetKind,
-    raw: &str,
-    status: Option<String>,
-    after: Option<String>,
-    limit: Option<u64>,
-    include_total: Option<bool>,
-) -> Answer<HoldersBody> {
-    use crate::services::holders;
-    let filter = holders::Filter::parse(status.as_deref())?;
-    let page = holders::page(
-        state,
-        key,
-        kind,
-        raw,
-        filter,
-        after.as_deref(),
-        limit,
-        include_total.unwrap_or(false),
-    )
-    .await?;
-    Ok(Json(HoldersBody {
-        target_kind: page.target.0.as_str().to_string(),
-        target_id: page.target.1,
-        data: page
-            .holders
-            .into_iter()
-            .map(|h| HolderBody {
-                email: h.email,
-                active: h.verdict.active,
-                status: h.verdict.status.to_string(),
-                expires_at: h.verdict.expires_at.map(Timestamp),
-                state: h.verdict.state.into(),
-                entitlements: h.entitlements,
-            })
-            .collect(),
-        next_cursor: page.next_cursor,
-        total: page.total,
-    }))
 }
 
 fn service() -> OpenApiService<AccessApi, ()> {
