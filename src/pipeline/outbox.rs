@@ -2,11 +2,11 @@
 //! change's own transaction (so a crash can neither lose a notification nor announce a change that
 //! did not commit). The dispatcher ([`super::dispatch`]) fans each row out to the app's endpoints
 //! and gives it its place in the app's changes feed ([`sequence`]), which `GET /v1/changes`
-//! pages through: every app gets the rows, whether or not it has an endpoint.
+//! pages through. Apps that listen get the rows ([`listening`]).
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use entity::{entitlement, notification};
+use entity::{api_key, entitlement, notification, notification_endpoint};
 use sea_orm::{ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use serde_json::{Value, json};
 
@@ -129,6 +129,49 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
     }
 }
 
+/// The apps among `apps` that listen: with a notification endpoint (enabled or paused) or an
+/// API key that may read the changes feed (`changes:read`, not revoked). Only they get outbox
+/// rows, so an app that uses neither pays nothing for them; its feed starts when it first
+/// listens. Read in the change's transaction: an endpoint or key committed before that read
+/// hears of the change (on PostgreSQL, one committed while the change's transaction runs may
+/// not).
+pub async fn listening(
+    db: &impl ConnectionTrait,
+    apps: impl IntoIterator<Item = i32>,
+) -> AppResult<std::collections::HashSet<i32>> {
+    let mut apps: Vec<i32> = apps.into_iter().collect();
+    apps.sort_unstable();
+    apps.dedup();
+    if apps.is_empty() {
+        return Ok(Default::default());
+    }
+    let mut found: std::collections::HashSet<i32> = notification_endpoint::Entity::find()
+        .select_only()
+        .column(notification_endpoint::Column::AppId)
+        .filter(notification_endpoint::Column::AppId.is_in(apps.clone()))
+        .distinct()
+        .into_tuple::<i32>()
+        .all(db)
+        .await?
+        .into_iter()
+        .collect();
+    apps.retain(|a| !found.contains(a));
+    if !apps.is_empty() {
+        let readers: Vec<i32> = api_key::Entity::find()
+            .select_only()
+            .column(api_key::Column::AppId)
+            .filter(api_key::Column::AppId.is_in(apps))
+            .filter(api_key::Column::RevokedAt.is_null())
+            .filter(api_key::Column::Scopes.contains(crate::services::api_keys::CHANGES_READ))
+            .distinct()
+            .into_tuple()
+            .all(db)
+            .await?;
+        found.extend(readers);
+    }
+    Ok(found)
+}
+
 /// Counts announcements by app, hour (UTC) and type for the console's overview, which draws
 /// them in the seller's own days: rows of `rollup`, family `changes`, bucket
 /// `YYYY-MM-DDTHH|type`. In the change's transaction: one upsert whatever their number, its
@@ -170,7 +213,7 @@ pub async fn tally(db: &impl ConnectionTrait, news: Vec<(i32, &'static str)>) ->
 }
 
 /// Writes the announcements of one change of `row` (its version already counts them: the last
-/// one carries `row.version`): counted, and written to the outbox.
+/// one carries `row.version`): counted always, written to the outbox when the app listens.
 pub async fn announce(
     db: &impl ConnectionTrait,
     row: &entitlement::Model,
@@ -181,6 +224,9 @@ pub async fn announce(
         return Ok(());
     }
     tally(db, news.iter().map(|a| (row.app_id, a.event_type)).collect()).await?;
+    if listening(db, [row.app_id]).await?.is_empty() {
+        return Ok(());
+    }
     let mut names = HashMap::new();
     for a in news {
         if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.side.target) {

@@ -569,6 +569,8 @@ async fn an_app_lists_its_packages_and_plans() {
 #[tokio::test]
 async fn the_examples_in_python_javascript_and_curl_run_against_a_live_server() {
     let (app, plan) = app_with_plan().await;
+    // The feed starts when the app first listens: the key comes first.
+    let key = app.api_key(&["access:read", "changes:read"]).await;
     app.gql(
         "mutation($id: ID!) { updateSubscriptionPlan(id: $id, input: {key: \"mensal\"}) { key } }",
         json!({"id": plan}),
@@ -588,7 +590,6 @@ async fn the_examples_in_python_javascript_and_curl_run_against_a_live_server() 
     .await;
     app.state.notify.wake();
     porteiro::pipeline::dispatch::fan_out(&app.state.notify).await.unwrap();
-    let key = app.api_key(&["access:read", "changes:read"]).await;
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/examples");
     // Off the runtime's thread: the server answering them runs on it.
     let run = |program: &str, script: &str| {

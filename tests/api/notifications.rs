@@ -222,20 +222,30 @@ async fn access_changes_are_delivered_signed_with_versions_that_only_grow() {
     }
 }
 
-/// An app without any endpoint still writes its changes (the changes feed lists them) and sends
-/// nothing; an endpoint created later hears every change from then on, not the ones before it,
+/// An app that listens neither through an endpoint nor through the changes feed writes nothing
+/// to the outbox; a `changes:read` key makes it write (the feed lists the changes, nothing is
+/// sent); an endpoint created later hears every change from then on, not the ones before it,
 /// its versions still counting them.
 #[tokio::test]
-async fn without_an_endpoint_changes_go_to_the_feed_and_a_new_one_hears_what_follows() {
+async fn no_outbox_rows_for_an_app_that_does_not_listen_and_a_new_endpoint_hears_what_follows() {
     use sea_orm::{EntityTrait, PaginatorTrait};
-    let (app, _) = app_with_plan().await;
-    app.post_hotmart(&recent("purchase_approved.json", &[])).await;
-    assert_eq!(app.process_inbox().await, 1);
+    let (app, plan) = app_with_plan().await;
     let notes = || entity::notification::Entity::find().count(&app.state.db);
     let deliveries = || entity::notification_delivery::Entity::find().count(&app.state.db);
-    assert_eq!(notes().await.unwrap(), 1);
+    app.post_hotmart(&recent("purchase_approved.json", &[("id", json!("first"))]))
+        .await;
+    assert_eq!(app.process_inbox().await, 1);
+    assert_eq!(notes().await.unwrap(), 0);
+    app.api_key(&["changes:read"]).await;
+    app.gql(
+        "mutation($id: ID!) { grantAccess(email: \"outra@example.com\", target: {kind: PLAN, id: $id}, reason: \"x\") { status } }",
+        json!({"id": plan}),
+    )
+    .await;
+    assert_eq!(notes().await.unwrap(), 1, "a feed reader listens");
     assert_eq!(dispatch::fan_out(&app.state.notify).await.unwrap(), 1);
     assert_eq!(deliveries().await.unwrap(), 0);
+    let before = notes().await.unwrap();
     assert_eq!(app.access("ana.teste@example.com").await[0]["active"], true);
 
     let rx = Receiver::start(&[Reply::Status(204)]).await;
@@ -249,7 +259,7 @@ async fn without_an_endpoint_changes_go_to_the_feed_and_a_new_one_hears_what_fol
     assert_eq!(b["type"], "access.revoked");
     assert_eq!(b["data"]["previous"]["status"], "ACTIVE");
     assert_eq!(b["data"]["entitlement"]["version"], 2);
-    assert_eq!(notes().await.unwrap(), 2);
+    assert_eq!(notes().await.unwrap(), before + 1);
     assert_eq!(deliveries().await.unwrap(), 1);
 }
 

@@ -246,17 +246,18 @@ impl Ledger {
         Ok(())
     }
 
-    /// What the changes announce: the app's changes feed, and its endpoints' notifications
-    /// (see [`outbox`]).
+    /// What the changes announce, for apps that listen: their endpoints' notifications and their
+    /// changes feed (see [`outbox`]).
     async fn write_notifications(&mut self, db: &impl ConnectionTrait, max: usize) -> AppResult<()> {
         let notes = std::mem::take(&mut self.notes);
+        let listening = outbox::listening(db, notes.iter().map(|n| n.row.app_id)).await?;
         self.counted.extend(
             notes
                 .iter()
                 .flat_map(|n| n.news.iter().map(|a| (n.row.app_id, a.event_type))),
         );
         let mut out: Vec<notification::ActiveModel> = Vec::new();
-        for note in notes {
+        for note in notes.into_iter().filter(|n| listening.contains(&n.row.app_id)) {
             let mut row = note.row;
             row.id = self.resolve(row.id);
             let mut names = HashMap::new();
