@@ -22,6 +22,7 @@ pub mod http;
 pub mod jobs;
 pub mod ops;
 pub mod pipeline;
+pub mod rate_limit;
 pub mod rules;
 pub mod secrets;
 pub mod services;

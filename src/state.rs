@@ -18,7 +18,7 @@ pub struct AppState {
     /// Rule backtests this process runs, likewise.
     pub backtests: Arc<Runs>,
     /// The app API's per-key rate limit (`None`: off).
-    pub api_limit: Arc<Option<crate::services::api_keys::ApiLimiter>>,
+    pub api_limit: Arc<Option<crate::rate_limit::ApiLimiter>>,
 }
 
 /// `state.db`, `state.settings`… read as before; a pipeline function takes `&Pipeline` and is
@@ -38,7 +38,7 @@ impl AppState {
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             runs: Arc::new(Runs::default()),
             backtests: Arc::new(Runs::default()),
-            api_limit: Arc::new(settings.api_rate_limit.map(crate::services::api_keys::ApiLimiter::new)),
+            api_limit: Arc::new(settings.api_rate_limit.map(crate::rate_limit::ApiLimiter::new)),
             pipeline: Pipeline::new(db, settings),
         }
     }

@@ -58,7 +58,7 @@ async fn check_key(req: &Request, bearer: Bearer) -> poem::Result<AppKey> {
 struct RateSlot(std::sync::Arc<std::sync::Mutex<Option<RateSaid>>>);
 
 /// The allowance, and the seconds to wait when over it.
-type RateSaid = (api_keys::RateInfo, Option<u64>);
+type RateSaid = (crate::rate_limit::RateInfo, Option<u64>);
 
 /// `RateLimit-Limit/Remaining/Reset` on every answer to an authenticated key, and `Retry-After`
 /// on a 429.

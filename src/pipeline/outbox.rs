@@ -129,6 +129,9 @@ pub fn side_of(e: &entitlement::Model, email: &str, now: DateTime<Utc>) -> Side 
     }
 }
 
+/// The scope of an API key that reads the changes feed.
+pub const FEED_SCOPE: &str = "changes:read";
+
 /// The apps among `apps` that listen: with a notification endpoint (enabled or paused) or an
 /// API key that may read the changes feed (`changes:read`, not revoked). Only they get outbox
 /// rows, so an app that uses neither pays nothing for them; its feed starts when it first
@@ -162,7 +165,7 @@ pub async fn listening(
             .column(api_key::Column::AppId)
             .filter(api_key::Column::AppId.is_in(apps))
             .filter(api_key::Column::RevokedAt.is_null())
-            .filter(api_key::Column::Scopes.contains(crate::services::api_keys::CHANGES_READ))
+            .filter(api_key::Column::Scopes.contains(FEED_SCOPE))
             .distinct()
             .into_tuple()
             .all(db)
