@@ -630,16 +630,6 @@ async fn state(app: &TestApp, key: &str, plan: &str) -> (String, [bool; 4], Opti
     (got.0, got.1, end)
 }
 
-async fn key_of(app: &TestApp) -> String {
-    let d = app
-        .gql(
-            "mutation { createApiKey(name: \"app\", scopes: [\"access:read\"]) { secret } }",
-            json!({}),
-        )
-        .await;
-    d["createApiKey"]["secret"].as_str().unwrap().to_string()
-}
-
 /// The README's subscription-state table, one sequence per row, through webhooks: each flag as
 /// REST, GraphQL and the notification show it, consistent with `expiresAt`.
 #[tokio::test]
@@ -725,7 +715,7 @@ async fn the_subscription_state_table_holds_for_each_sequence() {
     for (name, bodies, status, flags) in rows {
         let (app, plan) = app_with_plan().await;
         app.paused_endpoint().await;
-        let key = key_of(&app).await;
+        let key = app.api_key(&["access:read"]).await;
         deliver(&app, &bodies).await;
         let (got_status, got_flags, end) = state(&app, &key, &plan).await;
         assert_eq!((got_status.as_str(), got_flags), (status, flags), "{name}");
@@ -740,7 +730,7 @@ async fn the_subscription_state_table_holds_for_each_sequence() {
     // A courtesy ends when the admin said; nothing renews it.
     let (app, plan) = app_with_plan().await;
     app.paused_endpoint().await;
-    let key = key_of(&app).await;
+    let key = app.api_key(&["access:read"]).await;
     app.gql(
         "mutation($id: ID!) { grantAccess(email: \"ana.teste@example.com\", target: {kind: PLAN, id: $id}, expiresAt: \"2030-01-01T00:00:00Z\", reason: \"cortesia\") { status } }",
         json!({"id": plan}),
