@@ -462,6 +462,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                         println!("{name} rewrites stored data: {what}");
                     }
                     Migrator::up(&db, None).await?;
+                    crate::db::record_floor(&db).await?;
                 }
                 MigrateAction::Down { all } => Migrator::down(&db, if all { None } else { Some(1) }).await?,
                 MigrateAction::Status => Migrator::status(&db).await?,

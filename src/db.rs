@@ -295,11 +295,25 @@ pub async fn analyze_grown(db: &DatabaseConnection) -> Result<Vec<String>, DbErr
 }
 
 pub async fn migrate(db: &DatabaseConnection) -> anyhow::Result<()> {
-    refuse_newer_schema(db).await?;
+    let unknown = unknown_migrations(db).await?;
+    if !unknown.is_empty() {
+        if serves_newer(db).await? {
+            // A rolling upgrade: a newer instance migrated, and everything it added since this
+            // binary's last migration only expands the schema, which this binary still serves.
+            tracing::warn!(
+                newer = unknown.join(","),
+                "this database was migrated by a newer Porteiro whose changes this version still serves \
+                 (a rolling upgrade); upgrade this instance soon"
+            );
+            return Ok(());
+        }
+        return Err(newer_error(&unknown));
+    }
     for (name, what) in pending_rewrites(db).await? {
         tracing::warn!(migration = %name, "this migration rewrites stored data: {what}");
     }
-    Ok(Migrator::up(db, None).await?)
+    Migrator::up(db, None).await?;
+    record_floor(db).await
 }
 
 /// The pending migrations that rewrite stored data, and what they rewrite (said before they run).
@@ -312,31 +326,100 @@ pub async fn pending_rewrites(db: &DatabaseConnection) -> anyhow::Result<Vec<(St
 }
 
 /// Refuses a database that a newer Porteiro migrated: this binary would run against tables it
-/// does not know (and `migrate down` could not undo what it never wrote).
+/// does not know (and `migrate down` could not undo what it never wrote). `serve` is more lenient
+/// during a rolling upgrade (see [`migrate`]); `migrate` is not.
 pub async fn refuse_newer_schema(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let unknown = unknown_migrations(db).await?;
+    if unknown.is_empty() {
+        Ok(())
+    } else {
+        Err(newer_error(&unknown))
+    }
+}
+
+/// The applied migrations this binary does not know, in order.
+pub async fn unknown_migrations(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
+    let known: std::collections::HashSet<String> =
+        Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
+    let mut unknown: Vec<String> = applied_migrations(db)
+        .await?
+        .into_iter()
+        .filter(|v| !known.contains(v))
+        .collect();
+    unknown.sort();
+    Ok(unknown)
+}
+
+async fn applied_migrations(db: &DatabaseConnection) -> anyhow::Result<Vec<String>> {
     use sea_orm::sea_query::{Alias, Query};
     let table = "seaql_migrations";
     if !migration::SchemaManager::new(db).has_table(table).await? {
-        return Ok(());
+        return Ok(Vec::new());
     }
-    let known: std::collections::HashSet<String> =
-        Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
     let query = Query::select()
         .column(Alias::new("version"))
         .from(Alias::new(table))
         .to_owned();
-    let mut unknown: Vec<String> = Vec::new();
+    let mut out = Vec::new();
     for row in db.query_all_raw(db.get_database_backend().build(&query)).await? {
-        let version: String = row.try_get("", "version")?;
-        if !known.contains(&version) {
-            unknown.push(version);
-        }
+        out.push(row.try_get::<String>("", "version")?);
     }
-    if unknown.is_empty() {
+    Ok(out)
+}
+
+/// Whether this binary may serve a database a newer one migrated: every migration it knows is
+/// applied, and the schema floor (the last migration that broke older binaries) is one it knows.
+pub async fn serves_newer(db: &DatabaseConnection) -> anyhow::Result<bool> {
+    if !migration::SchemaManager::new(db).has_table("schema_floor").await? {
+        return Ok(false);
+    }
+    let Some(floor) = db
+        .query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT serves_from FROM schema_floor WHERE id = 1",
+        ))
+        .await?
+        .map(|r| r.try_get::<String>("", "serves_from"))
+        .transpose()?
+    else {
+        return Ok(false);
+    };
+    let applied: std::collections::HashSet<String> = applied_migrations(db).await?.into_iter().collect();
+    let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
+    Ok(known.contains(&floor) && known.iter().all(|k| applied.contains(k)))
+}
+
+/// Writes the schema floor after migrating: the last applied migration that older binaries
+/// cannot serve (every one not declared [`migration::expands_only`]).
+pub async fn record_floor(db: &DatabaseConnection) -> anyhow::Result<()> {
+    let Some(floor) = Migrator::migrations()
+        .iter()
+        .map(|m| m.name().to_string())
+        .rfind(|n| !migration::expands_only(n))
+    else {
         return Ok(());
-    }
-    unknown.sort();
-    anyhow::bail!(
+    };
+    let backend = db.get_database_backend();
+    db.execute_raw(Statement::from_sql_and_values(
+        backend,
+        match backend {
+            DbBackend::Postgres => {
+                "INSERT INTO schema_floor (id, serves_from) VALUES (1, $1) \
+                 ON CONFLICT (id) DO UPDATE SET serves_from = excluded.serves_from"
+            }
+            _ => {
+                "INSERT INTO schema_floor (id, serves_from) VALUES (1, ?) \
+                 ON CONFLICT (id) DO UPDATE SET serves_from = excluded.serves_from"
+            }
+        },
+        [floor.into()],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn newer_error(unknown: &[String]) -> anyhow::Error {
+    anyhow::anyhow!(
         "this database was migrated by a newer Porteiro than this one ({}; this binary knows up to {}): \
          run that version or a newer one, or restore the backup taken before the upgrade",
         unknown.join(", "),

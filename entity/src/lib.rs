@@ -11,6 +11,7 @@ pub mod entitlement;
 pub mod erased_source;
 pub mod external_product_link;
 pub mod hotmart_integration;
+pub mod job_lease;
 pub mod notification;
 pub mod notification_attempt;
 pub mod notification_delivery;

@@ -24,6 +24,7 @@ mod m20261220_000019_changes_by_hour;
 mod m20261221_000020_rule_backtests;
 mod m20261222_000021_key_expiry;
 mod m20261223_000022_app_api_depth;
+mod m20261224_000023_fleet;
 
 pub struct Migrator;
 
@@ -53,8 +54,18 @@ impl MigratorTrait for Migrator {
             Box::new(m20261221_000020_rule_backtests::Migration),
             Box::new(m20261222_000021_key_expiry::Migration),
             Box::new(m20261223_000022_app_api_depth::Migration),
+            Box::new(m20261224_000023_fleet::Migration),
         ]
     }
+}
+
+/// Whether a migration only expands the schema (new tables, nullable columns, indexes) in a way
+/// the previous release still serves: during a rolling upgrade, instances of that release keep
+/// serving beside the new ones. Every migration before the first one listed here broke older
+/// binaries; a migration that drops or renames what the previous release reads (a contract) is
+/// not listed, and moves the schema floor to itself.
+pub fn expands_only(name: &str) -> bool {
+    matches!(name, "m20261224_000023_fleet")
 }
 
 /// What a migration rewrites in the data already stored, said before it runs (`None`: it only

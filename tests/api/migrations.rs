@@ -32,7 +32,15 @@ async fn migrations_go_up_down_and_up_again() {
         Some(rows[0].try_get::<i64>("", "n").unwrap())
     };
     assert_eq!(log_keys().await, pg.then_some(0));
-    // The latest: entitlements' terms, the feed's cursor, targets' keys; one step down they go.
+    // The latest: the fleet's job leases and schema floor; one step down they go.
+    for probe in ["SELECT name FROM job_lease", "SELECT serves_from FROM schema_floor"] {
+        assert!(db.execute_unprepared(probe).await.is_ok(), "{probe}");
+    }
+    Migrator::down(db, Some(1)).await.expect("the fleet");
+    for probe in ["SELECT name FROM job_lease", "SELECT serves_from FROM schema_floor"] {
+        assert!(db.execute_unprepared(probe).await.is_err(), "{probe}");
+    }
+    // Then entitlements' terms, the feed's cursor, targets' keys; one step down they go.
     for probe in [
         "SELECT term FROM entitlement",
         "SELECT seq FROM notification",
@@ -497,6 +505,12 @@ async fn a_binary_older_than_the_schema_refuses_to_start() {
         ))
         .await
         .unwrap();
+    // The newer binary's migration breaks older ones: it moved the schema floor to itself.
+    app.state
+        .db
+        .execute_unprepared(&format!("UPDATE schema_floor SET serves_from = '{future}'"))
+        .await
+        .unwrap();
     let settings = (*app.state.settings).clone();
     let err = match porteiro::AppState::init(settings).await {
         Ok(_) => panic!("started against a schema newer than it knows"),
@@ -525,6 +539,61 @@ async fn a_binary_older_than_the_schema_refuses_to_start() {
         );
         assert!(stderr.contains("restore the backup"), "{stderr}");
     }
+}
+
+#[tokio::test]
+async fn during_a_rolling_upgrade_an_older_binary_serves_a_schema_that_only_expanded() {
+    let app = TestApp::spawn().await;
+    let db = &app.state.db;
+    let floor = |db: sea_orm::DatabaseConnection| async move {
+        db.query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT serves_from FROM schema_floor WHERE id = 1",
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<String>("", "serves_from")
+        .unwrap()
+    };
+    // The floor is the last migration older binaries cannot serve: every one before the fleet's
+    // was a contract, the fleet's only expands.
+    let known: Vec<String> = Migrator::migrations().iter().map(|m| m.name().to_string()).collect();
+    let last_contract = known.iter().rfind(|n| !migration::expands_only(n)).unwrap().clone();
+    assert_eq!(floor(db.clone()).await, last_contract);
+    assert!(migration::expands_only("m20261224_000023_fleet"));
+    // A newer release adds a table (an expansion) and keeps the floor where it was.
+    let future = "m29991231_000002_an_expansion";
+    db.execute_unprepared(&format!(
+        "INSERT INTO seaql_migrations (version, applied_at) VALUES ('{future}', 0)"
+    ))
+    .await
+    .unwrap();
+    // This (older) binary serves beside it, and starts as a server.
+    let settings = (*app.state.settings).clone();
+    porteiro::AppState::init(settings)
+        .await
+        .expect("an older binary serves an expanded schema");
+    let dir = app.state.settings.data_dir.clone();
+    let (server, addr) = crate::faults::start(&app.state.settings.database_url, &dir);
+    let health = reqwest::get(format!("{addr}/healthz")).await.unwrap();
+    assert!(health.status().is_success());
+    drop(server);
+    // But it never migrates a database it does not fully know.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_porteiro"))
+        .args(["migrate", "up"])
+        .current_dir(&dir)
+        .env("PORTEIRO_DATA_DIR", &dir)
+        .env("DATABASE_URL", &app.state.settings.database_url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("migrated by a newer Porteiro"));
+    // A binary that misses a migration the floor needs refuses, even with the floor known.
+    db.execute_unprepared("DELETE FROM seaql_migrations WHERE version = 'm20261224_000023_fleet'")
+        .await
+        .unwrap();
+    assert!(!porteiro::db::serves_newer(db).await.unwrap());
 }
 
 #[tokio::test]
