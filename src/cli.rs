@@ -1174,8 +1174,20 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     }
     let (runs, backtests) = (state.runs.clone(), state.backtests.clone());
+    let (draining, drain) = (state.draining.clone(), state.settings.drain);
+    let fleet = state.fleet.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
+        // First the drain: webhooks and readiness answer 503 while the load balancer notices,
+        // and requests already in go on.
+        draining.store(true, std::sync::atomic::Ordering::Relaxed);
+        if !drain.is_zero() {
+            tracing::info!(
+                seconds = drain.as_secs(),
+                "draining: webhooks answer 503 until the stop"
+            );
+            tokio::time::sleep(drain).await;
+        }
         tracing::info!("shutting down");
         // Running reconciliations and backtests finish as `cancelled` rather than `running`
         // forever.
@@ -1189,6 +1201,12 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     crate::http::serve(state, acceptor, rx).await?;
     // The server has drained its requests; the loops finish the round in hand.
     jobs.stop().await;
+    // The other instances take this one's jobs at their next round, not after a lease.
+    match fleet.release_all().await {
+        Ok(n) if n > 0 => tracing::info!(leases = n, "gave back this instance's jobs"),
+        Ok(_) => {}
+        Err(e) => e.log(),
+    }
     Ok(())
 }
 

@@ -53,6 +53,16 @@ struct RawSettings {
     backup_dir: Option<String>,
     /// `include` or `exclude`: whether scheduled backups carry the keys (required with `backup_every`).
     backup_keys: Option<String>,
+    /// Connections this instance may open to the database (its pool; LISTEN takes one more).
+    db_max_connections: Option<u32>,
+    /// Where the cross-instance signals (`LISTEN`) connect, when the pool goes through a pooler
+    /// in transaction mode (default: `database_url`).
+    db_listen_url: Option<String>,
+    /// How long a fleet-wide job's lease lasts without renewal (its holder's death is noticed
+    /// within it).
+    job_lease_secs: u64,
+    /// On SIGTERM: seconds of answering webhooks 503 (readiness too) before the server stops.
+    drain_secs: u64,
 }
 
 impl Default for RawSettings {
@@ -87,6 +97,10 @@ impl Default for RawSettings {
             backup_keep: 7,
             backup_dir: None,
             backup_keys: None,
+            db_max_connections: None,
+            db_listen_url: None,
+            job_lease_secs: 15,
+            drain_secs: 5,
         }
     }
 }
@@ -137,6 +151,14 @@ pub struct Settings {
     /// `PORTEIRO_EVENT_BODY_RETENTION_DAYS`: the stored bodies of decided events older than this
     /// are emptied (their facts and decisions stay).
     pub event_body_retention_days: Option<u32>,
+    /// `PORTEIRO_DB_MAX_CONNECTIONS`: the pool's size (default 16 on PostgreSQL, 8 on SQLite).
+    pub db_max_connections: Option<u32>,
+    /// `PORTEIRO_DB_LISTEN_URL`: the direct connection the signals listen on (PostgreSQL).
+    pub db_listen_url: Option<String>,
+    /// `PORTEIRO_JOB_LEASE_SECS`: a fleet-wide job's lease.
+    pub job_lease: std::time::Duration,
+    /// `PORTEIRO_DRAIN_SECS`: the drain before a stop.
+    pub drain: std::time::Duration,
 }
 
 /// Whether a backup carries the data directory's keys: always the operator's explicit choice.
@@ -224,6 +246,7 @@ impl Settings {
             data_dir: data_dir.display().to_string(),
             public_url: Some("http://porteiro.test".into()),
             worker_poll_ms: 50,
+            drain_secs: 0,
             // Tests' receivers listen on loopback.
             notify_allow_private_targets: true,
             ..RawSettings::default()
@@ -328,6 +351,20 @@ impl Settings {
             api_rate_limit: std::num::NonZeroU32::new(raw.api_rate_limit),
             backup,
             keep_personal_data: raw.keep_personal_data,
+            db_max_connections: match raw.db_max_connections {
+                // The webhooks' writer and the worker each hold one while they work; reads need
+                // a third.
+                Some(n) if n < 3 => bail!("PORTEIRO_DB_MAX_CONNECTIONS must be at least 3, got {n}"),
+                n => n,
+            },
+            db_listen_url: match raw.db_listen_url {
+                Some(u) if !(u.starts_with("postgres://") || u.starts_with("postgresql://")) => {
+                    bail!("PORTEIRO_DB_LISTEN_URL must be a postgres:// URL")
+                }
+                u => u,
+            },
+            job_lease: std::time::Duration::from_secs(raw.job_lease_secs.clamp(2, 3600)),
+            drain: std::time::Duration::from_secs(raw.drain_secs.min(300)),
             event_body_retention_days: match raw.event_body_retention_days {
                 Some(0) => bail!("PORTEIRO_EVENT_BODY_RETENTION_DAYS must be at least 1 (unset keeps the bodies)"),
                 d => d,

@@ -22,6 +22,12 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
 /// ones before an OS crash or power cut may be lost, and Hotmart does not resend what we
 /// acknowledged).
 pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection, DbErr> {
+    connect_pool(url, durable, None).await
+}
+
+/// [`connect_with`] with the pool's size (`PORTEIRO_DB_MAX_CONNECTIONS`; default 8 on SQLite,
+/// 16 on PostgreSQL).
+pub async fn connect_pool(url: &str, durable: bool, max: Option<u32>) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_string());
     opts.sqlx_logging(false)
         .acquire_timeout(Duration::from_secs(10))
@@ -72,7 +78,7 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
                 })
             })
         });
-        opts.max_connections(8)
+        opts.max_connections(max.unwrap_or(8))
             .min_connections(1)
             .map_sqlx_sqlite_opts(move |o| {
                 o.journal_mode(SqliteJournalMode::Wal)
@@ -96,7 +102,7 @@ pub async fn connect_with(url: &str, durable: bool) -> Result<DatabaseConnection
         // proxy or a firewall to have dropped it is pinged; a connection that broke anyway
         // fails its statement, which answers 503 (ingest) or is retried (worker), and is not
         // returned to the pool.
-        opts.max_connections(16)
+        opts.max_connections(max.unwrap_or(16))
             .min_connections(1)
             .test_before_acquire_if_idle_for(Duration::from_secs(30))
             // sqlx prepares every statement, and after five runs PostgreSQL switches a prepared

@@ -103,6 +103,24 @@ impl Jobs {
         Ok(())
     }
 
+    /// Runs `service` (a loop that never ends by itself: a listener) until stop, when it is
+    /// dropped wherever it waits.
+    pub fn spawn_service<F>(&mut self, name: &'static str, service: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut stop = self.stopping();
+        self.running.push((
+            name,
+            Handle::Task(tokio::spawn(async move {
+                tokio::select! {
+                    _ = service => {}
+                    _ = stop.wait_for(|s| *s) => {}
+                }
+            })),
+        ));
+    }
+
     /// The names of the loops started, in order.
     pub fn names(&self) -> Vec<&'static str> {
         self.running.iter().map(|(n, _)| *n).collect()

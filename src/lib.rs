@@ -20,6 +20,7 @@ pub mod graphql;
 pub mod hotmart;
 pub mod http;
 pub mod jobs;
+pub mod lease;
 pub mod ops;
 pub mod pipeline;
 pub mod rate_limit;

@@ -19,6 +19,11 @@ pub struct AppState {
     pub backtests: Arc<Runs>,
     /// The app API's per-key rate limit (`None`: off).
     pub api_limit: Arc<Option<crate::rate_limit::ApiLimiter>>,
+    /// This instance among those sharing the database: its leases of fleet-wide jobs.
+    pub fleet: crate::lease::Fleet,
+    /// Set on SIGTERM: webhooks and readiness answer 503 (so Hotmart and the load balancer go
+    /// to another instance) until the server stops.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// `state.db`, `state.settings`… read as before; a pipeline function takes `&Pipeline` and is
@@ -31,15 +36,22 @@ impl std::ops::Deref for AppState {
 }
 
 impl AppState {
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub fn with_db(db: DatabaseConnection, settings: Settings) -> Self {
         crate::telemetry::init();
         let settings = Arc::new(settings);
+        let pipeline = Pipeline::new(db, settings.clone());
         AppState {
+            fleet: crate::lease::Fleet::new(pipeline.db.clone(), pipeline.instance.clone(), settings.job_lease),
             hotmart: Arc::new(HotmartApi::new(settings.hotmart.clone())),
             runs: Arc::new(Runs::default()),
             backtests: Arc::new(Runs::default()),
             api_limit: Arc::new(settings.api_rate_limit.map(crate::rate_limit::ApiLimiter::new)),
-            pipeline: Pipeline::new(db, settings),
+            draining: Arc::default(),
+            pipeline,
         }
     }
 }

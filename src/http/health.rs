@@ -24,6 +24,9 @@ pub async fn readyz(state: Data<&AppState>) -> poem::Response {
         )
             .into_response()
     };
+    if state.is_draining() {
+        return unavailable("draining", Some("this instance is stopping".into()));
+    }
     let second = std::time::Duration::from_secs(1);
     match tokio::time::timeout(second, state.db.ping()).await {
         Ok(Ok(())) => {}

@@ -49,6 +49,17 @@ pub async fn receive_hotmart(
     headers: &HeaderMap,
     body: Body,
 ) -> Response {
+    if state.is_draining() {
+        // This instance is stopping: Hotmart delivers again, to another one behind the balancer.
+        let mut r = fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "DRAINING",
+            "this instance is stopping; deliver again",
+        );
+        r.headers_mut()
+            .insert("retry-after", poem::http::HeaderValue::from_static("5"));
+        return r;
+    }
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let delivery = Delivery {
         key: &key,

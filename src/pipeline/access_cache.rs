@@ -84,10 +84,13 @@ impl Default for AccessCache {
     }
 }
 
-fn shard(email: &str) -> u64 {
+/// The shard of an e-mail: the unit a change forgets, here and in other instances' signals.
+/// (`DefaultHasher::new()` is keyed the same in every process of one build; instances of
+/// different builds during an upgrade may disagree, which the TTL bounds.)
+pub fn shard(email: &str) -> u16 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     email.hash(&mut h);
-    h.finish() % SHARDS
+    (h.finish() % SHARDS) as u16
 }
 
 impl AccessCache {
@@ -95,15 +98,29 @@ impl AccessCache {
         // Both generations in one number: app-wide changes are rare, shard ones frequent.
         let generation = self
             .generations
-            .read(|of| (of(&(app_id, SHARDS)) << 40) ^ of(&(app_id, shard(email))));
+            .read(|of| (of(&(app_id, SHARDS)) << 40) ^ of(&(app_id, u64::from(shard(email)))));
         (app_id, generation, email.to_string())
     }
 
     /// After a commit that changed what these buyers hold.
     pub fn forget(&self, changed: &Changed) {
         for (app_id, email) in &changed.0 {
-            self.generations.bump((*app_id, shard(email)));
+            self.generations.bump((*app_id, u64::from(shard(email))));
         }
+    }
+
+    /// Another instance's change, by shard.
+    pub fn forget_shards(&self, app_id: i32, shards: &[u16]) {
+        for s in shards {
+            if u64::from(*s) < SHARDS {
+                self.generations.bump((app_id, u64::from(*s)));
+            }
+        }
+    }
+
+    /// Everything (signals may have been missed).
+    pub fn forget_all(&self) {
+        self.entries.invalidate_all();
     }
 
     /// After a change that can alter every buyer of the app (a target renamed or deleted).

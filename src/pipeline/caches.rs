@@ -71,6 +71,16 @@ impl HotCache {
     pub fn forget_catalog(&self, app_id: i32) {
         self.catalog_gen.bump(app_id);
     }
+    /// Everything another instance may have changed (signals may have been missed).
+    pub fn forget_all(&self) {
+        self.hottoks.invalidate_all();
+        self.targets.invalidate_all();
+        self.target_exists.invalidate_all();
+        self.target_keys.invalidate_all();
+        self.api_keys.invalidate_all();
+        self.scripts.invalidate_all();
+        self.erasures.invalidate_all();
+    }
     /// After a rule of the app was saved or activated.
     pub fn forget_rules(&self, app_id: i32) {
         self.rules_gen.bump(app_id);

@@ -30,6 +30,7 @@ pub mod ledger;
 pub mod outbox;
 pub mod scripts;
 pub mod shadow;
+pub mod signals;
 mod state;
 pub mod targets;
 pub mod worker;

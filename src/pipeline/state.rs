@@ -11,6 +11,7 @@ use super::access_cache::{AccessCache, Changed};
 use super::caches::HotCache;
 use super::dispatch::Dispatcher;
 use super::inbox::{INGEST_QUEUE, Ingest};
+use super::signals::{Signal, Signals};
 use crate::config::Settings;
 use crate::rules::RuleEngine;
 use crate::secrets::SecretBox;
@@ -31,6 +32,10 @@ pub struct Pipeline {
     pub access: Arc<AccessCache>,
     /// The notifications' sender.
     pub notify: Arc<Dispatcher>,
+    /// What this process tells the other instances sharing the database.
+    pub signals: Arc<Signals>,
+    /// This process's name among them ([`crate::lease`], [`super::signals`]).
+    pub instance: Arc<str>,
     worker: Arc<Notify>,
 }
 
@@ -49,6 +54,8 @@ impl Pipeline {
             hot: Arc::new(HotCache::default()),
             access: Arc::new(AccessCache::default()),
             webhook_slots: Arc::new(tokio::sync::Semaphore::new(INGEST_QUEUE)),
+            signals: Arc::new(Signals::default()),
+            instance: crate::lease::instance_name(),
             settings,
             db,
             worker: Arc::new(Notify::new()),
@@ -59,6 +66,17 @@ impl Pipeline {
     /// delays processing).
     pub fn wake_worker(&self) {
         self.worker.notify_one();
+        self.signals.send([Signal::Inbox]);
+    }
+
+    /// Wakes this process's worker only (another instance's signal).
+    pub fn wake_worker_here(&self) {
+        self.worker.notify_one();
+    }
+
+    /// Tells the other instances (if any) what this one committed.
+    pub fn signal(&self, s: Signal) {
+        self.signals.send([s]);
     }
 
     /// What [`Self::wake_worker`] notifies (the job registry waits on it).
@@ -71,12 +89,60 @@ impl Pipeline {
     pub fn access_changed(&self, changed: &Changed) {
         self.access.forget(changed);
         if !changed.0.is_empty() {
+            let mut shards: std::collections::BTreeMap<i32, Vec<u16>> = Default::default();
+            for (app, email) in &changed.0 {
+                shards.entry(*app).or_default().push(super::access_cache::shard(email));
+            }
+            self.signals
+                .send(shards.into_iter().map(|(app, shards)| Signal::Access { app, shards }));
             self.wake_dispatcher();
         }
     }
 
-    /// Tells the dispatcher there may be notifications to fan out or send (it also polls).
+    /// Tells the dispatcher there may be notifications to fan out or send (it also polls), here
+    /// and on whichever instance holds it.
     pub fn wake_dispatcher(&self) {
+        self.notify.wake();
+        self.signals.send([Signal::Outbox]);
+    }
+
+    /// Sends the queued signals in one `NOTIFY` (waits for some first).
+    pub async fn publish_signals(&self) -> crate::AppResult<()> {
+        let batch = self.signals.next().await;
+        let payload = super::signals::envelope(&self.instance, batch)?;
+        super::signals::notify(&self.db, &payload).await
+    }
+
+    /// Acts on another instance's signals: what the pipeline caches is forgotten, its loops
+    /// woken. (The admin side's own caches, the Hotmart client's, are the caller's.)
+    pub fn apply_signals(&self, signals: &[Signal]) {
+        for s in signals {
+            match s {
+                Signal::Inbox => self.wake_worker_here(),
+                Signal::Outbox => self.notify.wake(),
+                Signal::Access { app, shards } => self.access.forget_shards(*app, shards),
+                Signal::AppAccess { app } => self.access.forget_app(*app),
+                Signal::Catalog { app } => {
+                    self.hot.forget_catalog(*app);
+                    self.access.forget_app(*app);
+                }
+                Signal::Rules { app } => {
+                    self.hot.forget_rules(*app);
+                    self.wake_worker_here();
+                }
+                Signal::Integration { app } => self.hot.hottoks.invalidate(app),
+                Signal::Erasure { app } => self.hot.erasures.invalidate(app),
+                Signal::ApiKey { id } => self.hot.api_keys.invalidate(id),
+            }
+        }
+    }
+
+    /// After signals may have been missed (the listener's connection dropped): everything cached
+    /// that another instance could have changed is forgotten, and the loops look.
+    pub fn forget_everything(&self) {
+        self.access.forget_all();
+        self.hot.forget_all();
+        self.wake_worker_here();
         self.notify.wake();
     }
 }

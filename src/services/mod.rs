@@ -89,6 +89,8 @@ pub enum Then {
     WakeDispatcher,
 }
 
+use crate::pipeline::signals::Signal;
+
 impl<'a> AdminWrite<'a> {
     pub async fn begin(state: &'a AppState, who: &'a Principal) -> AppResult<Self> {
         who.require_admin()?;
@@ -125,16 +127,22 @@ impl<'a> AdminWrite<'a> {
                 Then::Catalog => {
                     state.hot.forget_catalog(app);
                     state.access.forget_app(app);
+                    state.signal(Signal::Catalog { app });
                 }
                 Then::Rules => {
                     state.hot.forget_rules(app);
+                    state.signal(Signal::Rules { app });
                     state.wake_worker();
                 }
                 Then::Integration => {
                     state.hotmart.forget(app).await;
                     state.hot.hottoks.invalidate(&app);
+                    state.signal(Signal::Integration { app });
                 }
-                Then::ApiKey(id) => state.hot.api_keys.invalidate(&id),
+                Then::ApiKey(id) => {
+                    state.hot.api_keys.invalidate(&id);
+                    state.signal(Signal::ApiKey { id });
+                }
                 Then::Access(changed) => state.access_changed(&changed),
                 Then::WakeWorker => state.wake_worker(),
                 Then::WakeDispatcher => state.wake_dispatcher(),

@@ -461,6 +461,7 @@ pub async fn erase(state: &AppState, who: &Principal, email: &str, reason: &str)
     )
     .await?;
     state.hot.erasures.invalidate(&app_id);
+    state.signal(crate::pipeline::signals::Signal::Erasure { app: app_id });
     crate::db::forget_freed(&state.db).await;
     Ok(out)
 }

@@ -17,6 +17,29 @@ const FLOODERS: usize = 8;
 /// The server process; killed (SIGKILL) when dropped, whatever happened.
 pub(crate) struct Server(Child);
 
+impl Server {
+    /// Sends SIGTERM (a stop, as systemd or Kubernetes asks).
+    pub(crate) fn terminate(&self) {
+        let ok = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the process to end by itself: its exit status, or `None` after `within`.
+    pub(crate) fn wait_exit(&mut self, within: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let until = std::time::Instant::now() + within;
+        while std::time::Instant::now() < until {
+            if let Some(s) = self.0.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -25,8 +48,14 @@ impl Drop for Server {
 }
 
 pub(crate) fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
+    start_with(url, data_dir, &[])
+}
+
+/// [`start`] with more of the environment set (`PORTEIRO_*` settings).
+pub(crate) fn start_with(url: &str, data_dir: &std::path::Path, env: &[(&str, &str)]) -> (Server, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_porteiro"))
         .arg("serve")
+        .envs(env.iter().copied())
         .current_dir(data_dir)
         .env("DATABASE_URL", url)
         .env("PORTEIRO_DATA_DIR", data_dir)
@@ -52,7 +81,7 @@ pub(crate) fn start(url: &str, data_dir: &std::path::Path) -> (Server, String) {
 }
 
 /// A refund of `sale(id)`'s transaction.
-fn refund(id: &str) -> String {
+pub(crate) fn refund(id: &str) -> String {
     fixture_with(
         "purchase_refunded.json",
         &[
@@ -65,7 +94,7 @@ fn refund(id: &str) -> String {
     )
 }
 
-fn sale(id: &str) -> String {
+pub(crate) fn sale(id: &str) -> String {
     fixture_with(
         "purchase_approved_single.json",
         &[
@@ -199,7 +228,11 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
 /// A client that replays the feed from cursor 0 (keeping each entitlement's highest version)
 /// ends with exactly the access `/v1/access/lookup` reports for every buyer, with no version
 /// missing; and the feed and the delivered notifications agree id for id.
-async fn the_feed_replayed_from_zero_is_the_access(app: &TestApp, key: &str, rx: &crate::notifications::Receiver) {
+pub(crate) async fn the_feed_replayed_from_zero_is_the_access(
+    app: &TestApp,
+    key: &str,
+    rx: &crate::notifications::Receiver,
+) {
     let feed = app.feed(key, "0", 1000).await;
     assert!(!feed.is_empty());
     let mut latest: std::collections::HashMap<i64, &serde_json::Value> = Default::default();

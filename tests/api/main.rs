@@ -17,6 +17,7 @@ mod catalog;
 mod console;
 mod faults;
 mod feed;
+mod fleet;
 mod fuzz;
 mod holders;
 mod hotmart_api;
