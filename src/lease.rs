@@ -10,6 +10,9 @@
 //! round), and gives it back when it stops.
 //!
 //! Times are the instances' clocks: they must agree (NTP) to well within a lease.
+//!
+//! Only on PostgreSQL: a SQLite database has one process, whose jobs simply run (a lease write
+//! there would also queue behind the one write lock that ingest and the worker take turns at).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +31,14 @@ pub struct Fleet {
     /// Unique per process: host, pid and a random part.
     pub me: Arc<str>,
     pub lease: Duration,
+    /// Whether instances may share the database (PostgreSQL).
+    shared: bool,
+    /// Jobs held with no period, and until when this process knows it holds them: a round
+    /// within the first half of the lease needs no write (the dispatcher runs a round per
+    /// access change).
+    held: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Names whose row is known to exist.
+    known: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 /// What a job gets from [`Fleet::claim`].
@@ -41,7 +52,14 @@ pub enum Claim {
 
 impl Fleet {
     pub fn new(db: DatabaseConnection, me: Arc<str>, lease: Duration) -> Self {
-        Fleet { db, me, lease }
+        Fleet {
+            shared: db.get_database_backend() == sea_orm::DbBackend::Postgres,
+            db,
+            me,
+            lease,
+            held: Arc::default(),
+            known: Arc::default(),
+        }
     }
 
     fn until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -50,18 +68,31 @@ impl Fleet {
 
     /// Claims one round of `name`, due `period` after its last run (zero: every round).
     pub async fn claim(&self, name: &str, period: Duration) -> AppResult<Claim> {
-        let now = Utc::now();
-        // The row exists from the first claim on, whoever made it.
-        row::Entity::insert(row::ActiveModel {
-            name: Set(name.to_string()),
-            holder: Set(None),
-            lease_until: Set(None),
-            last_run_at: Set(None),
-            runs: Set(0),
-        })
-        .on_conflict_do_nothing_on([row::Column::Name])
-        .exec(&self.db)
-        .await?;
+        if !self.shared {
+            return Ok(Claim::Run);
+        }
+        if period.is_zero()
+            && lock(&self.held)
+                .get(name)
+                .is_some_and(|until| *until > std::time::Instant::now() + self.lease / 2)
+        {
+            return Ok(Claim::Run);
+        }
+        let (started, now) = (std::time::Instant::now(), Utc::now());
+        if !lock(&self.known).contains(name) {
+            // The row exists from the first claim on, whoever made it.
+            row::Entity::insert(row::ActiveModel {
+                name: Set(name.to_string()),
+                holder: Set(None),
+                lease_until: Set(None),
+                last_run_at: Set(None),
+                runs: Set(0),
+            })
+            .on_conflict_do_nothing_on([row::Column::Name])
+            .exec(&self.db)
+            .await?;
+            lock(&self.known).insert(name.to_string());
+        }
         let due_from = now - TimeDelta::from_std(period).unwrap_or(TimeDelta::zero());
         let won = row::Entity::update_many()
             .col_expr(row::Column::Holder, Expr::value(self.me.to_string()))
@@ -81,26 +112,43 @@ impl Fleet {
             )
             .exec(&self.db)
             .await?;
-        Ok(if won.rows_affected == 1 {
-            Claim::Run
+        let mut held = lock(&self.held);
+        if won.rows_affected == 1 {
+            // Counted from before the write: the database's lease ends later than this.
+            held.insert(name.to_string(), started + self.lease);
+            Ok(Claim::Run)
         } else {
-            Claim::Skip
-        })
+            held.remove(name);
+            Ok(Claim::Skip)
+        }
     }
 
     /// Pushes the lease of a job this instance holds further (while its round runs).
     pub async fn renew(&self, name: &str) -> AppResult<bool> {
+        if !self.shared {
+            return Ok(true);
+        }
+        let started = std::time::Instant::now();
         let r = row::Entity::update_many()
             .col_expr(row::Column::LeaseUntil, Expr::value(self.until(Utc::now())))
             .filter(row::Column::Name.eq(name))
             .filter(row::Column::Holder.eq(self.me.to_string()))
             .exec(&self.db)
             .await?;
+        let mut held = lock(&self.held);
+        if r.rows_affected == 1 {
+            held.insert(name.to_string(), started + self.lease);
+        } else {
+            held.remove(name);
+        }
         Ok(r.rows_affected == 1)
     }
 
     /// Counts a round that ran to its end (what `/metrics` shows per process, for the fleet).
     pub async fn ran(&self, name: &str) -> AppResult<()> {
+        if !self.shared {
+            return Ok(());
+        }
         row::Entity::update_many()
             .col_expr(row::Column::Runs, Expr::col(row::Column::Runs).add(1))
             .filter(row::Column::Name.eq(name))
@@ -112,6 +160,10 @@ impl Fleet {
     /// Gives back every lease this instance holds (a stop): the others take the jobs over at
     /// their next round instead of after a lease.
     pub async fn release_all(&self) -> AppResult<u64> {
+        lock(&self.held).clear();
+        if !self.shared {
+            return Ok(0);
+        }
         let r = row::Entity::update_many()
             .col_expr(row::Column::Holder, Expr::value(Option::<String>::None))
             .col_expr(row::Column::LeaseUntil, Expr::value(Option::<DateTime<Utc>>::None))
@@ -148,11 +200,19 @@ impl Fleet {
                     r = round => r,
                     _ = renewing => Ok(()),
                 };
-                fleet.ran(name).await?;
+                // Rounds of a periodic job are counted for the fleet (a job without a period,
+                // the dispatcher, runs a round per wake: counting it would cost a write each).
+                if !period.is_zero() {
+                    fleet.ran(name).await?;
+                }
                 result
             })
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A name for this process among the instances: host, pid and a random part (a pid is reused
