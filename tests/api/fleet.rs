@@ -101,8 +101,19 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
     app.configure_hotmart().await;
     app.create_package("Curso", &["4100001"], None).await;
     let key = app.app("default").await.webhook_key;
-    let rx = crate::notifications::Receiver::start(&[crate::notifications::Reply::Status(204)]).await;
-    crate::notifications::endpoint(&app, &rx.url, &[]).await;
+    // A receiver that takes a few milliseconds per answer, and an endpoint that allows two
+    // sends at once: across the fleet, not per instance.
+    let rx = crate::notifications::Receiver::start_slow(
+        &[crate::notifications::Reply::Status(204)],
+        Duration::from_millis(5),
+    )
+    .await;
+    let (endpoint, _) = crate::notifications::endpoint(&app, &rx.url, &[]).await;
+    app.gql(
+        "mutation($id: ID!) { updateNotificationEndpoint(id: $id, input: {maxInFlight: 2}) { maxInFlight } }",
+        serde_json::json!({"id": endpoint}),
+    )
+    .await;
     let feed_key = app.api_key(&["access:read", "changes:read"]).await;
 
     let mut servers: Vec<Option<Server>> = Vec::new();
@@ -241,7 +252,15 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
         "two entitlements of one buyer and target"
     );
 
-    // Notifications: at least once, no version gap, the feed equal to the access.
+    // Notifications: at most two sends at once across the three instances; at least once, no
+    // version gap, the feed equal to the access.
+    eprintln!(
+        "notifications: {} received, at most {} at once",
+        rx.got().len(),
+        rx.most_at_once()
+    );
+    assert!(rx.most_at_once() <= 2, "{} sends at once", rx.most_at_once());
+    assert!(!rx.got().is_empty());
     crate::faults::the_feed_replayed_from_zero_is_the_access(&app, &feed_key, &rx).await;
 
     // The same input through one instance gives the same access.

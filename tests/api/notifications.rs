@@ -32,24 +32,46 @@ pub(crate) struct Got {
 pub(crate) struct Receiver {
     pub(crate) url: String,
     got: Arc<Mutex<Vec<Got>>>,
+    /// The most requests it was answering at once.
+    most: Arc<std::sync::atomic::AtomicUsize>,
     plan: Arc<Mutex<VecDeque<Reply>>>,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Receiver {
     pub(crate) async fn start(plan: &[Reply]) -> Receiver {
-        Self::start_on("127.0.0.1:0", plan).await
+        Self::start_on("127.0.0.1:0", plan, std::time::Duration::ZERO).await
     }
 
-    async fn start_on(addr: &str, plan: &[Reply]) -> Receiver {
+    /// A receiver that takes `delay` over each answer.
+    pub(crate) async fn start_slow(plan: &[Reply], delay: std::time::Duration) -> Receiver {
+        Self::start_on("127.0.0.1:0", plan, delay).await
+    }
+
+    async fn start_on(addr: &str, plan: &[Reply], delay: std::time::Duration) -> Receiver {
         let got: Arc<Mutex<Vec<Got>>> = Arc::default();
         let plan = Arc::new(Mutex::new(plan.iter().cloned().collect::<VecDeque<_>>()));
-        let (g, p) = (got.clone(), plan.clone());
+        let (now, most): (Arc<std::sync::atomic::AtomicUsize>, Arc<std::sync::atomic::AtomicUsize>) =
+            Default::default();
+        let (g, p, n, m) = (got.clone(), plan.clone(), now.clone(), most.clone());
         let endpoint = Route::new().nest(
             "/",
             poem::endpoint::make(move |req: Request| {
-                let (g, p) = (g.clone(), p.clone());
+                let (g, p, n, m) = (g.clone(), p.clone(), n.clone(), m.clone());
                 async move {
+                    // Counted down however the request ends (a sender killed mid-send).
+                    struct Answering(Arc<std::sync::atomic::AtomicUsize>);
+                    impl Drop for Answering {
+                        fn drop(&mut self) {
+                            self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                    let at_once = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+                    let _answering = Answering(n);
+                    m.fetch_max(at_once, std::sync::atomic::Ordering::SeqCst);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
                     let path = req.uri().path().to_string();
                     let headers = req.headers().clone();
                     let body = req.into_body().into_string().await.unwrap_or_default();
@@ -88,6 +110,7 @@ impl Receiver {
         Receiver {
             url: format!("http://{addr}/hook"),
             got,
+            most,
             plan,
             _stop: tx,
         }
@@ -95,6 +118,11 @@ impl Receiver {
 
     pub(crate) fn got(&self) -> Vec<Got> {
         self.got.lock().unwrap().clone()
+    }
+
+    /// The most requests it was answering at once so far.
+    pub(crate) fn most_at_once(&self) -> usize {
+        self.most.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn answer(&self, plan: &[Reply]) {
@@ -621,7 +649,12 @@ async fn a_notification_survives_a_kill_9_between_the_change_and_its_delivery() 
     drop(server); // SIGKILL
     assert_eq!(deliveries(&app).await[0]["status"], "PENDING");
 
-    let rx = Receiver::start_on(&format!("127.0.0.1:{port}"), &[Reply::Status(200)]).await;
+    let rx = Receiver::start_on(
+        &format!("127.0.0.1:{port}"),
+        &[Reply::Status(200)],
+        std::time::Duration::ZERO,
+    )
+    .await;
     // Its next try is due within seconds (the first retry waits about 5 s).
     let (server, _) = crate::faults::start(&db_url, &dir);
     let mut delivered = Vec::new();
