@@ -113,7 +113,47 @@ pub async fn examine(settings: Settings, offline: bool) -> Report {
     if let Err(e) = backlog(&mut r, &state.db).await {
         r.fail("database", format!("cannot read the inbox: {e}"), "see the error above");
     }
+    if let Err(e) = fleet(&mut r, &state.db).await {
+        r.fail(
+            "database",
+            format!("cannot read the job leases: {e}"),
+            "see the error above",
+        );
+    }
     r
+}
+
+/// PostgreSQL: which instances hold the fleet-wide jobs, and whether a holder stopped renewing
+/// with nobody taking over (every instance is down, or they cannot reach the database).
+async fn fleet(r: &mut Report, db: &DatabaseConnection) -> anyhow::Result<()> {
+    if db.get_database_backend() != sea_orm::DbBackend::Postgres {
+        return Ok(());
+    }
+    let leases = entity::job_lease::Entity::find().all(db).await?;
+    let now = Utc::now();
+    let stale: Vec<String> = leases
+        .iter()
+        .filter(|l| l.holder.is_some() && l.lease_until.is_some_and(|u| now - u > chrono::TimeDelta::minutes(1)))
+        .map(|l| l.name.clone())
+        .collect();
+    let mut holders: Vec<&str> = leases.iter().filter_map(|l| l.holder.as_deref()).collect();
+    holders.sort();
+    holders.dedup();
+    if stale.is_empty() {
+        let held = leases.iter().filter(|l| l.holder.is_some()).count();
+        let mut detail = format!("{held} fleet-wide job(s) held by {} instance(s)", holders.len());
+        if !holders.is_empty() {
+            detail = format!("{detail}: {}", holders.join(", "));
+        }
+        r.ok("instances", detail);
+    } else {
+        r.warn(
+            "instances",
+            format!("nobody renewed these jobs for over a minute: {}", stale.join(", ")),
+            "no instance is running (or none reaches the database): start the service",
+        );
+    }
+    Ok(())
 }
 
 fn data_dir(r: &mut Report, dir: &Path) {
@@ -304,6 +344,15 @@ async fn database(r: &mut Report, settings: &Settings) -> Option<DatabaseConnect
         }
     };
     if let Err(e) = crate::db::refuse_newer_schema(&db).await {
+        // A rolling upgrade: this binary still serves what the newer one added.
+        if crate::db::serves_newer(&db).await.unwrap_or(false) {
+            r.warn(
+                CHECK,
+                "migrated by a newer Porteiro whose changes this version still serves (a rolling upgrade)",
+                "upgrade this instance to the version that migrated the database",
+            );
+            return Some(db);
+        }
         r.fail(CHECK, e.to_string(), "run the newer Porteiro that migrated it");
         return None;
     }

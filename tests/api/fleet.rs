@@ -204,7 +204,26 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
     wait_until_settled(&app).await;
     let (runs_after, elapsed) = (job_runs(&app).await, since.elapsed());
     let holders = entity::job_lease::Entity::find().all(&app.state.db).await.unwrap();
+    let instances = |r: &porteiro::ops::doctor::Report| {
+        r.findings
+            .iter()
+            .find(|f| f.check == "instances")
+            .cloned()
+            .unwrap_or_else(|| panic!("{r}"))
+    };
+    let report = porteiro::ops::doctor::examine((*app.state.settings).clone(), true).await;
+    assert_eq!(instances(&report).level, porteiro::ops::doctor::Level::Ok, "{report}");
+    assert!(instances(&report).detail.contains("held by"), "{report}");
     drop(servers);
+    // Every instance killed: their leases lapse and doctor says nobody took the jobs over.
+    use sea_orm::ConnectionTrait;
+    app.state
+        .db
+        .execute_unprepared("UPDATE job_lease SET lease_until = now() - interval '2 minutes' WHERE holder IS NOT NULL")
+        .await
+        .unwrap();
+    let report = porteiro::ops::doctor::examine((*app.state.settings).clone(), true).await;
+    assert_eq!(instances(&report).level, porteiro::ops::doctor::Level::Warn, "{report}");
 
     // Scheduled jobs: once per period across the fleet (each instance alone would have run
     // them as often).

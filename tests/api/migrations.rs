@@ -574,6 +574,15 @@ async fn during_a_rolling_upgrade_an_older_binary_serves_a_schema_that_only_expa
     porteiro::AppState::init(settings)
         .await
         .expect("an older binary serves an expanded schema");
+    // Doctor says so, as a warning rather than a failure.
+    let report = porteiro::ops::doctor::examine((*app.state.settings).clone(), true).await;
+    let found = report
+        .findings
+        .iter()
+        .find(|f| f.check == "database")
+        .unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(found.level, porteiro::ops::doctor::Level::Warn, "{report}");
+    assert!(found.detail.contains("rolling upgrade"), "{report}");
     let dir = app.state.settings.data_dir.clone();
     let (server, addr) = crate::faults::start(&app.state.settings.database_url, &dir);
     let health = reqwest::get(format!("{addr}/healthz")).await.unwrap();
