@@ -78,6 +78,11 @@ impl Signals {
         self.enabled.store(true, Ordering::Relaxed);
     }
 
+    /// Whether anyone else may hear (a serving process on PostgreSQL).
+    pub fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
     /// Queues signals for the next `NOTIFY`.
     pub fn send(&self, signals: impl IntoIterator<Item = Signal>) {
         if !self.enabled.load(Ordering::Relaxed) {

@@ -89,12 +89,14 @@ impl Pipeline {
     pub fn access_changed(&self, changed: &Changed) {
         self.access.forget(changed);
         if !changed.0.is_empty() {
-            let mut shards: std::collections::BTreeMap<i32, Vec<u16>> = Default::default();
-            for (app, email) in &changed.0 {
-                shards.entry(*app).or_default().push(super::access_cache::shard(email));
+            if self.signals.enabled() {
+                let mut shards: std::collections::BTreeMap<i32, Vec<u16>> = Default::default();
+                for (app, email) in &changed.0 {
+                    shards.entry(*app).or_default().push(super::access_cache::shard(email));
+                }
+                self.signals
+                    .send(shards.into_iter().map(|(app, shards)| Signal::Access { app, shards }));
             }
-            self.signals
-                .send(shards.into_iter().map(|(app, shards)| Signal::Access { app, shards }));
             self.wake_dispatcher();
         }
     }
