@@ -6,6 +6,9 @@
 //! row gives the acknowledgements per second, and the events processed per second from the
 //! first request until the inbox is empty (every instance's worker drains it). Prints figures;
 //! asserts nothing. On two cores the point is that nothing serialises needlessly, not a speed-up.
+//! Three instances' pools (16 each by default) and listeners fit PostgreSQL's default 100
+//! connections. `PORTEIRO_BENCH_INSTANCES=1,3` picks the rows; `PORTEIRO_BENCH_BIN` runs another
+//! build's binary (an older commit's, for old against new in one session).
 // A benchmark fails by panicking.
 #![allow(clippy::unwrap_used)]
 use std::io::{BufRead, BufReader};
@@ -31,15 +34,15 @@ impl Drop for Instance {
 }
 
 fn start(url: &str, dir: &std::path::Path) -> (Instance, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_porteiro"))
+    // PORTEIRO_BENCH_BIN: another build's binary (an older commit's, for old against new).
+    let bin = std::env::var("PORTEIRO_BENCH_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_porteiro").to_string());
+    let mut child = Command::new(bin)
         .arg("serve")
         .current_dir(dir)
         .env("DATABASE_URL", url)
         .env("PORTEIRO_DATA_DIR", dir)
         .env("PORTEIRO_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
-        // Three pools and three listeners fit PostgreSQL's default 100 connections.
-        .env("PORTEIRO_DB_MAX_CONNECTIONS", "16")
         .env_remove("PORTEIRO_MASTER_KEY")
         .env_remove("PORTEIRO_JWT_KEY")
         .stderr(Stdio::piped())
@@ -220,9 +223,14 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6000);
+    // PORTEIRO_BENCH_INSTANCES: the rows to run (default 1,2,3).
+    let rows: Vec<usize> = std::env::var("PORTEIRO_BENCH_INSTANCES").map_or_else(
+        |_| vec![1, 2, 3],
+        |v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect(),
+    );
     println!("porteiro fleet benchmark: {n} sales per row, concurrency {CONCURRENCY}, PostgreSQL");
     let mut one: Option<(f64, f64)> = None;
-    for instances in 1..=3 {
+    for instances in rows {
         let r = run(&base, instances, n).await;
         let first = *one.get_or_insert((r.acks, r.processed));
         println!(
