@@ -5,8 +5,8 @@
 //! run by whoever claims it: the holder (renewing), or anyone once the lease has passed (its
 //! holder died or stopped), and only when the period since the last run is over. The claim is one
 //! conditional `UPDATE`, so two instances can never both win it. While a round runs its lease is
-//! renewed, so a long round is never taken over; a holder killed mid-round is taken over within
-//! one lease. The holder keeps the lease between rounds (the dispatcher's sends outlive its
+//! renewed, so a long round is never taken over; a holder killed mid-round is taken over once
+//! its lease has passed, at the others' next look. The holder keeps the lease between rounds (the dispatcher's sends outlive its
 //! round), and gives it back when it stops.
 //!
 //! Times are the instances' clocks: they must agree (NTP) to well within a lease.
@@ -37,6 +37,9 @@ pub struct Fleet {
     /// within the first half of the lease needs no write (the dispatcher runs a round per
     /// access change).
     held: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
+    /// Jobs with no period another instance holds, and when to ask again: the dispatcher of an
+    /// instance that does not hold it is woken by every access change too.
+    elsewhere: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
     /// Names whose row is known to exist.
     known: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
@@ -58,6 +61,7 @@ impl Fleet {
             me,
             lease,
             held: Arc::default(),
+            elsewhere: Arc::default(),
             known: Arc::default(),
         }
     }
@@ -77,6 +81,13 @@ impl Fleet {
                 .is_some_and(|until| *until > std::time::Instant::now() + self.lease / 2)
         {
             return Ok(Claim::Run);
+        }
+        if period.is_zero()
+            && lock(&self.elsewhere)
+                .get(name)
+                .is_some_and(|ask| *ask > std::time::Instant::now())
+        {
+            return Ok(Claim::Skip);
         }
         let (started, now) = (std::time::Instant::now(), Utc::now());
         if !lock(&self.known).contains(name) {
@@ -119,6 +130,10 @@ impl Fleet {
             Ok(Claim::Run)
         } else {
             held.remove(name);
+            if period.is_zero() {
+                // Its holder's death is noticed within a lease and a quarter.
+                lock(&self.elsewhere).insert(name.to_string(), started + self.lease / 4);
+            }
             Ok(Claim::Skip)
         }
     }
