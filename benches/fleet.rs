@@ -8,7 +8,8 @@
 //! asserts nothing. On two cores the point is that nothing serialises needlessly, not a speed-up.
 //! Three instances' pools (16 each by default) and listeners fit PostgreSQL's default 100
 //! connections. `PORTEIRO_BENCH_INSTANCES=1,3` picks the rows; `PORTEIRO_BENCH_BIN` runs another
-//! build's binary (an older commit's, for old against new in one session).
+//! build's binary (an older commit's, for old against new in one session; with
+//! `PORTEIRO_BENCH_BIN_DOWN=k` the newest k migrations are undone for it).
 // A benchmark fails by panicking.
 #![allow(clippy::unwrap_used)]
 use std::io::{BufRead, BufReader};
@@ -43,6 +44,12 @@ fn start(url: &str, dir: &std::path::Path) -> (Instance, String) {
         .env("PORTEIRO_DATA_DIR", dir)
         .env("PORTEIRO_BIND", "127.0.0.1:0")
         .env("RUST_LOG", "warn")
+        // The service refuses `PORTEIRO_*` settings it does not know, this benchmark's own too.
+        .env_remove("PORTEIRO_BENCH_BIN")
+        .env_remove("PORTEIRO_BENCH_BIN_DOWN")
+        .env_remove("PORTEIRO_BENCH_INSTANCES")
+        .env_remove("PORTEIRO_BENCH_N")
+        .env_remove("PORTEIRO_BENCH_DATABASE_URL")
         .env_remove("PORTEIRO_MASTER_KEY")
         .env_remove("PORTEIRO_JWT_KEY")
         .stderr(Stdio::piped())
@@ -50,8 +57,13 @@ fn start(url: &str, dir: &std::path::Path) -> (Instance, String) {
         .unwrap();
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let instance = Instance(child);
+    let mut said = Vec::new();
     loop {
-        let line = lines.next().expect("the server printed its address").unwrap();
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("the server did not start:\n{}", said.join("\n")))
+            .unwrap();
+        said.push(line.clone());
         if let Some(a) = line.strip_prefix("porteiro listening on ") {
             std::thread::spawn(move || for _ in lines.by_ref() {});
             return (instance, a.trim().to_string());
@@ -140,6 +152,15 @@ async fn run(base_url: &str, instances: usize, n: usize) -> Row {
     }
     let _ = stop.send(true);
     let _ = server.await;
+    // An older build refuses a schema newer than it knows: PORTEIRO_BENCH_BIN_DOWN undoes that
+    // many of the newest migrations for it.
+    if let Some(k) = std::env::var("PORTEIRO_BENCH_BIN_DOWN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        use migration::MigratorTrait;
+        migration::Migrator::down(&state.db, Some(k)).await.unwrap();
+    }
     let key = services::apps::by_slug(&state.db, "default")
         .await
         .unwrap()

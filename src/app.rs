@@ -224,10 +224,12 @@ pub fn start_signals(jobs: &mut Jobs, state: &AppState) {
     let p = state.pipeline.clone();
     jobs.spawn_service("signals_out", async move {
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(e) = p.publish_signals().await {
                 e.log();
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
+            tokio::time::sleep_until(started + pipeline::signals::PACE).await;
         }
     });
     let url = state
@@ -236,6 +238,14 @@ pub fn start_signals(jobs: &mut Jobs, state: &AppState) {
         .clone()
         .unwrap_or_else(|| state.settings.database_url.clone());
     jobs.spawn_service("signals_in", listen(state.clone(), url));
+    // Instances hear of each other now and then, so each knows whether anyone else listens.
+    let signals = state.signals.clone();
+    jobs.spawn_service("signals_here", async move {
+        loop {
+            tokio::time::sleep(pipeline::signals::HERE_EVERY).await;
+            signals.send([pipeline::signals::Signal::Here]);
+        }
+    });
 }
 
 /// Listens on one direct connection (LISTEN cannot go through a pooler in transaction mode),
@@ -258,6 +268,7 @@ async fn listen(st: AppState, url: String) {
             continue;
         }
         st.forget_everything();
+        st.signals.send([Signal::Hello]);
         metrics::gauge!("porteiro_signals_listening").set(1.0);
         loop {
             match listener.try_recv().await {
@@ -265,6 +276,10 @@ async fn listen(st: AppState, url: String) {
                     let Some(signals) = decode(&st.instance, n.payload()) else {
                         continue;
                     };
+                    st.signals.heard_a_peer();
+                    if signals.contains(&Signal::Hello) {
+                        st.signals.send([Signal::Here]);
+                    }
                     metrics::counter!("porteiro_signals_received_total").increment(signals.len() as u64);
                     st.apply_signals(&signals);
                     for s in &signals {

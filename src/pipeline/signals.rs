@@ -7,8 +7,8 @@
 //! notify) only costs freshness, which the caches' TTLs and the loops' polls still bound, and a
 //! listener that reconnects forgets everything it caches (see [`forget_everything`]).
 //!
-//! Signals are coalesced: while one `NOTIFY` is on its way, the next ones are merged into the
-//! following one, so a flood costs one round trip at a time, not one per commit.
+//! Signals are coalesced: at most one `NOTIFY` every [`PACE`], with everything queued meanwhile
+//! merged into it, so a flood costs a few dozen notifications a second, not one per commit.
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+
+/// The least time between two `NOTIFY`s of one instance (well inside the one second a revoke
+/// may take to reach the other instances).
+pub const PACE: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// How long an instance counts as listening after it was last heard from; each says
+/// [`Signal::Here`] every [`HERE_EVERY`].
+pub const PEER_WINDOW: std::time::Duration = std::time::Duration::from_secs(90);
+pub const HERE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The channel every instance listens on.
 pub const CHANNEL: &str = "porteiro";
@@ -27,6 +36,10 @@ const MAX_SHARDS: usize = 400;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "k", rename_all = "snake_case")]
 pub enum Signal {
+    /// An instance started listening: the others answer [`Signal::Here`].
+    Hello,
+    /// An instance is listening (an answer to a hello, and every half minute).
+    Here,
     /// Webhooks were stored: workers, look.
     Inbox,
     /// Notifications were written: the dispatcher, look.
@@ -69,6 +82,9 @@ struct Envelope {
 #[derive(Default)]
 pub struct Signals {
     enabled: AtomicBool,
+    /// Until when another instance is known to listen (ms since the epoch): with nobody else,
+    /// nothing is sent but the greetings.
+    peers_until: std::sync::atomic::AtomicI64,
     pending: Mutex<BTreeSet<Signal>>,
     ready: Notify,
 }
@@ -76,6 +92,17 @@ pub struct Signals {
 impl Signals {
     pub fn enable(&self) {
         self.enabled.store(true, Ordering::Relaxed);
+    }
+
+    /// Another instance was heard from: it listens for a while yet.
+    pub fn heard_a_peer(&self) {
+        let until = chrono::Utc::now().timestamp_millis() + PEER_WINDOW.as_millis() as i64;
+        self.peers_until.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Whether another instance was heard from lately.
+    pub fn has_peers(&self) -> bool {
+        self.peers_until.load(Ordering::Relaxed) > chrono::Utc::now().timestamp_millis()
     }
 
     /// Whether anyone else may hear (a serving process on PostgreSQL).
@@ -151,10 +178,12 @@ pub fn envelope(from: &str, batch: Vec<Signal>) -> crate::AppResult<String> {
     .map_err(crate::AppError::internal)
 }
 
+/// One statement, committed without waiting for the disk: `NOTIFY` gives its transaction an id,
+/// so each would otherwise cost a durable commit, and a signal is best effort anyway.
 pub async fn notify(db: &DatabaseConnection, payload: &str) -> crate::AppResult<()> {
     db.execute_raw(Statement::from_sql_and_values(
         DbBackend::Postgres,
-        "SELECT pg_notify($1, $2)",
+        "SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)",
         [CHANNEL.into(), payload.into()],
     ))
     .await?;

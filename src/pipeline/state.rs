@@ -109,8 +109,16 @@ impl Pipeline {
     }
 
     /// Sends the queued signals in one `NOTIFY` (waits for some first).
+    /// With no other instance heard from, only the greetings are sent: one instance on
+    /// PostgreSQL pays nothing for the signals.
     pub async fn publish_signals(&self) -> crate::AppResult<()> {
-        let batch = self.signals.next().await;
+        let mut batch = self.signals.next().await;
+        if !self.signals.has_peers() {
+            batch.retain(|s| matches!(s, Signal::Hello | Signal::Here));
+            if batch.is_empty() {
+                return Ok(());
+            }
+        }
         let payload = super::signals::envelope(&self.instance, batch)?;
         super::signals::notify(&self.db, &payload).await
     }
@@ -120,6 +128,8 @@ impl Pipeline {
     pub fn apply_signals(&self, signals: &[Signal]) {
         for s in signals {
             match s {
+                // The listener answers a hello; both mean someone else listens.
+                Signal::Hello | Signal::Here => {}
                 Signal::Inbox => self.wake_worker_here(),
                 Signal::Outbox => self.notify.wake(),
                 Signal::Access { app, shards } => self.access.forget_shards(*app, shards),
