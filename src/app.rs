@@ -96,9 +96,8 @@ pub fn start_jobs(state: &AppState) -> std::io::Result<Jobs> {
 }
 
 /// Sends notifications (fan-out and due deliveries; woken after every access change) and
-/// announces ends as they pass.
-/// One instance of the fleet dispatches at a time (it keeps the lease while it lives), so an
-/// endpoint's `maxInFlight` holds fleet-wide; the others take over within a lease.
+/// announces ends as they pass. One instance of the fleet dispatches at a time (it keeps the
+/// lease while it lives), so an endpoint's `maxInFlight` holds fleet-wide.
 pub fn start_dispatcher(jobs: &mut Jobs, state: &AppState) {
     let notify = state.notify.clone();
     jobs.spawn(

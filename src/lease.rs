@@ -35,7 +35,7 @@ pub struct Fleet {
     shared: bool,
     /// Jobs held with no period, and until when this process knows it holds them: a round
     /// within the first half of the lease needs no write (the dispatcher runs a round per
-    /// access change).
+    /// access change). Without sharing (SQLite): when each job last ran.
     held: Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
     /// Jobs with no period another instance holds, and when to ask again: the dispatcher of an
     /// instance that does not hold it is woken by every access change too.
@@ -73,6 +73,13 @@ impl Fleet {
     /// Claims one round of `name`, due `period` after its last run (zero: every round).
     pub async fn claim(&self, name: &str, period: Duration) -> AppResult<Claim> {
         if !self.shared {
+            // One process: only the period, kept in memory (a restart may run a round early).
+            let mut last = lock(&self.held);
+            let now = std::time::Instant::now();
+            if last.get(name).is_some_and(|at| now.duration_since(*at) < period) {
+                return Ok(Claim::Skip);
+            }
+            last.insert(name.to_string(), now);
             return Ok(Claim::Run);
         }
         if period.is_zero()
@@ -240,4 +247,24 @@ pub fn instance_name() -> Arc<str> {
         .unwrap_or_else(|| "host".into());
     let random = uuid::Uuid::new_v4().simple().to_string();
     format!("{host}:{}:{}", std::process::id(), &random[..8]).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn one_process_on_sqlite_keeps_each_jobs_period_in_memory() {
+        let db = sea_orm::Database::connect("sqlite::memory:").await.unwrap();
+        let fleet = Fleet::new(db, instance_name(), Duration::from_secs(15));
+        let hour = Duration::from_secs(3600);
+        assert_eq!(fleet.claim("prune", hour).await.unwrap(), Claim::Run);
+        assert_eq!(fleet.claim("prune", hour).await.unwrap(), Claim::Skip);
+        // A job without a period runs every round.
+        for _ in 0..3 {
+            assert_eq!(fleet.claim("dispatch", Duration::ZERO).await.unwrap(), Claim::Run);
+        }
+        // No table is needed, or written: SQLite has one process.
+        assert_eq!(fleet.release_all().await.unwrap(), 0);
+    }
 }
