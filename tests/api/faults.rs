@@ -197,23 +197,7 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
     }
     drop(server);
     the_feed_replayed_from_zero_is_the_access(&app, &feed_key, &rx).await;
-    let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
-    let stored: std::collections::HashMap<&str, &entity::webhook_event::Model> =
-        rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
-    for id in &acked {
-        let row = stored
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
-        assert_eq!(row.status, entity::status::InboxStatus::Processed, "{id}: {row:?}");
-    }
-    // Applied exactly once: one fact per processed event, one entitlement per sale.
-    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
-    let mut per_event = std::collections::HashMap::new();
-    for f in &facts {
-        *per_event.entry(f.webhook_event_id).or_insert(0) += 1;
-    }
-    assert!(per_event.values().all(|n| *n == 1), "an event applied twice");
-    assert_eq!(facts.len(), rows.len());
+    let rows = every_acknowledged_event_applied_once(&app, &acked).await;
     // One entitlement per transaction (a refund joins its sale's source; one whose sale was
     // refused a 503 around a kill is recorded alone).
     let sales: std::collections::HashSet<_> = rows.iter().map(|r| r.transaction.clone()).collect();
@@ -223,6 +207,33 @@ async fn kill_9_during_a_flood_loses_no_acknowledged_event_and_applies_each_once
         .filter(|e| !sales.contains(&e.source.strip_prefix("txn:").map(str::to_string)))
         .collect();
     assert_eq!(rights.len(), sales.len(), "{extra:?}");
+}
+
+/// Every acknowledged event is stored once and processed, and each stored event was applied
+/// exactly once (one fact each); the stored events are returned.
+pub(crate) async fn every_acknowledged_event_applied_once(
+    app: &TestApp,
+    acked: &[String],
+) -> Vec<entity::webhook_event::Model> {
+    let db = &app.state.db;
+    let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
+    let stored: std::collections::HashMap<&str, &entity::webhook_event::Model> =
+        rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
+    assert_eq!(stored.len(), rows.len(), "an event stored twice");
+    for id in acked {
+        let row = stored
+            .get(id.as_str())
+            .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
+        assert_eq!(row.status, entity::status::InboxStatus::Processed, "{id}: {row:?}");
+    }
+    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
+    let mut per_event = std::collections::HashMap::new();
+    for f in &facts {
+        *per_event.entry(f.webhook_event_id).or_insert(0) += 1;
+    }
+    assert!(per_event.values().all(|n| *n == 1), "an event applied twice");
+    assert_eq!(facts.len(), rows.len());
+    rows
 }
 
 /// A client that replays the feed from cursor 0 (keeping each entitlement's highest version)

@@ -30,6 +30,21 @@ fn spawn_instance(app: &TestApp) -> (Server, String) {
     start_with(&app.state.settings.database_url, &app.state.settings.data_dir, FLEET)
 }
 
+/// A webhook to one instance, with the right Hottok.
+fn deliver(
+    client: &reqwest::Client,
+    addr: &str,
+    key: &str,
+    body: String,
+) -> impl std::future::Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    client
+        .post(format!("{addr}/webhooks/hotmart/{key}"))
+        .header("content-type", "application/json")
+        .header("X-HOTMART-HOTTOK", HOTTOK)
+        .body(body)
+        .send()
+}
+
 async fn job_runs(app: &TestApp) -> HashMap<String, i64> {
     entity::job_lease::Entity::find()
         .all(&app.state.db)
@@ -166,13 +181,7 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
                 };
                 sent.lock().unwrap().insert(id.clone(), body.clone());
                 mine.push(id.clone());
-                let res = client
-                    .post(format!("{target}/webhooks/hotmart/{key}"))
-                    .header("content-type", "application/json")
-                    .header("X-HOTMART-HOTTOK", HOTTOK)
-                    .body(body)
-                    .send()
-                    .await;
+                let res = deliver(&client, &target, &key, body).await;
                 match res {
                     Ok(r) if r.status().is_success() => {
                         acked.lock().unwrap().insert(id);
@@ -241,23 +250,9 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
     // Every acknowledged event processed, each applied once.
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > 100, "the flood got through: {}", acked.len());
+    let acked: Vec<String> = acked.into_iter().collect();
+    let rows = crate::faults::every_acknowledged_event_applied_once(&app, &acked).await;
     let db = &app.state.db;
-    let rows = entity::webhook_event::Entity::find().all(db).await.unwrap();
-    let stored: HashMap<&str, &entity::webhook_event::Model> = rows.iter().map(|r| (r.event_id.as_str(), r)).collect();
-    assert_eq!(stored.len(), rows.len(), "an event stored twice");
-    for id in &acked {
-        let row = stored
-            .get(id.as_str())
-            .unwrap_or_else(|| panic!("acknowledged {id} was lost"));
-        assert_eq!(row.status, entity::status::InboxStatus::Processed, "{id}: {row:?}");
-    }
-    let facts = entity::access_fact::Entity::find().all(db).await.unwrap();
-    let mut per_event: HashMap<Option<i32>, usize> = HashMap::new();
-    for f in &facts {
-        *per_event.entry(f.webhook_event_id).or_default() += 1;
-    }
-    assert!(per_event.values().all(|n| *n == 1), "an event applied twice");
-    assert_eq!(facts.len(), rows.len());
     // One entitlement per buyer and target.
     let rights = entity::entitlement::Entity::find().all(db).await.unwrap();
     let mut per_holding: HashMap<(i32, String, i32), usize> = HashMap::new();
@@ -309,14 +304,7 @@ async fn a_revoke_on_one_instance_is_refused_by_another_within_a_second() {
     let (_a, a) = spawn_instance(&app);
     let (_b, b) = spawn_instance(&app);
     let client = reqwest::Client::new();
-    let post = |addr: &str, body: String| {
-        client
-            .post(format!("{addr}/webhooks/hotmart/{key}"))
-            .header("content-type", "application/json")
-            .header("X-HOTMART-HOTTOK", HOTTOK)
-            .body(body)
-            .send()
-    };
+    let post = |addr: &str, body: String| deliver(&client, addr, &key, body);
     let active_on_b = |id: String| {
         let req = client
             .get(format!("{b}/v1/access/check?email={id}@example.com&package={package}"))
@@ -378,14 +366,7 @@ async fn a_stop_drains_webhooks_to_503_finishes_its_work_and_gives_back_its_jobs
         &[("PORTEIRO_DRAIN_SECS", "2")],
     );
     let client = reqwest::Client::new();
-    let post = |body: String| {
-        client
-            .post(format!("{addr}/webhooks/hotmart/{key}"))
-            .header("content-type", "application/json")
-            .header("X-HOTMART-HOTTOK", HOTTOK)
-            .body(body)
-            .send()
-    };
+    let post = |body: String| deliver(&client, &addr, &key, body);
     assert_eq!(post(sale("d1")).await.unwrap().status(), 200);
     // On PostgreSQL the instance holds its jobs (SQLite has one process, and no leases).
     let shared = app.state.db.get_database_backend() == sea_orm::DbBackend::Postgres;
