@@ -17,18 +17,22 @@ async fn every_job_reports_its_last_run_and_all_stop_together() {
     app.create_package("Curso", &["4100001"], None).await;
     let before = chrono::Utc::now().timestamp() as f64 - 1.0;
     let jobs = porteiro::app::start_jobs(&app.state).unwrap();
-    assert_eq!(
-        jobs.names(),
-        [
-            "maintenance",
-            "worker",
-            "dispatch",
-            "expiry",
-            "prune",
-            "rollups",
-            "reconcile_scheduler"
-        ]
-    );
+    // On PostgreSQL, first the signals between instances.
+    let mut expected = if app.state.db.get_database_backend() == sea_orm::DbBackend::Postgres {
+        vec!["signals_out", "signals_in", "signals_here"]
+    } else {
+        vec![]
+    };
+    expected.extend([
+        "maintenance",
+        "worker",
+        "dispatch",
+        "expiry",
+        "prune",
+        "rollups",
+        "reconcile_scheduler",
+    ]);
+    assert_eq!(jobs.names(), expected);
     // The worker job drains what arrives without anyone calling it.
     assert_eq!(app.post_hotmart(&recent("purchase_approved.json", &[])).await.0, 200);
     let mut seen = String::new();

@@ -624,7 +624,10 @@ async fn a_notification_survives_a_kill_9_between_the_change_and_its_delivery() 
     let dir = app.state.settings.data_dir.clone();
     let client = reqwest::Client::new();
 
-    let (server, addr) = crate::faults::start(&db_url, &dir);
+    // On PostgreSQL the restarted process takes the dispatcher over once the killed one's lease
+    // has passed: a short one here.
+    let lease = [("PORTEIRO_JOB_LEASE_SECS", "2")];
+    let (server, addr) = crate::faults::start_with(&db_url, &dir, &lease);
     let hook = format!("{addr}/webhooks/hotmart/{}", app.app("default").await.webhook_key);
     let res = client
         .post(&hook)
@@ -656,7 +659,7 @@ async fn a_notification_survives_a_kill_9_between_the_change_and_its_delivery() 
     )
     .await;
     // Its next try is due within seconds (the first retry waits about 5 s).
-    let (server, _) = crate::faults::start(&db_url, &dir);
+    let (server, _) = crate::faults::start_with(&db_url, &dir, &lease);
     let mut delivered = Vec::new();
     for _ in 0..300 {
         delivered = rx.got();
