@@ -252,20 +252,23 @@ pub fn start_signals(jobs: &mut Jobs, state: &AppState) {
 async fn listen(st: AppState, url: String) {
     use pipeline::signals::{CHANNEL, Signal, decode};
     use sea_orm::sqlx::postgres::PgListener;
+    // Retries back off to half a minute, so a database that is down fills no log.
+    let mut wait = Duration::from_secs(1);
     loop {
-        let mut listener = match PgListener::connect(&url).await {
+        let connected = match PgListener::connect(&url).await {
+            Ok(mut l) => l.listen(CHANNEL).await.map(|_| l),
+            Err(e) => Err(e),
+        };
+        let mut listener = match connected {
             Ok(l) => l,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for other instances' signals; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                tracing::warn!(error = %e, retry_in = ?wait, "cannot listen for other instances' signals");
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(30));
                 continue;
             }
         };
-        if let Err(e) = listener.listen(CHANNEL).await {
-            tracing::warn!(error = %e, "cannot listen for other instances' signals; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
+        wait = Duration::from_secs(1);
         st.forget_everything();
         st.signals.send([Signal::Hello]);
         metrics::gauge!("porteiro_signals_listening").set(1.0);
