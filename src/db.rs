@@ -405,22 +405,18 @@ pub async fn record_floor(db: &DatabaseConnection) -> anyhow::Result<()> {
     else {
         return Ok(());
     };
-    let backend = db.get_database_backend();
-    db.execute_raw(Statement::from_sql_and_values(
-        backend,
-        match backend {
-            DbBackend::Postgres => {
-                "INSERT INTO schema_floor (id, serves_from) VALUES (1, $1) \
-                 ON CONFLICT (id) DO UPDATE SET serves_from = excluded.serves_from"
-            }
-            _ => {
-                "INSERT INTO schema_floor (id, serves_from) VALUES (1, ?) \
-                 ON CONFLICT (id) DO UPDATE SET serves_from = excluded.serves_from"
-            }
-        },
-        [floor.into()],
-    ))
-    .await?;
+    use sea_orm::sea_query::{Alias, OnConflict, Query};
+    let q = Query::insert()
+        .into_table(Alias::new("schema_floor"))
+        .columns([Alias::new("id"), Alias::new("serves_from")])
+        .values_panic([1.into(), floor.into()])
+        .on_conflict(
+            OnConflict::column(Alias::new("id"))
+                .update_column(Alias::new("serves_from"))
+                .to_owned(),
+        )
+        .to_owned();
+    db.execute_raw(db.get_database_backend().build(&q)).await?;
     Ok(())
 }
 

@@ -105,14 +105,19 @@ impl Signals {
         self.peers_until.load(Ordering::Relaxed) > chrono::Utc::now().timestamp_millis()
     }
 
-    /// Whether anyone else may hear (a serving process on PostgreSQL).
-    pub fn enabled(&self) -> bool {
-        self.enabled.load(Ordering::Relaxed)
-    }
-
     /// Queues signals for the next `NOTIFY`.
+    /// With no other instance heard from, only the greetings are queued: one instance on
+    /// PostgreSQL pays an atomic load per webhook for the signals, nothing more.
     pub fn send(&self, signals: impl IntoIterator<Item = Signal>) {
         if !self.enabled.load(Ordering::Relaxed) {
+            return;
+        }
+        let alone = !self.has_peers();
+        let mut signals = signals
+            .into_iter()
+            .filter(|s| !alone || matches!(s, Signal::Hello | Signal::Here))
+            .peekable();
+        if signals.peek().is_none() {
             return;
         }
         let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -244,6 +249,19 @@ mod tests {
         })
         .unwrap();
         assert!(widest.len() < 8000, "{}", widest.len());
+    }
+
+    #[tokio::test]
+    async fn alone_an_instance_queues_only_its_greetings() {
+        let s = Signals::default();
+        s.send([Signal::Hello]);
+        assert!(s.pending.lock().unwrap().is_empty(), "not enabled: nothing");
+        s.enable();
+        s.send([Signal::Inbox, Signal::Hello]);
+        assert_eq!(s.next().await, vec![Signal::Hello]);
+        s.heard_a_peer();
+        s.send([Signal::Inbox, Signal::Catalog { app: 1 }]);
+        assert_eq!(s.next().await, vec![Signal::Inbox, Signal::Catalog { app: 1 }]);
     }
 
     #[test]

@@ -89,7 +89,7 @@ impl Pipeline {
     pub fn access_changed(&self, changed: &Changed) {
         self.access.forget(changed);
         if !changed.0.is_empty() {
-            if self.signals.enabled() {
+            if self.signals.has_peers() {
                 let mut shards: std::collections::BTreeMap<i32, Vec<u16>> = Default::default();
                 for (app, email) in &changed.0 {
                     shards.entry(*app).or_default().push(super::access_cache::shard(email));
@@ -109,16 +109,8 @@ impl Pipeline {
     }
 
     /// Sends the queued signals in one `NOTIFY` (waits for some first).
-    /// With no other instance heard from, only the greetings are sent: one instance on
-    /// PostgreSQL pays nothing for the signals.
     pub async fn publish_signals(&self) -> crate::AppResult<()> {
-        let mut batch = self.signals.next().await;
-        if !self.signals.has_peers() {
-            batch.retain(|s| matches!(s, Signal::Hello | Signal::Here));
-            if batch.is_empty() {
-                return Ok(());
-            }
-        }
+        let batch = self.signals.next().await;
         let payload = super::signals::envelope(&self.instance, batch)?;
         super::signals::notify(&self.db, &payload).await
     }

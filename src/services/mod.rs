@@ -26,6 +26,7 @@ use crate::auth::Principal;
 use crate::db::WriteTxn;
 pub use crate::db::{Page, Paged};
 use crate::pipeline::access_cache::Changed;
+use crate::pipeline::signals::Signal;
 use crate::{AppResult, AppState};
 
 /// An admin's change in progress: the admin role checked, its transaction open. Only
@@ -88,8 +89,6 @@ pub enum Then {
     WakeWorker,
     WakeDispatcher,
 }
-
-use crate::pipeline::signals::Signal;
 
 impl<'a> AdminWrite<'a> {
     pub async fn begin(state: &'a AppState, who: &'a Principal) -> AppResult<Self> {

@@ -42,8 +42,9 @@ const TYPES: [&str; 7] = [
     "SUBSCRIPTION_CANCELLATION",
 ];
 
-/// Every entitlement as a backtest reports one: holder, target, status as of now, end.
-async fn entitlements(app: &TestApp) -> BTreeMap<String, AccessState> {
+/// Every entitlement as a backtest reports one, by source: holder, target, status as of now,
+/// end (the fleet test compares two databases with it).
+pub(crate) async fn entitlements(app: &TestApp) -> BTreeMap<String, AccessState> {
     let db = &app.state.db;
     let buyers: BTreeMap<i32, String> = entity::buyer::Entity::find()
         .all(db)

@@ -81,34 +81,6 @@ async fn wait_until_settled(app: &TestApp) {
     panic!("the fleet did not settle within two minutes");
 }
 
-/// Every buyer's entitlements as (e-mail, target kind, status, end), comparable across databases.
-async fn access_by_buyer(app: &TestApp) -> Vec<(String, String, String, Option<String>)> {
-    let db = &app.state.db;
-    let buyers: HashMap<i32, String> = entity::buyer::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|b| (b.id, b.email))
-        .collect();
-    let mut out: Vec<_> = entity::entitlement::Entity::find()
-        .all(db)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|e| {
-            (
-                buyers[&e.buyer_id].clone(),
-                format!("{:?}", e.target_kind),
-                format!("{:?}", e.status),
-                e.expires_at.map(|t| t.to_rfc3339()),
-            )
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[cfg_attr(not(pg_backend), ignore = "PostgreSQL only: instances share one PostgreSQL database")]
 async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_instance() {
@@ -289,7 +261,10 @@ async fn three_instances_under_kill_9_apply_each_event_once_and_agree_with_one_i
         assert_eq!(status, 200, "{body}");
     }
     one.process_inbox().await;
-    assert_eq!(access_by_buyer(&app).await, access_by_buyer(&one).await);
+    assert_eq!(
+        crate::backtest::entitlements(&app).await,
+        crate::backtest::entitlements(&one).await
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
