@@ -1202,10 +1202,19 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     // The server has drained its requests; the loops finish the round in hand.
     jobs.stop().await;
     // The other instances take this one's jobs at their next round, not after a lease.
-    match fleet.release_all().await {
-        Ok(n) if n > 0 => tracing::info!(leases = n, "gave back this instance's jobs"),
-        Ok(_) => {}
-        Err(e) => e.log(),
+    // A few tries: a connection that fails now would leave the others waiting out the leases.
+    for attempt in 1..=5 {
+        match fleet.release_all().await {
+            Ok(n) => {
+                tracing::info!(leases = n, "gave back this instance's jobs");
+                break;
+            }
+            Err(e) => {
+                e.log();
+                tracing::warn!(attempt, "could not give back this instance's jobs yet");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
     }
     Ok(())
 }
